@@ -1,0 +1,362 @@
+//! Commands: every write the state machine accepts, and the batch a Raft entry
+//! carries. Validation that needs no state happens at construction and
+//! deserialisation ([`Command::validate`]); the rest happens in `apply`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::FieldError;
+use crate::ids::{AccountId, Currency, OrderId, ProductName, RequestId, Sku};
+use crate::model::AccountKind;
+use crate::money::Minor;
+
+/// Most lines one order may have: a cart, not a warehouse transfer.
+pub const ORDER_LINES_MAX: usize = 100;
+/// Most units of one SKU on one line.
+pub const LINE_QTY_MAX: u64 = 10_000;
+/// Most units one `Restock` or `SetStock` may name; keeps every sum of stock
+/// far from `u64` overflow for any realistic number of operations.
+pub const STOCK_QTY_MAX: u64 = 1_000_000_000_000;
+/// Largest single deposit in minor units (10^15: ten trillion of a 2-decimal
+/// currency); keeps balances far from `i64` overflow.
+pub const DEPOSIT_MAX: i64 = 1_000_000_000_000_000;
+/// Largest unit price in minor units.
+pub const PRICE_MAX: i64 = 1_000_000_000_000;
+/// Reservation lifetime when the order does not say (15 minutes).
+pub const ORDER_TTL_DEFAULT_S: u32 = 15 * 60;
+/// Longest reservation lifetime an order may ask for (7 days).
+pub const ORDER_TTL_MAX_S: u32 = 7 * 24 * 3600;
+/// Most commands in one batch (`/v1/batch` and one Raft entry alike).
+pub const BATCH_COMMANDS_MAX: usize = 1_000;
+
+/// Who is acting. Decides what a command may touch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "id")]
+pub enum Principal {
+    /// An operator with the admin token: may do anything.
+    Admin,
+    /// A customer: may place, pay and cancel its own orders.
+    Customer(AccountId),
+    /// The cluster itself (the leader's `ExpireDue`).
+    System,
+}
+
+/// One line of a `PlaceOrder`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineRequest {
+    /// The product.
+    pub sku: Sku,
+    /// Units, 1 to [`LINE_QTY_MAX`].
+    pub qty: u64,
+}
+
+/// A write to the commerce state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Command {
+    /// Create a product or change its name, price, currency or active flag.
+    /// A product's currency cannot change while units are reserved.
+    UpsertProduct {
+        /// The product.
+        sku: Sku,
+        /// Display name.
+        name: ProductName,
+        /// Unit price, 1 to [`PRICE_MAX`].
+        price: Minor,
+        /// The product's currency.
+        currency: Currency,
+        /// Whether it can be ordered (default true).
+        #[serde(default = "default_true")]
+        active: bool,
+    },
+    /// Add units to `on_hand`.
+    Restock {
+        /// The product.
+        sku: Sku,
+        /// Units to add, 1 to [`STOCK_QTY_MAX`].
+        qty: u64,
+    },
+    /// Set `on_hand` to an absolute count (a stock take); refused below reserved.
+    SetStock {
+        /// The product.
+        sku: Sku,
+        /// The counted units, up to [`STOCK_QTY_MAX`].
+        on_hand: u64,
+    },
+    /// Open an account with a zero balance.
+    OpenAccount {
+        /// The new account's id.
+        id: AccountId,
+        /// Its kind; one merchant and one external account per currency.
+        kind: AccountKind,
+        /// Its currency.
+        currency: Currency,
+    },
+    /// Credit an account from its currency's external account.
+    Deposit {
+        /// The credited account.
+        account: AccountId,
+        /// Amount, 1 to [`DEPOSIT_MAX`].
+        amount: Minor,
+    },
+    /// Reserve every line's units, all or none, and create a `reserved` order.
+    PlaceOrder {
+        /// The buying customer.
+        customer: AccountId,
+        /// 1 to [`ORDER_LINES_MAX`] lines.
+        lines: Vec<LineRequest>,
+        /// Reservation lifetime in seconds (default [`ORDER_TTL_DEFAULT_S`]).
+        #[serde(default)]
+        ttl_seconds: Option<u32>,
+    },
+    /// Pay a reserved order: customer → merchant, reserved units are sold.
+    PayOrder {
+        /// The order.
+        order: OrderId,
+    },
+    /// Cancel a reserved order and release its units.
+    CancelOrder {
+        /// The order.
+        order: OrderId,
+    },
+    /// Mark a paid order shipped.
+    ShipOrder {
+        /// The order.
+        order: OrderId,
+    },
+    /// Mark a shipped order delivered.
+    DeliverOrder {
+        /// The order.
+        order: OrderId,
+    },
+    /// Return a paid or shipped order's money; optionally its units to stock.
+    RefundOrder {
+        /// The order.
+        order: OrderId,
+        /// Return the units to `on_hand`.
+        #[serde(default)]
+        restock: bool,
+    },
+    /// Expire reserved orders whose `expires_at` is at or before `now_ms`.
+    /// Proposed by the leader; `now_ms` is capped at the entry's own time.
+    ExpireDue {
+        /// Leader time in ms.
+        now_ms: u64,
+    },
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Command {
+    /// Checks every rule that needs no state: ranges, counts, lengths.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        match self {
+            Command::UpsertProduct { price, .. } => {
+                if price.0 <= 0 || price.0 > PRICE_MAX {
+                    return Err(FieldError::new(
+                        "price",
+                        format!("must be 1 to {PRICE_MAX} minor units"),
+                    ));
+                }
+            }
+            Command::Restock { qty, .. } => {
+                if *qty == 0 || *qty > STOCK_QTY_MAX {
+                    return Err(FieldError::new(
+                        "qty",
+                        format!("must be 1 to {STOCK_QTY_MAX}"),
+                    ));
+                }
+            }
+            Command::SetStock { on_hand, .. } => {
+                if *on_hand > STOCK_QTY_MAX {
+                    return Err(FieldError::new(
+                        "on_hand",
+                        format!("must be at most {STOCK_QTY_MAX}"),
+                    ));
+                }
+            }
+            Command::Deposit { amount, .. } => {
+                if amount.0 <= 0 || amount.0 > DEPOSIT_MAX {
+                    return Err(FieldError::new(
+                        "amount",
+                        format!("must be 1 to {DEPOSIT_MAX} minor units"),
+                    ));
+                }
+            }
+            Command::PlaceOrder {
+                lines, ttl_seconds, ..
+            } => {
+                if lines.is_empty() || lines.len() > ORDER_LINES_MAX {
+                    return Err(FieldError::new(
+                        "lines",
+                        format!("must have 1 to {ORDER_LINES_MAX} lines, got {}", lines.len()),
+                    ));
+                }
+                if let Some((i, l)) = lines
+                    .iter()
+                    .enumerate()
+                    .find(|(_, l)| l.qty == 0 || l.qty > LINE_QTY_MAX)
+                {
+                    return Err(FieldError::new(
+                        &format!("lines[{i}].qty"),
+                        format!("must be 1 to {LINE_QTY_MAX}, got {}", l.qty),
+                    ));
+                }
+                if let Some(t) = ttl_seconds {
+                    if *t == 0 || *t > ORDER_TTL_MAX_S {
+                        return Err(FieldError::new(
+                            "ttl_seconds",
+                            format!("must be 1 to {ORDER_TTL_MAX_S}"),
+                        ));
+                    }
+                }
+            }
+            Command::OpenAccount { .. }
+            | Command::PayOrder { .. }
+            | Command::CancelOrder { .. }
+            | Command::ShipOrder { .. }
+            | Command::DeliverOrder { .. }
+            | Command::RefundOrder { .. }
+            | Command::ExpireDue { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// The command's name as used in metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::UpsertProduct { .. } => "upsert_product",
+            Command::Restock { .. } => "restock",
+            Command::SetStock { .. } => "set_stock",
+            Command::OpenAccount { .. } => "open_account",
+            Command::Deposit { .. } => "deposit",
+            Command::PlaceOrder { .. } => "place_order",
+            Command::PayOrder { .. } => "pay_order",
+            Command::CancelOrder { .. } => "cancel_order",
+            Command::ShipOrder { .. } => "ship_order",
+            Command::DeliverOrder { .. } => "deliver_order",
+            Command::RefundOrder { .. } => "refund_order",
+            Command::ExpireDue { .. } => "expire_due",
+        }
+    }
+}
+
+/// A command with its idempotency key and the principal acting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The idempotency key: at most one effect per key.
+    pub request_id: RequestId,
+    /// Who is acting.
+    pub principal: Principal,
+    /// What to do.
+    pub command: Command,
+}
+
+impl Envelope {
+    /// The fingerprint stored with the key: a hash of principal and command,
+    /// so a replay matches only the very same request.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(b"keel.fingerprint.v1");
+        // Encoding a plain serde value into a Vec cannot fail.
+        let bytes = postcard::to_stdvec(&(&self.principal, &self.command)).unwrap_or_default();
+        h.update(&bytes);
+        *h.finalize().as_bytes()
+    }
+}
+
+/// What one Raft entry carries: commands applied in order, each with an
+/// independent result, and the leader's wall-clock time, the only clock the
+/// state machine ever sees.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// Leader time when the batch was closed, ms since the Unix epoch.
+    pub leader_time_ms: u64,
+    /// Up to [`BATCH_COMMANDS_MAX`] commands.
+    pub commands: Vec<Envelope>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sku() -> Sku {
+        Sku::new("A").unwrap()
+    }
+
+    #[test]
+    fn order_limits_name_the_field() {
+        let line = |qty| LineRequest { sku: sku(), qty };
+        let place = |lines: Vec<LineRequest>| Command::PlaceOrder {
+            customer: AccountId::new("c").unwrap(),
+            lines,
+            ttl_seconds: None,
+        };
+        assert_eq!(place(vec![]).validate().unwrap_err().field, "lines");
+        assert!(place((0..100).map(|_| line(1)).collect()).validate().is_ok());
+        assert_eq!(
+            place((0..101).map(|_| line(1)).collect()).validate().unwrap_err().field,
+            "lines"
+        );
+        assert!(place(vec![line(10_000)]).validate().is_ok());
+        assert_eq!(
+            place(vec![line(1), line(10_001)]).validate().unwrap_err().field,
+            "lines[1].qty"
+        );
+        assert_eq!(place(vec![line(0)]).validate().unwrap_err().field, "lines[0].qty");
+    }
+
+    #[test]
+    fn amounts_must_be_positive_and_bounded() {
+        let up = |p| Command::UpsertProduct {
+            sku: sku(),
+            name: ProductName::new("n").unwrap(),
+            price: Minor(p),
+            currency: Currency::new("EUR").unwrap(),
+            active: true,
+        };
+        assert!(up(0).validate().is_err());
+        assert!(up(-5).validate().is_err());
+        assert!(up(PRICE_MAX + 1).validate().is_err());
+        assert!(up(1).validate().is_ok());
+        let dep = |a| Command::Deposit {
+            account: AccountId::new("c").unwrap(),
+            amount: Minor(a),
+        };
+        assert!(dep(0).validate().is_err());
+        assert!(dep(DEPOSIT_MAX + 1).validate().is_err());
+        assert!(Command::Restock { sku: sku(), qty: 0 }.validate().is_err());
+    }
+
+    #[test]
+    fn fingerprint_differs_by_principal_and_body() {
+        let env = |p: Principal, qty| Envelope {
+            request_id: RequestId::new("k").unwrap(),
+            principal: p,
+            command: Command::Restock { sku: sku(), qty },
+        };
+        assert_eq!(
+            env(Principal::Admin, 1).fingerprint(),
+            env(Principal::Admin, 1).fingerprint()
+        );
+        assert_ne!(
+            env(Principal::Admin, 1).fingerprint(),
+            env(Principal::Admin, 2).fingerprint()
+        );
+        assert_ne!(
+            env(Principal::Admin, 1).fingerprint(),
+            env(Principal::System, 1).fingerprint()
+        );
+    }
+
+    #[test]
+    fn commands_have_a_json_form() {
+        let c: Command =
+            serde_json::from_str(r#"{"type":"restock","sku":"A","qty":3}"#).unwrap();
+        assert_eq!(c, Command::Restock { sku: sku(), qty: 3 });
+        let bad: Result<Command, _> =
+            serde_json::from_str(r#"{"type":"restock","sku":"bad sku","qty":3}"#);
+        assert!(bad.is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! Read-only queries over the tables. Every list is bounded by a page limit
+//! and continues with an opaque cursor (the hex of the last key returned).
+
+use std::ops::Bound;
+
+use serde::{Deserialize, Serialize};
+
+use crate::apply::load_summary;
+use crate::codec::{decode, hex};
+use crate::error::{FieldError, TableError};
+use crate::ids::{AccountId, OrderId, Sku};
+use crate::keys;
+use crate::model::{Account, Order, Product, Summary};
+use crate::tables::{prefix_end, Direction, ReadTables, Table};
+
+/// Largest page a list query returns.
+pub const PAGE_LIMIT_MAX: usize = 500;
+/// Page size when the caller does not say.
+pub const PAGE_LIMIT_DEFAULT: usize = 50;
+
+/// One page of a list and the cursor of the next, if there is more.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items, in the list's order.
+    pub items: Vec<T>,
+    /// Pass back as `cursor` to get the next page; `None` at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// A list query failed: bad arguments or storage.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// `limit` or `cursor` is malformed.
+    #[error("{0}")]
+    Invalid(#[from] FieldError),
+    /// The storage failed or is corrupt.
+    #[error(transparent)]
+    Table(#[from] TableError),
+}
+
+/// Checks a page limit: 1 to [`PAGE_LIMIT_MAX`], default [`PAGE_LIMIT_DEFAULT`].
+pub fn page_limit(limit: Option<usize>) -> Result<usize, FieldError> {
+    match limit {
+        None => Ok(PAGE_LIMIT_DEFAULT),
+        Some(n) if (1..=PAGE_LIMIT_MAX).contains(&n) => Ok(n),
+        Some(n) => Err(FieldError::new(
+            "limit",
+            format!("must be 1 to {PAGE_LIMIT_MAX}, got {n}"),
+        )),
+    }
+}
+
+fn parse_cursor(cursor: Option<&str>) -> Result<Option<Vec<u8>>, FieldError> {
+    let Some(c) = cursor else { return Ok(None) };
+    let bad = || FieldError::new("cursor", "is not a cursor this API returned");
+    if c.len() % 2 != 0 || c.len() > 2 * 256 {
+        return Err(bad());
+    }
+    (0..c.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(c.get(i..i + 2).ok_or_else(bad)?, 16).map_err(|_| bad()))
+        .collect::<Result<Vec<u8>, _>>()
+        .map(Some)
+}
+
+/// The product with its stock, if it exists.
+pub fn product<T: ReadTables>(t: &T, sku: &Sku) -> Result<Option<Product>, TableError> {
+    let k = sku.as_str().as_bytes();
+    t.get(Table::Products, k)?
+        .map(|v| decode(Table::Products, k, &v))
+        .transpose()
+}
+
+/// Products in SKU order.
+pub fn products<T: ReadTables>(
+    t: &T,
+    cursor: Option<&str>,
+    limit: Option<usize>,
+) -> Result<Page<Product>, QueryError> {
+    let limit = page_limit(limit)?;
+    let after = parse_cursor(cursor)?;
+    let start = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+    let rows = t.scan(Table::Products, start, Bound::Unbounded, Direction::Forward, limit + 1)?;
+    page(rows, limit, |k, v| decode(Table::Products, k, v))
+}
+
+fn page<V>(
+    mut rows: Vec<(Vec<u8>, Vec<u8>)>,
+    limit: usize,
+    mut item: impl FnMut(&[u8], &[u8]) -> Result<V, TableError>,
+) -> Result<Page<V>, QueryError> {
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next_cursor = if more {
+        rows.last().map(|(k, _)| hex(k))
+    } else {
+        None
+    };
+    let items = rows
+        .iter()
+        .map(|(k, v)| item(k, v))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Page { items, next_cursor })
+}
+
+/// The order, if it exists.
+pub fn order<T: ReadTables>(t: &T, id: OrderId) -> Result<Option<Order>, TableError> {
+    let k = keys::order(id);
+    t.get(Table::Orders, &k)?
+        .map(|v| decode(Table::Orders, &k, &v))
+        .transpose()
+}
+
+/// A customer's orders, newest first.
+pub fn customer_orders<T: ReadTables>(
+    t: &T,
+    customer: &AccountId,
+    cursor: Option<&str>,
+    limit: Option<usize>,
+) -> Result<Page<Order>, QueryError> {
+    let limit = page_limit(limit)?;
+    let prefix = keys::customer_prefix(customer);
+    let after = parse_cursor(cursor)?;
+    if let Some(a) = &after {
+        if !a.starts_with(&prefix) {
+            return Err(FieldError::new("cursor", "belongs to another list").into());
+        }
+    }
+    let start = match &after {
+        Some(a) => Bound::Excluded(a.as_slice()),
+        None => Bound::Included(prefix.as_slice()),
+    };
+    let end_key = prefix_end(&prefix);
+    let end = end_key.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+    let rows = t.scan(Table::CustomerOrders, start, end, Direction::Forward, limit + 1)?;
+    page(rows, limit, |k, _| {
+        let id = keys::order_of_customer_key(k).ok_or_else(|| TableError::Corrupt {
+            table: Table::CustomerOrders.name(),
+            key: hex(k),
+            reason: "key too short".into(),
+        })?;
+        order(t, id)?.ok_or_else(|| TableError::Corrupt {
+            table: Table::CustomerOrders.name(),
+            key: hex(k),
+            reason: format!("indexes missing order {id}"),
+        })
+    })
+}
+
+/// The account, if it exists.
+pub fn account<T: ReadTables>(t: &T, id: &AccountId) -> Result<Option<Account>, TableError> {
+    let k = id.as_str().as_bytes();
+    t.get(Table::Accounts, k)?
+        .map(|v| decode(Table::Accounts, k, &v))
+        .transpose()
+}
+
+/// Counts and totals for conservation checks from outside.
+pub fn summary<T: ReadTables>(t: &T) -> Result<Summary, TableError> {
+    load_summary(t)
+}
+
+/// The earliest expiry time of a reserved order, if any: lets the leader
+/// propose `ExpireDue` only when something is due.
+pub fn next_expiry_ms<T: ReadTables>(t: &T) -> Result<Option<u64>, TableError> {
+    let rows = t.scan(Table::Expiry, Bound::Unbounded, Bound::Unbounded, Direction::Forward, 1)?;
+    Ok(rows.first().and_then(|(k, _)| {
+        let b: [u8; 8] = k.get(..8)?.try_into().ok()?;
+        Some(u64::from_be_bytes(b))
+    }))
+}
+
+/// Rows read per scan when walking a whole table.
+pub const WALK_PAGE_ROWS: usize = 1_024;
+
+/// Calls `f` on every row of `table` in key order, reading in bounded pages.
+pub fn walk<T: ReadTables>(
+    t: &T,
+    table: Table,
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<(), TableError>,
+) -> Result<(), TableError> {
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let start = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        let rows = t.scan(table, start, Bound::Unbounded, Direction::Forward, WALK_PAGE_ROWS)?;
+        for (k, v) in &rows {
+            f(k, v)?;
+        }
+        if rows.len() < WALK_PAGE_ROWS {
+            return Ok(());
+        }
+        after = rows.last().map(|(k, _)| k.clone());
+    }
+}
+
+/// A hash over every table's rows in key order: equal on two replicas at the
+/// same applied index if and only if (up to BLAKE3) their states are equal.
+pub fn digest<T: ReadTables>(t: &T) -> Result<[u8; 32], TableError> {
+    let mut h = blake3::Hasher::new();
+    h.update(b"keel.state.v1");
+    for table in Table::ALL {
+        h.update(table.name().as_bytes());
+        h.update(&[0]);
+        walk(t, table, |k, v| {
+            h.update(&(k.len() as u64).to_le_bytes());
+            h.update(k);
+            h.update(&(v.len() as u64).to_le_bytes());
+            h.update(v);
+            Ok(())
+        })?;
+    }
+    Ok(*h.finalize().as_bytes())
+}
