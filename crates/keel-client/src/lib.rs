@@ -1,0 +1,288 @@
+//! A typed client for Keel's public API. It knows several endpoints, moves
+//! to the next on a connection failure, timeout or 503, and retries a write
+//! only when it carries an idempotency key (so a retry cannot apply twice).
+#![deny(missing_docs)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use keel_domain::{Account, Order, Summary};
+
+/// Timeout of one HTTP attempt.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(6);
+/// Longest wait to connect to a node.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+/// Most attempts of one call across endpoints.
+pub const ATTEMPTS_MAX: usize = 12;
+/// Overall deadline of one call, retries included.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(15);
+/// First backoff between attempts; doubles up to [`BACKOFF_MAX`].
+pub const BACKOFF_FIRST: Duration = Duration::from_millis(20);
+/// Largest backoff between attempts.
+pub const BACKOFF_MAX: Duration = Duration::from_millis(400);
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with a problem (4xx/5xx) that retrying will not fix.
+    #[error("{status} {kind}: {detail}")]
+    Problem {
+        /// HTTP status.
+        status: u16,
+        /// Problem `type`.
+        kind: String,
+        /// Problem `detail`.
+        detail: String,
+        /// The whole problem body (typed fields included).
+        body: Value,
+    },
+    /// No node answered usefully within the attempts and deadline. For a
+    /// keyed write, the outcome is unknown; retry with the same key.
+    #[error("no node answered: {0}")]
+    Unavailable(String),
+    /// A success body did not decode as expected.
+    #[error("unexpected response: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// The problem type, if the server answered with one.
+    pub fn kind(&self) -> Option<&str> {
+        match self {
+            ClientError::Problem { kind, .. } => Some(kind),
+            _ => None,
+        }
+    }
+}
+
+/// A successful reply.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: Value,
+    /// True when the server replayed a stored result for the key.
+    pub replayed: bool,
+}
+
+impl Reply {
+    /// Decodes the body.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
+        serde_json::from_value(self.body.clone()).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+}
+
+/// A client of a Keel cluster.
+pub struct Client {
+    http: reqwest::Client,
+    endpoints: Vec<String>,
+    token: Option<String>,
+    current: AtomicUsize,
+}
+
+impl Client {
+    /// A client for `endpoints` (`host:port`), authenticating with `token`.
+    pub fn new(endpoints: Vec<String>, token: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(ATTEMPT_TIMEOUT)
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(64)
+            .build()
+            // Only fails when a TLS backend cannot initialise; none is compiled in.
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self {
+            http,
+            endpoints,
+            token,
+            current: AtomicUsize::new(0),
+        }
+    }
+
+    /// The same cluster with another token.
+    pub fn with_token(&self, token: Option<String>) -> Self {
+        Self {
+            http: self.http.clone(),
+            endpoints: self.endpoints.clone(),
+            token,
+            current: AtomicUsize::new(self.current.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// The endpoints this client knows.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// One call to one specific endpoint, no retries.
+    pub async fn call_at(
+        &self,
+        endpoint: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        key: Option<&str>,
+    ) -> Result<Reply, AttemptError> {
+        let mut req = self.http.request(method, format!("http://{endpoint}{path}"));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            if e.is_connect() {
+                AttemptError::NotSent(e.to_string())
+            } else {
+                AttemptError::Lost(e.to_string())
+            }
+        })?;
+        let status = resp.status().as_u16();
+        let replayed = resp.headers().contains_key("idempotent-replayed");
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| AttemptError::Lost(e.to_string()))?;
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)))
+        };
+        if status < 400 {
+            return Ok(Reply { status, body, replayed });
+        }
+        let kind = body["type"].as_str().unwrap_or("unknown").to_owned();
+        let detail = body["detail"].as_str().unwrap_or("").to_owned();
+        Err(AttemptError::Problem(ClientError::Problem { status, kind, detail, body }))
+    }
+
+    /// A call with failover: tries endpoints in turn. Reads and keyed writes
+    /// are retried after a lost reply, 503 or 504; an unkeyed write only when
+    /// the request provably never reached a node.
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>, key: Option<&str>) -> Result<Reply, ClientError> {
+        let retry_lost = method == Method::GET || key.is_some();
+        let deadline = Instant::now() + CALL_DEADLINE;
+        let mut backoff = BACKOFF_FIRST;
+        let mut last = String::new();
+        let n = self.endpoints.len().max(1);
+        for _ in 0..ATTEMPTS_MAX {
+            let i = self.current.load(Ordering::Relaxed) % n;
+            let Some(ep) = self.endpoints.get(i) else {
+                return Err(ClientError::Unavailable("no endpoints configured".into()));
+            };
+            match self.call_at(ep, method.clone(), path, body, key).await {
+                Ok(r) => return Ok(r),
+                Err(AttemptError::Problem(p)) => {
+                    let retryable = matches!(p.kind(), Some("unavailable") | Some("indeterminate"));
+                    if !(retryable && (retry_lost || p.kind() == Some("unavailable"))) {
+                        return Err(p);
+                    }
+                    last = p.to_string();
+                }
+                Err(AttemptError::NotSent(m)) => last = m,
+                Err(AttemptError::Lost(m)) => {
+                    if !retry_lost {
+                        return Err(ClientError::Unavailable(format!("reply lost, not retried without a key: {m}")));
+                    }
+                    last = m;
+                }
+            }
+            // Move on to the next node.
+            let _ = self.current.compare_exchange(i, (i + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
+            if Instant::now() + backoff > deadline {
+                break;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+        Err(ClientError::Unavailable(last))
+    }
+
+    /// POST with an idempotency key.
+    pub async fn post(&self, path: &str, body: &Value, key: &str) -> Result<Reply, ClientError> {
+        self.call(Method::POST, path, Some(body), Some(key)).await
+    }
+
+    /// GET.
+    pub async fn get(&self, path: &str) -> Result<Reply, ClientError> {
+        self.call(Method::GET, path, None, None).await
+    }
+
+    /// Creates or updates a product.
+    pub async fn upsert_product(&self, sku: &str, name: &str, price: i64, currency: &str, key: &str) -> Result<Reply, ClientError> {
+        self.post("/v1/products", &json!({"sku": sku, "name": name, "price": price, "currency": currency}), key).await
+    }
+
+    /// Adds stock.
+    pub async fn restock(&self, sku: &str, qty: u64, key: &str) -> Result<Reply, ClientError> {
+        self.post(&format!("/v1/products/{sku}/restock"), &json!({"qty": qty}), key).await
+    }
+
+    /// Opens an account.
+    pub async fn open_account(&self, id: &str, kind: &str, currency: &str, key: &str) -> Result<Account, ClientError> {
+        self.post("/v1/accounts", &json!({"id": id, "kind": kind, "currency": currency}), key).await?.json()
+    }
+
+    /// Deposits from the external account.
+    pub async fn deposit(&self, id: &str, amount: i64, key: &str) -> Result<Account, ClientError> {
+        self.post(&format!("/v1/accounts/{id}/deposits"), &json!({"amount": amount}), key).await?.json()
+    }
+
+    /// Places an order of `(sku, qty)` lines.
+    pub async fn place_order(&self, customer: &str, lines: &[(String, u64)], key: &str) -> Result<(Order, bool), ClientError> {
+        let lines: Vec<Value> = lines.iter().map(|(s, q)| json!({"sku": s, "qty": q})).collect();
+        let r = self.post("/v1/orders", &json!({"customer": customer, "lines": lines}), key).await?;
+        Ok((r.json()?, r.replayed))
+    }
+
+    /// Runs an order transition (`pay`, `cancel`, `ship`, `deliver`, `refund`).
+    pub async fn transition(&self, order: u64, action: &str, key: &str) -> Result<Order, ClientError> {
+        self.post(&format!("/v1/orders/{order}/{action}"), &json!({}), key).await?.json()
+    }
+
+    /// One order (linearizable).
+    pub async fn order(&self, id: u64) -> Result<Order, ClientError> {
+        self.get(&format!("/v1/orders/{id}")).await?.json()
+    }
+
+    /// The summary (linearizable).
+    pub async fn summary(&self) -> Result<Summary, ClientError> {
+        self.get("/v1/summary").await?.json()
+    }
+}
+
+/// Why one attempt failed.
+#[derive(Debug)]
+pub enum AttemptError {
+    /// The request never reached the node (connection refused or timed out).
+    NotSent(String),
+    /// The request may have reached the node; no reply came back.
+    Lost(String),
+    /// The node answered with a problem.
+    Problem(ClientError),
+}
+
+/// `GET`, for callers that use [`Client::call_at`] without depending on reqwest.
+pub fn reqwest_method_get() -> Method {
+    Method::GET
+}
+
+/// `POST`, for callers that use [`Client::call_at`] without depending on reqwest.
+pub fn reqwest_method_post() -> Method {
+    Method::POST
+}
+
+/// `DELETE`, for callers that use [`Client::call_at`] without depending on reqwest.
+pub fn reqwest_method_delete() -> Method {
+    Method::DELETE
+}
+
+pub use reqwest::Method as HttpMethod;

@@ -1,0 +1,452 @@
+//! A local cluster of real `keel node` processes on 127.0.0.1: start, kill
+//! (SIGKILL), stop (SIGTERM), pause (SIGSTOP), restart, add nodes, and wait
+//! on conditions with deadlines. `keel up`, `keel demo` and the integration
+//! tests all use it, so what the tests prove is what users run.
+#![deny(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use keel_client::Client;
+
+/// How often conditions are polled while waiting on them.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Longest a node gets to exit after SIGTERM before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Why a cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// A process could not be started or signalled.
+    #[error("process: {0}")]
+    Process(String),
+    /// A condition was not met before its deadline.
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long.
+        after: Duration,
+    },
+    /// Unknown node id.
+    #[error("no node {0}")]
+    NoNode(u64),
+}
+
+/// What a cluster is made of.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    /// The `keel` binary to run.
+    pub binary: PathBuf,
+    /// Data directories (`node-N/`) and logs (`node-N.log`) go here.
+    pub base_dir: PathBuf,
+    /// Number of initial voters.
+    pub nodes: u64,
+    /// First port, or 0 to pick free ports.
+    pub base_port: u16,
+    /// Admin token given to every node.
+    pub admin_token: String,
+    /// Cluster secret given to every node.
+    pub cluster_secret: String,
+    /// Extra `keel node` arguments for every node.
+    pub extra_args: Vec<String>,
+}
+
+impl ClusterSpec {
+    /// A spec with development secrets.
+    pub fn new(binary: impl Into<PathBuf>, base_dir: impl Into<PathBuf>, nodes: u64) -> Self {
+        Self {
+            binary: binary.into(),
+            base_dir: base_dir.into(),
+            nodes,
+            base_port: 0,
+            admin_token: "keel-admin-dev".into(),
+            cluster_secret: "keel-cluster-dev".into(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+struct NodeProc {
+    addr: String,
+    child: Option<Child>,
+    paused: bool,
+}
+
+/// A running local cluster. Dropping it kills every node it started.
+pub struct LocalCluster {
+    spec: ClusterSpec,
+    nodes: BTreeMap<u64, NodeProc>,
+    bootstrap: String,
+}
+
+fn free_port() -> Result<u16, HarnessError> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| HarnessError::Process(e.to_string()))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| HarnessError::Process(e.to_string()))
+}
+
+impl LocalCluster {
+    /// Starts `spec.nodes` nodes; node 1 bootstraps the cluster of all.
+    pub fn start(spec: ClusterSpec) -> Result<Self, HarnessError> {
+        std::fs::create_dir_all(&spec.base_dir).map_err(|e| HarnessError::Process(e.to_string()))?;
+        let mut addrs = BTreeMap::new();
+        for id in 1..=spec.nodes {
+            let port = if spec.base_port == 0 {
+                free_port()?
+            } else {
+                spec.base_port + id as u16 - 1
+            };
+            addrs.insert(id, format!("127.0.0.1:{port}"));
+        }
+        let bootstrap = addrs
+            .iter()
+            .map(|(id, a)| format!("{id}={a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Self {
+            spec,
+            nodes: BTreeMap::new(),
+            bootstrap,
+        };
+        for (id, addr) in addrs {
+            c.nodes.insert(
+                id,
+                NodeProc {
+                    addr,
+                    child: None,
+                    paused: false,
+                },
+            );
+            c.spawn(id)?;
+        }
+        Ok(c)
+    }
+
+    /// The data directory of node `id`.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.spec.base_dir.join(format!("node-{id}"))
+    }
+
+    /// The log file of node `id`.
+    pub fn log_file(&self, id: u64) -> PathBuf {
+        self.spec.base_dir.join(format!("node-{id}.log"))
+    }
+
+    fn spawn(&mut self, id: u64) -> Result<(), HarnessError> {
+        let addr = self.nodes.get(&id).ok_or(HarnessError::NoNode(id))?.addr.clone();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_file(id))
+            .map_err(|e| HarnessError::Process(e.to_string()))?;
+        let log2 = log.try_clone().map_err(|e| HarnessError::Process(e.to_string()))?;
+        let mut cmd = Command::new(&self.spec.binary);
+        cmd.arg("node")
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--listen")
+            .arg(&addr)
+            .arg("--data-dir")
+            .arg(self.data_dir(id))
+            .arg("--admin-token")
+            .arg(&self.spec.admin_token)
+            .arg("--cluster-secret")
+            .arg(&self.spec.cluster_secret)
+            .args(&self.spec.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        if id == 1 && id <= self.spec.nodes {
+            cmd.arg("--bootstrap").arg(&self.bootstrap);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| HarnessError::Process(format!("{}: {e}", self.spec.binary.display())))?;
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.child = Some(child);
+            n.paused = false;
+        }
+        Ok(())
+    }
+
+    /// Adds a node process that is not (yet) a member: join it as a learner.
+    pub fn add_node(&mut self, id: u64) -> Result<String, HarnessError> {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        self.nodes.insert(
+            id,
+            NodeProc {
+                addr: addr.clone(),
+                child: None,
+                paused: false,
+            },
+        );
+        self.spawn(id)?;
+        Ok(addr)
+    }
+
+    /// Every node id the harness knows.
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// Ids of nodes whose process is running (paused counts as running).
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.child.is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The address of node `id`.
+    pub fn addr(&self, id: u64) -> Result<String, HarnessError> {
+        Ok(self.nodes.get(&id).ok_or(HarnessError::NoNode(id))?.addr.clone())
+    }
+
+    /// Addresses of all nodes.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.values().map(|n| n.addr.clone()).collect()
+    }
+
+    /// An admin client over all endpoints.
+    pub fn admin_client(&self) -> Client {
+        Client::new(self.endpoints(), Some(self.spec.admin_token.clone()))
+    }
+
+    /// An admin client of one node only.
+    pub fn node_client(&self, id: u64) -> Result<Client, HarnessError> {
+        Ok(Client::new(vec![self.addr(id)?], Some(self.spec.admin_token.clone())))
+    }
+
+    fn pid(&self, id: u64) -> Result<Pid, HarnessError> {
+        let n = self.nodes.get(&id).ok_or(HarnessError::NoNode(id))?;
+        let c = n.child.as_ref().ok_or_else(|| HarnessError::Process(format!("node {id} is not running")))?;
+        Ok(Pid::from_raw(c.id() as i32))
+    }
+
+    fn signal(&self, id: u64, s: Signal) -> Result<(), HarnessError> {
+        kill(self.pid(id)?, s).map_err(|e| HarnessError::Process(format!("signal {s} to node {id}: {e}")))
+    }
+
+    /// SIGKILL: the process dies at once, with whatever was not fsynced.
+    pub fn kill(&mut self, id: u64) -> Result<(), HarnessError> {
+        let n = self.nodes.get_mut(&id).ok_or(HarnessError::NoNode(id))?;
+        if let Some(mut c) = n.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait for a clean exit (SIGKILL after [`STOP_GRACE`]).
+    pub fn stop(&mut self, id: u64) -> Result<(), HarnessError> {
+        if self.nodes.get(&id).ok_or(HarnessError::NoNode(id))?.paused {
+            self.resume(id)?;
+        }
+        if self.pid(id).is_err() {
+            return Ok(());
+        }
+        self.signal(id, Signal::SIGTERM)?;
+        let deadline = Instant::now() + STOP_GRACE;
+        let n = self.nodes.get_mut(&id).ok_or(HarnessError::NoNode(id))?;
+        if let Some(mut c) = n.child.take() {
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(POLL_INTERVAL);
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP: the process freezes (a GC-like stall or a hung machine).
+    pub fn pause(&mut self, id: u64) -> Result<(), HarnessError> {
+        self.signal(id, Signal::SIGSTOP)?;
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.paused = true;
+        }
+        Ok(())
+    }
+
+    /// SIGCONT after a pause.
+    pub fn resume(&mut self, id: u64) -> Result<(), HarnessError> {
+        self.signal(id, Signal::SIGCONT)?;
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.paused = false;
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped or killed node again on the same data and address.
+    pub fn restart(&mut self, id: u64) -> Result<(), HarnessError> {
+        if self.nodes.get(&id).ok_or(HarnessError::NoNode(id))?.child.is_some() {
+            self.kill(id)?;
+        }
+        self.spawn(id)
+    }
+
+    /// Whether node `id`'s process has exited (and reaps it).
+    pub fn exited(&mut self, id: u64) -> Result<Option<std::process::ExitStatus>, HarnessError> {
+        let n = self.nodes.get_mut(&id).ok_or(HarnessError::NoNode(id))?;
+        match n.child.as_mut() {
+            None => Ok(None),
+            Some(c) => {
+                let st = c.try_wait().map_err(|e| HarnessError::Process(e.to_string()))?;
+                if st.is_some() {
+                    n.child = None;
+                }
+                Ok(st)
+            }
+        }
+    }
+
+    /// Node `id`'s self-reported status from `/v1/cluster`, if it answers.
+    pub async fn status(&self, id: u64) -> Option<Value> {
+        let c = self.node_client(id).ok()?;
+        let ep = self.addr(id).ok()?;
+        c.call_at(&ep, keel_client::reqwest_method_get(), "/v1/cluster", None, None)
+            .await
+            .ok()
+            .map(|r| r.body)
+    }
+
+    /// The leader that a majority of running nodes agree on, if any.
+    pub async fn leader(&self) -> Option<u64> {
+        let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
+        for id in self.running() {
+            if self.nodes.get(&id).is_some_and(|n| n.paused) {
+                continue;
+            }
+            if let Some(s) = self.status(id).await {
+                if let Some(l) = s["leader_id"].as_u64() {
+                    *votes.entry(l).or_insert(0) += 1;
+                }
+            }
+        }
+        let quorum = self.spec.nodes as usize / 2 + 1;
+        votes.into_iter().find(|(_, n)| *n >= quorum).map(|(l, _)| l)
+    }
+
+    /// Waits until every running node answers `/readyz` and a leader exists.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<u64, HarnessError> {
+        self.wait_for("every running node ready with a leader", timeout, || async {
+            for id in self.running() {
+                let c = self.node_client(id).ok()?;
+                let ep = self.addr(id).ok()?;
+                c.call_at(&ep, keel_client::reqwest_method_get(), "/readyz", None, None).await.ok()?;
+            }
+            self.leader().await
+        })
+        .await
+    }
+
+    /// Waits for a leader other than `not`.
+    pub async fn wait_new_leader(&self, not: u64, timeout: Duration) -> Result<u64, HarnessError> {
+        self.wait_for("a new leader", timeout, || async {
+            self.leader().await.filter(|l| *l != not)
+        })
+        .await
+    }
+
+    /// `(applied_index, digest)` of node `id`.
+    pub async fn digest(&self, id: u64) -> Option<(u64, String)> {
+        let c = self.node_client(id).ok()?;
+        let ep = self.addr(id).ok()?;
+        let r = c
+            .call_at(&ep, keel_client::reqwest_method_get(), "/v1/digest", None, None)
+            .await
+            .ok()?;
+        Some((r.body["applied_index"].as_u64()?, r.body["digest"].as_str()?.to_owned()))
+    }
+
+    /// Waits until every node in `ids` reports the same applied index and
+    /// digest, and returns them. Call when no writes are in flight.
+    pub async fn wait_converged(&self, ids: &[u64], timeout: Duration) -> Result<(u64, String), HarnessError> {
+        self.wait_for("replicas at the same index with equal digests", timeout, || async {
+            let mut seen: Option<(u64, String)> = None;
+            for id in ids {
+                let d = self.digest(*id).await?;
+                match &seen {
+                    None => seen = Some(d),
+                    Some(s) if *s == d => {}
+                    Some(_) => return None,
+                }
+            }
+            seen
+        })
+        .await
+    }
+
+    /// Polls `f` every [`POLL_INTERVAL`] until it returns `Some` or the
+    /// deadline passes.
+    pub async fn wait_for<T, F, Fut>(&self, what: &str, timeout: Duration, mut f: F) -> Result<T, HarnessError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        wait_for(what, timeout, &mut f).await
+    }
+
+    /// Stops every node (SIGTERM, then SIGKILL after the grace period).
+    pub fn stop_all(&mut self) {
+        for id in self.ids() {
+            let _ = self.stop(id);
+        }
+    }
+
+    /// The directory holding the cluster's data and logs.
+    pub fn base_dir(&self) -> &Path {
+        &self.spec.base_dir
+    }
+}
+
+/// Polls `f` until it returns `Some` or `timeout` passes.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, f: &mut F) -> Result<T, HarnessError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            return Err(HarnessError::Timeout {
+                what: what.to_owned(),
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for n in self.nodes.values_mut() {
+            if let Some(mut c) = n.child.take() {
+                if n.paused {
+                    let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGCONT);
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
