@@ -128,7 +128,9 @@ impl Client {
         body: Option<&Value>,
         key: Option<&str>,
     ) -> Result<Reply, AttemptError> {
-        let mut req = self.http.request(method, format!("http://{endpoint}{path}"));
+        let mut req = self
+            .http
+            .request(method, format!("http://{endpoint}{path}"));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
@@ -154,20 +156,36 @@ impl Client {
         let body: Value = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)))
         };
         if status < 400 {
-            return Ok(Reply { status, body, replayed });
+            return Ok(Reply {
+                status,
+                body,
+                replayed,
+            });
         }
         let kind = body["type"].as_str().unwrap_or("unknown").to_owned();
         let detail = body["detail"].as_str().unwrap_or("").to_owned();
-        Err(AttemptError::Problem(ClientError::Problem { status, kind, detail, body }))
+        Err(AttemptError::Problem(ClientError::Problem {
+            status,
+            kind,
+            detail,
+            body,
+        }))
     }
 
     /// A call with failover: tries endpoints in turn. Reads and keyed writes
     /// are retried after a lost reply, 503 or 504; an unkeyed write only when
     /// the request provably never reached a node.
-    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>, key: Option<&str>) -> Result<Reply, ClientError> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        key: Option<&str>,
+    ) -> Result<Reply, ClientError> {
         let retry_lost = method == Method::GET || key.is_some();
         let deadline = Instant::now() + CALL_DEADLINE;
         let mut backoff = BACKOFF_FIRST;
@@ -190,13 +208,17 @@ impl Client {
                 Err(AttemptError::NotSent(m)) => last = m,
                 Err(AttemptError::Lost(m)) => {
                     if !retry_lost {
-                        return Err(ClientError::Unavailable(format!("reply lost, not retried without a key: {m}")));
+                        return Err(ClientError::Unavailable(format!(
+                            "reply lost, not retried without a key: {m}"
+                        )));
                     }
                     last = m;
                 }
             }
             // Move on to the next node.
-            let _ = self.current.compare_exchange(i, (i + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
+            let _ =
+                self.current
+                    .compare_exchange(i, (i + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
             if Instant::now() + backoff > deadline {
                 break;
             }
@@ -217,35 +239,91 @@ impl Client {
     }
 
     /// Creates or updates a product.
-    pub async fn upsert_product(&self, sku: &str, name: &str, price: i64, currency: &str, key: &str) -> Result<Reply, ClientError> {
-        self.post("/v1/products", &json!({"sku": sku, "name": name, "price": price, "currency": currency}), key).await
+    pub async fn upsert_product(
+        &self,
+        sku: &str,
+        name: &str,
+        price: i64,
+        currency: &str,
+        key: &str,
+    ) -> Result<Reply, ClientError> {
+        self.post(
+            "/v1/products",
+            &json!({"sku": sku, "name": name, "price": price, "currency": currency}),
+            key,
+        )
+        .await
     }
 
     /// Adds stock.
     pub async fn restock(&self, sku: &str, qty: u64, key: &str) -> Result<Reply, ClientError> {
-        self.post(&format!("/v1/products/{sku}/restock"), &json!({"qty": qty}), key).await
+        self.post(
+            &format!("/v1/products/{sku}/restock"),
+            &json!({"qty": qty}),
+            key,
+        )
+        .await
     }
 
     /// Opens an account.
-    pub async fn open_account(&self, id: &str, kind: &str, currency: &str, key: &str) -> Result<Account, ClientError> {
-        self.post("/v1/accounts", &json!({"id": id, "kind": kind, "currency": currency}), key).await?.json()
+    pub async fn open_account(
+        &self,
+        id: &str,
+        kind: &str,
+        currency: &str,
+        key: &str,
+    ) -> Result<Account, ClientError> {
+        self.post(
+            "/v1/accounts",
+            &json!({"id": id, "kind": kind, "currency": currency}),
+            key,
+        )
+        .await?
+        .json()
     }
 
     /// Deposits from the external account.
     pub async fn deposit(&self, id: &str, amount: i64, key: &str) -> Result<Account, ClientError> {
-        self.post(&format!("/v1/accounts/{id}/deposits"), &json!({"amount": amount}), key).await?.json()
+        self.post(
+            &format!("/v1/accounts/{id}/deposits"),
+            &json!({"amount": amount}),
+            key,
+        )
+        .await?
+        .json()
     }
 
     /// Places an order of `(sku, qty)` lines.
-    pub async fn place_order(&self, customer: &str, lines: &[(String, u64)], key: &str) -> Result<(Order, bool), ClientError> {
-        let lines: Vec<Value> = lines.iter().map(|(s, q)| json!({"sku": s, "qty": q})).collect();
-        let r = self.post("/v1/orders", &json!({"customer": customer, "lines": lines}), key).await?;
+    pub async fn place_order(
+        &self,
+        customer: &str,
+        lines: &[(String, u64)],
+        key: &str,
+    ) -> Result<(Order, bool), ClientError> {
+        let lines: Vec<Value> = lines
+            .iter()
+            .map(|(s, q)| json!({"sku": s, "qty": q}))
+            .collect();
+        let r = self
+            .post(
+                "/v1/orders",
+                &json!({"customer": customer, "lines": lines}),
+                key,
+            )
+            .await?;
         Ok((r.json()?, r.replayed))
     }
 
     /// Runs an order transition (`pay`, `cancel`, `ship`, `deliver`, `refund`).
-    pub async fn transition(&self, order: u64, action: &str, key: &str) -> Result<Order, ClientError> {
-        self.post(&format!("/v1/orders/{order}/{action}"), &json!({}), key).await?.json()
+    pub async fn transition(
+        &self,
+        order: u64,
+        action: &str,
+        key: &str,
+    ) -> Result<Order, ClientError> {
+        self.post(&format!("/v1/orders/{order}/{action}"), &json!({}), key)
+            .await?
+            .json()
     }
 
     /// One order (linearizable).

@@ -37,7 +37,7 @@ pub const EXPIRE_PER_COMMAND_MAX: usize = 1_000;
 
 /// What a command produced when it succeeded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The product after the command.
     Product(Product),
@@ -400,7 +400,11 @@ impl<'a, T: WriteTables> State<'a, T> {
 
     fn restock(&mut self, sku: &Sku, qty: u64) -> Step<Outcome> {
         let mut p = self.product(sku)?;
-        let on_hand = p.stock.on_hand.checked_add(qty).ok_or_else(|| ovf("on_hand"))?;
+        let on_hand = p
+            .stock
+            .on_hand
+            .checked_add(qty)
+            .ok_or_else(|| ovf("on_hand"))?;
         let restocked = p
             .stock
             .ledger
@@ -466,8 +470,17 @@ impl<'a, T: WriteTables> State<'a, T> {
 
     // ----- accounts and money ----------------------------------------------
 
-    fn open_account(&mut self, id: &AccountId, kind: AccountKind, currency: Currency) -> Step<Outcome> {
-        if self.t.get(Table::Accounts, id.as_str().as_bytes())?.is_some() {
+    fn open_account(
+        &mut self,
+        id: &AccountId,
+        kind: AccountKind,
+        currency: Currency,
+    ) -> Step<Outcome> {
+        if self
+            .t
+            .get(Table::Accounts, id.as_str().as_bytes())?
+            .is_some()
+        {
             return Err(DomainError::AlreadyExists {
                 entity: "account".into(),
                 id: id.to_string(),
@@ -496,9 +509,15 @@ impl<'a, T: WriteTables> State<'a, T> {
         };
         self.put_account(&a)?;
         self.summary.accounts += 1;
-        self.summary.balance_sum_by_currency.entry(currency).or_insert(0);
+        self.summary
+            .balance_sum_by_currency
+            .entry(currency)
+            .or_insert(0);
         if kind == AccountKind::External {
-            self.summary.deposits_by_currency.entry(currency).or_insert(0);
+            self.summary
+                .deposits_by_currency
+                .entry(currency)
+                .or_insert(0);
         }
         Ok(Outcome::Account(a))
     }
@@ -513,7 +532,10 @@ impl<'a, T: WriteTables> State<'a, T> {
             )
             .into());
         }
-        let from_after = from.balance.checked_sub(amount).map_err(|_| ovf("balance"))?;
+        let from_after = from
+            .balance
+            .checked_sub(amount)
+            .map_err(|_| ovf("balance"))?;
         if from.kind != AccountKind::External && from_after.0 < 0 {
             return Err(DomainError::InsufficientFunds {
                 account: from.id.clone(),
@@ -525,8 +547,7 @@ impl<'a, T: WriteTables> State<'a, T> {
         let to_after = to.balance.checked_add(amount).map_err(|_| ovf("balance"))?;
         // Track the balance sum from the real deltas (not assumed zero), so
         // the summary exposes a broken transfer instead of hiding it.
-        let delta = i128::from(from_after.0) - i128::from(from.balance.0)
-            + i128::from(to_after.0)
+        let delta = i128::from(from_after.0) - i128::from(from.balance.0) + i128::from(to_after.0)
             - i128::from(to.balance.0);
         *self
             .summary
@@ -577,8 +598,11 @@ impl<'a, T: WriteTables> State<'a, T> {
         if customer.kind != AccountKind::Customer {
             return Err(DomainError::validation(
                 "customer",
-                format!("{customer_id} is a {:?} account, not a customer", customer.kind)
-                    .to_lowercase(),
+                format!(
+                    "{customer_id} is a {:?} account, not a customer",
+                    customer.kind
+                )
+                .to_lowercase(),
             )
             .into());
         }
@@ -683,8 +707,11 @@ impl<'a, T: WriteTables> State<'a, T> {
             }],
         };
         self.put_order(&order)?;
-        self.t
-            .put(Table::CustomerOrders, &keys::customer_order(customer_id, id), &[])?;
+        self.t.put(
+            Table::CustomerOrders,
+            &keys::customer_order(customer_id, id),
+            &[],
+        )?;
         self.t
             .put(Table::Expiry, &keys::expiry(expires_at_ms, id), &[])?;
         self.summary.next_order_id += 1;
@@ -756,7 +783,11 @@ impl<'a, T: WriteTables> State<'a, T> {
             let mut prod = self.product(sku)?;
             // Reserved units are part of on_hand (reserved <= on_hand), so
             // neither subtraction can underflow while the invariants hold.
-            prod.stock.on_hand = prod.stock.on_hand.checked_sub(*n).ok_or_else(|| ovf("on_hand"))?;
+            prod.stock.on_hand = prod
+                .stock
+                .on_hand
+                .checked_sub(*n)
+                .ok_or_else(|| ovf("on_hand"))?;
             prod.stock.reserved = prod
                 .stock
                 .reserved
@@ -781,7 +812,11 @@ impl<'a, T: WriteTables> State<'a, T> {
         self.summary.units_on_hand = self.summary.units_on_hand.saturating_sub(units);
         self.summary.units_reserved = self.summary.units_reserved.saturating_sub(units);
         self.summary.units_sold = self.summary.units_sold.saturating_add(units);
-        *self.summary.sales_by_currency.entry(o.currency).or_insert(0) += i128::from(o.total.0);
+        *self
+            .summary
+            .sales_by_currency
+            .entry(o.currency)
+            .or_insert(0) += i128::from(o.total.0);
         Ok(Outcome::Order(o))
     }
 
@@ -836,8 +871,11 @@ impl<'a, T: WriteTables> State<'a, T> {
         if restock {
             for (sku, n) in &qty {
                 let mut prod = self.product(sku)?;
-                prod.stock.on_hand =
-                    prod.stock.on_hand.checked_add(*n).ok_or_else(|| ovf("on_hand"))?;
+                prod.stock.on_hand = prod
+                    .stock
+                    .on_hand
+                    .checked_add(*n)
+                    .ok_or_else(|| ovf("on_hand"))?;
                 prod.stock.ledger.returned = prod
                     .stock
                     .ledger

@@ -26,7 +26,11 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Decodes a stored value, verifying version and checksum.
-pub fn decode<T: DeserializeOwned>(table: Table, key: &[u8], bytes: &[u8]) -> Result<T, TableError> {
+pub fn decode<T: DeserializeOwned>(
+    table: Table,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, TableError> {
     let corrupt = |reason: String| TableError::Corrupt {
         table: table.name(),
         key: hex(key),

@@ -30,7 +30,7 @@ pub const BATCH_COMMANDS_MAX: usize = 1_000;
 
 /// Who is acting. Decides what a command may touch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "id")]
+#[serde(rename_all = "snake_case")]
 pub enum Principal {
     /// An operator with the admin token: may do anything.
     Admin,
@@ -51,7 +51,9 @@ pub struct LineRequest {
 
 /// A write to the commerce state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type")]
+// Externally tagged (`{"restock": {...}}`): the same type travels in the
+// Raft log as postcard, which cannot decode internally tagged enums.
+#[serde(rename_all = "snake_case")]
 pub enum Command {
     /// Create a product or change its name, price, currency or active flag.
     /// A product's currency cannot change while units are reserved.
@@ -190,7 +192,10 @@ impl Command {
                 if lines.is_empty() || lines.len() > ORDER_LINES_MAX {
                     return Err(FieldError::new(
                         "lines",
-                        format!("must have 1 to {ORDER_LINES_MAX} lines, got {}", lines.len()),
+                        format!(
+                            "must have 1 to {ORDER_LINES_MAX} lines, got {}",
+                            lines.len()
+                        ),
                     ));
                 }
                 if let Some((i, l)) = lines
@@ -294,17 +299,28 @@ mod tests {
             ttl_seconds: None,
         };
         assert_eq!(place(vec![]).validate().unwrap_err().field, "lines");
-        assert!(place((0..100).map(|_| line(1)).collect()).validate().is_ok());
+        assert!(place((0..100).map(|_| line(1)).collect())
+            .validate()
+            .is_ok());
         assert_eq!(
-            place((0..101).map(|_| line(1)).collect()).validate().unwrap_err().field,
+            place((0..101).map(|_| line(1)).collect())
+                .validate()
+                .unwrap_err()
+                .field,
             "lines"
         );
         assert!(place(vec![line(10_000)]).validate().is_ok());
         assert_eq!(
-            place(vec![line(1), line(10_001)]).validate().unwrap_err().field,
+            place(vec![line(1), line(10_001)])
+                .validate()
+                .unwrap_err()
+                .field,
             "lines[1].qty"
         );
-        assert_eq!(place(vec![line(0)]).validate().unwrap_err().field, "lines[0].qty");
+        assert_eq!(
+            place(vec![line(0)]).validate().unwrap_err().field,
+            "lines[0].qty"
+        );
     }
 
     #[test]
@@ -351,12 +367,26 @@ mod tests {
     }
 
     #[test]
+    fn commands_round_trip_through_postcard() {
+        let c = Envelope {
+            request_id: RequestId::new("k").unwrap(),
+            principal: Principal::Customer(AccountId::new("c").unwrap()),
+            command: Command::PlaceOrder {
+                customer: AccountId::new("c").unwrap(),
+                lines: vec![LineRequest { sku: sku(), qty: 2 }],
+                ttl_seconds: Some(5),
+            },
+        };
+        let bytes = postcard::to_stdvec(&c).unwrap();
+        assert_eq!(postcard::from_bytes::<Envelope>(&bytes).unwrap(), c);
+    }
+
+    #[test]
     fn commands_have_a_json_form() {
-        let c: Command =
-            serde_json::from_str(r#"{"type":"restock","sku":"A","qty":3}"#).unwrap();
+        let c: Command = serde_json::from_str(r#"{"restock":{"sku":"A","qty":3}}"#).unwrap();
         assert_eq!(c, Command::Restock { sku: sku(), qty: 3 });
         let bad: Result<Command, _> =
-            serde_json::from_str(r#"{"type":"restock","sku":"bad sku","qty":3}"#);
+            serde_json::from_str(r#"{"restock":{"sku":"bad sku","qty":3}}"#);
         assert!(bad.is_err());
     }
 }

@@ -84,9 +84,7 @@ string_id!(
 );
 
 /// An order's id, assigned by the state machine: dense and increasing from 1.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct OrderId(pub u64);
 
@@ -108,7 +106,10 @@ impl RequestId {
         if s.is_empty() || s.len() > REQUEST_ID_LEN_MAX {
             return Err(FieldError::new(
                 "request_id",
-                format!("must be 1 to {REQUEST_ID_LEN_MAX} characters, got {}", s.len()),
+                format!(
+                    "must be 1 to {REQUEST_ID_LEN_MAX} characters, got {}",
+                    s.len()
+                ),
             ));
         }
         if s.bytes().any(|b| !(0x20..=0x7e).contains(&b)) {
@@ -198,7 +199,10 @@ impl ProductName {
             ));
         }
         if s.chars().any(char::is_control) {
-            return Err(FieldError::new("name", "may not contain control characters"));
+            return Err(FieldError::new(
+                "name",
+                "may not contain control characters",
+            ));
         }
         Ok(Self(s))
     }

@@ -77,27 +77,61 @@ pub fn check_invariants<T: ReadTables>(t: &T) -> Result<Vec<Violation>, TableErr
                 .and_then(|x| acc.checked_add(x))
         });
         if sum != Some(o.total.0) {
-            bad(4, format!("order {}: total {} != sum of lines {sum:?}", o.id, o.total));
+            bad(
+                4,
+                format!("order {}: total {} != sum of lines {sum:?}", o.id, o.total),
+            );
         }
         let hist_ok = o.history.first().map(|h| h.status) == Some(OrderStatus::Reserved)
-            && o.history.windows(2).all(|w| w[0].status.can_become(w[1].status) && w[0].at_ms <= w[1].at_ms)
+            && o.history
+                .windows(2)
+                .all(|w| w[0].status.can_become(w[1].status) && w[0].at_ms <= w[1].at_ms)
             && o.history.last().map(|h| h.status) == Some(o.status);
         if !hist_ok {
-            bad(4, format!("order {}: history {:?} is not a lifecycle path to {:?}", o.id, o.history, o.status));
+            bad(
+                4,
+                format!(
+                    "order {}: history {:?} is not a lifecycle path to {:?}",
+                    o.id, o.history, o.status
+                ),
+            );
         }
-        let in_expiry = t.get(Table::Expiry, &keys::expiry(o.expires_at_ms, o.id))?.is_some();
+        let in_expiry = t
+            .get(Table::Expiry, &keys::expiry(o.expires_at_ms, o.id))?
+            .is_some();
         if in_expiry != (o.status == OrderStatus::Reserved) {
-            bad(0, format!("order {}: expiry index entry {in_expiry}, status {:?}", o.id, o.status));
+            bad(
+                0,
+                format!(
+                    "order {}: expiry index entry {in_expiry}, status {:?}",
+                    o.id, o.status
+                ),
+            );
         }
-        if t.get(Table::CustomerOrders, &keys::customer_order(&o.customer, o.id))?.is_none() {
-            bad(0, format!("order {} missing from its customer's index", o.id));
+        if t.get(
+            Table::CustomerOrders,
+            &keys::customer_order(&o.customer, o.id),
+        )?
+        .is_none()
+        {
+            bad(
+                0,
+                format!("order {} missing from its customer's index", o.id),
+            );
         }
     }
     // Order ids are dense from 1.
     let stored = load_summary(t)?;
     if let Some((first, last)) = orders.keys().next().zip(orders.keys().next_back()) {
         if first.0 != 1 || last.0 != orders.len() as u64 || stored.next_order_id != last.0 + 1 {
-            bad(5, format!("order ids not dense: {} orders from {first} to {last}, next {}", orders.len(), stored.next_order_id));
+            bad(
+                5,
+                format!(
+                    "order ids not dense: {} orders from {first} to {last}, next {}",
+                    orders.len(),
+                    stored.next_order_id
+                ),
+            );
         }
     }
     let mut index_rows = 0u64;
@@ -105,35 +139,67 @@ pub fn check_invariants<T: ReadTables>(t: &T) -> Result<Vec<Violation>, TableErr
         index_rows += 1;
         Ok(())
     })?;
-    let reserved_orders = expected.orders_by_status.get(&OrderStatus::Reserved).copied().unwrap_or(0);
+    let reserved_orders = expected
+        .orders_by_status
+        .get(&OrderStatus::Reserved)
+        .copied()
+        .unwrap_or(0);
     if index_rows != reserved_orders {
-        bad(0, format!("expiry index has {index_rows} rows for {reserved_orders} reserved orders"));
+        bad(
+            0,
+            format!("expiry index has {index_rows} rows for {reserved_orders} reserved orders"),
+        );
     }
 
     // Invariants 1 and 2: stock.
     for (sku, p) in &products {
         let s = &p.stock;
         if s.reserved > s.on_hand {
-            bad(1, format!("{sku}: reserved {} > on_hand {}", s.reserved, s.on_hand));
+            bad(
+                1,
+                format!("{sku}: reserved {} > on_hand {}", s.reserved, s.on_hand),
+            );
         }
         let want_reserved = reserved_by_sku.get(sku.as_str()).copied().unwrap_or(0);
         if s.reserved != want_reserved {
-            bad(1, format!("{sku}: reserved {} but reserved orders hold {want_reserved}", s.reserved));
+            bad(
+                1,
+                format!(
+                    "{sku}: reserved {} but reserved orders hold {want_reserved}",
+                    s.reserved
+                ),
+            );
         }
         let l = &s.ledger;
-        let from_ledger = (i128::from(l.restocked) + i128::from(l.returned) + i128::from(l.set_added))
-            - i128::from(l.sold)
-            - i128::from(l.set_removed);
+        let from_ledger =
+            (i128::from(l.restocked) + i128::from(l.returned) + i128::from(l.set_added))
+                - i128::from(l.sold)
+                - i128::from(l.set_removed);
         if from_ledger != i128::from(s.on_hand) {
-            bad(2, format!("{sku}: on_hand {} but ledger gives {from_ledger}", s.on_hand));
+            bad(
+                2,
+                format!(
+                    "{sku}: on_hand {} but ledger gives {from_ledger}",
+                    s.on_hand
+                ),
+            );
         }
         let sold = sold_by_sku.get(sku.as_str()).copied().unwrap_or(0);
         if l.sold != sold {
-            bad(2, format!("{sku}: ledger sold {} but sold orders hold {sold}", l.sold));
+            bad(
+                2,
+                format!("{sku}: ledger sold {} but sold orders hold {sold}", l.sold),
+            );
         }
         let returned = returned_by_sku.get(sku.as_str()).copied().unwrap_or(0);
         if l.returned != returned {
-            bad(2, format!("{sku}: ledger returned {} but restocked refunds hold {returned}", l.returned));
+            bad(
+                2,
+                format!(
+                    "{sku}: ledger returned {} but restocked refunds hold {returned}",
+                    l.returned
+                ),
+            );
         }
         expected.products += 1;
         expected.units_on_hand += s.on_hand;
@@ -153,10 +219,14 @@ pub fn check_invariants<T: ReadTables>(t: &T) -> Result<Vec<Violation>, TableErr
     for a in &accounts {
         *sums.entry(a.currency).or_insert(0) += i128::from(a.balance.0);
         if a.kind == AccountKind::External {
-            *expected.deposits_by_currency.entry(a.currency).or_insert(0) -= i128::from(a.balance.0);
+            *expected.deposits_by_currency.entry(a.currency).or_insert(0) -=
+                i128::from(a.balance.0);
         }
         if a.kind == AccountKind::Customer && a.balance.0 < 0 {
-            bad(3, format!("customer {} has negative balance {}", a.id, a.balance));
+            bad(
+                3,
+                format!("customer {} has negative balance {}", a.id, a.balance),
+            );
         }
     }
     for (c, s) in &sums {
@@ -175,12 +245,23 @@ pub fn check_invariants<T: ReadTables>(t: &T) -> Result<Vec<Violation>, TableErr
         records += 1;
         let rec: IdempotencyRecord = decode(Table::Idempotency, k, val)?;
         let key = std::str::from_utf8(k).unwrap_or("");
-        if t.get(Table::IdempotencyByTime, &keys::idempotency_by_time(rec.at_ms, key))?.is_none() {
-            v.push(Violation { invariant: 5, detail: format!("key {} has no time index entry", hex(k)) });
+        if t.get(
+            Table::IdempotencyByTime,
+            &keys::idempotency_by_time(rec.at_ms, key),
+        )?
+        .is_none()
+        {
+            v.push(Violation {
+                invariant: 5,
+                detail: format!("key {} has no time index entry", hex(k)),
+            });
         }
         if let Ok(Outcome::Order(o)) = &rec.result {
             if o.history.len() == 1 && !placed.insert(o.id) {
-                v.push(Violation { invariant: 5, detail: format!("order {} placed by two keys", o.id) });
+                v.push(Violation {
+                    invariant: 5,
+                    detail: format!("order {} placed by two keys", o.id),
+                });
             }
         }
         Ok(())
@@ -191,7 +272,10 @@ pub fn check_invariants<T: ReadTables>(t: &T) -> Result<Vec<Violation>, TableErr
         Ok(())
     })?;
     if by_time != records {
-        v.push(Violation { invariant: 5, detail: format!("{records} idempotency records but {by_time} time entries") });
+        v.push(Violation {
+            invariant: 5,
+            detail: format!("{records} idempotency records but {by_time} time entries"),
+        });
     }
 
     // The stored summary must equal the recomputed one. The clock and the

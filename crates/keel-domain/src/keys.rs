@@ -86,6 +86,9 @@ mod tests {
     fn expiry_keys_sort_by_time_then_id() {
         assert!(expiry(5, OrderId(9)) < expiry(6, OrderId(1)));
         assert!(expiry(5, OrderId(1)) < expiry(5, OrderId(2)));
-        assert_eq!(order_of_expiry_key(&expiry(5, OrderId(7))), Some(OrderId(7)));
+        assert_eq!(
+            order_of_expiry_key(&expiry(5, OrderId(7))),
+            Some(OrderId(7))
+        );
     }
 }

@@ -31,8 +31,8 @@ pub use error::{DomainError, FieldError, ShortLine, TableError};
 pub use ids::{AccountId, Currency, OrderId, ProductName, RequestId, Sku};
 pub use invariants::{check_invariants, Violation};
 pub use model::{
-    Account, AccountKind, Order, OrderLine, OrderStatus, Product, StatusChange, Stock,
-    StockLedger, Summary,
+    Account, AccountKind, Order, OrderLine, OrderStatus, Product, StatusChange, Stock, StockLedger,
+    Summary,
 };
 pub use money::Minor;
 pub use tables::{Direction, MemTables, ReadTables, Table, WriteTables};

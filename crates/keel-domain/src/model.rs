@@ -148,7 +148,10 @@ impl OrderStatus {
     pub fn is_sold(self) -> bool {
         matches!(
             self,
-            OrderStatus::Paid | OrderStatus::Shipped | OrderStatus::Delivered | OrderStatus::Refunded
+            OrderStatus::Paid
+                | OrderStatus::Shipped
+                | OrderStatus::Delivered
+                | OrderStatus::Refunded
         )
     }
 }

@@ -80,7 +80,13 @@ pub fn products<T: ReadTables>(
     let limit = page_limit(limit)?;
     let after = parse_cursor(cursor)?;
     let start = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-    let rows = t.scan(Table::Products, start, Bound::Unbounded, Direction::Forward, limit + 1)?;
+    let rows = t.scan(
+        Table::Products,
+        start,
+        Bound::Unbounded,
+        Direction::Forward,
+        limit + 1,
+    )?;
     page(rows, limit, |k, v| decode(Table::Products, k, v))
 }
 
@@ -132,7 +138,13 @@ pub fn customer_orders<T: ReadTables>(
     };
     let end_key = prefix_end(&prefix);
     let end = end_key.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-    let rows = t.scan(Table::CustomerOrders, start, end, Direction::Forward, limit + 1)?;
+    let rows = t.scan(
+        Table::CustomerOrders,
+        start,
+        end,
+        Direction::Forward,
+        limit + 1,
+    )?;
     page(rows, limit, |k, _| {
         let id = keys::order_of_customer_key(k).ok_or_else(|| TableError::Corrupt {
             table: Table::CustomerOrders.name(),
@@ -163,7 +175,13 @@ pub fn summary<T: ReadTables>(t: &T) -> Result<Summary, TableError> {
 /// The earliest expiry time of a reserved order, if any: lets the leader
 /// propose `ExpireDue` only when something is due.
 pub fn next_expiry_ms<T: ReadTables>(t: &T) -> Result<Option<u64>, TableError> {
-    let rows = t.scan(Table::Expiry, Bound::Unbounded, Bound::Unbounded, Direction::Forward, 1)?;
+    let rows = t.scan(
+        Table::Expiry,
+        Bound::Unbounded,
+        Bound::Unbounded,
+        Direction::Forward,
+        1,
+    )?;
     Ok(rows.first().and_then(|(k, _)| {
         let b: [u8; 8] = k.get(..8)?.try_into().ok()?;
         Some(u64::from_be_bytes(b))
@@ -182,7 +200,13 @@ pub fn walk<T: ReadTables>(
     let mut after: Option<Vec<u8>> = None;
     loop {
         let start = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-        let rows = t.scan(table, start, Bound::Unbounded, Direction::Forward, WALK_PAGE_ROWS)?;
+        let rows = t.scan(
+            table,
+            start,
+            Bound::Unbounded,
+            Direction::Forward,
+            WALK_PAGE_ROWS,
+        )?;
         for (k, v) in &rows {
             f(k, v)?;
         }

@@ -206,15 +206,36 @@ mod tests {
         }
         let keys = |rows: Vec<Row>| rows.into_iter().map(|r| r.0).collect::<Vec<_>>();
         let fwd = t
-            .scan(Table::Meta, Bound::Included(b"b"), Bound::Unbounded, Direction::Forward, 2)
+            .scan(
+                Table::Meta,
+                Bound::Included(b"b"),
+                Bound::Unbounded,
+                Direction::Forward,
+                2,
+            )
             .unwrap();
         assert_eq!(keys(fwd), vec![b"b".to_vec(), b"c".to_vec()]);
         let back = t
-            .scan(Table::Meta, Bound::Unbounded, Bound::Excluded(b"d"), Direction::Backward, 10)
+            .scan(
+                Table::Meta,
+                Bound::Unbounded,
+                Bound::Excluded(b"d"),
+                Direction::Backward,
+                10,
+            )
             .unwrap();
-        assert_eq!(keys(back), vec![b"c".to_vec(), b"b".to_vec(), b"a".to_vec()]);
+        assert_eq!(
+            keys(back),
+            vec![b"c".to_vec(), b"b".to_vec(), b"a".to_vec()]
+        );
         let inverted = t
-            .scan(Table::Meta, Bound::Included(b"d"), Bound::Included(b"a"), Direction::Forward, 10)
+            .scan(
+                Table::Meta,
+                Bound::Included(b"d"),
+                Bound::Included(b"a"),
+                Direction::Forward,
+                10,
+            )
             .unwrap();
         assert!(inverted.is_empty());
     }

@@ -98,7 +98,8 @@ fn free_port() -> Result<u16, HarnessError> {
 impl LocalCluster {
     /// Starts `spec.nodes` nodes; node 1 bootstraps the cluster of all.
     pub fn start(spec: ClusterSpec) -> Result<Self, HarnessError> {
-        std::fs::create_dir_all(&spec.base_dir).map_err(|e| HarnessError::Process(e.to_string()))?;
+        std::fs::create_dir_all(&spec.base_dir)
+            .map_err(|e| HarnessError::Process(e.to_string()))?;
         let mut addrs = BTreeMap::new();
         for id in 1..=spec.nodes {
             let port = if spec.base_port == 0 {
@@ -143,13 +144,20 @@ impl LocalCluster {
     }
 
     fn spawn(&mut self, id: u64) -> Result<(), HarnessError> {
-        let addr = self.nodes.get(&id).ok_or(HarnessError::NoNode(id))?.addr.clone();
+        let addr = self
+            .nodes
+            .get(&id)
+            .ok_or(HarnessError::NoNode(id))?
+            .addr
+            .clone();
         let log = File::options()
             .create(true)
             .append(true)
             .open(self.log_file(id))
             .map_err(|e| HarnessError::Process(e.to_string()))?;
-        let log2 = log.try_clone().map_err(|e| HarnessError::Process(e.to_string()))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| HarnessError::Process(e.to_string()))?;
         let mut cmd = Command::new(&self.spec.binary);
         cmd.arg("node")
             .arg("--id")
@@ -210,7 +218,12 @@ impl LocalCluster {
 
     /// The address of node `id`.
     pub fn addr(&self, id: u64) -> Result<String, HarnessError> {
-        Ok(self.nodes.get(&id).ok_or(HarnessError::NoNode(id))?.addr.clone())
+        Ok(self
+            .nodes
+            .get(&id)
+            .ok_or(HarnessError::NoNode(id))?
+            .addr
+            .clone())
     }
 
     /// Addresses of all nodes.
@@ -225,17 +238,24 @@ impl LocalCluster {
 
     /// An admin client of one node only.
     pub fn node_client(&self, id: u64) -> Result<Client, HarnessError> {
-        Ok(Client::new(vec![self.addr(id)?], Some(self.spec.admin_token.clone())))
+        Ok(Client::new(
+            vec![self.addr(id)?],
+            Some(self.spec.admin_token.clone()),
+        ))
     }
 
     fn pid(&self, id: u64) -> Result<Pid, HarnessError> {
         let n = self.nodes.get(&id).ok_or(HarnessError::NoNode(id))?;
-        let c = n.child.as_ref().ok_or_else(|| HarnessError::Process(format!("node {id} is not running")))?;
+        let c = n
+            .child
+            .as_ref()
+            .ok_or_else(|| HarnessError::Process(format!("node {id} is not running")))?;
         Ok(Pid::from_raw(c.id() as i32))
     }
 
     fn signal(&self, id: u64, s: Signal) -> Result<(), HarnessError> {
-        kill(self.pid(id)?, s).map_err(|e| HarnessError::Process(format!("signal {s} to node {id}: {e}")))
+        kill(self.pid(id)?, s)
+            .map_err(|e| HarnessError::Process(format!("signal {s} to node {id}: {e}")))
     }
 
     /// SIGKILL: the process dies at once, with whatever was not fsynced.
@@ -295,7 +315,13 @@ impl LocalCluster {
 
     /// Starts a stopped or killed node again on the same data and address.
     pub fn restart(&mut self, id: u64) -> Result<(), HarnessError> {
-        if self.nodes.get(&id).ok_or(HarnessError::NoNode(id))?.child.is_some() {
+        if self
+            .nodes
+            .get(&id)
+            .ok_or(HarnessError::NoNode(id))?
+            .child
+            .is_some()
+        {
             self.kill(id)?;
         }
         self.spawn(id)
@@ -307,7 +333,9 @@ impl LocalCluster {
         match n.child.as_mut() {
             None => Ok(None),
             Some(c) => {
-                let st = c.try_wait().map_err(|e| HarnessError::Process(e.to_string()))?;
+                let st = c
+                    .try_wait()
+                    .map_err(|e| HarnessError::Process(e.to_string()))?;
                 if st.is_some() {
                     n.child = None;
                 }
@@ -320,10 +348,16 @@ impl LocalCluster {
     pub async fn status(&self, id: u64) -> Option<Value> {
         let c = self.node_client(id).ok()?;
         let ep = self.addr(id).ok()?;
-        c.call_at(&ep, keel_client::reqwest_method_get(), "/v1/cluster", None, None)
-            .await
-            .ok()
-            .map(|r| r.body)
+        c.call_at(
+            &ep,
+            keel_client::reqwest_method_get(),
+            "/v1/cluster",
+            None,
+            None,
+        )
+        .await
+        .ok()
+        .map(|r| r.body)
     }
 
     /// The leader that a majority of running nodes agree on, if any.
@@ -340,19 +374,34 @@ impl LocalCluster {
             }
         }
         let quorum = self.spec.nodes as usize / 2 + 1;
-        votes.into_iter().find(|(_, n)| *n >= quorum).map(|(l, _)| l)
+        votes
+            .into_iter()
+            .find(|(_, n)| *n >= quorum)
+            .map(|(l, _)| l)
     }
 
     /// Waits until every running node answers `/readyz` and a leader exists.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<u64, HarnessError> {
-        self.wait_for("every running node ready with a leader", timeout, || async {
-            for id in self.running() {
-                let c = self.node_client(id).ok()?;
-                let ep = self.addr(id).ok()?;
-                c.call_at(&ep, keel_client::reqwest_method_get(), "/readyz", None, None).await.ok()?;
-            }
-            self.leader().await
-        })
+        self.wait_for(
+            "every running node ready with a leader",
+            timeout,
+            || async {
+                for id in self.running() {
+                    let c = self.node_client(id).ok()?;
+                    let ep = self.addr(id).ok()?;
+                    c.call_at(
+                        &ep,
+                        keel_client::reqwest_method_get(),
+                        "/readyz",
+                        None,
+                        None,
+                    )
+                    .await
+                    .ok()?;
+                }
+                self.leader().await
+            },
+        )
         .await
     }
 
@@ -369,33 +418,55 @@ impl LocalCluster {
         let c = self.node_client(id).ok()?;
         let ep = self.addr(id).ok()?;
         let r = c
-            .call_at(&ep, keel_client::reqwest_method_get(), "/v1/digest", None, None)
+            .call_at(
+                &ep,
+                keel_client::reqwest_method_get(),
+                "/v1/digest",
+                None,
+                None,
+            )
             .await
             .ok()?;
-        Some((r.body["applied_index"].as_u64()?, r.body["digest"].as_str()?.to_owned()))
+        Some((
+            r.body["applied_index"].as_u64()?,
+            r.body["digest"].as_str()?.to_owned(),
+        ))
     }
 
     /// Waits until every node in `ids` reports the same applied index and
     /// digest, and returns them. Call when no writes are in flight.
-    pub async fn wait_converged(&self, ids: &[u64], timeout: Duration) -> Result<(u64, String), HarnessError> {
-        self.wait_for("replicas at the same index with equal digests", timeout, || async {
-            let mut seen: Option<(u64, String)> = None;
-            for id in ids {
-                let d = self.digest(*id).await?;
-                match &seen {
-                    None => seen = Some(d),
-                    Some(s) if *s == d => {}
-                    Some(_) => return None,
+    pub async fn wait_converged(
+        &self,
+        ids: &[u64],
+        timeout: Duration,
+    ) -> Result<(u64, String), HarnessError> {
+        self.wait_for(
+            "replicas at the same index with equal digests",
+            timeout,
+            || async {
+                let mut seen: Option<(u64, String)> = None;
+                for id in ids {
+                    let d = self.digest(*id).await?;
+                    match &seen {
+                        None => seen = Some(d),
+                        Some(s) if *s == d => {}
+                        Some(_) => return None,
+                    }
                 }
-            }
-            seen
-        })
+                seen
+            },
+        )
         .await
     }
 
     /// Polls `f` every [`POLL_INTERVAL`] until it returns `Some` or the
     /// deadline passes.
-    pub async fn wait_for<T, F, Fut>(&self, what: &str, timeout: Duration, mut f: F) -> Result<T, HarnessError>
+    pub async fn wait_for<T, F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut f: F,
+    ) -> Result<T, HarnessError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
@@ -417,7 +488,11 @@ impl LocalCluster {
 }
 
 /// Polls `f` until it returns `Some` or `timeout` passes.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, f: &mut F) -> Result<T, HarnessError>
+pub async fn wait_for<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    f: &mut F,
+) -> Result<T, HarnessError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use openraft::{AnyError, StorageError};
 
-
 mod log_store;
 mod redb_tables;
 mod snapshot;

@@ -47,7 +47,10 @@ fn decode_record(path: &Path, index: u64, bytes: &[u8]) -> Result<Entry<TypeConf
         detail,
     };
     if bytes.len() < 5 {
-        return Err(corrupt(format!("record too short ({} bytes): torn write", bytes.len())));
+        return Err(corrupt(format!(
+            "record too short ({} bytes): torn write",
+            bytes.len()
+        )));
     }
     if bytes[0] != RECORD_VERSION {
         return Err(corrupt(format!("unknown record version {}", bytes[0])));
@@ -58,7 +61,8 @@ fn decode_record(path: &Path, index: u64, bytes: &[u8]) -> Result<Entry<TypeConf
     if crc != stored {
         return Err(corrupt("checksum mismatch".into()));
     }
-    let e: Entry<TypeConfig> = postcard::from_bytes(payload).map_err(|e| corrupt(format!("does not decode: {e}")))?;
+    let e: Entry<TypeConfig> =
+        postcard::from_bytes(payload).map_err(|e| corrupt(format!("does not decode: {e}")))?;
     if e.log_id.index != index {
         return Err(corrupt(format!("record holds index {}", e.log_id.index)));
     }
@@ -84,10 +88,15 @@ impl LogStore {
     }
 
     fn init_tables(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| StoreError::db(&self.path, e))?;
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| StoreError::db(&self.path, e))?;
         {
-            txn.open_table(LOG).map_err(|e| StoreError::db(&self.path, e))?;
-            txn.open_table(META).map_err(|e| StoreError::db(&self.path, e))?;
+            txn.open_table(LOG)
+                .map_err(|e| StoreError::db(&self.path, e))?;
+            txn.open_table(META)
+                .map_err(|e| StoreError::db(&self.path, e))?;
         }
         txn.commit().map_err(|e| StoreError::db(&self.path, e))
     }
@@ -95,8 +104,13 @@ impl LogStore {
     /// Reads every record once and checks its checksum, so a corrupt log is
     /// refused at start-up instead of being replicated or applied.
     fn verify(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_read().map_err(|e| StoreError::db(&self.path, e))?;
-        let t = txn.open_table(LOG).map_err(|e| StoreError::db(&self.path, e))?;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| StoreError::db(&self.path, e))?;
+        let t = txn
+            .open_table(LOG)
+            .map_err(|e| StoreError::db(&self.path, e))?;
         let mut prev: Option<u64> = None;
         for row in t.iter().map_err(|e| StoreError::db(&self.path, e))? {
             let (k, v) = row.map_err(|e| StoreError::db(&self.path, e))?;
@@ -127,8 +141,13 @@ impl LogStore {
     }
 
     fn meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| StoreError::db(&self.path, e))?;
-        let t = txn.open_table(META).map_err(|e| StoreError::db(&self.path, e))?;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| StoreError::db(&self.path, e))?;
+        let t = txn
+            .open_table(META)
+            .map_err(|e| StoreError::db(&self.path, e))?;
         let Some(v) = t.get(key).map_err(|e| StoreError::db(&self.path, e))? else {
             return Ok(None);
         };
@@ -141,11 +160,21 @@ impl LogStore {
             })
     }
 
-    fn put_meta<T: Serialize>(&self, key: &str, v: &T, durability: Durability) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write().map_err(|e| StoreError::db(&self.path, e))?;
+    fn put_meta<T: Serialize>(
+        &self,
+        key: &str,
+        v: &T,
+        durability: Durability,
+    ) -> Result<(), StoreError> {
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| StoreError::db(&self.path, e))?;
         txn.set_durability(durability);
         {
-            let mut t = txn.open_table(META).map_err(|e| StoreError::db(&self.path, e))?;
+            let mut t = txn
+                .open_table(META)
+                .map_err(|e| StoreError::db(&self.path, e))?;
             t.insert(key, keel_domain::codec::encode(v).as_slice())
                 .map_err(|e| StoreError::db(&self.path, e))?;
         }
@@ -153,20 +182,39 @@ impl LogStore {
     }
 
     fn last_entry_id(&self) -> Result<Option<LogId<NodeId>>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| StoreError::db(&self.path, e))?;
-        let t = txn.open_table(LOG).map_err(|e| StoreError::db(&self.path, e))?;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| StoreError::db(&self.path, e))?;
+        let t = txn
+            .open_table(LOG)
+            .map_err(|e| StoreError::db(&self.path, e))?;
         let last = t.last().map_err(|e| StoreError::db(&self.path, e))?;
         match last {
             None => Ok(None),
-            Some((k, v)) => Ok(Some(decode_record(&self.path, k.value(), v.value())?.log_id)),
+            Some((k, v)) => Ok(Some(
+                decode_record(&self.path, k.value(), v.value())?.log_id,
+            )),
         }
     }
 
-    fn read_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| StoreError::db(&self.path, e))?;
-        let t = txn.open_table(LOG).map_err(|e| StoreError::db(&self.path, e))?;
+    fn read_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| StoreError::db(&self.path, e))?;
+        let t = txn
+            .open_table(LOG)
+            .map_err(|e| StoreError::db(&self.path, e))?;
         let mut out = Vec::new();
-        for row in t.range::<u64>((start, end)).map_err(|e| StoreError::db(&self.path, e))? {
+        for row in t
+            .range::<u64>((start, end))
+            .map_err(|e| StoreError::db(&self.path, e))?
+        {
             let (k, v) = row.map_err(|e| StoreError::db(&self.path, e))?;
             out.push(decode_record(&self.path, k.value(), v.value())?);
             if out.len() >= READ_ENTRIES_MAX {
@@ -176,11 +224,21 @@ impl LogStore {
         Ok(out)
     }
 
-    fn delete_range(&self, start: Bound<u64>, end: Bound<u64>, durability: Durability) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write().map_err(|e| StoreError::db(&self.path, e))?;
+    fn delete_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+        durability: Durability,
+    ) -> Result<(), StoreError> {
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| StoreError::db(&self.path, e))?;
         txn.set_durability(durability);
         {
-            let mut t = txn.open_table(LOG).map_err(|e| StoreError::db(&self.path, e))?;
+            let mut t = txn
+                .open_table(LOG)
+                .map_err(|e| StoreError::db(&self.path, e))?;
             t.retain_in::<u64, _>((start, end), |_, _| false)
                 .map_err(|e| StoreError::db(&self.path, e))?;
         }
@@ -232,7 +290,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.meta("vote").map_err(|e| crate::se::read_vote(any(e)))
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
         // Not fsynced: it only lets a restarted node re-apply sooner; losing
         // it is safe because the leader re-sends the commit index. The next
         // fsynced append makes it durable anyway.
@@ -247,22 +308,32 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
         let start = Instant::now();
         let res = (|| -> Result<(), StoreError> {
-            let mut txn = self.db.begin_write().map_err(|e| StoreError::db(&self.path, e))?;
+            let mut txn = self
+                .db
+                .begin_write()
+                .map_err(|e| StoreError::db(&self.path, e))?;
             // fsync before the callback: openraft counts this node towards
             // the quorum only once the callback fires, so an acknowledged
             // entry is on the disks of a majority.
             txn.set_durability(Durability::Immediate);
             {
-                let mut t = txn.open_table(LOG).map_err(|e| StoreError::db(&self.path, e))?;
+                let mut t = txn
+                    .open_table(LOG)
+                    .map_err(|e| StoreError::db(&self.path, e))?;
                 for e in entries {
-                    let rec = encode_record(e.log_id.index, &e).map_err(|err| StoreError::db(&self.path, err))?;
+                    let rec = encode_record(e.log_id.index, &e)
+                        .map_err(|err| StoreError::db(&self.path, err))?;
                     t.insert(e.log_id.index, rec.as_slice())
                         .map_err(|err| StoreError::db(&self.path, err))?;
                 }
@@ -289,8 +360,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         // Durable: a truncated (conflicting) entry must not reappear after a
         // crash, or this node could later vote with a stale log.
-        self.delete_range(Bound::Included(log_id.index), Bound::Unbounded, Durability::Immediate)
-            .map_err(write_err)
+        self.delete_range(
+            Bound::Included(log_id.index),
+            Bound::Unbounded,
+            Durability::Immediate,
+        )
+        .map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
@@ -298,7 +373,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // the log still reads consistently (entries at or below it ignored).
         self.put_meta("purged", &log_id, Durability::Immediate)
             .map_err(write_err)?;
-        self.delete_range(Bound::Unbounded, Bound::Included(log_id.index), Durability::None)
-            .map_err(write_err)
+        self.delete_range(
+            Bound::Unbounded,
+            Bound::Included(log_id.index),
+            Durability::None,
+        )
+        .map_err(write_err)
     }
 }

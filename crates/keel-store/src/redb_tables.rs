@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use keel_domain::tables::{Row, Table as DomainTable};
 use keel_domain::{Direction, ReadTables, TableError, WriteTables};
-use openraft::{LogId, StoredMembership, BasicNode};
+use openraft::{BasicNode, LogId, StoredMembership};
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::{NodeId, StoreError};
@@ -36,8 +36,15 @@ fn collect<'a>(
     dir: Direction,
     limit: usize,
 ) -> Result<Vec<Row>, TableError> {
-    let conv = |r: Result<(redb::AccessGuard<'a, &'static [u8]>, redb::AccessGuard<'a, &'static [u8]>), redb::StorageError>| {
-        r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())).map_err(storage)
+    let conv = |r: Result<
+        (
+            redb::AccessGuard<'a, &'static [u8]>,
+            redb::AccessGuard<'a, &'static [u8]>,
+        ),
+        redb::StorageError,
+    >| {
+        r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+            .map_err(storage)
     };
     match dir {
         Direction::Forward => range.take(limit).map(conv).collect(),
@@ -66,19 +73,38 @@ impl<'t> WriteTxnTables<'t> {
 
 impl ReadTables for WriteTxnTables<'_> {
     fn get(&self, table: DomainTable, key: &[u8]) -> Result<Option<Vec<u8>>, TableError> {
-        Ok(self.t(table).get(key).map_err(storage)?.map(|v| v.value().to_vec()))
+        Ok(self
+            .t(table)
+            .get(key)
+            .map_err(storage)?
+            .map(|v| v.value().to_vec()))
     }
-    fn scan(&self, table: DomainTable, start: Bound<&[u8]>, end: Bound<&[u8]>, dir: Direction, limit: usize) -> Result<Vec<Row>, TableError> {
+    fn scan(
+        &self,
+        table: DomainTable,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        dir: Direction,
+        limit: usize,
+    ) -> Result<Vec<Row>, TableError> {
         if inverted(&start, &end) {
             return Ok(Vec::new());
         }
-        collect(self.t(table).range::<&[u8]>((start, end)).map_err(storage)?, dir, limit)
+        collect(
+            self.t(table)
+                .range::<&[u8]>((start, end))
+                .map_err(storage)?,
+            dir,
+            limit,
+        )
     }
 }
 
 impl WriteTables for WriteTxnTables<'_> {
     fn put(&mut self, table: DomainTable, key: &[u8], value: &[u8]) -> Result<(), TableError> {
-        self.tables[table as usize].insert(key, value).map_err(storage)?;
+        self.tables[table as usize]
+            .insert(key, value)
+            .map_err(storage)?;
         Ok(())
     }
     fn delete(&mut self, table: DomainTable, key: &[u8]) -> Result<(), TableError> {
@@ -102,7 +128,14 @@ impl ReadTables for StateReader {
         };
         Ok(t.get(key).map_err(storage)?.map(|v| v.value().to_vec()))
     }
-    fn scan(&self, table: DomainTable, start: Bound<&[u8]>, end: Bound<&[u8]>, dir: Direction, limit: usize) -> Result<Vec<Row>, TableError> {
+    fn scan(
+        &self,
+        table: DomainTable,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        dir: Direction,
+        limit: usize,
+    ) -> Result<Vec<Row>, TableError> {
         if inverted(&start, &end) {
             return Ok(Vec::new());
         }
@@ -134,7 +167,11 @@ impl StateReader {
     }
 }
 
-pub(crate) fn read_meta<T: serde::de::DeserializeOwned>(txn: &ReadTransaction, path: &std::path::Path, key: &str) -> Result<Option<T>, StoreError> {
+pub(crate) fn read_meta<T: serde::de::DeserializeOwned>(
+    txn: &ReadTransaction,
+    path: &std::path::Path,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
     let t = match txn.open_table(SM_META) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),

@@ -121,7 +121,10 @@ pub fn read(
     }
     let version = r.u32().map_err(io)?;
     if version != SNAPSHOT_FORMAT_VERSION {
-        return Err(corrupt(path, format!("unknown snapshot format version {version}")));
+        return Err(corrupt(
+            path,
+            format!("unknown snapshot format version {version}"),
+        ));
     }
     let meta_len = r.u32().map_err(io)?;
     if meta_len > FIELD_BYTES_MAX {
@@ -129,8 +132,8 @@ pub fn read(
     }
     let mut meta = vec![0u8; meta_len as usize];
     r.exact(&mut meta).map_err(io)?;
-    let header: SnapshotHeader =
-        postcard::from_bytes(&meta).map_err(|e| corrupt(path, format!("header does not decode: {e}")))?;
+    let header: SnapshotHeader = postcard::from_bytes(&meta)
+        .map_err(|e| corrupt(path, format!("header does not decode: {e}")))?;
     let (mut key, mut value) = (Vec::new(), Vec::new());
     loop {
         let mut tag = [0u8; 1];

@@ -103,9 +103,16 @@ impl StateMachineStore {
         }
     }
 
-    fn apply_entries(&self, entries: Vec<Entry<TypeConfig>>) -> Result<Vec<Vec<Applied>>, StoreError> {
+    fn apply_entries(
+        &self,
+        entries: Vec<Entry<TypeConfig>>,
+    ) -> Result<Vec<Vec<Applied>>, StoreError> {
         let path = &self.inner.path;
-        let mut txn = self.inner.db.begin_write().map_err(|e| StoreError::db(path, e))?;
+        let mut txn = self
+            .inner
+            .db
+            .begin_write()
+            .map_err(|e| StoreError::db(path, e))?;
         // Not fsynced: after a crash redb comes back at its last durable
         // commit, whose applied id is stored alongside, and openraft
         // re-applies the log from there. The log is only purged behind a
@@ -121,10 +128,12 @@ impl StateMachineStore {
                 match e.payload {
                     EntryPayload::Blank => out.push(Vec::new()),
                     EntryPayload::Normal(batch) => {
-                        let r = keel_domain::apply_batch(&mut tables, &batch).map_err(|err| StoreError::Corrupt {
-                            file: path.clone(),
-                            location: format!("applying log index {}", e.log_id.index),
-                            detail: err.to_string(),
+                        let r = keel_domain::apply_batch(&mut tables, &batch).map_err(|err| {
+                            StoreError::Corrupt {
+                                file: path.clone(),
+                                location: format!("applying log index {}", e.log_id.index),
+                                detail: err.to_string(),
+                            }
                         })?;
                         out.push(r);
                     }
@@ -138,7 +147,9 @@ impl StateMachineStore {
             debug_check(&tables, path)?;
         }
         {
-            let mut meta = txn.open_table(SM_META).map_err(|e| StoreError::db(path, e))?;
+            let mut meta = txn
+                .open_table(SM_META)
+                .map_err(|e| StoreError::db(path, e))?;
             meta.insert(KEY_APPLIED, keel_domain::codec::encode(&last).as_slice())
                 .map_err(|e| StoreError::db(path, e))?;
             if let Some(m) = &membership {
@@ -156,7 +167,11 @@ impl StateMachineStore {
     /// Makes every applied commit durable (an empty fsynced commit).
     fn make_durable(&self) -> Result<(), StoreError> {
         let path = &self.inner.path;
-        let mut txn = self.inner.db.begin_write().map_err(|e| StoreError::db(path, e))?;
+        let mut txn = self
+            .inner
+            .db
+            .begin_write()
+            .map_err(|e| StoreError::db(path, e))?;
         txn.set_durability(Durability::Immediate);
         txn.commit().map_err(|e| StoreError::db(path, e))
     }
@@ -166,7 +181,11 @@ impl StateMachineStore {
     }
 
     fn build(&self) -> Result<SnapshotHeader, StoreError> {
-        let _guard = self.inner.snapshot_lock.lock().map_err(|_| StoreError::db(&self.inner.path, "snapshot lock poisoned"))?;
+        let _guard = self
+            .inner
+            .snapshot_lock
+            .lock()
+            .map_err(|_| StoreError::db(&self.inner.path, "snapshot lock poisoned"))?;
         // The snapshot may let the log be purged up to its index, so the
         // state it covers must survive a crash first.
         self.make_durable()?;
@@ -192,9 +211,13 @@ impl StateMachineStore {
                 Err(redb::TableError::TableDoesNotExist(_)) => continue,
                 Err(e) => return Err(StoreError::db(&self.inner.path, e)),
             };
-            for row in table.iter().map_err(|e| StoreError::db(&self.inner.path, e))? {
+            for row in table
+                .iter()
+                .map_err(|e| StoreError::db(&self.inner.path, e))?
+            {
                 let (k, v) = row.map_err(|e| StoreError::db(&self.inner.path, e))?;
-                w.row(t, k.value(), v.value()).map_err(|e| StoreError::io(&tmp, e))?;
+                w.row(t, k.value(), v.value())
+                    .map_err(|e| StoreError::io(&tmp, e))?;
             }
         }
         w.finish().map_err(|e| StoreError::io(&tmp, e))?;
@@ -206,40 +229,67 @@ impl StateMachineStore {
     fn publish(&self, file: &Path) -> Result<(), StoreError> {
         let cur = self.current_path();
         std::fs::rename(file, &cur).map_err(|e| StoreError::io(&cur, e))?;
-        let dir = std::fs::File::open(&self.inner.snap_dir).map_err(|e| StoreError::io(&self.inner.snap_dir, e))?;
-        dir.sync_all().map_err(|e| StoreError::io(&self.inner.snap_dir, e))
+        let dir = std::fs::File::open(&self.inner.snap_dir)
+            .map_err(|e| StoreError::io(&self.inner.snap_dir, e))?;
+        dir.sync_all()
+            .map_err(|e| StoreError::io(&self.inner.snap_dir, e))
     }
 
-    fn install(&self, meta: &SnapshotMeta<NodeId, BasicNode>, file: &Path) -> Result<(), StoreError> {
-        let _guard = self.inner.snapshot_lock.lock().map_err(|_| StoreError::db(&self.inner.path, "snapshot lock poisoned"))?;
+    fn install(
+        &self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        file: &Path,
+    ) -> Result<(), StoreError> {
+        let _guard = self
+            .inner
+            .snapshot_lock
+            .lock()
+            .map_err(|_| StoreError::db(&self.inner.path, "snapshot lock poisoned"))?;
         // Verify the whole file before touching the state.
         let header = snapshot::read(file, |_, _, _| Ok(()))?;
         if header.last_log_id != meta.last_log_id {
             return Err(StoreError::Corrupt {
                 file: file.to_path_buf(),
                 location: "snapshot header".into(),
-                detail: format!("covers {:?}, leader announced {:?}", header.last_log_id, meta.last_log_id),
+                detail: format!(
+                    "covers {:?}, leader announced {:?}",
+                    header.last_log_id, meta.last_log_id
+                ),
             });
         }
         let path = &self.inner.path;
-        let mut txn = self.inner.db.begin_write().map_err(|e| StoreError::db(path, e))?;
+        let mut txn = self
+            .inner
+            .db
+            .begin_write()
+            .map_err(|e| StoreError::db(path, e))?;
         // One fsynced transaction: a crash mid-install leaves the old state.
         txn.set_durability(Durability::Immediate);
         for t in Table::ALL {
-            txn.delete_table(def(t)).map_err(|e| StoreError::db(path, e))?;
+            txn.delete_table(def(t))
+                .map_err(|e| StoreError::db(path, e))?;
         }
         {
             let mut tables = WriteTxnTables::open(&txn).map_err(|e| StoreError::db(path, e))?;
             snapshot::read(file, |t, k, v| {
-                keel_domain::WriteTables::put(&mut tables, t, k, v).map_err(|e| StoreError::db(path, e))
+                keel_domain::WriteTables::put(&mut tables, t, k, v)
+                    .map_err(|e| StoreError::db(path, e))
             })?;
         }
         {
-            let mut m = txn.open_table(SM_META).map_err(|e| StoreError::db(path, e))?;
-            m.insert(KEY_APPLIED, keel_domain::codec::encode(&header.last_log_id).as_slice())
+            let mut m = txn
+                .open_table(SM_META)
                 .map_err(|e| StoreError::db(path, e))?;
-            m.insert(KEY_MEMBERSHIP, keel_domain::codec::encode(&header.membership).as_slice())
-                .map_err(|e| StoreError::db(path, e))?;
+            m.insert(
+                KEY_APPLIED,
+                keel_domain::codec::encode(&header.last_log_id).as_slice(),
+            )
+            .map_err(|e| StoreError::db(path, e))?;
+            m.insert(
+                KEY_MEMBERSHIP,
+                keel_domain::codec::encode(&header.membership).as_slice(),
+            )
+            .map_err(|e| StoreError::db(path, e))?;
         }
         txn.commit().map_err(|e| StoreError::db(path, e))?;
         if let Ok(mut a) = self.inner.applied.write() {
@@ -254,7 +304,9 @@ impl StateMachineStore {
             return Ok(None);
         }
         let header = snapshot::read(&cur, |_, _, _| Ok(()))?;
-        let f = tokio::fs::File::open(&cur).await.map_err(|e| StoreError::io(&cur, e))?;
+        let f = tokio::fs::File::open(&cur)
+            .await
+            .map_err(|e| StoreError::io(&cur, e))?;
         Ok(Some(Snapshot {
             meta: SnapshotMeta {
                 last_log_id: header.last_log_id,
@@ -303,9 +355,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>> {
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>>
+    {
         let r = self.reader().map_err(sm_read_err)?;
-        Ok((r.applied().map_err(sm_read_err)?, r.membership().map_err(sm_read_err)?))
+        Ok((
+            r.applied().map_err(sm_read_err)?,
+            r.membership().map_err(sm_read_err)?,
+        ))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Applied>>, StorageError<NodeId>>
@@ -328,9 +384,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
         let seq = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-        let p = self.inner.snap_dir.join(format!("incoming-{seq}-{}.snap", std::process::id()));
+        let p = self
+            .inner
+            .snap_dir
+            .join(format!("incoming-{seq}-{}.snap", std::process::id()));
         let f = tokio::fs::OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -338,7 +399,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .write(true)
             .open(&p)
             .await
-            .map_err(|e| crate::se::write_snapshot(None, crate::any(format!("{}: {e}", p.display()))))?;
+            .map_err(|e| {
+                crate::se::write_snapshot(None, crate::any(format!("{}: {e}", p.display())))
+            })?;
         if let Ok(mut g) = INCOMING.lock() {
             g.push((Arc::as_ptr(&self.inner) as usize, p));
         }
@@ -359,7 +422,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let path = INCOMING
             .lock()
             .ok()
-            .and_then(|mut g| g.iter().rposition(|(k, _)| *k == key).map(|i| g.remove(i).1))
+            .and_then(|mut g| {
+                g.iter()
+                    .rposition(|(k, _)| *k == key)
+                    .map(|i| g.remove(i).1)
+            })
             .ok_or_else(|| sm_write_err("no snapshot is being received"))?;
         let me = self.clone();
         let meta = meta.clone();
@@ -369,7 +436,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| crate::se::write_snapshot(None, crate::any(e)))
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         self.open_current()
             .await
             .map_err(|e| crate::se::read_snapshot(None, crate::any(e)))

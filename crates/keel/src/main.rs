@@ -3,7 +3,11 @@
 
 use clap::{Parser, Subcommand};
 
+mod admin;
 mod bench_apply;
+mod demo;
+mod node_cmd;
+mod up;
 
 /// Keel: a replicated, fault-tolerant order and inventory core.
 #[derive(Parser)]
@@ -15,8 +19,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Print the version and build information.
+    /// Print the version.
     Version,
+    /// Run one node of a cluster.
+    Node(node_cmd::Args),
+    /// Run a local cluster (3 nodes on 127.0.0.1, data in ./keel-data) until Ctrl-C.
+    Up(up::Args),
+    /// Start a cluster, shop on it through a leader kill, and check nothing was lost.
+    Demo(demo::Args),
+    /// Operator commands against a running cluster.
+    Admin(admin::Args),
     /// Benchmarks (figures, not tests).
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -30,12 +42,24 @@ enum BenchCmd {
 }
 
 fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,keel=info,keel_node=info")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match cli.command {
         Cmd::Version => {
             println!("keel {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Cmd::Node(a) => node_cmd::run(a),
+        Cmd::Up(a) => up::run(a),
+        Cmd::Demo(a) => demo::run(a),
+        Cmd::Admin(a) => admin::run(a),
         Cmd::Bench(BenchCmd::Apply(args)) => bench_apply::run(args),
     }
 }

@@ -1,0 +1,852 @@
+//! The public HTTP API (API.md): routes, authentication, idempotency keys,
+//! request validation and the mapping of results to HTTP.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use keel_domain::command::BATCH_COMMANDS_MAX;
+use keel_domain::query::{self, QueryError};
+use keel_domain::{
+    AccountId, AccountKind, Applied, Command, Currency, DomainError, Envelope, LineRequest, Minor,
+    OrderId, Outcome, Principal, Product, ProductName, RequestId, Sku,
+};
+use keel_store::StateReader;
+
+use crate::metrics::{Route, RouteStatus};
+use crate::node::{Consistency, MembershipError, Node, ReadError, SubmitError};
+use crate::problem::Problem;
+
+/// Largest request body the public API accepts (API.md).
+pub const BODY_BYTES_MAX: usize = 1 << 20;
+/// Header carrying the idempotency key.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Response header set on a replayed result.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+/// Response header with the replica's applied index on local reads.
+pub const APPLIED_INDEX_HEADER: &str = "keel-applied-index";
+/// Largest applied-index lag at which `/readyz` still says ready.
+pub const READY_LAG_MAX: u64 = 1_000;
+
+/// Shared state of the HTTP handlers.
+pub struct Api {
+    /// The replica.
+    pub node: Arc<Node>,
+    boot_ms: u64,
+    next_key: AtomicU64,
+}
+
+type Shared = State<Arc<Api>>;
+
+impl Api {
+    /// Wraps a node.
+    pub fn new(node: Arc<Node>) -> Arc<Self> {
+        let boot_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Arc::new(Self {
+            node,
+            boot_ms,
+            next_key: AtomicU64::new(0),
+        })
+    }
+
+    /// A key for a request that came without one: unique per node boot, so
+    /// the node's own forwarding retries stay exactly-once. Client retries
+    /// need a client key.
+    fn generated_key(&self) -> RequestId {
+        let n = self.next_key.fetch_add(1, Ordering::Relaxed);
+        // Printable ASCII, well under 128 characters: always valid.
+        RequestId::new(format!("auto-{}-{}-{n}", self.node.id, self.boot_ms))
+            .unwrap_or_else(|_| unreachable_key())
+    }
+
+    /// The customer token for `id`: a keyed hash under the cluster secret,
+    /// so any node can check it without shared state.
+    pub fn customer_token(&self, id: &AccountId) -> String {
+        customer_token(&self.node.config.cluster_secret, id)
+    }
+}
+
+fn unreachable_key() -> RequestId {
+    // "x" is a valid key; only reached if the format above were broken.
+    RequestId::new("x").unwrap_or_else(|_| unreachable_key())
+}
+
+/// The bearer token of a customer under a cluster secret.
+pub fn customer_token(secret: &str, id: &AccountId) -> String {
+    let key = blake3::derive_key("keel customer token v1", secret.as_bytes());
+    let mac = blake3::keyed_hash(&key, id.as_str().as_bytes());
+    let hex: String = mac.as_bytes()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("cust_{id}.{hex}")
+}
+
+// ----- authentication ------------------------------------------------------
+
+fn principal(api: &Api, headers: &HeaderMap) -> Option<Principal> {
+    let h = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let token = h.strip_prefix("Bearer ")?.trim();
+    if constant_time_eq(token.as_bytes(), api.node.config.admin_token.as_bytes()) {
+        return Some(Principal::Admin);
+    }
+    let rest = token.strip_prefix("cust_")?;
+    let (id, _) = rest.rsplit_once('.')?;
+    let id = AccountId::new(id).ok()?;
+    constant_time_eq(token.as_bytes(), api.customer_token(&id).as_bytes())
+        .then_some(Principal::Customer(id))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authed(api: &Api, headers: &HeaderMap) -> Result<Principal, Problem> {
+    principal(api, headers).ok_or_else(Problem::unauthorized)
+}
+
+fn admin(api: &Api, headers: &HeaderMap) -> Result<(), Problem> {
+    match authed(api, headers)? {
+        Principal::Admin => Ok(()),
+        _ => Err(Problem::forbidden("this endpoint needs the admin token")),
+    }
+}
+
+fn owner_or_admin(p: &Principal, owner: &AccountId) -> Result<(), Problem> {
+    match p {
+        Principal::Admin => Ok(()),
+        Principal::Customer(c) if c == owner => Ok(()),
+        _ => Err(Problem::forbidden(format!(
+            "only {owner} or an admin may read this"
+        ))),
+    }
+}
+
+// ----- extractors ----------------------------------------------------------
+
+/// A JSON body whose every rejection is a problem+json (413 above
+/// [`BODY_BYTES_MAX`], 400 `validation` otherwise).
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(json_problem(e)),
+        }
+    }
+}
+
+fn json_problem(e: JsonRejection) -> Problem {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "Payload too large",
+            format!("request bodies are limited to {BODY_BYTES_MAX} bytes"),
+        )
+        .with("limit_bytes", json!(BODY_BYTES_MAX));
+    }
+    Problem::validation("body", e.body_text())
+}
+
+fn request_id(api: &Api, headers: &HeaderMap) -> Result<RequestId, Problem> {
+    match headers.get(IDEMPOTENCY_KEY) {
+        None => Ok(api.generated_key()),
+        Some(v) => {
+            let s = v
+                .to_str()
+                .map_err(|_| Problem::validation("Idempotency-Key", "must be printable ASCII"))?;
+            RequestId::new(s).map_err(|e| Problem::validation("Idempotency-Key", e.reason))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ReadParams {
+    consistency: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+fn consistency(p: &ReadParams) -> Result<Consistency, Problem> {
+    match p.consistency.as_deref() {
+        None | Some("linearizable") => Ok(Consistency::Linearizable),
+        Some("local") => Ok(Consistency::Local),
+        Some(other) => Err(Problem::validation(
+            "consistency",
+            format!("must be linearizable or local, got {other:?}"),
+        )),
+    }
+}
+
+// ----- mapping results -----------------------------------------------------
+
+fn submit_problem(e: SubmitError) -> Problem {
+    match e {
+        SubmitError::Unavailable(m) => Problem::unavailable(m),
+        SubmitError::Overloaded => Problem::unavailable("the leader's proposal queue is full"),
+        SubmitError::Indeterminate(m) => Problem::indeterminate(m),
+    }
+}
+
+fn read_problem(e: ReadError) -> Problem {
+    match e {
+        ReadError::Unavailable(m) => Problem::unavailable(m),
+        ReadError::Store(e) => Problem::internal(e.to_string()),
+    }
+}
+
+fn table_problem(e: keel_domain::TableError) -> Problem {
+    Problem::internal(e.to_string())
+}
+
+fn query_problem(e: QueryError) -> Problem {
+    match e {
+        QueryError::Invalid(f) => Problem::validation(&f.field, f.reason),
+        QueryError::Table(t) => table_problem(t),
+    }
+}
+
+/// A product as the API shows it: the record plus `available`.
+#[derive(Serialize)]
+struct ProductView<'a> {
+    #[serde(flatten)]
+    product: &'a Product,
+    available: u64,
+}
+
+fn product_json(p: &Product) -> Value {
+    json!(ProductView {
+        product: p,
+        available: p.stock.available()
+    })
+}
+
+fn outcome_json(o: &Outcome) -> Value {
+    match o {
+        Outcome::Product(p) => product_json(p),
+        Outcome::Account(a) => json!(a),
+        Outcome::Order(o) => json!(o),
+        Outcome::Expired { orders, more_due } => json!({"expired": orders, "more_due": more_due}),
+    }
+}
+
+fn applied_response(a: &Applied, created: bool) -> Response {
+    let mut resp = match &a.result {
+        Ok(o) => {
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (status, Json(outcome_json(o))).into_response()
+        }
+        Err(e) => Problem::from(e).into_response(),
+    };
+    if a.replayed {
+        resp.headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    resp
+}
+
+async fn write(
+    api: &Api,
+    headers: &HeaderMap,
+    principal: Principal,
+    command: Command,
+    created: bool,
+) -> Response {
+    let request_id = match request_id(api, headers) {
+        Ok(r) => r,
+        Err(p) => return p.into_response(),
+    };
+    // Stateless checks first: a malformed command never enters the log.
+    if let Err(f) = command.validate() {
+        return Problem::from(&DomainError::Validation(f)).into_response();
+    }
+    let env = Envelope {
+        request_id,
+        principal,
+        command,
+    };
+    match api.node.submit(env).await {
+        Ok(a) => applied_response(&a, created),
+        Err(e) => submit_problem(e).into_response(),
+    }
+}
+
+fn local_header(mut resp: Response, reader: &StateReader) -> Response {
+    if let Ok(Some(id)) = reader.applied() {
+        if let Ok(v) = HeaderValue::from_str(&id.index.to_string()) {
+            resp.headers_mut().insert(APPLIED_INDEX_HEADER, v);
+        }
+    }
+    resp
+}
+
+async fn reader(api: &Api, params: &ReadParams) -> Result<StateReader, Problem> {
+    let c = consistency(params)?;
+    api.node.read(c).await.map_err(read_problem)
+}
+
+// ----- handlers: catalogue -------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProductBody {
+    sku: Sku,
+    name: ProductName,
+    price: Minor,
+    currency: Currency,
+    #[serde(default = "yes")]
+    active: bool,
+}
+fn yes() -> bool {
+    true
+}
+
+async fn upsert_product(State(api): Shared, h: HeaderMap, Body(b): Body<ProductBody>) -> Response {
+    if let Err(p) = admin(&api, &h) {
+        return p.into_response();
+    }
+    let cmd = Command::UpsertProduct {
+        sku: b.sku,
+        name: b.name,
+        price: b.price,
+        currency: b.currency,
+        active: b.active,
+    };
+    write(&api, &h, Principal::Admin, cmd, false).await
+}
+
+async fn list_products(
+    State(api): Shared,
+    Query(q): Query<ReadParams>,
+) -> Result<Response, Problem> {
+    let r = reader(&api, &q).await?;
+    let page = query::products(&r, q.cursor.as_deref(), q.limit).map_err(query_problem)?;
+    let items: Vec<Value> = page.items.iter().map(product_json).collect();
+    let resp = Json(json!({"items": items, "next_cursor": page.next_cursor})).into_response();
+    Ok(local_header(resp, &r))
+}
+
+fn parse_sku(s: &str) -> Result<Sku, Problem> {
+    Sku::new(s).map_err(|e| Problem::validation("sku", e.reason))
+}
+fn parse_account(s: &str) -> Result<AccountId, Problem> {
+    AccountId::new(s).map_err(|e| Problem::validation("account", e.reason))
+}
+fn parse_order(s: &str) -> Result<OrderId, Problem> {
+    s.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .map(OrderId)
+        .ok_or_else(|| {
+            Problem::validation("order", format!("must be a positive integer, got {s:?}"))
+        })
+}
+
+async fn get_product(
+    State(api): Shared,
+    Path(sku): Path<String>,
+    Query(q): Query<ReadParams>,
+) -> Result<Response, Problem> {
+    let sku = parse_sku(&sku)?;
+    let r = reader(&api, &q).await?;
+    let p = query::product(&r, &sku)
+        .map_err(table_problem)?
+        .ok_or_else(|| Problem::not_found(format!("product {sku} not found")))?;
+    Ok(local_header(Json(product_json(&p)).into_response(), &r))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QtyBody {
+    qty: u64,
+}
+
+async fn restock(
+    State(api): Shared,
+    Path(sku): Path<String>,
+    h: HeaderMap,
+    Body(b): Body<QtyBody>,
+) -> Response {
+    let run = async {
+        admin(&api, &h)?;
+        Ok::<_, Problem>(Command::Restock {
+            sku: parse_sku(&sku)?,
+            qty: b.qty,
+        })
+    };
+    match run.await {
+        Ok(cmd) => write(&api, &h, Principal::Admin, cmd, false).await,
+        Err(p) => p.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StockBody {
+    on_hand: u64,
+}
+
+async fn set_stock(
+    State(api): Shared,
+    Path(sku): Path<String>,
+    h: HeaderMap,
+    Body(b): Body<StockBody>,
+) -> Response {
+    let cmd = admin(&api, &h).and_then(|_| {
+        Ok(Command::SetStock {
+            sku: parse_sku(&sku)?,
+            on_hand: b.on_hand,
+        })
+    });
+    match cmd {
+        Ok(cmd) => write(&api, &h, Principal::Admin, cmd, false).await,
+        Err(p) => p.into_response(),
+    }
+}
+
+// ----- handlers: accounts --------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountBody {
+    id: AccountId,
+    kind: AccountKind,
+    currency: Currency,
+}
+
+async fn open_account(State(api): Shared, h: HeaderMap, Body(b): Body<AccountBody>) -> Response {
+    if let Err(p) = admin(&api, &h) {
+        return p.into_response();
+    }
+    let cmd = Command::OpenAccount {
+        id: b.id,
+        kind: b.kind,
+        currency: b.currency,
+    };
+    write(&api, &h, Principal::Admin, cmd, true).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AmountBody {
+    amount: Minor,
+}
+
+async fn deposit(
+    State(api): Shared,
+    Path(id): Path<String>,
+    h: HeaderMap,
+    Body(b): Body<AmountBody>,
+) -> Response {
+    let cmd = admin(&api, &h).and_then(|_| {
+        Ok(Command::Deposit {
+            account: parse_account(&id)?,
+            amount: b.amount,
+        })
+    });
+    match cmd {
+        Ok(cmd) => write(&api, &h, Principal::Admin, cmd, false).await,
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn get_account(
+    State(api): Shared,
+    Path(id): Path<String>,
+    h: HeaderMap,
+    Query(q): Query<ReadParams>,
+) -> Result<Response, Problem> {
+    let id = parse_account(&id)?;
+    owner_or_admin(&authed(&api, &h)?, &id)?;
+    let r = reader(&api, &q).await?;
+    let a = query::account(&r, &id)
+        .map_err(table_problem)?
+        .ok_or_else(|| Problem::not_found(format!("account {id} not found")))?;
+    Ok(local_header(Json(json!(a)).into_response(), &r))
+}
+
+async fn account_token(
+    State(api): Shared,
+    Path(id): Path<String>,
+    h: HeaderMap,
+) -> Result<Response, Problem> {
+    admin(&api, &h)?;
+    let id = parse_account(&id)?;
+    Ok(Json(json!({"account": id, "token": api.customer_token(&id)})).into_response())
+}
+
+async fn customer_orders(
+    State(api): Shared,
+    Path(id): Path<String>,
+    h: HeaderMap,
+    Query(q): Query<ReadParams>,
+) -> Result<Response, Problem> {
+    let id = parse_account(&id)?;
+    owner_or_admin(&authed(&api, &h)?, &id)?;
+    let r = reader(&api, &q).await?;
+    let page =
+        query::customer_orders(&r, &id, q.cursor.as_deref(), q.limit).map_err(query_problem)?;
+    Ok(local_header(Json(json!(page)).into_response(), &r))
+}
+
+// ----- handlers: orders ----------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaceBody {
+    customer: AccountId,
+    lines: Vec<LineRequest>,
+    ttl_seconds: Option<u32>,
+}
+
+async fn place_order(State(api): Shared, h: HeaderMap, Body(b): Body<PlaceBody>) -> Response {
+    let p = match authed(&api, &h) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let cmd = Command::PlaceOrder {
+        customer: b.customer,
+        lines: b.lines,
+        ttl_seconds: b.ttl_seconds,
+    };
+    write(&api, &h, p, cmd, true).await
+}
+
+async fn get_order(
+    State(api): Shared,
+    Path(id): Path<String>,
+    h: HeaderMap,
+    Query(q): Query<ReadParams>,
+) -> Result<Response, Problem> {
+    let id = parse_order(&id)?;
+    let p = authed(&api, &h)?;
+    let r = reader(&api, &q).await?;
+    let o = query::order(&r, id)
+        .map_err(table_problem)?
+        .ok_or_else(|| Problem::not_found(format!("order {id} not found")))?;
+    owner_or_admin(&p, &o.customer)?;
+    Ok(local_header(Json(json!(o)).into_response(), &r))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RefundBody {
+    #[serde(default)]
+    restock: bool,
+}
+
+async fn transition(
+    State(api): Shared,
+    Path((id, action)): Path<(String, String)>,
+    h: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let cmd = (|| {
+        let p = authed(&api, &h)?;
+        let order = parse_order(&id)?;
+        let cmd = match action.as_str() {
+            "pay" => Command::PayOrder { order },
+            "cancel" => Command::CancelOrder { order },
+            "ship" => Command::ShipOrder { order },
+            "deliver" => Command::DeliverOrder { order },
+            "refund" => {
+                let b: RefundBody = if body.is_empty() {
+                    RefundBody::default()
+                } else {
+                    serde_json::from_slice(&body)
+                        .map_err(|e| Problem::validation("body", e.to_string()))?
+                };
+                Command::RefundOrder {
+                    order,
+                    restock: b.restock,
+                }
+            }
+            other => return Err(Problem::not_found(format!("no order action {other:?}"))),
+        };
+        Ok((p, cmd))
+    })();
+    match cmd {
+        Ok((p, cmd)) => write(&api, &h, p, cmd, false).await,
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn batch(State(api): Shared, h: HeaderMap, Body(cmds): Body<Vec<Command>>) -> Response {
+    if let Err(p) = admin(&api, &h) {
+        return p.into_response();
+    }
+    if cmds.is_empty() || cmds.len() > BATCH_COMMANDS_MAX {
+        return Problem::validation(
+            "body",
+            format!("must hold 1 to {BATCH_COMMANDS_MAX} commands"),
+        )
+        .into_response();
+    }
+    let base = match request_id(&api, &h) {
+        Ok(r) => r,
+        Err(p) => return p.into_response(),
+    };
+    // Each command gets its own key derived from the request's, so a retried
+    // batch replays command by command.
+    let futs = cmds.into_iter().enumerate().map(|(i, command)| {
+        let api = api.clone();
+        let key = format!("{}#{i}", base.as_str());
+        async move {
+            let request_id = match RequestId::new(key) {
+                Ok(k) => k,
+                Err(e) => return Problem::validation("Idempotency-Key", e.reason).into_response(),
+            };
+            if let Err(f) = command.validate() {
+                return Problem::from(&DomainError::Validation(f)).into_response();
+            }
+            let env = Envelope {
+                request_id,
+                principal: Principal::Admin,
+                command,
+            };
+            match api.node.submit(env).await {
+                Ok(a) => applied_response(&a, false),
+                Err(e) => submit_problem(e).into_response(),
+            }
+        }
+    });
+    let responses = futures::future::join_all(futs).await;
+    let mut results = Vec::with_capacity(responses.len());
+    for r in responses {
+        let status = r.status().as_u16();
+        let bytes = axum::body::to_bytes(r.into_body(), BODY_BYTES_MAX * 4)
+            .await
+            .unwrap_or_default();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        results.push(json!({"status": status, "body": body}));
+    }
+    Json(json!({ "results": results })).into_response()
+}
+
+// ----- handlers: operations ------------------------------------------------
+
+async fn summary(
+    State(api): Shared,
+    h: HeaderMap,
+    Query(q): Query<ReadParams>,
+) -> Result<Response, Problem> {
+    admin(&api, &h)?;
+    let r = reader(&api, &q).await?;
+    let s = query::summary(&r).map_err(table_problem)?;
+    Ok(local_header(Json(json!(s)).into_response(), &r))
+}
+
+async fn digest(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
+    admin(&api, &h)?;
+    let r = api
+        .node
+        .sm
+        .reader()
+        .map_err(|e| Problem::internal(e.to_string()))?;
+    let applied = r.applied().map_err(|e| Problem::internal(e.to_string()))?;
+    let d = r.digest().map_err(|e| Problem::internal(e.to_string()))?;
+    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Json(json!({
+        "node_id": api.node.id,
+        "applied_index": applied.map(|l| l.index),
+        "digest": hex,
+    }))
+    .into_response())
+}
+
+async fn cluster(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
+    admin(&api, &h)?;
+    Ok(Json(json!(api.node.cluster_status().await)).into_response())
+}
+
+fn membership_problem(e: MembershipError) -> Problem {
+    match e {
+        MembershipError::Refused(m) => Problem::new(
+            StatusCode::CONFLICT,
+            "membership_refused",
+            "Membership change refused",
+            m,
+        ),
+        MembershipError::NotLeader(l) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_leader",
+            "Not the leader",
+            "membership changes are made on the leader",
+        )
+        .with("leader_id", json!(l.as_ref().map(|l| l.0)))
+        .with("leader_addr", json!(l.map(|l| l.1))),
+        MembershipError::Failed(m) => Problem::unavailable(m),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LearnerBody {
+    id: u64,
+    addr: String,
+}
+
+async fn add_learner(
+    State(api): Shared,
+    h: HeaderMap,
+    Body(b): Body<LearnerBody>,
+) -> Result<Response, Problem> {
+    admin(&api, &h)?;
+    if b.addr.is_empty() || b.addr.len() > 255 || b.addr.parse::<std::net::SocketAddr>().is_err() {
+        return Err(Problem::validation(
+            "addr",
+            "must be host:port of the new node, e.g. 127.0.0.1:7104",
+        ));
+    }
+    api.node
+        .add_learner(b.id, b.addr)
+        .await
+        .map_err(membership_problem)?;
+    Ok(Json(json!(api.node.cluster_status().await)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberBody {
+    id: u64,
+}
+
+async fn promote(
+    State(api): Shared,
+    h: HeaderMap,
+    Body(b): Body<MemberBody>,
+) -> Result<Response, Problem> {
+    admin(&api, &h)?;
+    api.node.promote(b.id).await.map_err(membership_problem)?;
+    Ok(Json(json!(api.node.cluster_status().await)).into_response())
+}
+
+async fn remove_member(
+    State(api): Shared,
+    h: HeaderMap,
+    Path(id): Path<u64>,
+) -> Result<Response, Problem> {
+    admin(&api, &h)?;
+    api.node.remove(id).await.map_err(membership_problem)?;
+    Ok(Json(json!(api.node.cluster_status().await)).into_response())
+}
+
+async fn healthz(State(api): Shared) -> Response {
+    Json(json!({"status": "alive", "node_id": api.node.id})).into_response()
+}
+
+async fn readyz(State(api): Shared) -> Response {
+    let s = api.node.self_status();
+    let lag = s
+        .last_log_index
+        .unwrap_or(0)
+        .saturating_sub(s.applied_index.unwrap_or(0));
+    if s.leader_id.is_some() && lag <= READY_LAG_MAX {
+        Json(json!({"status": "ready", "node_id": s.id, "leader_id": s.leader_id, "lag": lag}))
+            .into_response()
+    } else {
+        Problem::unavailable(format!(
+            "not ready: leader {:?}, apply lag {lag}",
+            s.leader_id
+        ))
+        .into_response()
+    }
+}
+
+async fn metrics(State(api): Shared) -> Response {
+    crate::server::refresh_raft_gauges(&api.node);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        api.node.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    Json(crate::openapi::spec()).into_response()
+}
+
+async fn fallback() -> Problem {
+    Problem::not_found("no such endpoint; see /openapi.json")
+}
+
+async fn track(State(api): Shared, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let m = &api.node.metrics;
+    m.request_seconds
+        .get_or_create(&Route {
+            route: route.clone(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    m.requests
+        .get_or_create(&RouteStatus {
+            route,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}
+
+/// The public router.
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/v1/products", post(upsert_product).get(list_products))
+        .route("/v1/products/{sku}", get(get_product))
+        .route("/v1/products/{sku}/restock", post(restock))
+        .route("/v1/products/{sku}/stock", put(set_stock))
+        .route("/v1/accounts", post(open_account))
+        .route("/v1/accounts/{id}", get(get_account))
+        .route("/v1/accounts/{id}/deposits", post(deposit))
+        .route("/v1/accounts/{id}/token", post(account_token))
+        .route("/v1/accounts/{id}/orders", get(customer_orders))
+        .route("/v1/orders", post(place_order))
+        .route("/v1/orders/{id}", get(get_order))
+        .route("/v1/orders/{id}/{action}", post(transition))
+        .route("/v1/batch", post(batch))
+        .route("/v1/summary", get(summary))
+        .route("/v1/digest", get(digest))
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/learners", post(add_learner))
+        .route("/v1/cluster/members", post(promote))
+        .route("/v1/cluster/members/{id}", delete(remove_member))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(api.clone(), track))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(api)
+}

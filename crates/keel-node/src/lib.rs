@@ -1,0 +1,18 @@
+//! A Keel node: openraft wiring over `keel-store`, the proposer that batches
+//! commands into Raft entries, internal RPC, and the public HTTP API.
+//! Business rules live in `keel-domain`; this crate moves commands to the
+//! log and results back to clients.
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod metrics;
+pub mod node;
+pub mod openapi;
+pub mod problem;
+pub mod proposer;
+pub mod rpc;
+pub mod server;
+
+pub use config::NodeConfig;
+pub use server::{run, NodeError};

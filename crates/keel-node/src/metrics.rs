@@ -1,0 +1,150 @@
+//! Prometheus metrics of a node. Counters and histograms are updated where
+//! the work happens; Raft gauges are read from openraft's metrics at scrape.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of a request counter: the route template and the status code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteStatus {
+    /// The matched route template, e.g. `/v1/orders/{id}`.
+    pub route: String,
+    /// HTTP status code.
+    pub status: u16,
+}
+
+/// Labels of a per-route histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Route {
+    /// The matched route template.
+    pub route: String,
+}
+
+/// Labels of the role gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Role {
+    /// leader, follower, candidate, learner or shutdown.
+    pub role: String,
+}
+
+/// All metrics of a node.
+pub struct Metrics {
+    /// Commands per proposed Raft entry.
+    pub batch_commands: Histogram,
+    /// Requests by route and status.
+    pub requests: Family<RouteStatus, Counter>,
+    /// Request latency by route (seconds).
+    pub request_seconds: Family<Route, Histogram>,
+    /// Log fsync latency (seconds), from the log store.
+    pub fsync_seconds: Histogram,
+    /// State-machine apply latency per apply call (seconds).
+    pub apply_seconds: Histogram,
+    /// 1 for the current role, 0 for the others.
+    pub role: Family<Role, Gauge>,
+    /// Current term.
+    pub term: Gauge,
+    /// Last log index.
+    pub last_log_index: Gauge,
+    /// Last committed index known to this node (leader: commit index).
+    pub commit_index: Gauge,
+    /// Last applied index.
+    pub applied_index: Gauge,
+    /// Current leader id (0 when unknown).
+    pub leader_id: Gauge,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("keel");
+        let batch_commands = Histogram::new(exponential_buckets(1.0, 2.0, 11));
+        registry.register(
+            "batch_commands",
+            "Commands per proposed Raft entry",
+            batch_commands.clone(),
+        );
+        let requests = Family::<RouteStatus, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        let request_seconds = Family::<Route, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+        });
+        registry.register(
+            "http_request_seconds",
+            "HTTP request latency by route",
+            request_seconds.clone(),
+        );
+        let fsync_seconds = Histogram::new(exponential_buckets(0.000_01, 2.0, 18));
+        registry.register(
+            "log_fsync_seconds",
+            "Raft log append+fsync latency",
+            fsync_seconds.clone(),
+        );
+        let apply_seconds = Histogram::new(exponential_buckets(0.000_01, 2.0, 18));
+        registry.register(
+            "apply_seconds",
+            "State machine apply latency per apply call",
+            apply_seconds.clone(),
+        );
+        let role = Family::<Role, Gauge>::default();
+        registry.register(
+            "raft_role",
+            "1 for this node's current Raft role",
+            role.clone(),
+        );
+        let term = Gauge::default();
+        registry.register("raft_term", "Current Raft term", term.clone());
+        let last_log_index = Gauge::default();
+        registry.register(
+            "raft_last_log_index",
+            "Last log index",
+            last_log_index.clone(),
+        );
+        let commit_index = Gauge::default();
+        registry.register("raft_commit_index", "Committed index", commit_index.clone());
+        let applied_index = Gauge::default();
+        registry.register("raft_applied_index", "Applied index", applied_index.clone());
+        let leader_id = Gauge::default();
+        registry.register(
+            "raft_leader_id",
+            "Current leader id, 0 if unknown",
+            leader_id.clone(),
+        );
+        Self {
+            batch_commands,
+            requests,
+            request_seconds,
+            fsync_seconds,
+            apply_seconds,
+            role,
+            term,
+            last_log_index,
+            commit_index,
+            applied_index,
+            leader_id,
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

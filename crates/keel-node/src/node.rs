@@ -1,0 +1,499 @@
+//! One replica: owns the Raft instance, the stores and the proposer, and
+//! offers the operations the HTTP layer needs: submit a command (from any
+//! node), read at a chosen consistency, inspect and change the cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Raft, RaftMetrics, ServerState};
+use serde::{Deserialize, Serialize};
+
+use keel_domain::{Applied, Envelope};
+use keel_store::{NodeId, StateMachineStore, StateReader, TypeConfig};
+
+use crate::config::NodeConfig;
+use crate::metrics::Metrics;
+use crate::proposer::{ProposeError, Proposer};
+use crate::rpc::{path, CallError, PeerClient};
+
+/// Longest a write may take end to end inside the cluster, forwarding and
+/// retries included, before the node gives up and says so.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(5);
+/// Most attempts of one write (leader changes, forwarding failures).
+pub const SUBMIT_ATTEMPTS_MAX: usize = 20;
+/// First retry backoff of a write; doubles up to [`SUBMIT_BACKOFF_MAX`].
+pub const SUBMIT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
+/// Largest retry backoff of a write.
+pub const SUBMIT_BACKOFF_MAX: Duration = Duration::from_millis(200);
+/// Longest a linearizable read waits for leadership confirmation and for
+/// this replica to apply up to the read index.
+pub const READ_DEADLINE: Duration = Duration::from_secs(3);
+/// Timeout of a health probe of a peer (`/v1/cluster`, removal checks).
+pub const PEER_PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// Why a write was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// Nothing was applied: no leader, or the leader could not be reached.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The write may or may not have been applied; retrying it with the same
+    /// idempotency key is safe and tells which.
+    #[error("outcome unknown: {0}")]
+    Indeterminate(String),
+    /// The proposal queue is full; nothing was applied.
+    #[error("overloaded")]
+    Overloaded,
+}
+
+/// Why a read could not be served at the asked consistency.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// No leader could confirm the read index in time.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The store failed or is corrupt.
+    #[error("storage: {0}")]
+    Store(#[from] keel_store::StoreError),
+}
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the read began.
+    Linearizable,
+    /// This replica's current state; may lag the leader.
+    Local,
+}
+
+/// A member's view as reported by `/v1/cluster`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Node id.
+    pub id: NodeId,
+    /// Address.
+    pub addr: String,
+    /// `voter` or `learner`.
+    pub membership: String,
+    /// leader / follower / learner / candidate / unknown (as seen by itself).
+    pub role: String,
+    /// Its term, if it answered.
+    pub term: Option<u64>,
+    /// Its applied index, if it answered.
+    pub applied_index: Option<u64>,
+    /// The leader's last log index minus its applied index.
+    pub lag: Option<u64>,
+    /// Whether it answered the probe in time.
+    pub healthy: bool,
+}
+
+/// `/v1/cluster`: the cluster as this node sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The answering node.
+    pub node_id: NodeId,
+    /// The current leader, if known.
+    pub leader_id: Option<NodeId>,
+    /// The answering node's term.
+    pub term: u64,
+    /// The answering node's last log index.
+    pub last_log_index: Option<u64>,
+    /// Its applied index.
+    pub applied_index: Option<u64>,
+    /// Its snapshot's last index.
+    pub snapshot_index: Option<u64>,
+    /// Its purged-up-to index.
+    pub purged_index: Option<u64>,
+    /// Every member.
+    pub members: Vec<MemberStatus>,
+}
+
+/// What a node says about itself on `/internal/self` (cheap, local).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SelfStatus {
+    /// Node id.
+    pub id: NodeId,
+    /// Its role.
+    pub role: String,
+    /// Its term.
+    pub term: u64,
+    /// Its last log index.
+    pub last_log_index: Option<u64>,
+    /// Its applied index.
+    pub applied_index: Option<u64>,
+    /// The leader it knows.
+    pub leader_id: Option<NodeId>,
+}
+
+/// A membership change was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    /// The change is unsafe or malformed; nothing changed.
+    #[error("{0}")]
+    Refused(String),
+    /// This node is not the leader.
+    #[error("not the leader")]
+    NotLeader(Option<(NodeId, String)>),
+    /// Raft failed to commit the change.
+    #[error("failed: {0}")]
+    Failed(String),
+}
+
+/// A running replica.
+pub struct Node {
+    /// This node's id.
+    pub id: NodeId,
+    /// Its configuration.
+    pub config: NodeConfig,
+    /// The Raft instance.
+    pub raft: Raft<TypeConfig>,
+    /// The state machine store (reads).
+    pub sm: StateMachineStore,
+    /// The proposer (leader only does real work).
+    pub proposer: Proposer,
+    /// Client for calls to peers.
+    pub peers: PeerClient,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The role name of a server state.
+pub fn role_name(s: ServerState) -> &'static str {
+    match s {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+impl Node {
+    fn m(&self) -> RaftMetrics<NodeId, BasicNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// The leader's id and address, as this node knows them.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.m();
+        let id = m.current_leader?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())?;
+        Some((id, addr))
+    }
+
+    /// Applies one command through the cluster, from any node: the leader
+    /// proposes it, a follower forwards it. Retries across leader changes
+    /// with the same request id, so it has at most one effect.
+    pub async fn submit(&self, env: Envelope) -> Result<Applied, SubmitError> {
+        let deadline = Instant::now() + WRITE_DEADLINE;
+        let mut backoff = SUBMIT_BACKOFF_FIRST;
+        let mut maybe_proposed = false;
+        let mut last = String::from("no leader");
+        for _ in 0..SUBMIT_ATTEMPTS_MAX {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let attempt = match self.leader() {
+                Some((id, _)) if id == self.id => self.proposer.propose(env.clone()).await,
+                Some((_, addr)) => self.forward(&addr, &env, left).await,
+                None => Err(ProposeError::NotLeader { leader: None }),
+            };
+            match attempt {
+                Ok(a) => return Ok(a),
+                Err(ProposeError::QueueFull) if !maybe_proposed => {
+                    return Err(SubmitError::Overloaded)
+                }
+                Err(ProposeError::Indeterminate(m)) => {
+                    maybe_proposed = true;
+                    last = m;
+                }
+                Err(e) => last = e.to_string(),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(backoff.min(left)).await;
+            backoff = (backoff * 2).min(SUBMIT_BACKOFF_MAX);
+        }
+        if maybe_proposed {
+            Err(SubmitError::Indeterminate(last))
+        } else {
+            Err(SubmitError::Unavailable(last))
+        }
+    }
+
+    async fn forward(
+        &self,
+        addr: &str,
+        env: &Envelope,
+        left: Duration,
+    ) -> Result<Applied, ProposeError> {
+        let res: Result<Result<Applied, ProposeError>, CallError> =
+            self.peers.call(addr, path::FORWARD, env, left).await;
+        match res {
+            Ok(r) => r,
+            // The connection was never made: the leader never saw it.
+            Err(CallError::Unreachable(m)) => Err(ProposeError::NotLeader {
+                leader: Some((0, m)),
+            }),
+            Err(e) => Err(ProposeError::Indeterminate(e.to_string())),
+        }
+    }
+
+    /// The leader's side of a forwarded write.
+    pub async fn propose_forwarded(&self, env: Envelope) -> Result<Applied, ProposeError> {
+        match self.leader() {
+            Some((id, _)) if id == self.id => self.proposer.propose(env).await,
+            leader => Err(ProposeError::NotLeader { leader }),
+        }
+    }
+
+    /// The leader's side of a follower read: confirms leadership with a
+    /// quorum and returns the index the reader must have applied.
+    pub async fn read_index(&self) -> Result<u64, ProposeError> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _)) => Ok(read.map(|l| l.index).unwrap_or(0)),
+            Err(_) => Err(ProposeError::NotLeader {
+                leader: self.leader(),
+            }),
+        }
+    }
+
+    /// A consistent read view at the asked consistency.
+    pub async fn read(&self, consistency: Consistency) -> Result<StateReader, ReadError> {
+        if consistency == Consistency::Linearizable {
+            let deadline = Instant::now() + READ_DEADLINE;
+            let index = self.linearizable_index(deadline).await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.raft
+                .wait(Some(left))
+                .applied_index_at_least(Some(index), "linearizable read")
+                .await
+                .map_err(|e| ReadError::Unavailable(format!("replica catching up: {e}")))?;
+        }
+        Ok(self.sm.reader()?)
+    }
+
+    async fn linearizable_index(&self, deadline: Instant) -> Result<u64, ReadError> {
+        let mut backoff = SUBMIT_BACKOFF_FIRST;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ReadError::Unavailable(
+                    "no leader confirmed the read".into(),
+                ));
+            }
+            let got = match self.leader() {
+                Some((id, _)) if id == self.id => self.read_index().await.ok(),
+                Some((_, addr)) => {
+                    let r: Result<Result<u64, ProposeError>, CallError> =
+                        self.peers.call(&addr, path::READ_INDEX, &(), left).await;
+                    r.ok().and_then(Result::ok)
+                }
+                None => None,
+            };
+            if let Some(i) = got {
+                return Ok(i);
+            }
+            tokio::time::sleep(backoff.min(left)).await;
+            backoff = (backoff * 2).min(SUBMIT_BACKOFF_MAX);
+        }
+    }
+
+    /// This node's own status.
+    pub fn self_status(&self) -> SelfStatus {
+        let m = self.m();
+        SelfStatus {
+            id: self.id,
+            role: role_name(m.state).into(),
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            applied_index: m.last_applied.map(|l| l.index),
+            leader_id: m.current_leader,
+        }
+    }
+
+    async fn probe(&self, addr: &str) -> Option<SelfStatus> {
+        self.peers
+            .call::<_, SelfStatus>(addr, path::SELF, &(), PEER_PROBE_TIMEOUT)
+            .await
+            .ok()
+    }
+
+    /// The cluster as seen from here, probing every member.
+    pub async fn cluster_status(&self) -> ClusterStatus {
+        let m = self.m();
+        let membership = m.membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let nodes: Vec<(NodeId, String)> = membership
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect();
+        let probes = nodes.iter().map(|(id, addr)| async move {
+            if *id == self.id {
+                Some(self.self_status())
+            } else {
+                self.probe(addr).await
+            }
+        });
+        let answers = futures::future::join_all(probes).await;
+        let leader_last = answers
+            .iter()
+            .flatten()
+            .find(|s| s.role == "leader")
+            .and_then(|s| s.last_log_index);
+        let members = nodes
+            .into_iter()
+            .zip(answers)
+            .map(|((id, addr), s)| MemberStatus {
+                id,
+                addr,
+                membership: if voters.contains(&id) {
+                    "voter"
+                } else {
+                    "learner"
+                }
+                .into(),
+                role: s.as_ref().map_or("unknown".into(), |s| s.role.clone()),
+                term: s.as_ref().map(|s| s.term),
+                applied_index: s.as_ref().and_then(|s| s.applied_index),
+                lag: s
+                    .as_ref()
+                    .and_then(|s| Some(leader_last?.saturating_sub(s.applied_index.unwrap_or(0)))),
+                healthy: s.is_some(),
+            })
+            .collect();
+        ClusterStatus {
+            node_id: self.id,
+            leader_id: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            members,
+        }
+    }
+
+    fn require_leader(&self) -> Result<(), MembershipError> {
+        match self.leader() {
+            Some((id, _)) if id == self.id => Ok(()),
+            other => Err(MembershipError::NotLeader(other)),
+        }
+    }
+
+    fn membership_failed(
+        &self,
+        e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+    ) -> MembershipError {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                MembershipError::NotLeader(self.leader())
+            }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+                MembershipError::Refused(c.to_string())
+            }
+            other => MembershipError::Failed(other.to_string()),
+        }
+    }
+
+    /// Adds a non-voting learner and waits until it has caught up.
+    pub async fn add_learner(&self, id: NodeId, addr: String) -> Result<(), MembershipError> {
+        self.require_leader()?;
+        if id == 0 {
+            return Err(MembershipError::Refused("node id must be > 0".into()));
+        }
+        if self
+            .m()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some()
+        {
+            return Err(MembershipError::Refused(format!(
+                "node {id} is already a member"
+            )));
+        }
+        self.raft
+            .add_learner(id, BasicNode::new(addr), true)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.membership_failed(e))
+    }
+
+    /// Promotes a learner to voter.
+    pub async fn promote(&self, id: NodeId) -> Result<(), MembershipError> {
+        self.require_leader()?;
+        let m = self.m();
+        let membership = m.membership_config.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(MembershipError::Refused(format!(
+                "node {id} is not a learner; add it first"
+            )));
+        }
+        if membership.voter_ids().any(|v| v == id) {
+            return Err(MembershipError::Refused(format!(
+                "node {id} is already a voter"
+            )));
+        }
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.membership_failed(e))
+    }
+
+    /// Removes a member, refusing when the remaining voters that answer now
+    /// would not form a quorum (the cluster would stop accepting writes).
+    pub async fn remove(&self, id: NodeId) -> Result<(), MembershipError> {
+        self.require_leader()?;
+        let m = self.m();
+        let membership = m.membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        if membership.get_node(&id).is_none() {
+            return Err(MembershipError::Refused(format!(
+                "node {id} is not a member"
+            )));
+        }
+        if !voters.contains(&id) {
+            return self
+                .raft
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await
+                .map(|_| ())
+                .map_err(|e| self.membership_failed(e));
+        }
+        let remaining: Vec<NodeId> = voters.iter().copied().filter(|v| *v != id).collect();
+        if remaining.is_empty() {
+            return Err(MembershipError::Refused(
+                "cannot remove the last voter".into(),
+            ));
+        }
+        let status = self.cluster_status().await;
+        let healthy: BTreeMap<NodeId, bool> =
+            status.members.iter().map(|s| (s.id, s.healthy)).collect();
+        let up = remaining
+            .iter()
+            .filter(|v| healthy.get(v).copied().unwrap_or(false))
+            .count();
+        let quorum = remaining.len() / 2 + 1;
+        if up < quorum {
+            return Err(MembershipError::Refused(format!(
+                "removing node {id} would leave {} voters of which only {up} are healthy; \
+                 a quorum needs {quorum}. Bring a node back first.",
+                remaining.len()
+            )));
+        }
+        self.raft
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.membership_failed(e))
+    }
+}

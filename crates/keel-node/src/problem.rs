@@ -1,0 +1,175 @@
+//! `application/problem+json` (RFC 9457) errors with stable `type` codes.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use keel_domain::DomainError;
+
+/// Seconds a client should wait before retrying a 503.
+pub const RETRY_AFTER_S: u64 = 1;
+
+/// A problem response.
+#[derive(Debug)]
+pub struct Problem {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable short code (`out_of_stock`, `validation`, ...).
+    pub kind: &'static str,
+    /// Short human summary of the kind.
+    pub title: &'static str,
+    /// What happened in this case.
+    pub detail: String,
+    /// Typed extra fields.
+    pub extra: Map<String, Value>,
+}
+
+impl Problem {
+    /// A problem with no extra fields.
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            title,
+            detail: detail.into(),
+            extra: Map::new(),
+        }
+    }
+    /// Adds a typed field.
+    pub fn with(mut self, k: &str, v: Value) -> Self {
+        self.extra.insert(k.to_owned(), v);
+        self
+    }
+    /// 400 `validation` naming the field.
+    pub fn validation(field: &str, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "validation",
+            "Invalid request",
+            format!("{field}: {reason}"),
+        )
+        .with("field", json!(field))
+    }
+    /// 404 `not_found`.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "Not found", what)
+    }
+    /// 401 `unauthorized`.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Authentication required",
+            "send Authorization: Bearer <token>",
+        )
+    }
+    /// 403 `forbidden`.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+    }
+    /// 503 `unavailable`: nothing was applied; retry later.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+            detail,
+        )
+    }
+    /// 504 `indeterminate`: the write may have been applied; retry with the
+    /// same Idempotency-Key to learn its result.
+    pub fn indeterminate(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "indeterminate",
+            "Outcome unknown",
+            format!(
+                "{}; retry with the same Idempotency-Key to get the result",
+                detail.into()
+            ),
+        )
+    }
+    /// 500 `internal`: storage failure or corruption; nothing is served.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            detail,
+        )
+    }
+}
+
+/// The HTTP status of a domain refusal.
+pub fn domain_status(e: &DomainError) -> StatusCode {
+    match e {
+        DomainError::Validation(_) => StatusCode::BAD_REQUEST,
+        DomainError::NotFound { .. } => StatusCode::NOT_FOUND,
+        DomainError::Forbidden { .. } => StatusCode::FORBIDDEN,
+        DomainError::Overflow { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        DomainError::AlreadyExists { .. }
+        | DomainError::OutOfStock { .. }
+        | DomainError::InsufficientFunds { .. }
+        | DomainError::InvalidTransition { .. }
+        | DomainError::BelowReserved { .. }
+        | DomainError::IdempotencyConflict { .. } => StatusCode::CONFLICT,
+    }
+}
+
+impl From<&DomainError> for Problem {
+    fn from(e: &DomainError) -> Self {
+        let title = match e {
+            DomainError::Validation(_) => "Invalid request",
+            DomainError::NotFound { .. } => "Not found",
+            DomainError::AlreadyExists { .. } => "Already exists",
+            DomainError::OutOfStock { .. } => "Out of stock",
+            DomainError::InsufficientFunds { .. } => "Insufficient funds",
+            DomainError::InvalidTransition { .. } => "Invalid transition",
+            DomainError::BelowReserved { .. } => "Stock below reserved",
+            DomainError::IdempotencyConflict { .. } => "Idempotency key reused",
+            DomainError::Forbidden { .. } => "Forbidden",
+            DomainError::Overflow { .. } => "Amount out of range",
+        };
+        let mut p = Problem::new(domain_status(e), e.code(), title, e.to_string());
+        // The typed fields of the refusal, as the domain defines them.
+        if let Ok(Value::Object(outer)) = serde_json::to_value(e) {
+            for (_, inner) in outer {
+                if let Value::Object(fields) = inner {
+                    p.extra.extend(fields);
+                }
+            }
+        }
+        p
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut body = Map::new();
+        body.insert("type".into(), json!(self.kind));
+        body.insert("title".into(), json!(self.title));
+        body.insert("status".into(), json!(self.status.as_u16()));
+        body.insert("detail".into(), json!(self.detail));
+        for (k, v) in self.extra {
+            body.entry(k).or_insert(v);
+        }
+        let mut resp = (self.status, Value::Object(body).to_string()).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if self.status == StatusCode::SERVICE_UNAVAILABLE
+            || self.status == StatusCode::TOO_MANY_REQUESTS
+        {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
+        }
+        resp
+    }
+}

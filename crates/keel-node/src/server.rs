@@ -1,0 +1,337 @@
+//! Node lifecycle: open storage, start Raft, serve HTTP (public API and
+//! internal RPC on one port), run the leader's expiry ticker, and stop every
+//! task on shutdown.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::sync::watch;
+
+use keel_domain::{Command, Envelope, Principal, RequestId};
+use keel_store::NodeId;
+
+use crate::api::{self, Api};
+use crate::config::{ConfigError, NodeConfig};
+use crate::metrics::{Metrics, Role};
+use crate::node::{role_name, Node};
+use crate::proposer::Proposer;
+use crate::rpc::{path, NetworkFactory, PeerClient, CLUSTER_SECRET_HEADER, RPC_BODY_BYTES_MAX};
+
+/// How often the leader looks for reservations due to expire.
+pub const EXPIRE_TICK: Duration = Duration::from_millis(250);
+/// Longest a snapshot install may take on a follower.
+pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 10_000;
+/// Longest graceful shutdown waits for in-flight HTTP requests.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory could not be opened or is corrupt.
+    #[error(transparent)]
+    Store(#[from] keel_store::StoreError),
+    /// Raft could not start.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The listen address could not be bound or the server failed.
+    #[error("http server on {addr}: {source}")]
+    Http {
+        /// The address.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Runs a node until `shutdown` completes. With `bootstrap`, a node whose
+/// log is empty initialises a new cluster of exactly those members.
+pub async fn run(
+    config: NodeConfig,
+    bootstrap: Option<BTreeMap<NodeId, String>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    config.validate()?;
+    let (log, sm) = keel_store::open(&config.data_dir)?;
+    let metrics = Arc::new(Metrics::new());
+    let apply_h = metrics.apply_seconds.clone();
+    sm.set_apply_observer(Arc::new(move |d: Duration| {
+        apply_h.observe(d.as_secs_f64())
+    }));
+    let fsync_h = metrics.fsync_seconds.clone();
+    log.set_fsync_observer(Arc::new(move |d: Duration| {
+        fsync_h.observe(d.as_secs_f64())
+    }));
+
+    let r = &config.raft;
+    let raft_config = openraft::Config {
+        cluster_name: "keel".into(),
+        heartbeat_interval: r.heartbeat_ms,
+        election_timeout_min: r.election_min_ms,
+        election_timeout_max: r.election_max_ms,
+        install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_every_entries),
+        max_in_snapshot_log_to_keep: r.keep_entries_behind_snapshot,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+    let peers = PeerClient::new(&config.cluster_secret);
+    let network = NetworkFactory {
+        id: config.id,
+        client: peers.clone(),
+    };
+    let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm.clone())
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (proposer, proposer_task) = Proposer::start(
+        raft.clone(),
+        config.batch.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+    );
+    let node = Arc::new(Node {
+        id: config.id,
+        config: config.clone(),
+        raft: raft.clone(),
+        sm,
+        proposer,
+        peers,
+        metrics,
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| NodeError::Http {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+    let app = api::router(Api::new(node.clone())).merge(internal_router(node.clone()));
+    let mut http_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.changed().await;
+            })
+            .await
+    });
+    tracing::info!(id = config.id, listen = %config.listen, "node serving");
+
+    if let Some(members) = bootstrap {
+        bootstrap_cluster(&raft, members).await?;
+    }
+    let ticker = tokio::spawn(expiry_ticker(node.clone(), stop_rx.clone()));
+
+    shutdown.await;
+    tracing::info!(id = config.id, "shutting down");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, server).await;
+    let _ = ticker.await;
+    let _ = proposer_task.await;
+    raft.shutdown()
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    Ok(())
+}
+
+async fn bootstrap_cluster(
+    raft: &Raft<keel_store::TypeConfig>,
+    members: BTreeMap<NodeId, String>,
+) -> Result<(), NodeError> {
+    if raft
+        .is_initialized()
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?
+    {
+        return Ok(());
+    }
+    let nodes: BTreeMap<NodeId, BasicNode> = members
+        .into_iter()
+        .map(|(id, addr)| (id, BasicNode::new(addr)))
+        .collect();
+    match raft.initialize(nodes).await {
+        Ok(()) => Ok(()),
+        // Another start already initialised this log: nothing to do.
+        Err(openraft::error::RaftError::APIError(
+            openraft::error::InitializeError::NotAllowed(_),
+        )) => Ok(()),
+        Err(e) => Err(NodeError::Raft(e.to_string())),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The leader proposes `ExpireDue` with its own time when a reservation is
+/// due; every replica then expires exactly the same orders at the same log
+/// position. Followers do nothing: their clocks decide nothing.
+async fn expiry_ticker(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(EXPIRE_TICK) => {}
+            _ = stop.changed() => return,
+        }
+        if !matches!(node.leader(), Some((id, _)) if id == node.id) {
+            continue;
+        }
+        loop {
+            let now = now_ms();
+            let due = node
+                .sm
+                .reader()
+                .ok()
+                .and_then(|r| keel_domain::query::next_expiry_ms(&r).ok().flatten());
+            if !matches!(due, Some(t) if t <= now) {
+                break;
+            }
+            n += 1;
+            let Ok(request_id) = RequestId::new(format!("expire-{}-{now}-{n}", node.id)) else {
+                break;
+            };
+            let env = Envelope {
+                request_id,
+                principal: Principal::System,
+                command: Command::ExpireDue { now_ms: now },
+            };
+            let more = match node.submit(env).await {
+                Ok(a) => matches!(
+                    a.result,
+                    Ok(keel_domain::Outcome::Expired { more_due: true, .. })
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "expire_due not applied; will retry");
+                    false
+                }
+            };
+            if !more || *stop.borrow() {
+                break;
+            }
+        }
+    }
+}
+
+/// Updates the Raft gauges from openraft's metrics (called at scrape).
+pub fn refresh_raft_gauges(node: &Node) {
+    let m = node.raft.metrics().borrow().clone();
+    let metrics = &node.metrics;
+    for s in [
+        ServerState::Leader,
+        ServerState::Follower,
+        ServerState::Candidate,
+        ServerState::Learner,
+        ServerState::Shutdown,
+    ] {
+        metrics
+            .role
+            .get_or_create(&Role {
+                role: role_name(s).into(),
+            })
+            .set(i64::from(m.state == s));
+    }
+    let g = |v: Option<u64>| v.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX));
+    metrics.term.set(g(Some(m.current_term)));
+    metrics.last_log_index.set(g(m.last_log_index));
+    metrics
+        .applied_index
+        .set(g(m.last_applied.map(|l| l.index)));
+    metrics.leader_id.set(g(m.current_leader));
+    // A follower learns the commit index from the leader and applies up to
+    // it at once; its applied index is the best local view of it.
+    metrics.commit_index.set(g(m.last_applied.map(|l| l.index)));
+}
+
+// ----- internal RPC server ---------------------------------------------------
+
+type Shared = State<Arc<Node>>;
+
+fn check_secret(node: &Node, h: &HeaderMap) -> Result<(), Response> {
+    let ok = h
+        .get(CLUSTER_SECRET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.as_bytes() == node.config.cluster_secret.as_bytes());
+    if ok {
+        Ok(())
+    } else {
+        Err((StatusCode::FORBIDDEN, "bad cluster secret").into_response())
+    }
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    postcard::from_bytes(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad rpc body: {e}")).into_response())
+}
+
+fn encode<T: Serialize>(v: &T) -> Response {
+    match postcard::to_stdvec(v) {
+        Ok(b) => b.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+macro_rules! rpc_handler {
+    ($name:ident, |$node:ident, $req:ident : $ty:ty| $body:expr) => {
+        async fn $name(State($node): Shared, h: HeaderMap, body: Bytes) -> Response {
+            if let Err(r) = check_secret(&$node, &h) {
+                return r;
+            }
+            let $req: $ty = match decode(&body) {
+                Ok(r) => r,
+                Err(r) => return r,
+            };
+            encode(&$body)
+        }
+    };
+}
+
+rpc_handler!(rpc_append, |node,
+                          req: openraft::raft::AppendEntriesRequest<
+    keel_store::TypeConfig,
+>| node.raft.append_entries(req).await);
+rpc_handler!(
+    rpc_vote,
+    |node, req: openraft::raft::VoteRequest<NodeId>| node.raft.vote(req).await
+);
+rpc_handler!(
+    rpc_snapshot,
+    |node, req: openraft::raft::InstallSnapshotRequest<keel_store::TypeConfig>| node
+        .raft
+        .install_snapshot(req)
+        .await
+);
+rpc_handler!(rpc_forward, |node, req: Envelope| node
+    .propose_forwarded(req)
+    .await);
+rpc_handler!(rpc_read_index, |node, _req: ()| node.read_index().await);
+rpc_handler!(rpc_self, |node, _req: ()| node.self_status());
+
+fn internal_router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route(path::APPEND, post(rpc_append))
+        .route(path::VOTE, post(rpc_vote))
+        .route(path::SNAPSHOT, post(rpc_snapshot))
+        .route(path::FORWARD, post(rpc_forward))
+        .route(path::READ_INDEX, post(rpc_read_index))
+        .route(path::SELF, post(rpc_self))
+        .layer(axum::extract::DefaultBodyLimit::max(RPC_BODY_BYTES_MAX))
+        .with_state(node)
+}

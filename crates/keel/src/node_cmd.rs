@@ -1,0 +1,158 @@
+//! `keel node`: run one replica. Configuration comes from an optional TOML
+//! file, then `KEEL_*` environment variables, then flags (each overriding
+//! the one before).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use keel_node::NodeConfig;
+
+/// Arguments of `keel node`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// TOML configuration file.
+    #[arg(long, env = "KEEL_CONFIG")]
+    config: Option<PathBuf>,
+    /// This node's id (> 0, unique in the cluster).
+    #[arg(long, env = "KEEL_ID")]
+    id: Option<u64>,
+    /// HTTP listen address (public API and internal RPC).
+    #[arg(long, env = "KEEL_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Address peers and clients use for this node (default: --listen).
+    #[arg(long, env = "KEEL_ADVERTISE")]
+    advertise: Option<String>,
+    /// Data directory (log, state, snapshots).
+    #[arg(long, env = "KEEL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Admin bearer token.
+    #[arg(long, env = "KEEL_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Shared secret of the cluster's internal RPC.
+    #[arg(long, env = "KEEL_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
+    /// Initialise a new cluster with these members if this node's log is
+    /// empty: `1=127.0.0.1:7101,2=127.0.0.1:7102,...`.
+    #[arg(long, env = "KEEL_BOOTSTRAP")]
+    bootstrap: Option<String>,
+    /// Heartbeat interval in ms.
+    #[arg(long, env = "KEEL_HEARTBEAT_MS")]
+    heartbeat_ms: Option<u64>,
+    /// Build a snapshot after this many log entries.
+    #[arg(long, env = "KEEL_SNAPSHOT_EVERY")]
+    snapshot_every: Option<u64>,
+    /// Log entries kept behind a snapshot.
+    #[arg(long, env = "KEEL_SNAPSHOT_KEEP")]
+    snapshot_keep: Option<u64>,
+}
+
+/// Parses `1=host:port,2=host:port`.
+pub fn parse_members(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .with_context(|| format!("member {part:?} is not id=host:port"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("bad node id in {part:?}"))?;
+        let addr = addr.trim();
+        if addr.parse::<SocketAddr>().is_err() {
+            bail!("bad address in {part:?}: expected host:port like 127.0.0.1:7101");
+        }
+        if out.insert(id, addr.to_owned()).is_some() {
+            bail!("node id {id} appears twice");
+        }
+    }
+    if out.is_empty() {
+        bail!("--bootstrap names no members");
+    }
+    Ok(out)
+}
+
+fn build_config(a: &Args) -> anyhow::Result<NodeConfig> {
+    let mut c = match &a.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            NodeConfig::from_toml(&text).with_context(|| format!("parsing {}", p.display()))?
+        }
+        None => NodeConfig::default(),
+    };
+    if let Some(v) = a.id {
+        c.id = v;
+        if a.data_dir.is_none() && a.config.is_none() {
+            c.data_dir = PathBuf::from(format!("keel-data/node-{v}"));
+        }
+    }
+    if let Some(v) = a.listen {
+        c.listen = v;
+    }
+    if let Some(v) = &a.advertise {
+        c.advertise = Some(v.clone());
+    }
+    if let Some(v) = &a.data_dir {
+        c.data_dir = v.clone();
+    }
+    if let Some(v) = &a.admin_token {
+        c.admin_token = v.clone();
+    }
+    if let Some(v) = &a.cluster_secret {
+        c.cluster_secret = v.clone();
+    }
+    if let Some(v) = a.heartbeat_ms {
+        c.raft.heartbeat_ms = v;
+    }
+    if let Some(v) = a.snapshot_every {
+        c.raft.snapshot_every_entries = v;
+    }
+    if let Some(v) = a.snapshot_keep {
+        c.raft.keep_entries_behind_snapshot = v;
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+/// Runs the node until SIGTERM or Ctrl-C.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = build_config(&args)?;
+    let bootstrap = args.bootstrap.as_deref().map(parse_members).transpose()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let shutdown = async {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return std::future::pending().await,
+                };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        keel_node::run(config, bootstrap, shutdown)
+            .await
+            .context("node stopped with an error")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_parse_and_bad_ones_are_refused() {
+        let m = parse_members("1=127.0.0.1:7101,2=127.0.0.1:7102").unwrap();
+        assert_eq!(m.len(), 2);
+        assert!(parse_members("1=nope").is_err());
+        assert!(parse_members("x=127.0.0.1:1").is_err());
+        assert!(parse_members("1=127.0.0.1:1,1=127.0.0.1:2").is_err());
+        assert!(parse_members("").is_err());
+    }
+}

@@ -1,0 +1,92 @@
+//! `keel up`: a local three-node cluster as child processes on 127.0.0.1,
+//! data under `./keel-data`; stops its children cleanly on Ctrl-C.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use keel_harness::{ClusterSpec, LocalCluster};
+
+/// How long `keel up` waits for the cluster to elect and be ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Arguments of `keel up`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=7))]
+    nodes: u64,
+    /// Port of node 1; node N listens on base_port + N - 1.
+    #[arg(long, default_value_t = 7101)]
+    base_port: u16,
+    /// Data directory.
+    #[arg(long, default_value = "keel-data")]
+    data_dir: PathBuf,
+    /// Admin token for the nodes.
+    #[arg(
+        long,
+        env = "KEEL_ADMIN_TOKEN",
+        default_value = "keel-admin-dev",
+        hide_env_values = true
+    )]
+    admin_token: String,
+}
+
+/// The spec of a local cluster run by this very binary.
+pub fn local_spec(
+    nodes: u64,
+    base_port: u16,
+    dir: PathBuf,
+    admin_token: &str,
+) -> anyhow::Result<ClusterSpec> {
+    let exe = std::env::current_exe().context("locating the keel binary")?;
+    let mut spec = ClusterSpec::new(exe, dir, nodes);
+    spec.base_port = base_port;
+    spec.admin_token = admin_token.to_owned();
+    Ok(spec)
+}
+
+/// Runs the cluster until Ctrl-C or SIGTERM.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let spec = local_spec(
+            args.nodes,
+            args.base_port,
+            args.data_dir.clone(),
+            &args.admin_token,
+        )?;
+        let mut cluster = LocalCluster::start(spec)?;
+        let leader = cluster.wait_ready(READY_TIMEOUT).await.with_context(|| {
+            format!("cluster not ready; see logs in {}", args.data_dir.display())
+        })?;
+        println!(
+            "keel cluster of {} nodes is up (leader: node {leader})",
+            args.nodes
+        );
+        for id in cluster.ids() {
+            println!(
+                "  node {id}: http://{}  (data {}, log {})",
+                cluster.addr(id)?,
+                cluster.data_dir(id).display(),
+                cluster.log_file(id).display()
+            );
+        }
+        println!("admin token: {}", args.admin_token);
+        println!(
+            "try: curl -s http://{}/v1/cluster -H 'Authorization: Bearer {}'",
+            cluster.addr(leader)?,
+            args.admin_token
+        );
+        println!("Ctrl-C stops the cluster.");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        println!("stopping...");
+        cluster.stop_all();
+        println!("stopped");
+        Ok(())
+    })
+}

@@ -1,0 +1,392 @@
+//! Whole-cluster tests: real `keel node` processes, real sockets, real files.
+//! Each test reads as a story: start, act, fault, check.
+#![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_client::{
+    reqwest_method_delete, reqwest_method_get, reqwest_method_post, AttemptError, Client,
+};
+use keel_domain::Order;
+use keel_harness::{ClusterSpec, LocalCluster};
+use serde_json::json;
+
+const READY: Duration = Duration::from_secs(30);
+const CONVERGE: Duration = Duration::from_secs(60);
+
+fn cluster(nodes: u64, extra: &[&str]) -> (tempfile::TempDir, LocalCluster) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = ClusterSpec::new(env!("CARGO_BIN_EXE_keel"), dir.path(), nodes);
+    spec.extra_args = extra.iter().map(|s| s.to_string()).collect();
+    let c = LocalCluster::start(spec).unwrap();
+    (dir, c)
+}
+
+async fn seed(c: &Client, customers: u64, stock: u64) {
+    c.open_account("shop", "merchant", "EUR", "s-shop")
+        .await
+        .unwrap();
+    c.open_account("world", "external", "EUR", "s-world")
+        .await
+        .unwrap();
+    c.upsert_product("SKU-1", "Thing", 250, "EUR", "s-p1")
+        .await
+        .unwrap();
+    c.restock("SKU-1", stock, "s-r1").await.unwrap();
+    for i in 0..customers {
+        let id = format!("c{i}");
+        c.open_account(&id, "customer", "EUR", &format!("s-a{i}"))
+            .await
+            .unwrap();
+        c.deposit(&id, 1_000_000_000, &format!("s-d{i}"))
+            .await
+            .unwrap();
+    }
+}
+
+fn one(id: u64) -> Vec<(String, u64)> {
+    vec![("SKU-1".to_string(), 1 + id % 3)]
+}
+
+/// Writers placing keyed orders until stopped; returns acknowledged orders.
+fn spawn_writers(
+    client: Arc<Client>,
+    writers: u64,
+    stop: Arc<AtomicBool>,
+) -> (
+    Arc<Mutex<BTreeMap<u64, Order>>>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (client, stop, acked) = (client.clone(), stop.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                if let Ok((o, _)) = client
+                    .place_order(&format!("c{w}"), &one(n), &format!("w{w}-{n}"))
+                    .await
+                {
+                    acked.lock().unwrap().insert(o.id.0, o);
+                }
+            }
+        }));
+    }
+    (acked, tasks)
+}
+
+async fn assert_all_present(c: &Client, acked: &BTreeMap<u64, Order>) {
+    assert!(!acked.is_empty(), "no order was acknowledged at all");
+    for (id, want) in acked {
+        let got = c.order(*id).await.unwrap();
+        assert_eq!(got.lines, want.lines, "order {id} changed");
+        assert_eq!(got.customer, want.customer);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_forms_elects_and_serves_writes_and_reads_through_any_node() {
+    let (_d, c) = cluster(3, &[]);
+    let leader = c.wait_ready(READY).await.unwrap();
+    let follower = c.ids().into_iter().find(|i| *i != leader).unwrap();
+    // Writes through a follower are forwarded to the leader.
+    let via_follower = c.node_client(follower).unwrap();
+    seed(&via_follower, 2, 100).await;
+    let (o, replayed) = via_follower.place_order("c0", &one(1), "k1").await.unwrap();
+    assert!(!replayed);
+    // A linearizable read on another node sees it at once.
+    for id in c.ids() {
+        let got = c.node_client(id).unwrap().order(o.id.0).await.unwrap();
+        assert_eq!(got, o);
+    }
+    // A local read reports the replica's applied index.
+    let ep = c.addr(follower).unwrap();
+    let r = via_follower
+        .call_at(
+            &ep,
+            reqwest_method_get(),
+            "/v1/products/SKU-1?consistency=local",
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(r.body["available"].as_u64().unwrap() <= 100);
+    // Bad input is a problem+json and changes nothing.
+    let bad = via_follower
+        .call_at(
+            &ep,
+            reqwest_method_post(),
+            "/v1/orders",
+            Some(&json!({"customer": "c0", "lines": []})),
+            Some("bad-1"),
+        )
+        .await;
+    match bad {
+        Err(AttemptError::Problem(p)) => assert_eq!(p.kind(), Some("validation")),
+        other => panic!("expected a validation problem, got {other:?}"),
+    }
+    let s = via_follower.summary().await.unwrap();
+    assert_eq!(s.next_order_id, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_leader_under_load_loses_no_acknowledged_order() {
+    let (_d, mut c) = cluster(3, &[]);
+    let leader = c.wait_ready(READY).await.unwrap();
+    let client = Arc::new(c.admin_client());
+    seed(&client, 8, 1_000_000).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (acked, tasks) = spawn_writers(client.clone(), 8, stop.clone());
+    c.wait_for("some orders", Duration::from_secs(20), || async {
+        (acked.lock().unwrap().len() > 50).then_some(())
+    })
+    .await
+    .unwrap();
+    c.kill(leader).unwrap();
+    let new_leader = c
+        .wait_new_leader(leader, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_ne!(new_leader, leader);
+    let before = acked.lock().unwrap().len();
+    c.wait_for("orders after failover", Duration::from_secs(20), || async {
+        (acked.lock().unwrap().len() > before + 50).then_some(())
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert_all_present(&client, &acked).await;
+    // The killed node comes back and converges to the same state.
+    c.restart(leader).unwrap();
+    c.wait_converged(&c.ids(), CONVERGE).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retried_write_after_a_leader_kill_returns_the_original_result() {
+    let (_d, mut c) = cluster(3, &[]);
+    let leader = c.wait_ready(READY).await.unwrap();
+    let client = c.node_client(leader).unwrap();
+    seed(&client, 1, 100).await;
+    let (first, _) = client.place_order("c0", &one(1), "retry-me").await.unwrap();
+    c.kill(leader).unwrap();
+    let other = c.ids().into_iter().find(|i| *i != leader).unwrap();
+    let (again, replayed) = c
+        .node_client(other)
+        .unwrap()
+        .place_order("c0", &one(1), "retry-me")
+        .await
+        .unwrap();
+    assert!(replayed, "the retry must be a replay");
+    assert_eq!(again, first);
+    // Same key, different body: refused, nothing changes.
+    let conflict = c
+        .node_client(other)
+        .unwrap()
+        .place_order("c0", &one(2), "retry-me")
+        .await
+        .unwrap_err();
+    assert_eq!(conflict.kind(), Some("idempotency_conflict"));
+    assert_eq!(
+        c.node_client(other)
+            .unwrap()
+            .summary()
+            .await
+            .unwrap()
+            .next_order_id,
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_killed_and_restarted_catches_up() {
+    let (_d, mut c) = cluster(3, &[]);
+    let leader = c.wait_ready(READY).await.unwrap();
+    let follower = c.ids().into_iter().find(|i| *i != leader).unwrap();
+    let client = c.node_client(leader).unwrap();
+    seed(&client, 2, 10_000).await;
+    c.kill(follower).unwrap();
+    for n in 0..100 {
+        client
+            .place_order("c1", &one(n), &format!("f{n}"))
+            .await
+            .unwrap();
+    }
+    c.restart(follower).unwrap();
+    let (idx, _) = c.wait_converged(&c.ids(), CONVERGE).await.unwrap();
+    assert!(idx > 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_down_past_log_purge_catches_up_by_snapshot() {
+    let (_d, mut c) = cluster(3, &["--snapshot-every", "50", "--snapshot-keep", "5"]);
+    let leader = c.wait_ready(READY).await.unwrap();
+    let follower = c.ids().into_iter().find(|i| *i != leader).unwrap();
+    let client = c.node_client(leader).unwrap();
+    seed(&client, 2, 10_000).await;
+    c.stop(follower).unwrap();
+    for n in 0..300 {
+        client
+            .place_order("c0", &one(n), &format!("s{n}"))
+            .await
+            .unwrap();
+    }
+    // The leader has purged its log past what the follower has.
+    let status = c.status(leader).await.unwrap();
+    assert!(
+        status["purged_index"].as_u64().unwrap_or(0) > 50,
+        "leader did not purge: {status}"
+    );
+    c.restart(follower).unwrap();
+    c.wait_converged(&c.ids(), CONVERGE).await.unwrap();
+    let fs = c.status(follower).await.unwrap();
+    assert!(
+        fs["snapshot_index"].as_u64().unwrap_or(0) > 0,
+        "follower has no snapshot: {fs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fourth_node_joins_as_learner_and_is_promoted_and_unsafe_removal_is_refused() {
+    let (_d, mut c) = cluster(3, &[]);
+    let leader = c.wait_ready(READY).await.unwrap();
+    let lc = c.node_client(leader).unwrap();
+    let lep = c.addr(leader).unwrap();
+    seed(&lc, 1, 100).await;
+    let addr = c.add_node(4).unwrap();
+    lc.call_at(
+        &lep,
+        reqwest_method_post(),
+        "/v1/cluster/learners",
+        Some(&json!({"id": 4, "addr": addr})),
+        None,
+    )
+    .await
+    .unwrap();
+    let r = lc
+        .call_at(
+            &lep,
+            reqwest_method_post(),
+            "/v1/cluster/members",
+            Some(&json!({"id": 4})),
+            None,
+        )
+        .await
+        .unwrap();
+    let voters = r.body["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["membership"] == "voter")
+        .count();
+    assert_eq!(voters, 4);
+    c.wait_converged(&c.ids(), CONVERGE).await.unwrap();
+    // With two of four voters down, removing a healthy one would leave 3
+    // voters with 1... refused before anything changes.
+    let down: Vec<u64> = c
+        .ids()
+        .into_iter()
+        .filter(|i| *i != leader)
+        .take(2)
+        .collect();
+    for d in &down {
+        c.kill(*d).unwrap();
+    }
+    let healthy_other = c
+        .ids()
+        .into_iter()
+        .find(|i| *i != leader && !down.contains(i))
+        .unwrap();
+    let refused = lc
+        .call_at(
+            &lep,
+            reqwest_method_delete(),
+            &format!("/v1/cluster/members/{healthy_other}"),
+            None,
+            None,
+        )
+        .await;
+    match refused {
+        Err(AttemptError::Problem(p)) => assert_eq!(p.kind(), Some("membership_refused"), "{p}"),
+        other => panic!("expected membership_refused, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_cluster_restart_comes_back_with_identical_digests() {
+    let (_d, mut c) = cluster(3, &[]);
+    c.wait_ready(READY).await.unwrap();
+    let client = c.admin_client();
+    seed(&client, 3, 1_000).await;
+    for n in 0..60 {
+        let (o, _) = client
+            .place_order(&format!("c{}", n % 3), &one(n), &format!("p{n}"))
+            .await
+            .unwrap();
+        if n % 2 == 0 {
+            client
+                .transition(o.id.0, "pay", &format!("pay{n}"))
+                .await
+                .unwrap();
+        }
+    }
+    let (idx, digest) = c.wait_converged(&c.ids(), CONVERGE).await.unwrap();
+    c.stop_all();
+    for id in c.ids() {
+        c.restart(id).unwrap();
+    }
+    c.wait_ready(READY).await.unwrap();
+    let (idx2, digest2) = c.wait_converged(&c.ids(), CONVERGE).await.unwrap();
+    assert!(idx2 >= idx);
+    // A new leader appends a blank entry, which changes no table.
+    assert_eq!(digest2, digest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flipped_byte_in_a_nodes_log_is_detected_at_start_up() {
+    let (_d, mut c) = cluster(3, &[]);
+    let leader = c.wait_ready(READY).await.unwrap();
+    let client = c.node_client(leader).unwrap();
+    client
+        .upsert_product("FLIPME-SKU-MARKER", "marker", 1, "EUR", "flip")
+        .await
+        .unwrap();
+    c.wait_converged(&c.ids(), CONVERGE).await.unwrap();
+    let victim = c.ids().into_iter().find(|i| *i != leader).unwrap();
+    c.stop(victim).unwrap();
+    let log = c.data_dir(victim).join("log.redb");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let marker = b"FLIPME-SKU-MARKER";
+    let pos = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("marker in log file");
+    bytes[pos + 3] ^= 0x20;
+    std::fs::write(&log, &bytes).unwrap();
+    c.restart(victim).unwrap();
+    let status = keel_harness::wait_for(
+        "the corrupt node to exit",
+        Duration::from_secs(20),
+        &mut || {
+            let st = c.exited(victim).ok().flatten();
+            async move { st }
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!status.success());
+    let log_text = std::fs::read_to_string(c.log_file(victim)).unwrap();
+    assert!(
+        log_text.to_lowercase().contains("corrupt"),
+        "log does not report corruption:\n{log_text}"
+    );
+}
