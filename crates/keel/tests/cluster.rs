@@ -366,11 +366,17 @@ async fn a_flipped_byte_in_a_nodes_log_is_detected_at_start_up() {
     let log = c.data_dir(victim).join("log.redb");
     let mut bytes = std::fs::read(&log).unwrap();
     let marker = b"FLIPME-SKU-MARKER";
-    let pos = bytes
+    // Flip the marker wherever it is (redb may keep stale copies of pages).
+    let hits: Vec<usize> = bytes
         .windows(marker.len())
-        .position(|w| w == marker)
-        .expect("marker in log file");
-    bytes[pos + 3] ^= 0x20;
+        .enumerate()
+        .filter(|(_, w)| *w == marker)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!hits.is_empty(), "marker not found in the log file");
+    for pos in hits {
+        bytes[pos + 3] ^= 0x20;
+    }
     std::fs::write(&log, &bytes).unwrap();
     c.restart(victim).unwrap();
     let status = keel_harness::wait_for(
