@@ -191,8 +191,10 @@ mod tests {
         let mut c = NodeConfig::default();
         c.batch.commands_max = 5_000;
         assert!(c.validate().is_err());
-        let mut c = NodeConfig::default();
-        c.id = 0;
+        let c = NodeConfig {
+            id: 0,
+            ..NodeConfig::default()
+        };
         assert!(c.validate().is_err());
     }
 }

@@ -31,18 +31,17 @@ fn inverted(start: &Bound<&[u8]>, end: &Bound<&[u8]>) -> bool {
     }
 }
 
+type RowGuards<'a> = (
+    redb::AccessGuard<'a, &'static [u8]>,
+    redb::AccessGuard<'a, &'static [u8]>,
+);
+
 fn collect<'a>(
     range: redb::Range<'a, &'static [u8], &'static [u8]>,
     dir: Direction,
     limit: usize,
 ) -> Result<Vec<Row>, TableError> {
-    let conv = |r: Result<
-        (
-            redb::AccessGuard<'a, &'static [u8]>,
-            redb::AccessGuard<'a, &'static [u8]>,
-        ),
-        redb::StorageError,
-    >| {
+    let conv = |r: Result<RowGuards<'a>, redb::StorageError>| {
         r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
             .map_err(storage)
     };

@@ -51,15 +51,14 @@ fn one(id: u64) -> Vec<(String, u64)> {
     vec![("SKU-1".to_string(), 1 + id % 3)]
 }
 
+type Acked = Arc<Mutex<BTreeMap<u64, Order>>>;
+
 /// Writers placing keyed orders until stopped; returns acknowledged orders.
 fn spawn_writers(
     client: Arc<Client>,
     writers: u64,
     stop: Arc<AtomicBool>,
-) -> (
-    Arc<Mutex<BTreeMap<u64, Order>>>,
-    Vec<tokio::task::JoinHandle<()>>,
-) {
+) -> (Acked, Vec<tokio::task::JoinHandle<()>>) {
     let acked = Arc::new(Mutex::new(BTreeMap::new()));
     let mut tasks = Vec::new();
     for w in 0..writers {
