@@ -3,6 +3,8 @@
 //! expiry. After every batch the invariants hold, and replaying the same log
 //! into fresh tables gives an identical state digest.
 
+#![allow(clippy::unwrap_used)] // Test file: a failed unwrap is a failed test.
+
 use keel_domain::command::Batch;
 use keel_domain::query::digest;
 use keel_domain::{
