@@ -127,7 +127,14 @@ fn prune_idempotency<T: WriteTables>(t: &mut T, now: u64) -> Result<(), TableErr
         IDEMPOTENCY_PRUNE_PER_BATCH_MAX,
     )?;
     for (k, _) in old {
-        t.delete(Table::Idempotency, &k[8..])?;
+        // Every key starts with the 8-byte time; a shorter one is corruption,
+        // reported as such rather than a panic on the slice.
+        let request_id = k.get(8..).ok_or_else(|| TableError::Corrupt {
+            table: Table::IdempotencyByTime.name(),
+            key: crate::codec::hex(&k),
+            reason: "key is shorter than its 8-byte time prefix".into(),
+        })?;
+        t.delete(Table::Idempotency, request_id)?;
         t.delete(Table::IdempotencyByTime, &k)?;
     }
     Ok(())
@@ -490,7 +497,7 @@ impl<'a, T: WriteTables> State<'a, T> {
         if kind != AccountKind::Customer {
             if let Some(existing) = self.currency_account(currency, kind)? {
                 return Err(DomainError::AlreadyExists {
-                    entity: format!("{kind:?} account for {currency}").to_lowercase(),
+                    entity: format!("{} account for {currency}", kind.as_str()),
                     id: existing.to_string(),
                 }
                 .into());
@@ -599,10 +606,9 @@ impl<'a, T: WriteTables> State<'a, T> {
             return Err(DomainError::validation(
                 "customer",
                 format!(
-                    "{customer_id} is a {:?} account, not a customer",
-                    customer.kind
-                )
-                .to_lowercase(),
+                    "{customer_id} is a {} account, not a customer",
+                    customer.kind.as_str()
+                ),
             )
             .into());
         }

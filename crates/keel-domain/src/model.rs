@@ -71,6 +71,17 @@ pub enum AccountKind {
     External,
 }
 
+impl AccountKind {
+    /// The kind as its API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::Customer => "customer",
+            AccountKind::Merchant => "merchant",
+            AccountKind::External => "external",
+        }
+    }
+}
+
 /// An account with its balance in one currency.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
