@@ -948,3 +948,7 @@ impl<'a, T: WriteTables> State<'a, T> {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "apply_tests.rs"]
+mod tests;
