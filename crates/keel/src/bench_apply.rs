@@ -1,47 +1,118 @@
 //! `keel bench apply`: throughput of the pure state machine on in-memory
-//! tables, for batches of place + pay. This is the ceiling the replicated
-//! path is measured against; it is a benchmark, not a test.
+//! tables, for batches of place + pay. No disk, no network, no consensus:
+//! this is the ceiling the replicated path is measured against. It is a
+//! benchmark (figures), not a test; it does check that every timed command
+//! succeeded and that the invariants hold afterwards, so a figure can never
+//! come from a run that was quietly refusing its orders.
+//!
+//! Two scenarios: "uniform" spreads the orders over many SKUs, "hot" puts
+//! every order on one SKU (the contended product of a flash sale). Each batch
+//! is one Raft entry's worth: half placements, then the payments of exactly
+//! those orders (order ids are dense, so they are known in advance). Only
+//! `apply_batch` is timed; setup and building the commands are not.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use anyhow::{ensure, Context};
+use keel_domain::command::{BATCH_COMMANDS_MAX, DEPOSIT_MAX};
 use keel_domain::{
-    apply_batch, AccountId, AccountKind, Batch, Command, Currency, Envelope, LineRequest,
-    MemTables, Minor, OrderId, Principal, ProductName, RequestId, Sku,
+    apply_batch, check_invariants, AccountId, AccountKind, Batch, Command, Currency, Envelope,
+    LineRequest, MemTables, Minor, OrderId, Principal, ProductName, RequestId, Sku,
 };
 use serde_json::json;
 
+/// Unit price of every product in the benchmark (minor units).
+const PRICE: i64 = 100;
+/// Leader time of the first batch (ms). Each batch advances it by 1 ms, far
+/// less than the reservation lifetime, so nothing expires during a run.
+const T0_MS: u64 = 1_700_000_000_000;
+
 /// Arguments of `keel bench apply`.
-#[derive(clap::Args)]
+#[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Orders placed and paid per scenario.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    /// Orders placed and paid per scenario and run.
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     orders: u64,
-    /// Commands per batch (one Raft entry).
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(2..=1_000))]
+    /// Commands per batch (one Raft entry): half placements, half payments.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(2..=BATCH_COMMANDS_MAX as u64))]
     batch: u64,
     /// SKUs of the uniform scenario.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     skus: u64,
+    /// Customers placing the orders, round robin.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    customers: u64,
+    /// Timed runs per scenario; the median run is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: u32,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
 }
 
-fn env(n: &mut u64, principal: Principal, command: Command) -> anyhow::Result<Envelope> {
-    *n += 1;
-    Ok(Envelope {
-        request_id: RequestId::new(format!("b{n}"))?,
-        principal,
-        command,
-    })
+/// One scenario's shape.
+#[derive(Clone, Copy)]
+struct Scenario {
+    name: &'static str,
+    skus: u64,
 }
 
-fn setup(skus: u64, orders: u64, n: &mut u64) -> anyhow::Result<MemTables> {
-    let mut t = MemTables::new();
+/// What one timed run measured.
+struct Run {
+    commands: u64,
+    orders: u64,
+    apply: Duration,
+    /// Apply time of every batch, sorted ascending.
+    batch_times: Vec<Duration>,
+}
+
+impl Run {
+    fn commands_per_s(&self) -> f64 {
+        self.commands as f64 / self.apply.as_secs_f64()
+    }
+    fn orders_per_s(&self) -> f64 {
+        self.orders as f64 / self.apply.as_secs_f64()
+    }
+    /// The `q`-quantile (0..=1) of per-batch apply time, in µs.
+    fn batch_us(&self, q: f64) -> f64 {
+        let n = self.batch_times.len();
+        if n == 0 {
+            return 0.0;
+        }
+        // Nearest rank: q * n rounded up, as a 0-based index.
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n) - 1;
+        self.batch_times[rank].as_secs_f64() * 1e6
+    }
+}
+
+/// Builds envelopes with fresh request ids.
+struct Ids(u64);
+
+impl Ids {
+    fn env(&mut self, principal: Principal, command: Command) -> anyhow::Result<Envelope> {
+        self.0 += 1;
+        Ok(Envelope {
+            request_id: RequestId::new(format!("bench-{}", self.0))?,
+            principal,
+            command,
+        })
+    }
+}
+
+fn sku_of(i: u64) -> anyhow::Result<Sku> {
+    Ok(Sku::new(format!("SKU-{i}"))?)
+}
+
+fn customer_of(i: u64) -> anyhow::Result<AccountId> {
+    Ok(AccountId::new(format!("buyer-{i}"))?)
+}
+
+/// Accounts, products, stock and deposits for one run; untimed. Every
+/// setup command must succeed.
+fn setup(s: Scenario, args: &Args, ids: &mut Ids) -> anyhow::Result<MemTables> {
     let eur = Currency::new("EUR")?;
     let mut cmds = vec![
-        env(
-            n,
+        ids.env(
             Principal::Admin,
             Command::OpenAccount {
                 id: AccountId::new("shop")?,
@@ -49,8 +120,7 @@ fn setup(skus: u64, orders: u64, n: &mut u64) -> anyhow::Result<MemTables> {
                 currency: eur,
             },
         )?,
-        env(
-            n,
+        ids.env(
             Principal::Admin,
             Command::OpenAccount {
                 id: AccountId::new("world")?,
@@ -58,155 +128,231 @@ fn setup(skus: u64, orders: u64, n: &mut u64) -> anyhow::Result<MemTables> {
                 currency: eur,
             },
         )?,
-        env(
-            n,
+    ];
+    // Enough money for every order a customer places, in one deposit.
+    let per_customer = args.orders.div_ceil(args.customers);
+    let deposit = i64::try_from(per_customer)?
+        .checked_mul(PRICE)
+        .filter(|d| *d <= DEPOSIT_MAX)
+        .context("orders per customer exceed one deposit; use more --customers")?;
+    for c in 0..args.customers {
+        cmds.push(ids.env(
             Principal::Admin,
             Command::OpenAccount {
-                id: AccountId::new("buyer")?,
+                id: customer_of(c)?,
                 kind: AccountKind::Customer,
                 currency: eur,
             },
-        )?,
-        env(
-            n,
+        )?);
+        cmds.push(ids.env(
             Principal::Admin,
             Command::Deposit {
-                account: AccountId::new("buyer")?,
-                amount: Minor(i64::MAX / 4),
+                account: customer_of(c)?,
+                amount: Minor(deposit),
             },
-        )?,
-    ];
-    for i in 0..skus {
-        let sku = Sku::new(format!("SKU-{i}"))?;
-        cmds.push(env(
-            n,
+        )?);
+    }
+    // Enough stock for every order on its SKU (round robin).
+    let per_sku = args.orders.div_ceil(s.skus);
+    for i in 0..s.skus {
+        cmds.push(ids.env(
             Principal::Admin,
             Command::UpsertProduct {
-                sku: sku.clone(),
-                name: ProductName::new("p")?,
-                price: Minor(100),
+                sku: sku_of(i)?,
+                name: ProductName::new(format!("product {i}"))?,
+                price: Minor(PRICE),
                 currency: eur,
                 active: true,
             },
         )?);
-        cmds.push(env(
-            n,
+        cmds.push(ids.env(
             Principal::Admin,
             Command::Restock {
-                sku,
-                qty: orders + 1,
+                sku: sku_of(i)?,
+                qty: per_sku,
             },
         )?);
     }
-    for chunk in cmds.chunks(1_000) {
-        apply_batch(
+    let mut t = MemTables::new();
+    for chunk in cmds.chunks(BATCH_COMMANDS_MAX) {
+        let out = apply_batch(
             &mut t,
             &Batch {
-                leader_time_ms: 1,
+                leader_time_ms: T0_MS,
                 commands: chunk.to_vec(),
             },
         )?;
+        for (env, a) in chunk.iter().zip(out) {
+            if let Err(e) = a.result {
+                anyhow::bail!("setup command {} refused: {e}", env.command.name());
+            }
+        }
     }
     Ok(t)
 }
 
-/// Runs one scenario and returns (commands, seconds).
-fn scenario(skus: u64, orders: u64, batch: u64) -> anyhow::Result<(u64, f64)> {
-    let mut n = 0;
-    let mut t = setup(skus, orders, &mut n)?;
-    let buyer = AccountId::new("buyer")?;
-    let half = batch / 2;
-    let mut next_order = 1u64;
+/// One timed run of a scenario.
+fn run_once(s: Scenario, args: &Args) -> anyhow::Result<Run> {
+    let mut ids = Ids(0);
+    let mut t = setup(s, args, &mut ids)?;
+    let mut next_order = keel_domain::query::summary(&t)?.next_order_id;
+    let half = args.batch / 2;
     let mut placed = 0u64;
-    let mut elapsed = 0f64;
-    let mut commands = 0u64;
-    let mut time_ms = 10;
-    while placed < orders {
-        // A batch of `half` placements, then a batch paying them (their ids
-        // are known: ids are dense and assigned in order).
-        let k = half.min(orders - placed);
-        let mut place = Vec::with_capacity(k as usize);
+    let mut time_ms = T0_MS;
+    let mut run = Run {
+        commands: 0,
+        orders: 0,
+        apply: Duration::ZERO,
+        batch_times: Vec::new(),
+    };
+    while placed < args.orders {
+        let k = half.min(args.orders - placed);
+        let mut commands = Vec::with_capacity(2 * k as usize);
         for i in 0..k {
-            let sku = Sku::new(format!("SKU-{}", (placed + i) % skus))?;
-            place.push(env(
-                &mut n,
-                Principal::Admin,
+            let n = placed + i;
+            let customer = customer_of(n % args.customers)?;
+            commands.push(ids.env(
+                Principal::Customer(customer.clone()),
                 Command::PlaceOrder {
-                    customer: buyer.clone(),
-                    lines: vec![LineRequest { sku, qty: 1 }],
+                    customer,
+                    lines: vec![LineRequest {
+                        sku: sku_of(n % s.skus)?,
+                        qty: 1,
+                    }],
                     ttl_seconds: None,
                 },
             )?);
         }
-        let pay = (0..k)
-            .map(|i| {
-                env(
-                    &mut n,
-                    Principal::Admin,
-                    Command::PayOrder {
-                        order: OrderId(next_order + i),
-                    },
-                )
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        for i in 0..k {
+            let customer = customer_of((placed + i) % args.customers)?;
+            commands.push(ids.env(
+                Principal::Customer(customer),
+                Command::PayOrder {
+                    order: OrderId(next_order + i),
+                },
+            )?);
+        }
         time_ms += 1;
+        let batch = Batch {
+            leader_time_ms: time_ms,
+            commands,
+        };
         let start = Instant::now();
-        apply_batch(
-            &mut t,
-            &Batch {
-                leader_time_ms: time_ms,
-                commands: place,
-            },
-        )?;
-        apply_batch(
-            &mut t,
-            &Batch {
-                leader_time_ms: time_ms,
-                commands: pay,
-            },
-        )?;
-        elapsed += start.elapsed().as_secs_f64();
-        commands += 2 * k;
+        let out = apply_batch(&mut t, &batch)?;
+        let took = start.elapsed();
+        run.apply += took;
+        run.batch_times.push(took);
+        for (env, a) in batch.commands.iter().zip(&out) {
+            if let Err(e) = &a.result {
+                anyhow::bail!("timed command {} refused: {e}", env.command.name());
+            }
+        }
+        run.commands += 2 * k;
+        run.orders += k;
         next_order += k;
         placed += k;
     }
-    let s = keel_domain::query::summary(&t)?;
-    anyhow::ensure!(
-        s.units_sold == orders,
-        "benchmark sold {} of {orders}",
-        s.units_sold
+    run.batch_times.sort_unstable();
+    let summary = keel_domain::query::summary(&t)?;
+    ensure!(
+        summary.units_sold == args.orders,
+        "benchmark sold {} of {} units",
+        summary.units_sold,
+        args.orders
     );
-    Ok((commands, elapsed))
+    let violations = check_invariants(&t)?;
+    ensure!(violations.is_empty(), "invariants broken: {violations:?}");
+    Ok(run)
+}
+
+/// All runs of a scenario; returns the median run by total apply time.
+fn measure(s: Scenario, args: &Args) -> anyhow::Result<Run> {
+    let mut runs = Vec::with_capacity(args.runs as usize);
+    for _ in 0..args.runs {
+        runs.push(run_once(s, args)?);
+    }
+    runs.sort_by_key(|r| r.apply);
+    let mid = runs.len() / 2;
+    runs.into_iter()
+        .nth(mid)
+        .context("at least one run is required")
 }
 
 /// Runs the benchmark and prints its figures.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let (uc, us) = scenario(args.skus, args.orders, args.batch)?;
-    let (hc, hs) = scenario(1, args.orders, args.batch)?;
-    let row = |c: u64, s: f64| json!({"commands": c, "seconds": s, "commands_per_s": c as f64 / s, "orders_per_s": (c / 2) as f64 / s});
+    let scenarios = [
+        Scenario {
+            name: "uniform",
+            skus: args.skus,
+        },
+        Scenario {
+            name: "hot",
+            skus: 1,
+        },
+    ];
+    let mut results = Vec::with_capacity(scenarios.len());
+    for s in scenarios {
+        results.push((s, measure(s, &args)?));
+    }
     if args.json {
+        let rows: Vec<_> = results
+            .iter()
+            .map(|(s, r)| {
+                json!({
+                    "scenario": s.name,
+                    "skus": s.skus,
+                    "commands": r.commands,
+                    "orders": r.orders,
+                    "apply_seconds": r.apply.as_secs_f64(),
+                    "commands_per_s": r.commands_per_s(),
+                    "orders_per_s": r.orders_per_s(),
+                    "batch_us_p50": r.batch_us(0.50),
+                    "batch_us_p99": r.batch_us(0.99),
+                })
+            })
+            .collect();
         println!(
             "{}",
-            json!({"batch": args.batch, "orders": args.orders, "uniform": row(uc, us), "hot": row(hc, hs)})
+            json!({
+                "bench": "apply",
+                "tables": "memory",
+                "orders": args.orders,
+                "batch_commands": args.batch,
+                "customers": args.customers,
+                "runs": args.runs,
+                "scenarios": rows,
+            })
         );
         return Ok(());
     }
     println!(
-        "keel bench apply: {} orders placed+paid, batches of {} commands, in-memory tables",
-        args.orders, args.batch
+        "keel bench apply: {} orders placed and paid per run, {} commands per batch \
+         ({} place + {} pay), {} customers, in-memory tables, median of {} runs",
+        args.orders,
+        args.batch / 2 * 2,
+        args.batch / 2,
+        args.batch / 2,
+        args.customers,
+        args.runs
     );
-    println!("{:<28} {:>14} {:>14}", "scenario", "commands/s", "orders/s");
     println!(
-        "{:<28} {:>14.0} {:>14.0}",
-        format!("uniform ({} SKUs)", args.skus),
-        uc as f64 / us,
-        (uc / 2) as f64 / us
+        "{:<22} {:>12} {:>12} {:>14} {:>14}",
+        "scenario", "commands/s", "orders/s", "batch p50 µs", "batch p99 µs"
     );
-    println!(
-        "{:<28} {:>14.0} {:>14.0}",
-        "hot (1 SKU)",
-        hc as f64 / hs,
-        (hc / 2) as f64 / hs
-    );
+    for (s, r) in &results {
+        let label = if s.skus == 1 {
+            format!("{} (1 SKU)", s.name)
+        } else {
+            format!("{} ({} SKUs)", s.name, s.skus)
+        };
+        println!(
+            "{:<22} {:>12.0} {:>12.0} {:>14.0} {:>14.0}",
+            label,
+            r.commands_per_s(),
+            r.orders_per_s(),
+            r.batch_us(0.50),
+            r.batch_us(0.99)
+        );
+    }
     Ok(())
 }
