@@ -1,5 +1,13 @@
-//! The Raft log on redb. Every record is `[format version][CRC-32C of
-//! index ++ payload][postcard entry]`, verified on every read.
+//! The Raft log on redb (`log.redb`).
+//!
+//! Table `log`: index (u64) → record, where a record is
+//! `[format version u8][CRC-32C u32 LE of (index u64 BE ++ payload)][payload]`
+//! and the payload is the postcard encoding of the openraft entry. The index
+//! is inside the checksum, so a record copied to the wrong key is caught too.
+//! Table `log_meta`: `vote`, `committed`, `purged`, each encoded with
+//! [`keel_domain::codec`] (version byte, postcard, CRC-32C).
+//!
+//! Every record is verified when read, and all of them at open.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -7,250 +15,375 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use keel_domain::codec;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, RaftLogReader, StorageError, Vote};
-use redb::{Database, Durability, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadTransaction, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::{any, NodeId, Observer, StoreError, TypeConfig};
+use crate::error::blocking;
+use crate::{NodeId, Observer, StoreError, TypeConfig};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("log_meta");
-const RECORD_VERSION: u8 = 1;
-/// Most entries returned by one log read, bounding memory of a read that
-/// openraft asks for with a wide range.
-pub const READ_ENTRIES_MAX: usize = 4_096;
+const KEY_VOTE: &str = "vote";
+const KEY_COMMITTED: &str = "committed";
+const KEY_PURGED: &str = "purged";
+
+/// Version of the log record layout. Bump on any incompatible change to the
+/// record or to the entry's encoding; records of another version are refused.
+pub const LOG_RECORD_FORMAT_VERSION: u8 = 1;
+/// Version byte plus CRC-32C.
+const RECORD_HEADER_BYTES: usize = 5;
+
+/// Most entries one replication read returns. openraft already bounds a
+/// request by its `max_payload_entries`; this keeps a wide request from a
+/// misconfiguration from loading the whole log.
+pub const REPLICATION_READ_ENTRIES_MAX: usize = 1_024;
+/// Most record bytes one replication read returns (at least one entry is
+/// always returned). An entry can carry a thousand commands, so a count
+/// alone does not bound memory; 8 MiB of postcard keeps one AppendEntries
+/// well under the node's 64 MiB RPC body limit even if its wire encoding is
+/// several times larger.
+pub const REPLICATION_READ_BYTES_MAX: usize = 8 << 20;
+/// redb's page cache for the log. Reads are mostly of recent entries (for
+/// replication), which are also the most recently written pages; a small
+/// cache keeps three nodes on one laptop cheap (redb's default is 1 GiB).
+const LOG_CACHE_BYTES: usize = 32 << 20;
 
 /// The Raft log store. Cheap to clone; clones share the database.
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
-    path: PathBuf,
-    fsync_observer: Arc<RwLock<Option<Observer>>>,
+    inner: Arc<Inner>,
 }
 
-fn encode_record(index: u64, entry: &Entry<TypeConfig>) -> Result<Vec<u8>, postcard::Error> {
-    let payload = postcard::to_stdvec(entry)?;
-    let mut crc = crc32c::crc32c(&index.to_be_bytes());
-    crc = crc32c::crc32c_append(crc, &payload);
-    let mut out = Vec::with_capacity(payload.len() + 5);
-    out.push(RECORD_VERSION);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&payload);
+struct Inner {
+    db: Database,
+    path: PathBuf,
+    fsync_observer: RwLock<Option<Observer>>,
+}
+
+fn record_crc(index: u64, payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&index.to_be_bytes()), payload)
+}
+
+fn encode_record(entry: &Entry<TypeConfig>) -> Result<Vec<u8>, postcard::Error> {
+    let header = vec![LOG_RECORD_FORMAT_VERSION, 0, 0, 0, 0];
+    let mut out = postcard::to_extend(entry, header)?;
+    let crc = record_crc(entry.log_id.index, &out[RECORD_HEADER_BYTES..]);
+    out[1..RECORD_HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
 }
 
 fn decode_record(path: &Path, index: u64, bytes: &[u8]) -> Result<Entry<TypeConfig>, StoreError> {
-    let corrupt = |detail: String| StoreError::Corrupt {
-        file: path.to_path_buf(),
-        location: format!("log index {index}"),
-        detail,
-    };
-    if bytes.len() < 5 {
+    let corrupt = |detail: String| StoreError::corrupt(path, format!("log index {index}"), detail);
+    let (Some(&version), Some(crc), Some(payload)) = (
+        bytes.first(),
+        bytes.get(1..RECORD_HEADER_BYTES),
+        bytes.get(RECORD_HEADER_BYTES..),
+    ) else {
         return Err(corrupt(format!(
-            "record too short ({} bytes): torn write",
+            "record of {} bytes is shorter than its header: torn write",
             bytes.len()
         )));
+    };
+    if version != LOG_RECORD_FORMAT_VERSION {
+        return Err(corrupt(format!(
+            "record format version {version}, this build reads {LOG_RECORD_FORMAT_VERSION}"
+        )));
     }
-    if bytes[0] != RECORD_VERSION {
-        return Err(corrupt(format!("unknown record version {}", bytes[0])));
-    }
-    let stored = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-    let payload = &bytes[5..];
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&index.to_be_bytes()), payload);
-    if crc != stored {
-        return Err(corrupt("checksum mismatch".into()));
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let computed = record_crc(index, payload);
+    if stored != computed {
+        return Err(corrupt(format!(
+            "checksum mismatch (stored {stored:08x}, computed {computed:08x})"
+        )));
     }
     let e: Entry<TypeConfig> =
         postcard::from_bytes(payload).map_err(|e| corrupt(format!("does not decode: {e}")))?;
     if e.log_id.index != index {
-        return Err(corrupt(format!("record holds index {}", e.log_id.index)));
+        return Err(corrupt(format!(
+            "record holds log index {}",
+            e.log_id.index
+        )));
     }
     Ok(e)
 }
 
 impl LogStore {
-    /// Opens the log and verifies every record.
+    /// Opens (creating if needed) the log at `path` and verifies every
+    /// record and the metadata.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(|e| StoreError::Corrupt {
-            file: path.to_path_buf(),
-            location: "database header".into(),
-            detail: format!("redb cannot open it: {e}"),
-        })?;
-        let s = Self {
-            db: Arc::new(db),
+        let db = redb::Builder::new()
+            .set_cache_size(LOG_CACHE_BYTES)
+            .create(path)
+            .map_err(|e| StoreError::db(path, e))?;
+        let inner = Inner {
+            db,
             path: path.to_path_buf(),
-            fsync_observer: Arc::new(RwLock::new(None)),
+            fsync_observer: RwLock::new(None),
         };
-        s.init_tables()?;
-        s.verify()?;
-        Ok(s)
+        inner.init_tables()?;
+        inner.verify()?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
     }
 
-    fn init_tables(&self) -> Result<(), StoreError> {
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(|e| StoreError::db(&self.path, e))?;
-        {
-            txn.open_table(LOG)
-                .map_err(|e| StoreError::db(&self.path, e))?;
-            txn.open_table(META)
-                .map_err(|e| StoreError::db(&self.path, e))?;
-        }
-        txn.commit().map_err(|e| StoreError::db(&self.path, e))
-    }
-
-    /// Reads every record once and checks its checksum, so a corrupt log is
-    /// refused at start-up instead of being replicated or applied.
-    fn verify(&self) -> Result<(), StoreError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| StoreError::db(&self.path, e))?;
-        let t = txn
-            .open_table(LOG)
-            .map_err(|e| StoreError::db(&self.path, e))?;
-        let mut prev: Option<u64> = None;
-        for row in t.iter().map_err(|e| StoreError::db(&self.path, e))? {
-            let (k, v) = row.map_err(|e| StoreError::db(&self.path, e))?;
-            let index = k.value();
-            decode_record(&self.path, index, v.value())?;
-            if let Some(p) = prev {
-                if index != p + 1 {
-                    return Err(StoreError::Corrupt {
-                        file: self.path.clone(),
-                        location: format!("log index {index}"),
-                        detail: format!("gap after index {p}"),
-                    });
-                }
-            }
-            prev = Some(index);
-        }
-        self.meta::<Vote<NodeId>>("vote")?;
-        self.meta::<Option<LogId<NodeId>>>("committed")?;
-        self.meta::<LogId<NodeId>>("purged")?;
-        Ok(())
-    }
-
-    /// Sets a callback that observes each append's commit+fsync time.
+    /// Sets a callback that observes each append's commit-and-fsync time.
     pub fn set_fsync_observer(&self, f: Observer) {
-        if let Ok(mut o) = self.fsync_observer.write() {
+        if let Ok(mut o) = self.inner.fsync_observer.write() {
             *o = Some(f);
         }
     }
 
-    fn meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| StoreError::db(&self.path, e))?;
-        let t = txn
-            .open_table(META)
-            .map_err(|e| StoreError::db(&self.path, e))?;
-        let Some(v) = t.get(key).map_err(|e| StoreError::db(&self.path, e))? else {
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+}
+
+impl Inner {
+    fn err(&self, e: impl Into<redb::Error>) -> StoreError {
+        StoreError::db(&self.path, e)
+    }
+
+    fn init_tables(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        txn.open_table(LOG).map_err(|e| self.err(e))?;
+        txn.open_table(META).map_err(|e| self.err(e))?;
+        // Creating two empty tables needs no fsync: if it is lost, the next
+        // open creates them again.
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    fn read_txn(&self) -> Result<ReadTransaction, StoreError> {
+        self.db.begin_read().map_err(|e| self.err(e))
+    }
+
+    /// Reads every record once and checks its checksum, that indexes are
+    /// consecutive, above the purge point and with non-decreasing terms, so
+    /// a damaged log is refused at start-up instead of replicated or applied.
+    fn verify(&self) -> Result<(), StoreError> {
+        let txn = self.read_txn()?;
+        self.meta::<Vote<NodeId>>(&txn, KEY_VOTE)?;
+        self.meta::<Option<LogId<NodeId>>>(&txn, KEY_COMMITTED)?;
+        let purged = self.meta::<LogId<NodeId>>(&txn, KEY_PURGED)?;
+        let t = txn.open_table(LOG).map_err(|e| self.err(e))?;
+        let mut prev: Option<LogId<NodeId>> = None;
+        for row in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let index = k.value();
+            let e = decode_record(&self.path, index, v.value())?;
+            let bad = |detail: String| {
+                StoreError::corrupt(&self.path, format!("log index {index}"), detail)
+            };
+            if let Some(p) = purged {
+                if index <= p.index {
+                    return Err(bad(format!("entry survives purge up to {}", p.index)));
+                }
+            }
+            if let Some(p) = prev {
+                if index != p.index + 1 {
+                    return Err(bad(format!("gap after log index {}", p.index)));
+                }
+                if e.log_id.leader_id.term < p.leader_id.term {
+                    return Err(bad(format!(
+                        "term {} after term {} at index {}",
+                        e.log_id.leader_id.term, p.leader_id.term, p.index
+                    )));
+                }
+            }
+            prev = Some(e.log_id);
+        }
+        Ok(())
+    }
+
+    fn meta<T: DeserializeOwned>(
+        &self,
+        txn: &ReadTransaction,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let t = txn.open_table(META).map_err(|e| self.err(e))?;
+        let Some(v) = t.get(key).map_err(|e| self.err(e))? else {
             return Ok(None);
         };
-        keel_domain::codec::decode(keel_domain::Table::Meta, key.as_bytes(), v.value())
+        codec::decode(keel_domain::Table::Meta, key.as_bytes(), v.value())
             .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                file: self.path.clone(),
-                location: format!("log meta {key}"),
-                detail: e.to_string(),
-            })
+            .map_err(|e| StoreError::corrupt(&self.path, format!("log meta {key}"), e.to_string()))
+    }
+
+    fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        self.meta(&self.read_txn()?, key)
     }
 
     fn put_meta<T: Serialize>(
         &self,
         key: &str,
-        v: &T,
+        value: &T,
         durability: Durability,
     ) -> Result<(), StoreError> {
-        let mut txn = self
-            .db
-            .begin_write()
-            .map_err(|e| StoreError::db(&self.path, e))?;
+        let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
         txn.set_durability(durability);
         {
-            let mut t = txn
-                .open_table(META)
-                .map_err(|e| StoreError::db(&self.path, e))?;
-            t.insert(key, keel_domain::codec::encode(v).as_slice())
-                .map_err(|e| StoreError::db(&self.path, e))?;
+            let mut t = txn.open_table(META).map_err(|e| self.err(e))?;
+            t.insert(key, codec::encode(value).as_slice())
+                .map_err(|e| self.err(e))?;
         }
-        txn.commit().map_err(|e| StoreError::db(&self.path, e))
+        txn.commit().map_err(|e| self.err(e))
     }
 
-    fn last_entry_id(&self) -> Result<Option<LogId<NodeId>>, StoreError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| StoreError::db(&self.path, e))?;
-        let t = txn
-            .open_table(LOG)
-            .map_err(|e| StoreError::db(&self.path, e))?;
-        let last = t.last().map_err(|e| StoreError::db(&self.path, e))?;
-        match last {
-            None => Ok(None),
-            Some((k, v)) => Ok(Some(
-                decode_record(&self.path, k.value(), v.value())?.log_id,
-            )),
-        }
+    fn log_state(&self) -> Result<LogState<TypeConfig>, StoreError> {
+        let txn = self.read_txn()?;
+        let purged: Option<LogId<NodeId>> = self.meta(&txn, KEY_PURGED)?;
+        let t = txn.open_table(LOG).map_err(|e| self.err(e))?;
+        let last = match t.last().map_err(|e| self.err(e))? {
+            None => None,
+            Some((k, v)) => Some(decode_record(&self.path, k.value(), v.value())?.log_id),
+        };
+        Ok(LogState {
+            last_purged_log_id: purged,
+            // With every entry purged, the last log id is the purge point.
+            last_log_id: last.or(purged),
+        })
     }
 
+    /// Entries in `(start, end)`, verified. With `limit`, stops after that
+    /// many entries or bytes (but returns at least one). A damaged record is
+    /// reported with its index.
     fn read_range(
         &self,
         start: Bound<u64>,
         end: Bound<u64>,
-    ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| StoreError::db(&self.path, e))?;
-        let t = txn
-            .open_table(LOG)
-            .map_err(|e| StoreError::db(&self.path, e))?;
+        limit: Option<(usize, usize)>,
+    ) -> Result<Vec<Entry<TypeConfig>>, ReadError> {
+        let txn = self.read_txn()?;
+        let t = txn.open_table(LOG).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for row in t
-            .range::<u64>((start, end))
-            .map_err(|e| StoreError::db(&self.path, e))?
-        {
-            let (k, v) = row.map_err(|e| StoreError::db(&self.path, e))?;
-            out.push(decode_record(&self.path, k.value(), v.value())?);
-            if out.len() >= READ_ENTRIES_MAX {
-                break;
+        let mut bytes = 0usize;
+        for row in t.range::<u64>((start, end)).map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            if let Some((entries_max, bytes_max)) = limit {
+                if !out.is_empty() && (out.len() >= entries_max || bytes >= bytes_max) {
+                    break;
+                }
             }
+            let index = k.value();
+            bytes += v.value().len();
+            let e = decode_record(&self.path, index, v.value()).map_err(|error| ReadError {
+                error,
+                index: Some(index),
+            })?;
+            out.push(e);
         }
         Ok(out)
     }
 
-    fn delete_range(
-        &self,
-        start: Bound<u64>,
-        end: Bound<u64>,
-        durability: Durability,
-    ) -> Result<(), StoreError> {
-        let mut txn = self
-            .db
-            .begin_write()
-            .map_err(|e| StoreError::db(&self.path, e))?;
-        txn.set_durability(durability);
+    fn append(&self, entries: Vec<Entry<TypeConfig>>) -> Result<(), StoreError> {
+        if let Some(w) = entries
+            .windows(2)
+            .find(|w| w[1].log_id.index != w[0].log_id.index + 1)
         {
-            let mut t = txn
-                .open_table(LOG)
-                .map_err(|e| StoreError::db(&self.path, e))?;
-            t.retain_in::<u64, _>((start, end), |_, _| false)
-                .map_err(|e| StoreError::db(&self.path, e))?;
+            return Err(StoreError::other(
+                &self.path,
+                format!(
+                    "refusing to append non-consecutive entries {} then {}",
+                    w[0].log_id, w[1].log_id
+                ),
+            ));
         }
-        txn.commit().map_err(|e| StoreError::db(&self.path, e))
+        let mut records = Vec::with_capacity(entries.len());
+        for e in &entries {
+            let rec = encode_record(e).map_err(|err| {
+                StoreError::other(&self.path, format!("encoding {}: {err}", e.log_id))
+            })?;
+            // Pair assertion (debug builds): what goes to disk reads back.
+            #[cfg(debug_assertions)]
+            decode_record(&self.path, e.log_id.index, &rec)?;
+            records.push((e.log_id.index, rec));
+        }
+        let start = Instant::now();
+        let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        // fsync before openraft hears of it: the callback (after this
+        // returns) is what lets openraft count this node towards a quorum,
+        // so an entry reported committed is on a majority's disks. redb's
+        // Immediate commit fsyncs the data pages, then the header that makes
+        // them live, so after a crash the log is either with or without this
+        // whole append, never partly written.
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut t = txn.open_table(LOG).map_err(|e| self.err(e))?;
+            for (index, rec) in &records {
+                t.insert(*index, rec.as_slice()).map_err(|e| self.err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))?;
+        if let Ok(o) = self.fsync_observer.read() {
+            if let Some(f) = o.as_ref() {
+                f(start.elapsed());
+            }
+        }
+        Ok(())
+    }
+
+    fn truncate(&self, index: u64) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        // fsync: the removed entries conflict with the leader's log. Once
+        // truncate returns, openraft may act on the shorter log; an fsync
+        // here means a crash can never bring the discarded suffix back.
+        // Truncation is rare (leader changes), so the cost does not matter.
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut t = txn.open_table(LOG).map_err(|e| self.err(e))?;
+            t.retain_in::<u64, _>(index.., |_, _| false)
+                .map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    fn purge(&self, upto: LogId<NodeId>) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        // One transaction for the purge point and the deletion, so the log
+        // never holds entries at or below its purge point. fsynced because
+        // purges are rare (once per snapshot) and it keeps the on-disk log
+        // and openraft's view of it equal from here on.
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut m = txn.open_table(META).map_err(|e| self.err(e))?;
+            m.insert(KEY_PURGED, codec::encode(&upto).as_slice())
+                .map_err(|e| self.err(e))?;
+            let mut t = txn.open_table(LOG).map_err(|e| self.err(e))?;
+            t.retain_in::<u64, _>(..=upto.index, |_, _| false)
+                .map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
     }
 }
 
-fn read_err(e: StoreError) -> StorageError<NodeId> {
-    crate::se::read_logs(any(e))
+/// A failed log read, with the index of the damaged record if it was one.
+struct ReadError {
+    error: StoreError,
+    index: Option<u64>,
 }
-fn write_err(e: StoreError) -> StorageError<NodeId> {
-    crate::se::write_logs(any(e))
+
+impl From<StoreError> for ReadError {
+    fn from(error: StoreError) -> Self {
+        Self { error, index: None }
+    }
+}
+
+impl ReadError {
+    fn into_storage(self) -> StorageError<NodeId> {
+        match self.index {
+            // Name the damaged index in openraft's error subject too.
+            Some(i) => self.error.read_log_at(i),
+            None => self.error.read_logs(),
+        }
+    }
+}
+
+fn bounds<RB: RangeBounds<u64>>(range: &RB) -> (Bound<u64>, Bound<u64>) {
+    (range.start_bound().cloned(), range.end_bound().cloned())
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -258,8 +391,26 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
-        self.read_range(range.start_bound().cloned(), range.end_bound().cloned())
-            .map_err(read_err)
+        // The whole range: openraft's `get_log_entries` (used to apply
+        // committed entries) treats a short answer as a missing entry.
+        let (start, end) = bounds(&range);
+        self.inner
+            .read_range(start, end, None)
+            .map_err(ReadError::into_storage)
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        self.inner
+            .read_range(
+                Bound::Included(start),
+                Bound::Excluded(end),
+                Some((REPLICATION_READ_ENTRIES_MAX, REPLICATION_READ_BYTES_MAX)),
+            )
+            .map_err(ReadError::into_storage)
     }
 }
 
@@ -267,12 +418,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
-        let purged: Option<LogId<NodeId>> = self.meta("purged").map_err(read_err)?;
-        let last = self.last_entry_id().map_err(read_err)?.or(purged);
-        Ok(LogState {
-            last_purged_log_id: purged,
-            last_log_id: last,
-        })
+        self.inner.log_state().map_err(|e| e.read_logs())
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -280,34 +426,51 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        // fsync: a vote forgotten after a crash could let this node vote
-        // twice in one term, electing two leaders.
-        self.put_meta("vote", vote, Durability::Immediate)
-            .map_err(|e| crate::se::write_vote(any(e)))
+        let inner = self.inner.clone();
+        let vote = *vote;
+        // fsync before returning: a vote forgotten in a crash could let this
+        // node vote again in the same term for another candidate, electing
+        // two leaders. The commit is ordered after every earlier log write,
+        // so it also makes any earlier non-durable write durable.
+        blocking(&self.inner.path, move || {
+            inner.put_meta(KEY_VOTE, &vote, Durability::Immediate)
+        })
+        .await
+        .map_err(|e| e.write_vote())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        self.meta("vote").map_err(|e| crate::se::read_vote(any(e)))
+        self.inner.read_meta(KEY_VOTE).map_err(|e| e.read_vote())
     }
 
     async fn save_committed(
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        // Not fsynced: it only lets a restarted node re-apply sooner; losing
-        // it is safe because the leader re-sends the commit index. The next
-        // fsynced append makes it durable anyway.
-        self.put_meta("committed", &committed, Durability::None)
-            .map_err(write_err)
+        let inner = self.inner.clone();
+        // Not fsynced. The committed id only lets a restarted node re-apply
+        // its log before hearing from a leader; if a crash loses it, the
+        // node restarts from an older value (or none), which is always safe:
+        // the leader re-sends the commit index with its next heartbeat. The
+        // next fsynced append or vote makes it durable anyway.
+        blocking(&self.inner.path, move || {
+            inner.put_meta(KEY_COMMITTED, &committed, Durability::None)
+        })
+        .await
+        .map_err(|e| e.write_logs())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
         Ok(self
-            .meta::<Option<LogId<NodeId>>>("committed")
-            .map_err(read_err)?
+            .inner
+            .read_meta::<Option<LogId<NodeId>>>(KEY_COMMITTED)
+            .map_err(|e| e.read_logs())?
             .flatten())
     }
 
+    /// Appends and fsyncs, then reports the entries flushed. On failure the
+    /// callback is dropped unreported and the error returned: openraft
+    /// stops the node on a log write error.
     async fn append<I>(
         &mut self,
         entries: I,
@@ -317,67 +480,73 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let start = Instant::now();
-        let res = (|| -> Result<(), StoreError> {
-            let mut txn = self
-                .db
-                .begin_write()
-                .map_err(|e| StoreError::db(&self.path, e))?;
-            // fsync before the callback: openraft counts this node towards
-            // the quorum only once the callback fires, so an acknowledged
-            // entry is on the disks of a majority.
-            txn.set_durability(Durability::Immediate);
-            {
-                let mut t = txn
-                    .open_table(LOG)
-                    .map_err(|e| StoreError::db(&self.path, e))?;
-                for e in entries {
-                    let rec = encode_record(e.log_id.index, &e)
-                        .map_err(|err| StoreError::db(&self.path, err))?;
-                    t.insert(e.log_id.index, rec.as_slice())
-                        .map_err(|err| StoreError::db(&self.path, err))?;
-                }
-            }
-            txn.commit().map_err(|e| StoreError::db(&self.path, e))
-        })();
-        if let Ok(o) = self.fsync_observer.read() {
-            if let Some(f) = o.as_ref() {
-                f(start.elapsed());
-            }
+        let entries: Vec<_> = entries.into_iter().collect();
+        if !entries.is_empty() {
+            let inner = self.inner.clone();
+            blocking(&self.inner.path, move || inner.append(entries))
+                .await
+                .map_err(|e| e.write_logs())?;
         }
-        match res {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(write_err(e))
-            }
-        }
+        callback.log_io_completed(Ok(()));
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        // Durable: a truncated (conflicting) entry must not reappear after a
-        // crash, or this node could later vote with a stale log.
-        self.delete_range(
-            Bound::Included(log_id.index),
-            Bound::Unbounded,
-            Durability::Immediate,
-        )
-        .map_err(write_err)
+        let inner = self.inner.clone();
+        blocking(&self.inner.path, move || inner.truncate(log_id.index))
+            .await
+            .map_err(|e| e.write_logs())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        // Record the purge point first: if we crash between the two commits
-        // the log still reads consistently (entries at or below it ignored).
-        self.put_meta("purged", &log_id, Durability::Immediate)
-            .map_err(write_err)?;
-        self.delete_range(
-            Bound::Unbounded,
-            Bound::Included(log_id.index),
-            Durability::None,
-        )
-        .map_err(write_err)
+        let inner = self.inner.clone();
+        blocking(&self.inner.path, move || inner.purge(log_id))
+            .await
+            .map_err(|e| e.write_logs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Normal(keel_domain::Batch {
+                leader_time_ms: 7,
+                commands: Vec::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_every_bit_flip_is_caught() {
+        let p = Path::new("log.redb");
+        let e = entry(3, 9);
+        let rec = encode_record(&e).unwrap();
+        assert_eq!(decode_record(p, 9, &rec).unwrap(), e);
+        for bit in 0..rec.len() * 8 {
+            let mut bad = rec.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            let err = decode_record(p, 9, &bad).unwrap_err();
+            assert!(err.is_corrupt(), "bit {bit}: {err}");
+            assert!(err.to_string().contains("log index 9"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_record_under_another_index_or_torn_is_corrupt() {
+        let p = Path::new("log.redb");
+        let rec = encode_record(&entry(1, 4)).unwrap();
+        let err = decode_record(p, 5, &rec).unwrap_err();
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        for len in 0..RECORD_HEADER_BYTES {
+            let err = decode_record(p, 4, &rec[..len]).unwrap_err();
+            assert!(err.to_string().contains("torn write"), "{err}");
+        }
+        let err = decode_record(p, 4, &rec[..rec.len() - 1]).unwrap_err();
+        assert!(err.is_corrupt());
     }
 }

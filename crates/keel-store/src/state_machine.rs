@@ -1,10 +1,13 @@
-//! The state machine on redb: applies committed entries with
-//! `keel_domain::apply_batch`, one write transaction per `apply` call, and
-//! builds and installs snapshots.
+//! The state machine on redb (`state.redb`): applies committed entries with
+//! [`keel_domain::apply_batch`], one write transaction per `apply` call, and
+//! builds and installs snapshots (files in the snapshot directory, the
+//! current one named in the state's metadata).
 
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use keel_domain::{Applied, Table};
@@ -13,17 +16,55 @@ use openraft::{
     BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
     StoredMembership,
 };
-use redb::{Database, Durability, ReadableTable};
+use redb::{Database, Durability};
 
-use crate::redb_tables::{def, StateReader, WriteTxnTables, KEY_APPLIED, KEY_MEMBERSHIP, SM_META};
+use crate::error::blocking;
+use crate::redb_tables::{
+    def, encode_meta, read_meta_in, table_error, write_meta, SnapshotRef, StateReader,
+    WriteTxnTables, KEY_APPLIED, KEY_MEMBERSHIP, KEY_SNAPSHOT, SM_META,
+};
 use crate::snapshot::{self, SnapshotHeader, SnapshotWriter};
-use crate::{sm_read_err, sm_write_err, NodeId, Observer, StoreError, TypeConfig};
+use crate::{NodeId, Observer, StoreError, TypeConfig};
 
-/// In debug builds the full invariant check runs after every apply while
-/// the state holds at most this many orders; above it the O(state) scan
-/// would dominate test run time. Release builds never run it on this path.
+/// In debug builds the full invariant check runs after every `apply` call
+/// (and snapshot install) while the state holds at most this many orders.
+/// The check rescans every table, so above this it would turn test runs
+/// quadratic; release builds never run it on this path.
 pub const DEBUG_INVARIANT_CHECK_ORDERS_MAX: u64 = 5_000;
-const CURRENT: &str = "current.snap";
+/// Every this many `apply` commits, one is fsynced. Applying needs no fsync
+/// for safety (the log is replayed from the last durable commit), but redb
+/// frees pages replaced by non-durable commits only at the next durable one,
+/// so without this the file would grow by every page every apply touched
+/// until the next snapshot. One fsync per 256 applies is noise next to the
+/// log's fsync per append, and also bounds the replay after a crash.
+pub const APPLY_COMMITS_PER_FSYNC_MAX: u64 = 256;
+/// redb's page cache for the state: large enough that queries and applies
+/// of a working set of orders stay in memory, small enough for three nodes
+/// on one laptop (redb's default is 1 GiB).
+const STATE_CACHE_BYTES: usize = 128 << 20;
+
+/// (device, inode) of a file, to recognise the file openraft hands back.
+type FileId = (u64, u64);
+
+#[cfg(unix)]
+fn file_id(m: &std::fs::Metadata) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    Some((m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &std::fs::Metadata) -> Option<FileId> {
+    None
+}
+
+/// A snapshot's meta and an open handle to its file.
+type SnapshotFile = (SnapshotMeta<NodeId, BasicNode>, File);
+
+/// A file handed out by `begin_receiving_snapshot`.
+struct Incoming {
+    path: PathBuf,
+    id: Option<FileId>,
+}
 
 struct Inner {
     db: Database,
@@ -31,8 +72,13 @@ struct Inner {
     snap_dir: PathBuf,
     applied: RwLock<Option<LogId<NodeId>>>,
     apply_observer: RwLock<Option<Observer>>,
+    /// Serialises building, installing and opening snapshots, so the current
+    /// snapshot file never changes under one of them.
     snapshot_lock: Mutex<()>,
-    snapshot_seq: AtomicU64,
+    /// Names new snapshot files; starts above the current snapshot's.
+    next_seq: AtomicU64,
+    incoming: Mutex<Vec<Incoming>>,
+    commits_since_fsync: AtomicU64,
 }
 
 /// The state-machine store. Cheap to clone; clones share the database.
@@ -41,15 +87,39 @@ pub struct StateMachineStore {
     inner: Arc<Inner>,
 }
 
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir, e))
+}
+
+fn snapshot_meta(h: SnapshotHeader) -> SnapshotMeta<NodeId, BasicNode> {
+    SnapshotMeta {
+        last_log_id: h.last_log_id,
+        last_membership: h.membership,
+        snapshot_id: h.snapshot_id,
+    }
+}
+
 impl StateMachineStore {
-    /// Opens the state database and checks its metadata decodes.
+    /// Opens (creating if needed) the state database at `path` with its
+    /// snapshots in `snap_dir`. Checks that the metadata and the domain
+    /// summary decode and that the current snapshot file exists, and
+    /// removes files left in `snap_dir` by an interrupted build or receive.
     pub fn open(path: &Path, snap_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(snap_dir).map_err(|e| StoreError::io(snap_dir, e))?;
-        let db = Database::create(path).map_err(|e| StoreError::Corrupt {
-            file: path.to_path_buf(),
-            location: "database header".into(),
-            detail: format!("redb cannot open it: {e}"),
-        })?;
+        let db = redb::Builder::new()
+            .set_cache_size(STATE_CACHE_BYTES)
+            .create(path)
+            .map_err(|e| StoreError::db(path, e))?;
+        let txn = db.begin_write().map_err(|e| StoreError::db(path, e))?;
+        WriteTxnTables::open(&txn).map_err(|e| StoreError::db(path, e))?;
+        txn.open_table(SM_META)
+            .map_err(|e| StoreError::db(path, e))?;
+        // Creating empty tables needs no fsync: if lost, the next open
+        // creates them again.
+        txn.commit().map_err(|e| StoreError::db(path, e))?;
+
         let s = Self {
             inner: Arc::new(Inner {
                 db,
@@ -58,83 +128,156 @@ impl StateMachineStore {
                 applied: RwLock::new(None),
                 apply_observer: RwLock::new(None),
                 snapshot_lock: Mutex::new(()),
-                snapshot_seq: AtomicU64::new(0),
+                next_seq: AtomicU64::new(1),
+                incoming: Mutex::new(Vec::new()),
+                commits_since_fsync: AtomicU64::new(0),
             }),
         };
         let r = s.reader()?;
         let applied = r.applied()?;
         r.membership()?;
+        keel_domain::apply::load_summary(&r).map_err(|e| table_error(path, e))?;
+        let current = r.snapshot_ref()?;
+        drop(r);
         if let Ok(mut a) = s.inner.applied.write() {
             *a = applied;
         }
-        // Remove half-received snapshots left by a crash.
-        if let Ok(dir) = std::fs::read_dir(snap_dir) {
-            for e in dir.flatten() {
-                if e.file_name().to_string_lossy().starts_with("incoming-") {
-                    let _ = std::fs::remove_file(e.path());
-                }
+        if let Some(c) = &current {
+            s.inner.next_seq.store(c.seq + 1, Ordering::Relaxed);
+            let p = snap_dir.join(&c.file);
+            if !p.is_file() {
+                return Err(StoreError::corrupt(
+                    &p,
+                    "snapshot directory",
+                    "the current snapshot file is missing",
+                ));
             }
         }
+        s.remove_snapshot_files_except(current.as_ref().map(|c| c.file.as_str()))?;
         Ok(s)
     }
 
-    /// A consistent read view of the state.
+    /// A consistent read view of the state (one redb read transaction),
+    /// implementing [`keel_domain::ReadTables`].
     pub fn reader(&self) -> Result<StateReader, StoreError> {
         let txn = self
             .inner
             .db
             .begin_read()
             .map_err(|e| StoreError::db(&self.inner.path, e))?;
-        Ok(StateReader {
-            txn,
-            path: self.inner.path.clone(),
-        })
+        StateReader::new(txn, &self.inner.path)
     }
 
-    /// The last applied log id (from memory).
+    /// The last applied log id (`None` if nothing was applied), from memory.
     pub fn last_applied(&self) -> Option<LogId<NodeId>> {
         self.inner.applied.read().ok().and_then(|a| *a)
     }
 
-    /// Sets a callback that observes each apply call's duration.
+    /// Sets a callback that observes each `apply` call's duration.
     pub fn set_apply_observer(&self, f: Observer) {
         if let Ok(mut o) = self.inner.apply_observer.write() {
             *o = Some(f);
         }
     }
 
+    /// The state database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The snapshot directory.
+    pub fn snapshot_dir(&self) -> &Path {
+        &self.inner.snap_dir
+    }
+
+    fn err(&self, e: impl Into<redb::Error>) -> StoreError {
+        StoreError::db(&self.inner.path, e)
+    }
+
+    fn lock_snapshots(&self) -> Result<MutexGuard<'_, ()>, StoreError> {
+        self.inner
+            .snapshot_lock
+            .lock()
+            .map_err(|_| StoreError::other(&self.inner.snap_dir, "snapshot lock poisoned"))
+    }
+
+    fn set_applied(&self, applied: Option<LogId<NodeId>>) {
+        if let Ok(mut a) = self.inner.applied.write() {
+            *a = applied;
+        }
+    }
+
+    fn remove_snapshot_files_except(&self, keep: Option<&str>) -> Result<(), StoreError> {
+        let dir = &self.inner.snap_dir;
+        let entries = std::fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))?;
+        for e in entries {
+            let e = e.map_err(|e| StoreError::io(dir, e))?;
+            let name = e.file_name();
+            if Some(name.to_string_lossy().as_ref()) == keep || !e.path().is_file() {
+                continue;
+            }
+            tracing::info!(file = %e.path().display(), "removing stale snapshot file");
+            std::fs::remove_file(e.path()).map_err(|err| StoreError::io(&e.path(), err))?;
+        }
+        Ok(())
+    }
+
+    /// Applies `entries` in one write transaction. `at` tracks the entry
+    /// being applied, for the error report.
     fn apply_entries(
         &self,
         entries: Vec<Entry<TypeConfig>>,
+        at: &mut Option<LogId<NodeId>>,
     ) -> Result<Vec<Vec<Applied>>, StoreError> {
         let path = &self.inner.path;
-        let mut txn = self
+        let Some(last) = entries.last().map(|e| e.log_id) else {
+            return Ok(Vec::new());
+        };
+        // Pair assertion: the log hands each entry over once, in order.
+        let mut prev = self.last_applied();
+        for e in &entries {
+            if prev.is_some_and(|p| e.log_id.index <= p.index) {
+                *at = Some(e.log_id);
+                return Err(StoreError::other(
+                    path,
+                    format!(
+                        "asked to apply {} after {}",
+                        e.log_id,
+                        prev.map_or(String::new(), |p| p.to_string())
+                    ),
+                ));
+            }
+            prev = Some(e.log_id);
+        }
+
+        let mut txn = self.inner.db.begin_write().map_err(|e| self.err(e))?;
+        let commits = self
             .inner
-            .db
-            .begin_write()
-            .map_err(|e| StoreError::db(path, e))?;
-        // Not fsynced: after a crash redb comes back at its last durable
-        // commit, whose applied id is stored alongside, and openraft
-        // re-applies the log from there. The log is only purged behind a
-        // snapshot, and a snapshot first makes the state durable.
-        txn.set_durability(Durability::None);
+            .commits_since_fsync
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        let fsync = commits >= APPLY_COMMITS_PER_FSYNC_MAX;
+        // Not fsynced (but see APPLY_COMMITS_PER_FSYNC_MAX): after a crash
+        // redb recovers to its last durable commit, which holds the applied
+        // log id of exactly the state it holds, and openraft re-applies the
+        // log from there. The log is never purged past the last snapshot,
+        // and a snapshot is only reported after a durable commit covering it.
+        txn.set_durability(if fsync {
+            Durability::Immediate
+        } else {
+            Durability::None
+        });
         let mut out = Vec::with_capacity(entries.len());
-        let mut last: Option<LogId<NodeId>> = None;
         let mut membership: Option<StoredMembership<NodeId, BasicNode>> = None;
         {
-            let mut tables = WriteTxnTables::open(&txn).map_err(|e| StoreError::db(path, e))?;
+            let mut tables = WriteTxnTables::open(&txn).map_err(|e| self.err(e))?;
             for e in entries {
-                last = Some(e.log_id);
+                *at = Some(e.log_id);
                 match e.payload {
                     EntryPayload::Blank => out.push(Vec::new()),
                     EntryPayload::Normal(batch) => {
-                        let r = keel_domain::apply_batch(&mut tables, &batch).map_err(|err| {
-                            StoreError::Corrupt {
-                                file: path.clone(),
-                                location: format!("applying log index {}", e.log_id.index),
-                                detail: err.to_string(),
-                            }
-                        })?;
+                        let r = keel_domain::apply_batch(&mut tables, &batch)
+                            .map_err(|err| table_error(path, err))?;
                         out.push(r);
                     }
                     EntryPayload::Membership(m) => {
@@ -144,209 +287,286 @@ impl StateMachineStore {
                 }
             }
             #[cfg(debug_assertions)]
-            debug_check(&tables, path)?;
+            debug_check(&tables, path, "after apply")?;
         }
-        {
-            let mut meta = txn
-                .open_table(SM_META)
-                .map_err(|e| StoreError::db(path, e))?;
-            meta.insert(KEY_APPLIED, keel_domain::codec::encode(&last).as_slice())
-                .map_err(|e| StoreError::db(path, e))?;
-            if let Some(m) = &membership {
-                meta.insert(KEY_MEMBERSHIP, keel_domain::codec::encode(m).as_slice())
-                    .map_err(|e| StoreError::db(path, e))?;
-            }
+        let mut meta = vec![(KEY_APPLIED, encode_meta(&Some(last)))];
+        if let Some(m) = &membership {
+            meta.push((KEY_MEMBERSHIP, encode_meta(m)));
         }
-        txn.commit().map_err(|e| StoreError::db(path, e))?;
-        if let (Some(l), Ok(mut a)) = (last, self.inner.applied.write()) {
-            *a = Some(l);
+        write_meta(&txn, path, &meta)?;
+        txn.commit().map_err(|e| self.err(e))?;
+        if fsync {
+            self.inner.commits_since_fsync.store(0, Ordering::Relaxed);
         }
+        self.set_applied(Some(last));
         Ok(out)
     }
 
-    /// Makes every applied commit durable (an empty fsynced commit).
-    fn make_durable(&self) -> Result<(), StoreError> {
+    /// Records `file` as the current snapshot and returns the one it
+    /// replaces. The commit is fsynced; see the callers for why.
+    fn set_current_snapshot(
+        &self,
+        current: &SnapshotRef,
+    ) -> Result<Option<SnapshotRef>, StoreError> {
         let path = &self.inner.path;
-        let mut txn = self
-            .inner
-            .db
-            .begin_write()
-            .map_err(|e| StoreError::db(path, e))?;
+        let mut txn = self.inner.db.begin_write().map_err(|e| self.err(e))?;
         txn.set_durability(Durability::Immediate);
-        txn.commit().map_err(|e| StoreError::db(path, e))
+        let old = read_meta_in::<SnapshotRef>(&txn, path, KEY_SNAPSHOT)?;
+        write_meta(&txn, path, &[(KEY_SNAPSHOT, encode_meta(current))])?;
+        txn.commit().map_err(|e| self.err(e))?;
+        self.inner.commits_since_fsync.store(0, Ordering::Relaxed);
+        Ok(old)
     }
 
-    fn current_path(&self) -> PathBuf {
-        self.inner.snap_dir.join(CURRENT)
-    }
-
-    fn build(&self) -> Result<SnapshotHeader, StoreError> {
-        let _guard = self
-            .inner
-            .snapshot_lock
-            .lock()
-            .map_err(|_| StoreError::db(&self.inner.path, "snapshot lock poisoned"))?;
-        // The snapshot may let the log be purged up to its index, so the
-        // state it covers must survive a crash first.
-        self.make_durable()?;
-        let r = self.reader()?;
-        let last = r.applied()?;
-        let seq = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-        let header = SnapshotHeader {
-            snapshot_id: format!(
-                "{}-{}-{}",
-                last.map_or(0, |l| l.leader_id.term),
-                last.map_or(0, |l| l.index),
-                seq
-            ),
-            last_log_id: last,
-            membership: r.membership()?,
-        };
-        let tmp = self.inner.snap_dir.join(format!("building-{seq}.snap"));
-        let file = std::fs::File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
-        let mut w = SnapshotWriter::create(file, &header).map_err(|e| StoreError::io(&tmp, e))?;
-        for t in Table::ALL {
-            let table = match r.txn.open_table(def(t)) {
-                Ok(x) => x,
-                Err(redb::TableError::TableDoesNotExist(_)) => continue,
-                Err(e) => return Err(StoreError::db(&self.inner.path, e)),
-            };
-            for row in table
-                .iter()
-                .map_err(|e| StoreError::db(&self.inner.path, e))?
-            {
-                let (k, v) = row.map_err(|e| StoreError::db(&self.inner.path, e))?;
-                w.row(t, k.value(), v.value())
-                    .map_err(|e| StoreError::io(&tmp, e))?;
+    fn remove_old_snapshot(&self, old: Option<SnapshotRef>, current: &SnapshotRef) {
+        if let Some(old) = old.filter(|o| o.file != current.file) {
+            let p = self.inner.snap_dir.join(&old.file);
+            // Best effort: a file left behind is removed at the next open.
+            if let Err(e) = std::fs::remove_file(&p) {
+                tracing::warn!(file = %p.display(), error = %e, "could not remove old snapshot");
             }
         }
-        w.finish().map_err(|e| StoreError::io(&tmp, e))?;
-        self.publish(&tmp)?;
-        Ok(header)
     }
 
-    /// Atomically makes `file` the current snapshot (rename + dir fsync).
-    fn publish(&self, file: &Path) -> Result<(), StoreError> {
-        let cur = self.current_path();
-        std::fs::rename(file, &cur).map_err(|e| StoreError::io(&cur, e))?;
-        let dir = std::fs::File::open(&self.inner.snap_dir)
-            .map_err(|e| StoreError::io(&self.inner.snap_dir, e))?;
-        dir.sync_all()
-            .map_err(|e| StoreError::io(&self.inner.snap_dir, e))
+    /// Writes a snapshot of one consistent read view, makes it current and
+    /// returns its meta and an open handle to it.
+    fn build(&self) -> Result<SnapshotFile, StoreError> {
+        let _guard = self.lock_snapshots()?;
+        let r = self.reader()?;
+        let last = r.applied()?;
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        let snapshot_id = match last {
+            Some(l) => format!("{}-{}-{seq}", l.leader_id.term, l.index),
+            None => format!("none-{seq}"),
+        };
+        let header = SnapshotHeader::new(snapshot_id, last, r.membership()?);
+        let tmp = self.inner.snap_dir.join(format!("building-{seq}.part"));
+        let written = (|| {
+            let f = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+            let mut w = SnapshotWriter::create(f, &header).map_err(|e| StoreError::io(&tmp, e))?;
+            r.for_each_row(|t, k, v| w.row(t, k, v).map_err(|e| StoreError::io(&tmp, e)))?;
+            w.finish().map_err(|e| StoreError::io(&tmp, e))?;
+            File::open(&tmp).map_err(|e| StoreError::io(&tmp, e))
+        })();
+        drop(r);
+        let handle = match written {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let current = SnapshotRef {
+            file: format!("snap-{seq}.snap"),
+            seq,
+        };
+        let final_path = self.inner.snap_dir.join(&current.file);
+        std::fs::rename(&tmp, &final_path).map_err(|e| StoreError::io(&final_path, e))?;
+        // fsync the directory so the renamed file's name survives a crash
+        // before the state names it current.
+        sync_dir(&self.inner.snap_dir)?;
+        // fsync (Immediate) the commit that names the file current. It also
+        // makes the state the snapshot was read from durable: that read
+        // view only saw commits made before this one, and a durable redb
+        // commit makes every earlier commit durable. openraft may purge the
+        // log up to this snapshot once we return, so both must be on disk.
+        let old = self.set_current_snapshot(&current)?;
+        self.remove_old_snapshot(old, &current);
+        Ok((snapshot_meta(header), handle))
+    }
+
+    fn current_snapshot(&self) -> Result<Option<SnapshotFile>, StoreError> {
+        let _guard = self.lock_snapshots()?;
+        let Some(current) = self.reader()?.snapshot_ref()? else {
+            return Ok(None);
+        };
+        let p = self.inner.snap_dir.join(&current.file);
+        // Verified in full each time it is served: a damaged snapshot is
+        // never sent to a follower.
+        let header = snapshot::verify(&p)?;
+        let f = File::open(&p).map_err(|e| StoreError::io(&p, e))?;
+        Ok(Some((snapshot_meta(header), f)))
+    }
+
+    fn begin_receiving(&self) -> Result<File, StoreError> {
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        let p = self.inner.snap_dir.join(format!("incoming-{seq}.part"));
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&p)
+            .map_err(|e| StoreError::io(&p, e))?;
+        let id = f.metadata().ok().and_then(|m| file_id(&m));
+        self.inner
+            .incoming
+            .lock()
+            .map_err(|_| StoreError::other(&p, "incoming snapshot list poisoned"))?
+            .push(Incoming { path: p, id });
+        Ok(f)
+    }
+
+    /// Turns the handle openraft gives back into a file of ours in the
+    /// snapshot directory, with its bytes on disk. Normally the handle is
+    /// the file `begin_receiving` created; if it is another file (openraft
+    /// allows swapping the handle), its contents are copied.
+    fn take_received(&self, mut received: File) -> Result<PathBuf, StoreError> {
+        let dir = &self.inner.snap_dir;
+        let id = received
+            .metadata()
+            .map_err(|e| StoreError::io(dir, e))
+            .map(|m| file_id(&m))?;
+        let handed_out = std::mem::take(
+            &mut *self
+                .inner
+                .incoming
+                .lock()
+                .map_err(|_| StoreError::other(dir, "incoming snapshot list poisoned"))?,
+        );
+        let mut ours = None;
+        for inc in handed_out {
+            if ours.is_none() && id.is_some() && inc.id == id {
+                ours = Some(inc.path);
+            } else {
+                // openraft receives one snapshot at a time, so any other
+                // file handed out before this install was abandoned.
+                let _ = std::fs::remove_file(&inc.path);
+            }
+        }
+        let path = match ours {
+            Some(p) => p,
+            None => {
+                let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+                let p = dir.join(format!("incoming-{seq}.part"));
+                let mut copy = File::create(&p).map_err(|e| StoreError::io(&p, e))?;
+                received
+                    .seek(SeekFrom::Start(0))
+                    .and_then(|_| std::io::copy(&mut received, &mut copy))
+                    .map_err(|e| StoreError::io(&p, e))?;
+                received = copy;
+                p
+            }
+        };
+        // fsync the received bytes before the file can become current.
+        received.sync_all().map_err(|e| StoreError::io(&path, e))?;
+        Ok(path)
     }
 
     fn install(
         &self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
-        file: &Path,
+        received: File,
     ) -> Result<(), StoreError> {
-        let _guard = self
-            .inner
-            .snapshot_lock
-            .lock()
-            .map_err(|_| StoreError::db(&self.inner.path, "snapshot lock poisoned"))?;
-        // Verify the whole file before touching the state.
-        let header = snapshot::read(file, |_, _, _| Ok(()))?;
-        if header.last_log_id != meta.last_log_id {
-            return Err(StoreError::Corrupt {
-                file: file.to_path_buf(),
-                location: "snapshot header".into(),
-                detail: format!(
-                    "covers {:?}, leader announced {:?}",
-                    header.last_log_id, meta.last_log_id
-                ),
-            });
+        let _guard = self.lock_snapshots()?;
+        let incoming = self.take_received(received)?;
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        let current = SnapshotRef {
+            file: format!("snap-{seq}.snap"),
+            seq,
+        };
+        let final_path = self.inner.snap_dir.join(&current.file);
+        let res = self.install_file(meta, &incoming, &final_path, &current);
+        if res.is_err() {
+            // A refused or failed snapshot is not kept; the state and the
+            // current snapshot are as they were.
+            let _ = std::fs::remove_file(&incoming);
+            let _ = std::fs::remove_file(&final_path);
         }
-        let path = &self.inner.path;
-        let mut txn = self
-            .inner
-            .db
-            .begin_write()
-            .map_err(|e| StoreError::db(path, e))?;
-        // One fsynced transaction: a crash mid-install leaves the old state.
-        txn.set_durability(Durability::Immediate);
-        for t in Table::ALL {
-            txn.delete_table(def(t))
-                .map_err(|e| StoreError::db(path, e))?;
-        }
-        {
-            let mut tables = WriteTxnTables::open(&txn).map_err(|e| StoreError::db(path, e))?;
-            snapshot::read(file, |t, k, v| {
-                keel_domain::WriteTables::put(&mut tables, t, k, v)
-                    .map_err(|e| StoreError::db(path, e))
-            })?;
-        }
-        {
-            let mut m = txn
-                .open_table(SM_META)
-                .map_err(|e| StoreError::db(path, e))?;
-            m.insert(
-                KEY_APPLIED,
-                keel_domain::codec::encode(&header.last_log_id).as_slice(),
-            )
-            .map_err(|e| StoreError::db(path, e))?;
-            m.insert(
-                KEY_MEMBERSHIP,
-                keel_domain::codec::encode(&header.membership).as_slice(),
-            )
-            .map_err(|e| StoreError::db(path, e))?;
-        }
-        txn.commit().map_err(|e| StoreError::db(path, e))?;
-        if let Ok(mut a) = self.inner.applied.write() {
-            *a = header.last_log_id;
-        }
-        self.publish(file)
+        res
     }
 
-    async fn open_current(&self) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
-        let cur = self.current_path();
-        if !cur.exists() {
-            return Ok(None);
+    fn install_file(
+        &self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        incoming: &Path,
+        final_path: &Path,
+        current: &SnapshotRef,
+    ) -> Result<(), StoreError> {
+        // Verify the whole file before touching the state.
+        let header = snapshot::verify(incoming)?;
+        let announced = (&meta.snapshot_id, &meta.last_log_id, &meta.last_membership);
+        if (&header.snapshot_id, &header.last_log_id, &header.membership) != announced {
+            return Err(StoreError::corrupt(
+                incoming,
+                "snapshot header",
+                format!(
+                    "file holds snapshot {} up to {:?}, the leader announced {} up to {:?}",
+                    header.snapshot_id, header.last_log_id, meta.snapshot_id, meta.last_log_id
+                ),
+            ));
         }
-        let header = snapshot::read(&cur, |_, _, _| Ok(()))?;
-        let f = tokio::fs::File::open(&cur)
-            .await
-            .map_err(|e| StoreError::io(&cur, e))?;
-        Ok(Some(Snapshot {
-            meta: SnapshotMeta {
-                last_log_id: header.last_log_id,
-                last_membership: header.membership,
-                snapshot_id: header.snapshot_id,
-            },
-            snapshot: Box::new(f),
-        }))
+        std::fs::rename(incoming, final_path).map_err(|e| StoreError::io(final_path, e))?;
+        // fsync the directory: the state is about to name this file current.
+        sync_dir(&self.inner.snap_dir)?;
+
+        let path = &self.inner.path;
+        let mut txn = self.inner.db.begin_write().map_err(|e| self.err(e))?;
+        // One fsynced transaction replaces every table, the applied log id,
+        // the membership and the current snapshot's name: a crash before the
+        // commit leaves the old state and snapshot, after it the new ones.
+        // fsynced because openraft purges the log up to the snapshot next.
+        txn.set_durability(Durability::Immediate);
+        let old = read_meta_in::<SnapshotRef>(&txn, path, KEY_SNAPSHOT)?;
+        for t in Table::ALL {
+            txn.delete_table(def(t)).map_err(|e| self.err(e))?;
+        }
+        {
+            let mut tables = WriteTxnTables::open(&txn).map_err(|e| self.err(e))?;
+            // Second pass over the file, streaming; it is checked again as
+            // it goes, and any error drops the transaction uncommitted.
+            snapshot::read(final_path, |t, k, v| {
+                keel_domain::WriteTables::put(&mut tables, t, k, v)
+                    .map_err(|e| table_error(path, e))
+            })?;
+            #[cfg(debug_assertions)]
+            debug_check(&tables, path, "after installing a snapshot")?;
+        }
+        write_meta(
+            &txn,
+            path,
+            &[
+                (KEY_APPLIED, encode_meta(&header.last_log_id)),
+                (KEY_MEMBERSHIP, encode_meta(&header.membership)),
+                (KEY_SNAPSHOT, encode_meta(current)),
+            ],
+        )?;
+        txn.commit().map_err(|e| self.err(e))?;
+        self.inner.commits_since_fsync.store(0, Ordering::Relaxed);
+        self.set_applied(header.last_log_id);
+        self.remove_old_snapshot(old, current);
+        Ok(())
     }
 }
 
 #[cfg(debug_assertions)]
-fn debug_check(tables: &WriteTxnTables<'_>, path: &Path) -> Result<(), StoreError> {
-    let s = keel_domain::apply::load_summary(tables).map_err(|e| StoreError::db(path, e))?;
-    if s.next_order_id > DEBUG_INVARIANT_CHECK_ORDERS_MAX {
+fn debug_check(tables: &WriteTxnTables<'_>, path: &Path, when: &str) -> Result<(), StoreError> {
+    let s = keel_domain::apply::load_summary(tables).map_err(|e| table_error(path, e))?;
+    let orders: u64 = s.orders_by_status.values().sum();
+    if orders > DEBUG_INVARIANT_CHECK_ORDERS_MAX {
         return Ok(());
     }
-    let v = keel_domain::check_invariants(tables).map_err(|e| StoreError::db(path, e))?;
+    let v = keel_domain::check_invariants(tables).map_err(|e| table_error(path, e))?;
     if v.is_empty() {
-        Ok(())
-    } else {
-        Err(StoreError::Corrupt {
-            file: path.to_path_buf(),
-            location: "state after apply".into(),
-            detail: format!("invariants violated: {v:?}"),
-        })
+        return Ok(());
     }
+    Err(StoreError::corrupt(
+        path,
+        format!("state {when}"),
+        format!("invariants violated: {v:?}"),
+    ))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.build())
+        let (meta, f) = blocking(&self.inner.snap_dir, move || me.build())
             .await
-            .map_err(sm_write_err)?
-            .map_err(|e| crate::se::write_snapshot(None, crate::any(e)))?;
-        self.open_current()
-            .await
-            .map_err(|e| crate::se::read_snapshot(None, crate::any(e)))?
-            .ok_or_else(|| crate::se::read_snapshot(None, crate::any("snapshot vanished")))
+            .map_err(|e| e.write_snapshot())?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(f)),
+        })
     }
 }
 
@@ -357,13 +577,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         &mut self,
     ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>>
     {
-        let r = self.reader().map_err(sm_read_err)?;
+        let r = self.reader().map_err(|e| e.read_state_machine())?;
         Ok((
-            r.applied().map_err(sm_read_err)?,
-            r.membership().map_err(sm_read_err)?,
+            r.applied().map_err(|e| e.read_state_machine())?,
+            r.membership().map_err(|e| e.read_state_machine())?,
         ))
     }
 
+    /// Applies the entries in one transaction and returns each entry's
+    /// results (empty for blank and membership entries). A storage error or
+    /// corruption is returned, never a panic; openraft then stops the node.
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Applied>>, StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
@@ -371,13 +594,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let start = Instant::now();
         let entries: Vec<_> = entries.into_iter().collect();
-        let res = self.apply_entries(entries).map_err(sm_write_err);
+        let me = self.clone();
+        let res = blocking(&self.inner.path, move || {
+            let mut at = None;
+            Ok(me.apply_entries(entries, &mut at).map_err(|e| (e, at)))
+        })
+        .await;
         if let Ok(o) = self.inner.apply_observer.read() {
             if let Some(f) = o.as_ref() {
                 f(start.elapsed());
             }
         }
-        res
+        match res {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err((e, at))) => Err(e.apply(at)),
+            Err(e) => Err(e.apply(None)),
+        }
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -387,27 +619,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn begin_receiving_snapshot(
         &mut self,
     ) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
-        let seq = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-        let p = self
-            .inner
-            .snap_dir
-            .join(format!("incoming-{seq}-{}.snap", std::process::id()));
-        let f = tokio::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&p)
+        let me = self.clone();
+        let f = blocking(&self.inner.snap_dir, move || me.begin_receiving())
             .await
-            .map_err(|e| {
-                crate::se::write_snapshot(None, crate::any(format!("{}: {e}", p.display())))
-            })?;
-        if let Ok(mut g) = INCOMING.lock() {
-            g.push((Arc::as_ptr(&self.inner) as usize, p));
-        }
-        Ok(Box::new(f))
+            .map_err(|e| e.write_snapshot())?;
+        Ok(Box::new(tokio::fs::File::from_std(f)))
     }
 
+    /// Verifies the received file in full, then replaces the state with it
+    /// in one fsynced transaction. A damaged or mismatched snapshot is
+    /// refused and the state left as it was.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
@@ -415,36 +636,28 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), StorageError<NodeId>> {
         use tokio::io::AsyncWriteExt;
         let mut f = *snapshot;
-        f.flush().await.map_err(sm_write_err)?;
-        f.sync_all().await.map_err(sm_write_err)?;
-        drop(f);
-        let key = Arc::as_ptr(&self.inner) as usize;
-        let path = INCOMING
-            .lock()
-            .ok()
-            .and_then(|mut g| {
-                g.iter()
-                    .rposition(|(k, _)| *k == key)
-                    .map(|i| g.remove(i).1)
-            })
-            .ok_or_else(|| sm_write_err("no snapshot is being received"))?;
+        // Completes any write tokio still has in flight on the handle.
+        f.flush()
+            .await
+            .map_err(|e| StoreError::io(&self.inner.snap_dir, e).write_snapshot())?;
+        let f = f.into_std().await;
         let me = self.clone();
         let meta = meta.clone();
-        tokio::task::spawn_blocking(move || me.install(&meta, &path))
+        blocking(&self.inner.snap_dir, move || me.install(&meta, f))
             .await
-            .map_err(sm_write_err)?
-            .map_err(|e| crate::se::write_snapshot(None, crate::any(e)))
+            .map_err(|e| e.write_snapshot())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        self.open_current()
+        let me = self.clone();
+        let current = blocking(&self.inner.snap_dir, move || me.current_snapshot())
             .await
-            .map_err(|e| crate::se::read_snapshot(None, crate::any(e)))
+            .map_err(|e| e.read_snapshot())?;
+        Ok(current.map(|(meta, f)| Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(f)),
+        }))
     }
 }
-
-/// Paths of snapshot files being received, by store: openraft hands the file
-/// back to `install_snapshot` as a handle without its path.
-static INCOMING: Mutex<Vec<(usize, PathBuf)>> = Mutex::new(Vec::new());
