@@ -35,8 +35,10 @@ pub const DEBUG_INVARIANT_CHECK_ORDERS_MAX: u64 = 5_000;
 /// for safety (the log is replayed from the last durable commit), but redb
 /// frees pages replaced by non-durable commits only at the next durable one,
 /// so without this the file would grow by every page every apply touched
-/// until the next snapshot. One fsync per 256 applies is noise next to the
-/// log's fsync per append, and also bounds the replay after a crash.
+/// until the next snapshot (measured: a one-command apply grows it by about
+/// 50 KiB; 2,000 of them took it from 33 MiB to 129 MiB, while with this
+/// limit it stayed at 33 MiB). One fsync per 256 applies is noise next to
+/// the log's fsync per append, and it also bounds the replay after a crash.
 pub const APPLY_COMMITS_PER_FSYNC_MAX: u64 = 256;
 /// redb's page cache for the state: large enough that queries and applies
 /// of a working set of orders stay in memory, small enough for three nodes
