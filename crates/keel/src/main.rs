@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod admin;
 mod bench_apply;
+mod bench_cluster;
 mod demo;
 mod node_cmd;
 mod up;
@@ -39,6 +40,9 @@ enum BenchCmd {
     /// Apply throughput of the pure state machine on in-memory tables: the
     /// ceiling the replicated path is measured against.
     Apply(bench_apply::Args),
+    /// Orders/s and latency of a local 3-node cluster (fsync on) under N
+    /// concurrent HTTP clients, uniform and hot-SKU.
+    Cluster(bench_cluster::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,5 +65,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Demo(a) => demo::run(a),
         Cmd::Admin(a) => admin::run(a),
         Cmd::Bench(BenchCmd::Apply(args)) => bench_apply::run(args),
+        Cmd::Bench(BenchCmd::Cluster(args)) => bench_cluster::run(args),
     }
 }
