@@ -92,7 +92,10 @@ fn decode_record(path: &Path, index: u64, bytes: &[u8]) -> Result<Entry<TypeConf
             "record format version {version}, this build reads {LOG_RECORD_FORMAT_VERSION}"
         )));
     }
-    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let stored = crc
+        .try_into()
+        .map(u32::from_le_bytes)
+        .map_err(|_| corrupt("short checksum".into()))?;
     let computed = record_crc(index, payload);
     if stored != computed {
         return Err(corrupt(format!(
@@ -149,7 +152,8 @@ impl Inner {
     }
 
     fn init_tables(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        txn.set_durability(Durability::None);
         txn.open_table(LOG).map_err(|e| self.err(e))?;
         txn.open_table(META).map_err(|e| self.err(e))?;
         // Creating two empty tables needs no fsync: if it is lost, the next
@@ -184,7 +188,7 @@ impl Inner {
                 }
             }
             if let Some(p) = prev {
-                if index != p.index + 1 {
+                if p.index.checked_add(1) != Some(index) {
                     return Err(bad(format!("gap after log index {}", p.index)));
                 }
                 if e.log_id.leader_id.term < p.leader_id.term {
@@ -282,7 +286,7 @@ impl Inner {
     fn append(&self, entries: Vec<Entry<TypeConfig>>) -> Result<(), StoreError> {
         if let Some(w) = entries
             .windows(2)
-            .find(|w| w[1].log_id.index != w[0].log_id.index + 1)
+            .find(|w| w[0].log_id.index.checked_add(1) != Some(w[1].log_id.index))
         {
             return Err(StoreError::other(
                 &self.path,
@@ -307,9 +311,11 @@ impl Inner {
         // fsync before openraft hears of it: the callback (after this
         // returns) is what lets openraft count this node towards a quorum,
         // so an entry reported committed is on a majority's disks. redb's
-        // Immediate commit fsyncs the data pages, then the header that makes
-        // them live, so after a crash the log is either with or without this
-        // whole append, never partly written.
+        // Immediate commit writes the new pages and a checksummed header,
+        // then fsyncs; after a crash a commit whose pages did not all reach
+        // the disk fails its checksum and redb falls back to the previous
+        // one. So the log holds the whole append or none of it, and the
+        // callback only ever follows a completed fsync.
         txn.set_durability(Durability::Immediate);
         {
             let mut t = txn.open_table(LOG).map_err(|e| self.err(e))?;

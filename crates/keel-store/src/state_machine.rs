@@ -114,7 +114,8 @@ impl StateMachineStore {
             .set_cache_size(STATE_CACHE_BYTES)
             .create(path)
             .map_err(|e| StoreError::db(path, e))?;
-        let txn = db.begin_write().map_err(|e| StoreError::db(path, e))?;
+        let mut txn = db.begin_write().map_err(|e| StoreError::db(path, e))?;
+        txn.set_durability(Durability::None);
         WriteTxnTables::open(&txn).map_err(|e| StoreError::db(path, e))?;
         txn.open_table(SM_META)
             .map_err(|e| StoreError::db(path, e))?;
@@ -145,7 +146,9 @@ impl StateMachineStore {
             *a = applied;
         }
         if let Some(c) = &current {
-            s.inner.next_seq.store(c.seq + 1, Ordering::Relaxed);
+            s.inner
+                .next_seq
+                .store(c.seq.saturating_add(1), Ordering::Relaxed);
             let p = snap_dir.join(&c.file);
             if !p.is_file() {
                 return Err(StoreError::corrupt(
