@@ -295,6 +295,20 @@ async fn write(
     }
 }
 
+/// An admin-only write: checks the token first, then builds the command
+/// from the request (path parsing may refuse it), then submits it.
+async fn admin_write(
+    api: &Api,
+    h: &HeaderMap,
+    created: bool,
+    build: impl FnOnce() -> Result<Command, Problem>,
+) -> Response {
+    match admin(api, h).and_then(|_| build()) {
+        Ok(cmd) => write(api, h, Principal::Admin, cmd, created).await,
+        Err(p) => p.into_response(),
+    }
+}
+
 fn local_header(mut resp: Response, reader: &StateReader) -> Response {
     if let Ok(Some(id)) = reader.applied() {
         if let Ok(v) = HeaderValue::from_str(&id.index.to_string()) {
@@ -326,17 +340,16 @@ fn yes() -> bool {
 }
 
 async fn upsert_product(State(api): Shared, h: HeaderMap, Body(b): Body<ProductBody>) -> Response {
-    if let Err(p) = admin(&api, &h) {
-        return p.into_response();
-    }
-    let cmd = Command::UpsertProduct {
-        sku: b.sku,
-        name: b.name,
-        price: b.price,
-        currency: b.currency,
-        active: b.active,
-    };
-    write(&api, &h, Principal::Admin, cmd, false).await
+    admin_write(&api, &h, false, || {
+        Ok(Command::UpsertProduct {
+            sku: b.sku,
+            name: b.name,
+            price: b.price,
+            currency: b.currency,
+            active: b.active,
+        })
+    })
+    .await
 }
 
 async fn list_products(
@@ -391,17 +404,13 @@ async fn restock(
     h: HeaderMap,
     Body(b): Body<QtyBody>,
 ) -> Response {
-    let run = async {
-        admin(&api, &h)?;
-        Ok::<_, Problem>(Command::Restock {
+    admin_write(&api, &h, false, || {
+        Ok(Command::Restock {
             sku: parse_sku(&sku)?,
             qty: b.qty,
         })
-    };
-    match run.await {
-        Ok(cmd) => write(&api, &h, Principal::Admin, cmd, false).await,
-        Err(p) => p.into_response(),
-    }
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -416,16 +425,13 @@ async fn set_stock(
     h: HeaderMap,
     Body(b): Body<StockBody>,
 ) -> Response {
-    let cmd = admin(&api, &h).and_then(|_| {
+    admin_write(&api, &h, false, || {
         Ok(Command::SetStock {
             sku: parse_sku(&sku)?,
             on_hand: b.on_hand,
         })
-    });
-    match cmd {
-        Ok(cmd) => write(&api, &h, Principal::Admin, cmd, false).await,
-        Err(p) => p.into_response(),
-    }
+    })
+    .await
 }
 
 // ----- handlers: accounts --------------------------------------------------
@@ -439,15 +445,14 @@ struct AccountBody {
 }
 
 async fn open_account(State(api): Shared, h: HeaderMap, Body(b): Body<AccountBody>) -> Response {
-    if let Err(p) = admin(&api, &h) {
-        return p.into_response();
-    }
-    let cmd = Command::OpenAccount {
-        id: b.id,
-        kind: b.kind,
-        currency: b.currency,
-    };
-    write(&api, &h, Principal::Admin, cmd, true).await
+    admin_write(&api, &h, true, || {
+        Ok(Command::OpenAccount {
+            id: b.id,
+            kind: b.kind,
+            currency: b.currency,
+        })
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -462,16 +467,13 @@ async fn deposit(
     h: HeaderMap,
     Body(b): Body<AmountBody>,
 ) -> Response {
-    let cmd = admin(&api, &h).and_then(|_| {
+    admin_write(&api, &h, false, || {
         Ok(Command::Deposit {
             account: parse_account(&id)?,
             amount: b.amount,
         })
-    });
-    match cmd {
-        Ok(cmd) => write(&api, &h, Principal::Admin, cmd, false).await,
-        Err(p) => p.into_response(),
-    }
+    })
+    .await
 }
 
 async fn get_account(
