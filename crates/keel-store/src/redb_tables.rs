@@ -67,13 +67,6 @@ fn missing(table: Table) -> TableError {
     TableError::Storage(format!("table {} is not open", table.name()))
 }
 
-fn inverted(start: &Bound<&[u8]>, end: &Bound<&[u8]>) -> bool {
-    match (start, end) {
-        (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) => s > e,
-        _ => false,
-    }
-}
-
 type RowGuards<'a> = (
     redb::AccessGuard<'a, &'static [u8]>,
     redb::AccessGuard<'a, &'static [u8]>,
@@ -88,7 +81,7 @@ fn scan_table(
     limit: usize,
 ) -> Result<Vec<Row>, TableError> {
     // redb refuses an inverted range; the domain expects an empty answer.
-    if inverted(&start, &end) || limit == 0 {
+    if keel_domain::tables::is_inverted(&start, &end) || limit == 0 {
         return Ok(Vec::new());
     }
     let range = t
