@@ -18,7 +18,9 @@ use std::time::Instant;
 use keel_domain::codec;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, RaftLogReader, StorageError, Vote};
-use redb::{Database, Durability, ReadTransaction, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::blocking;
@@ -153,7 +155,8 @@ impl Inner {
 
     fn init_tables(&self) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        txn.set_durability(Durability::None);
+        txn.set_durability(Durability::None)
+            .map_err(|e| self.err(e))?;
         txn.open_table(LOG).map_err(|e| self.err(e))?;
         txn.open_table(META).map_err(|e| self.err(e))?;
         // Creating two empty tables needs no fsync: if it is lost, the next
@@ -228,7 +231,7 @@ impl Inner {
         durability: Durability,
     ) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        txn.set_durability(durability);
+        txn.set_durability(durability).map_err(|e| self.err(e))?;
         {
             let mut t = txn.open_table(META).map_err(|e| self.err(e))?;
             t.insert(key, codec::encode(value).as_slice())
@@ -316,7 +319,8 @@ impl Inner {
         // the disk fails its checksum and redb falls back to the previous
         // one. So the log holds the whole append or none of it, and the
         // callback only ever follows a completed fsync.
-        txn.set_durability(Durability::Immediate);
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.err(e))?;
         {
             let mut t = txn.open_table(LOG).map_err(|e| self.err(e))?;
             for (index, rec) in &records {
@@ -338,7 +342,8 @@ impl Inner {
         // truncate returns, openraft may act on the shorter log; an fsync
         // here means a crash can never bring the discarded suffix back.
         // Truncation is rare (leader changes), so the cost does not matter.
-        txn.set_durability(Durability::Immediate);
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.err(e))?;
         {
             let mut t = txn.open_table(LOG).map_err(|e| self.err(e))?;
             t.retain_in::<u64, _>(index.., |_, _| false)
@@ -353,7 +358,8 @@ impl Inner {
         // never holds entries at or below its purge point. fsynced because
         // purges are rare (once per snapshot) and it keeps the on-disk log
         // and openraft's view of it equal from here on.
-        txn.set_durability(Durability::Immediate);
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.err(e))?;
         {
             let mut m = txn.open_table(META).map_err(|e| self.err(e))?;
             m.insert(KEY_PURGED, codec::encode(&upto).as_slice())

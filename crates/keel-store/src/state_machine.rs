@@ -16,7 +16,7 @@ use openraft::{
     BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
     StoredMembership,
 };
-use redb::{Database, Durability};
+use redb::{Database, Durability, ReadableDatabase};
 
 use crate::error::blocking;
 use crate::redb_tables::{
@@ -115,7 +115,8 @@ impl StateMachineStore {
             .create(path)
             .map_err(|e| StoreError::db(path, e))?;
         let mut txn = db.begin_write().map_err(|e| StoreError::db(path, e))?;
-        txn.set_durability(Durability::None);
+        txn.set_durability(Durability::None)
+            .map_err(|e| StoreError::db(path, e))?;
         WriteTxnTables::open(&txn).map_err(|e| StoreError::db(path, e))?;
         txn.open_table(SM_META)
             .map_err(|e| StoreError::db(path, e))?;
@@ -271,7 +272,8 @@ impl StateMachineStore {
             Durability::Immediate
         } else {
             Durability::None
-        });
+        })
+        .map_err(|e| self.err(e))?;
         let mut out = Vec::with_capacity(entries.len());
         let mut membership: Option<StoredMembership<NodeId, BasicNode>> = None;
         {
@@ -315,7 +317,8 @@ impl StateMachineStore {
     ) -> Result<Option<SnapshotRef>, StoreError> {
         let path = &self.inner.path;
         let mut txn = self.inner.db.begin_write().map_err(|e| self.err(e))?;
-        txn.set_durability(Durability::Immediate);
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.err(e))?;
         let old = read_meta_in::<SnapshotRef>(&txn, path, KEY_SNAPSHOT)?;
         write_meta(&txn, path, &[(KEY_SNAPSHOT, encode_meta(current))])?;
         txn.commit().map_err(|e| self.err(e))?;
@@ -511,7 +514,8 @@ impl StateMachineStore {
         // the membership and the current snapshot's name: a crash before the
         // commit leaves the old state and snapshot, after it the new ones.
         // fsynced because openraft purges the log up to the snapshot next.
-        txn.set_durability(Durability::Immediate);
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.err(e))?;
         let old = read_meta_in::<SnapshotRef>(&txn, path, KEY_SNAPSHOT)?;
         for t in Table::ALL {
             txn.delete_table(def(t)).map_err(|e| self.err(e))?;
