@@ -46,6 +46,14 @@ pub struct Args {
     /// Log entries kept behind a snapshot.
     #[arg(long, env = "KEEL_SNAPSHOT_KEEP")]
     snapshot_keep: Option<u64>,
+    /// Batches (Raft entries) the leader replicates at once; fewer means
+    /// larger batches and fewer commits per order.
+    #[arg(long, env = "KEEL_BATCH_IN_FLIGHT_MAX")]
+    batch_in_flight_max: Option<usize>,
+    /// Longest a command waits for its batch to fill (µs); 0 proposes at
+    /// once when the pipeline has room.
+    #[arg(long, env = "KEEL_BATCH_DELAY_US")]
+    batch_delay_us: Option<u64>,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -111,6 +119,12 @@ fn build_config(a: &Args) -> anyhow::Result<NodeConfig> {
     }
     if let Some(v) = a.snapshot_keep {
         c.raft.keep_entries_behind_snapshot = v;
+    }
+    if let Some(v) = a.batch_in_flight_max {
+        c.batch.in_flight_max = v;
+    }
+    if let Some(v) = a.batch_delay_us {
+        c.batch.delay_us = v;
     }
     c.validate()?;
     Ok(c)
