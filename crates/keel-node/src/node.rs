@@ -176,6 +176,29 @@ impl Node {
         self.raft.metrics().borrow().clone()
     }
 
+    /// Waits, at most `max`, until this node knows of a leader other than
+    /// `tried` (the one an attempt just failed on). A retry after a leader
+    /// dies then goes out the moment the election is won, instead of after
+    /// a fixed backoff; while the same leader stays in place (overloaded or
+    /// briefly unreachable) this is a plain backoff of `max`.
+    async fn await_other_leader(&self, tried: Option<NodeId>, max: Duration) {
+        let mut rx = self.raft.metrics();
+        let changed = async {
+            loop {
+                let leader = rx.borrow_and_update().current_leader;
+                if leader.is_some() && leader != tried {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    // Raft stopped: nothing will change; let the caller's
+                    // next attempt report it.
+                    return std::future::pending().await;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(max, changed).await;
+    }
+
     /// The leader's id and address, as this node knows them.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let m = self.m();
@@ -201,7 +224,9 @@ impl Node {
             if left.is_zero() {
                 break;
             }
-            let attempt = match self.leader() {
+            let leader = self.leader();
+            let tried = leader.as_ref().map(|(id, _)| *id);
+            let attempt = match leader {
                 Some((id, _)) if id == self.id => self.proposer.propose(env.clone()).await,
                 Some((_, addr)) => self.forward(&addr, &env, left).await,
                 None => Err(ProposeError::NotLeader { leader: None }),
@@ -218,7 +243,7 @@ impl Node {
                 Err(e) => last = e.to_string(),
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            tokio::time::sleep(backoff.min(left)).await;
+            self.await_other_leader(tried, backoff.min(left)).await;
             backoff = (backoff * 2).min(SUBMIT_BACKOFF_MAX);
         }
         if maybe_proposed {
@@ -289,7 +314,9 @@ impl Node {
                     "no leader confirmed the read".into(),
                 ));
             }
-            let got = match self.leader() {
+            let leader = self.leader();
+            let tried = leader.as_ref().map(|(id, _)| *id);
+            let got = match leader {
                 Some((id, _)) if id == self.id => self.read_index().await.ok(),
                 Some((_, addr)) => {
                     let r: Result<Result<u64, ProposeError>, CallError> =
@@ -301,7 +328,7 @@ impl Node {
             if let Some(i) = got {
                 return Ok(i);
             }
-            tokio::time::sleep(backoff.min(left)).await;
+            self.await_other_leader(tried, backoff.min(left)).await;
             backoff = (backoff * 2).min(SUBMIT_BACKOFF_MAX);
         }
     }

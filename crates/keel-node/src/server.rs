@@ -31,6 +31,12 @@ use crate::rpc::{path, NetworkFactory, PeerClient, CLUSTER_SECRET_HEADER, RPC_BO
 pub const EXPIRE_TICK: Duration = Duration::from_millis(250);
 /// Longest a snapshot install may take on a follower.
 pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 10_000;
+/// Most log entries in one AppendEntries. openraft 0.9 bounds every
+/// AppendEntries by the heartbeat interval, so a follower catching up must
+/// receive, fsync and acknowledge one such message within it: 32 batched
+/// entries are a few hundred KiB under load, not the megabytes of the
+/// default 300.
+pub const APPEND_ENTRIES_MAX: u64 = 32;
 /// Longest graceful shutdown waits for in-flight HTTP requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -82,6 +88,7 @@ pub async fn run(
         election_timeout_min: r.election_min_ms,
         election_timeout_max: r.election_max_ms,
         install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
+        max_payload_entries: APPEND_ENTRIES_MAX,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_every_entries),
         max_in_snapshot_log_to_keep: r.keep_entries_behind_snapshot,
         ..Default::default()

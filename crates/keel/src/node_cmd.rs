@@ -40,6 +40,12 @@ pub struct Args {
     /// Heartbeat interval in ms.
     #[arg(long, env = "KEEL_HEARTBEAT_MS")]
     heartbeat_ms: Option<u64>,
+    /// Lower bound of the randomised election timeout in ms (>= 3 x heartbeat).
+    #[arg(long, env = "KEEL_ELECTION_MIN_MS")]
+    election_min_ms: Option<u64>,
+    /// Upper bound of the randomised election timeout in ms.
+    #[arg(long, env = "KEEL_ELECTION_MAX_MS")]
+    election_max_ms: Option<u64>,
     /// Build a snapshot after this many log entries.
     #[arg(long, env = "KEEL_SNAPSHOT_EVERY")]
     snapshot_every: Option<u64>,
@@ -113,6 +119,12 @@ fn build_config(a: &Args) -> anyhow::Result<NodeConfig> {
     }
     if let Some(v) = a.heartbeat_ms {
         c.raft.heartbeat_ms = v;
+    }
+    if let Some(v) = a.election_min_ms {
+        c.raft.election_min_ms = v;
+    }
+    if let Some(v) = a.election_max_ms {
+        c.raft.election_max_ms = v;
     }
     if let Some(v) = a.snapshot_every {
         c.raft.snapshot_every_entries = v;
