@@ -68,6 +68,9 @@ pub struct Reply {
     pub body: Value,
     /// True when the server replayed a stored result for the key.
     pub replayed: bool,
+    /// The leader as the answering node knew it (`id=host:port`, from the
+    /// `keel-leader` header), if it knew one.
+    pub leader: Option<String>,
 }
 
 impl Reply {
@@ -149,6 +152,11 @@ impl Client {
         })?;
         let status = resp.status().as_u16();
         let replayed = resp.headers().contains_key("idempotent-replayed");
+        let leader = resp
+            .headers()
+            .get("keel-leader")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let bytes = resp
             .bytes()
             .await
@@ -164,6 +172,7 @@ impl Client {
                 status,
                 body,
                 replayed,
+                leader,
             });
         }
         let kind = body["type"].as_str().unwrap_or("unknown").to_owned();

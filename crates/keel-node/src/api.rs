@@ -35,6 +35,10 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 /// Response header with the replica's applied index on local reads.
 pub const APPLIED_INDEX_HEADER: &str = "keel-applied-index";
+/// Response header naming the leader as this node knows it, `id=host:port`,
+/// on every response: a balancer learns of a new leader from any reply
+/// without polling.
+pub const LEADER_HEADER: &str = "keel-leader";
 /// Largest applied-index lag at which `/readyz` still says ready.
 pub const READY_LAG_MAX: u64 = 1_000;
 
@@ -805,7 +809,12 @@ async fn track(State(api): Shared, req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let start = Instant::now();
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
+    if let Some((id, addr)) = api.node.leader() {
+        if let Ok(v) = HeaderValue::from_str(&format!("{id}={addr}")) {
+            resp.headers_mut().insert(LEADER_HEADER, v);
+        }
+    }
     let m = &api.node.metrics;
     m.request_seconds
         .get_or_create(&Route {

@@ -201,7 +201,9 @@ impl Node {
 
     /// The leader's id and address, as this node knows them.
     pub fn leader(&self) -> Option<(NodeId, String)> {
-        let m = self.m();
+        // Borrowed, not cloned: this runs on every write and every response.
+        let rx = self.raft.metrics();
+        let m = rx.borrow();
         let id = m.current_leader?;
         let addr = m
             .membership_config

@@ -116,6 +116,11 @@ async fn cluster_forms_elects_and_serves_writes_and_reads_through_any_node() {
         .await
         .unwrap();
     assert!(r.body["available"].as_u64().unwrap() <= 100);
+    // Every reply names the leader, so a balancer learns it from any node.
+    assert_eq!(
+        r.leader,
+        Some(format!("{leader}={}", c.addr(leader).unwrap()))
+    );
     // Bad input is a problem+json and changes nothing.
     let bad = via_follower
         .call_at(
