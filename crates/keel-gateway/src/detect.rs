@@ -133,6 +133,19 @@ impl ActiveHealth {
         Some(flipped)
     }
 
+    /// Takes the node Down at once, whatever the streak: for proof stronger
+    /// than a failed probe, such as a refused connection (HAProxy's
+    /// `on-error mark-down`). Returns `Some(Down)` when it was Up. The node
+    /// comes back the usual way, after `rise` successful probes.
+    pub fn mark_down(&mut self) -> Option<HealthState> {
+        self.streak = 0;
+        if self.state == HealthState::Down {
+            return None;
+        }
+        self.state = HealthState::Down;
+        Some(HealthState::Down)
+    }
+
     /// The current state.
     pub fn state(&self) -> HealthState {
         self.state
@@ -475,6 +488,17 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn mark_down_is_immediate_and_rise_brings_the_node_back() {
+        let mut h = ActiveHealth::new(ActiveHealthConfig::default()).unwrap();
+        assert_eq!(h.record(Probe::Success), None);
+        assert_eq!(h.mark_down(), Some(HealthState::Down));
+        assert_eq!(h.mark_down(), None);
+        assert!(!h.is_up());
+        assert_eq!(h.record(Probe::Success), None);
+        assert_eq!(h.record(Probe::Success), Some(HealthState::Up));
     }
 
     #[test]

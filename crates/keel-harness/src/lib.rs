@@ -86,6 +86,12 @@ pub struct LocalCluster {
     spec: ClusterSpec,
     nodes: BTreeMap<u64, NodeProc>,
     bootstrap: String,
+    gateway: Option<GatewayProc>,
+}
+
+struct GatewayProc {
+    addr: String,
+    child: Option<Child>,
 }
 
 fn free_port() -> Result<u16, HarnessError> {
@@ -118,6 +124,7 @@ impl LocalCluster {
             spec,
             nodes: BTreeMap::new(),
             bootstrap,
+            gateway: None,
         };
         for (id, addr) in addrs {
             c.nodes.insert(
@@ -268,6 +275,12 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// SIGKILL without taking `&mut`, for a cluster shared with running
+    /// tasks; the dead process is reaped by a later restart or drop.
+    pub fn kill_shared(&self, id: u64) -> Result<(), HarnessError> {
+        self.signal(id, Signal::SIGKILL)
+    }
+
     /// SIGTERM and wait for a clean exit (SIGKILL after [`STOP_GRACE`]).
     pub fn stop(&mut self, id: u64) -> Result<(), HarnessError> {
         if self.nodes.get(&id).ok_or(HarnessError::NoNode(id))?.paused {
@@ -276,21 +289,9 @@ impl LocalCluster {
         if self.pid(id).is_err() {
             return Ok(());
         }
-        self.signal(id, Signal::SIGTERM)?;
-        let deadline = Instant::now() + STOP_GRACE;
         let n = self.nodes.get_mut(&id).ok_or(HarnessError::NoNode(id))?;
-        if let Some(mut c) = n.child.take() {
-            loop {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-                std::thread::sleep(POLL_INTERVAL);
-            }
+        if let Some(c) = n.child.take() {
+            stop_child(c);
         }
         Ok(())
     }
@@ -474,8 +475,94 @@ impl LocalCluster {
         wait_for(what, timeout, &mut f).await
     }
 
+    /// Starts a `keel gateway` process in front of every node, listening on
+    /// `port` (0 picks a free one), with `extra_args` appended; logs go to
+    /// `gateway.log`. Returns its address.
+    pub fn start_gateway(
+        &mut self,
+        port: u16,
+        extra_args: &[String],
+    ) -> Result<String, HarnessError> {
+        self.stop_gateway();
+        let port = if port == 0 { free_port()? } else { port };
+        let addr = format!("127.0.0.1:{port}");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.gateway_log_file())
+            .map_err(|e| HarnessError::Process(e.to_string()))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| HarnessError::Process(e.to_string()))?;
+        let child = Command::new(&self.spec.binary)
+            .arg("gateway")
+            .arg("--listen")
+            .arg(&addr)
+            .arg("--nodes")
+            .arg(self.endpoints().join(","))
+            .arg("--admin-token")
+            .arg(&self.spec.admin_token)
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| HarnessError::Process(format!("{}: {e}", self.spec.binary.display())))?;
+        self.gateway = Some(GatewayProc {
+            addr: addr.clone(),
+            child: Some(child),
+        });
+        Ok(addr)
+    }
+
+    /// The gateway's address, if one was started.
+    pub fn gateway_addr(&self) -> Option<String> {
+        self.gateway.as_ref().map(|g| g.addr.clone())
+    }
+
+    /// The gateway's log file.
+    pub fn gateway_log_file(&self) -> PathBuf {
+        self.spec.base_dir.join("gateway.log")
+    }
+
+    /// Waits until the gateway answers `/readyz` with 200 and knows the
+    /// leader (it has probed the nodes).
+    pub async fn wait_gateway_ready(&self, timeout: Duration) -> Result<String, HarnessError> {
+        let addr = self
+            .gateway_addr()
+            .ok_or_else(|| HarnessError::Process("no gateway started".into()))?;
+        let c = Client::new(vec![addr.clone()], None);
+        self.wait_for("gateway ready with a leader", timeout, || async {
+            let v = c
+                .call_at(
+                    &addr,
+                    keel_client::reqwest_method_get(),
+                    "/status",
+                    None,
+                    None,
+                )
+                .await
+                .ok()?
+                .body;
+            v["leader"].as_str()?;
+            (v["eligible"].as_u64()? > 0).then_some(())
+        })
+        .await?;
+        Ok(addr)
+    }
+
+    /// Stops the gateway (SIGTERM, then SIGKILL after the grace period).
+    pub fn stop_gateway(&mut self) {
+        if let Some(mut g) = self.gateway.take() {
+            if let Some(c) = g.child.take() {
+                stop_child(c);
+            }
+        }
+    }
+
     /// Stops every node (SIGTERM, then SIGKILL after the grace period).
     pub fn stop_all(&mut self) {
+        self.stop_gateway();
         for id in self.ids() {
             let _ = self.stop(id);
         }
@@ -512,8 +599,30 @@ where
     }
 }
 
+/// SIGTERM, wait up to [`STOP_GRACE`], then SIGKILL.
+fn stop_child(mut c: Child) {
+    let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+    let deadline = Instant::now() + STOP_GRACE;
+    loop {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            return;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
 impl Drop for LocalCluster {
     fn drop(&mut self) {
+        if let Some(c) = self.gateway.as_mut().and_then(|g| g.child.take()) {
+            let mut c = c;
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         for n in self.nodes.values_mut() {
             if let Some(mut c) = n.child.take() {
                 if n.paused {

@@ -13,6 +13,7 @@ mod admin;
 mod bench_apply;
 mod bench_cluster;
 mod demo;
+mod gateway_cmd;
 mod node_cmd;
 mod up;
 
@@ -30,6 +31,8 @@ enum Cmd {
     Version,
     /// Run one node of a cluster.
     Node(Box<node_cmd::Args>),
+    /// Run the load-balancing gateway in front of a cluster.
+    Gateway(Box<gateway_cmd::Args>),
     /// Run a local cluster (3 nodes on 127.0.0.1, data in ./keel-data) until Ctrl-C.
     Up(up::Args),
     /// Start a cluster, shop on it through a leader kill, and check nothing was lost.
@@ -55,7 +58,9 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,keel=info,keel_node=info")
+                tracing_subscriber::EnvFilter::new(
+                    "warn,keel=info,keel_node=info,keel_gateway=info",
+                )
             }),
         )
         .with_writer(std::io::stderr)
@@ -67,6 +72,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Node(a) => node_cmd::run(*a),
+        Cmd::Gateway(a) => gateway_cmd::run(*a),
         Cmd::Up(a) => up::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Admin(a) => admin::run(a),

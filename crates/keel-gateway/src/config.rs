@@ -1,0 +1,630 @@
+//! The gateway's configuration: one TOML file, every field overridable by
+//! the binary's flags. Defaults suit a local three-node cluster: detection
+//! of a killed node well under a second, retries that ride through a leader
+//! election, protection limits a shop's front end will not hit by accident.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ActiveHealthConfig, BackoffConfig, BreakerConfig, ConfigError, HealthState, OutlierConfig,
+    PhiAccrualConfig, Policy, RetryBudgetConfig, TokenBucketConfig, NODES_MAX, WEIGHT_MAX,
+};
+
+/// Everything a gateway needs to run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Address clients connect to.
+    pub listen: SocketAddr,
+    /// The nodes to start from. With discovery on, more are learnt from the
+    /// cluster; with it off, this is the whole list.
+    pub nodes: Vec<NodeEntry>,
+    /// Bearer token for the gateway's admin routes (`/gateway/...`) and for
+    /// reading the cluster's membership from `/v1/cluster`. Without it,
+    /// admin routes answer 401 and discovery learns only from the leader
+    /// hints nodes put on every reply.
+    pub admin_token: Option<String>,
+    /// Where each class of request goes.
+    pub routing: RoutingConfig,
+    /// Active health checks and the phi-accrual detector.
+    pub health: HealthConfig,
+    /// Passive outlier ejection.
+    pub outlier: OutlierSection,
+    /// The per-node circuit breaker.
+    pub breaker: BreakerSection,
+    /// Transparent retries.
+    pub retry: RetrySection,
+    /// Caps and timeouts.
+    pub limits: LimitsConfig,
+    /// Per-client rate limits.
+    pub rate_limit: RateLimitConfig,
+    /// Membership discovery.
+    pub discovery: DiscoveryConfig,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7100)),
+            nodes: Vec::new(),
+            admin_token: None,
+            routing: RoutingConfig::default(),
+            health: HealthConfig::default(),
+            outlier: OutlierSection::default(),
+            breaker: BreakerSection::default(),
+            retry: RetrySection::default(),
+            limits: LimitsConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            discovery: DiscoveryConfig::default(),
+        }
+    }
+}
+
+/// One node the gateway starts from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    /// `host:port` of the node's public API.
+    pub addr: String,
+    /// Share under weighted round robin (`0..=WEIGHT_MAX`, 0 drains it).
+    #[serde(default = "weight_default")]
+    pub weight: u32,
+}
+
+fn weight_default() -> u32 {
+    1
+}
+
+impl NodeEntry {
+    /// Parses `host:port` or `host:port*weight` (the flag syntax).
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        let (addr, weight) = match s.split_once('*') {
+            Some((a, w)) => {
+                let w = w.trim().parse().map_err(|_| ConfigError::Invalid {
+                    field: "nodes",
+                    reason: "a weight after '*' must be a whole number",
+                })?;
+                (a.trim(), w)
+            }
+            None => (s.trim(), 1),
+        };
+        let entry = Self {
+            addr: addr.to_owned(),
+            weight,
+        };
+        entry.validate()?;
+        Ok(entry)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.addr.parse::<SocketAddr>().is_err() {
+            return Err(ConfigError::Invalid {
+                field: "nodes",
+                reason: "each node is host:port with a numeric IP, like 127.0.0.1:7101",
+            });
+        }
+        if self.weight > WEIGHT_MAX {
+            return Err(ConfigError::WeightTooLarge {
+                weight: self.weight,
+                max: WEIGHT_MAX,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Where a class of requests goes: to the Raft leader, or balanced over the
+/// eligible nodes by one of the policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// The leader as the gateway last learnt it; while none is known, round
+    /// robin over eligible nodes (a follower forwards writes to the leader).
+    Leader,
+    /// [`Policy::RoundRobin`].
+    RoundRobin,
+    /// [`Policy::WeightedRoundRobin`].
+    WeightedRoundRobin,
+    /// [`Policy::LeastOutstanding`].
+    LeastOutstanding,
+    /// [`Policy::P2cEwma`].
+    P2cEwma,
+    /// [`Policy::ConsistentHash`] on the routing hash header.
+    ConsistentHash,
+}
+
+impl Target {
+    /// The balancing policy: the configured one, or round robin for
+    /// `leader` (used while no leader is known).
+    pub fn policy(self) -> Policy {
+        match self {
+            Target::Leader | Target::RoundRobin => Policy::RoundRobin,
+            Target::WeightedRoundRobin => Policy::WeightedRoundRobin,
+            Target::LeastOutstanding => Policy::LeastOutstanding,
+            Target::P2cEwma => Policy::P2cEwma,
+            Target::ConsistentHash => Policy::ConsistentHash,
+        }
+    }
+
+    /// Parses the snake_case name used in files and flags.
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
+            ConfigError::Invalid {
+                field: "routing",
+                reason: "one of leader, round_robin, weighted_round_robin, least_outstanding, p2c_ewma, consistent_hash",
+            }
+        })
+    }
+}
+
+/// Where each class of request goes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Writes (POST, PUT, PATCH, DELETE). `leader` saves the follower's
+    /// forwarding hop; a policy spreads the parsing and forwarding work.
+    pub writes: Target,
+    /// Reads without `consistency=local`. `leader` is one hop; a policy
+    /// spreads them, each follower asking the leader for its read index.
+    pub linearizable_reads: Target,
+    /// Reads with `consistency=local`: any replica may answer.
+    pub local_reads: Target,
+    /// Request header whose value keys consistent hashing (lower case);
+    /// `authorization` keeps one customer on one node.
+    pub hash_header: String,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            writes: Target::Leader,
+            linearizable_reads: Target::Leader,
+            local_reads: Target::P2cEwma,
+            hash_header: "authorization".into(),
+        }
+    }
+}
+
+/// Active health checks (HAProxy's `inter`, `timeout check`, `rise`,
+/// `fall`) and the phi-accrual detector fed by their answers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Path probed on each node; 200 counts as healthy.
+    pub path: String,
+    /// Time between probes of one node (ms).
+    pub interval_ms: u64,
+    /// Longest a probe may take (ms).
+    pub timeout_ms: u64,
+    /// Consecutive successes that bring a node back.
+    pub rise: u32,
+    /// Consecutive failures that take a node out.
+    pub fall: u32,
+    /// Phi above which a node is suspected (8 as in Akka and Cassandra).
+    pub phi_threshold: f64,
+    /// Silence tolerated beyond the mean probe interval before phi climbs
+    /// (ms); Akka's 3 s suits 1 s heartbeats, ours are 100 ms.
+    pub phi_pause_ms: u64,
+    /// Floor of the interval deviation phi assumes (ms).
+    pub phi_std_min_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        // A killed node refuses the next probe and every request at once
+        // (marked down on the spot); a paused one stops answering, which
+        // phi flags about 0.7 s after its last answer (mean 100 ms + 300 ms
+        // pause + about 6 deviations of 50 ms) and the 3-strike rule after
+        // 3 timed-out probes. Three probes a second per node cost nothing.
+        Self {
+            path: "/readyz".into(),
+            interval_ms: 100,
+            timeout_ms: 250,
+            rise: 2,
+            fall: 3,
+            phi_threshold: crate::PHI_THRESHOLD_DEFAULT,
+            phi_pause_ms: 300,
+            phi_std_min_ms: 50,
+        }
+    }
+}
+
+impl HealthConfig {
+    /// The rise/fall rules; a node starts Up so a restarted gateway serves
+    /// at once.
+    pub fn active(&self) -> ActiveHealthConfig {
+        ActiveHealthConfig {
+            rise: self.rise,
+            fall: self.fall,
+            start: HealthState::Up,
+        }
+    }
+
+    /// The phi-accrual settings.
+    pub fn phi(&self) -> PhiAccrualConfig {
+        PhiAccrualConfig {
+            samples_max: 200,
+            std_deviation_min: Duration::from_millis(self.phi_std_min_ms),
+            heartbeat_pause_acceptable: Duration::from_millis(self.phi_pause_ms),
+            heartbeat_first_estimate: Duration::from_millis(self.interval_ms),
+            threshold: self.phi_threshold,
+        }
+    }
+}
+
+/// Envoy-style outlier ejection on consecutive failed requests.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutlierSection {
+    /// Consecutive failures (refused, reset, timed out, 500) that eject.
+    pub consecutive_failures: u32,
+    /// First ejection (ms); the n-th lasts n times this.
+    pub ejection_base_ms: u64,
+    /// Longest ejection (ms).
+    pub ejection_max_ms: u64,
+    /// Most nodes ejected at once, percent.
+    pub ejection_percent_max: u8,
+}
+
+impl Default for OutlierSection {
+    fn default() -> Self {
+        let d = OutlierConfig::default();
+        Self {
+            consecutive_failures: d.consecutive_failures,
+            ejection_base_ms: duration_ms(d.ejection_base),
+            ejection_max_ms: duration_ms(d.ejection_max),
+            ejection_percent_max: d.ejection_percent_max,
+        }
+    }
+}
+
+impl OutlierSection {
+    /// The rule's settings.
+    pub fn rule(&self) -> OutlierConfig {
+        OutlierConfig {
+            consecutive_failures: self.consecutive_failures,
+            ejection_base: Duration::from_millis(self.ejection_base_ms),
+            ejection_max: Duration::from_millis(self.ejection_max_ms),
+            ejection_percent_max: self.ejection_percent_max,
+        }
+    }
+}
+
+/// The per-node circuit breaker.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSection {
+    /// Consecutive failures that open it.
+    pub consecutive_failures: u32,
+    /// How long it stays open (ms).
+    pub open_ms: u64,
+    /// Trial requests while half-open.
+    pub half_open_trials: u32,
+}
+
+impl Default for BreakerSection {
+    fn default() -> Self {
+        let d = BreakerConfig::default();
+        Self {
+            consecutive_failures: d.consecutive_failures,
+            open_ms: duration_ms(d.open_cooldown),
+            half_open_trials: d.half_open_trials_max,
+        }
+    }
+}
+
+impl BreakerSection {
+    /// The rule's settings.
+    pub fn rule(&self) -> BreakerConfig {
+        BreakerConfig {
+            consecutive_failures: self.consecutive_failures,
+            open_cooldown: Duration::from_millis(self.open_ms),
+            half_open_trials_max: self.half_open_trials,
+        }
+    }
+}
+
+/// Transparent retries.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySection {
+    /// Retries after the first attempt (`1..=RETRY_ATTEMPTS_MAX`).
+    pub attempts_max: u32,
+    /// Ceiling of the first backoff (ms); doubles each retry, full jitter.
+    pub backoff_base_ms: u64,
+    /// Largest backoff ceiling (ms).
+    pub backoff_cap_ms: u64,
+    /// Longest one attempt may take (ms).
+    pub attempt_timeout_ms: u64,
+    /// Longest a request may take over all attempts (ms).
+    pub request_timeout_ms: u64,
+    /// Retries in flight as a share of requests in flight, percent.
+    pub budget_percent: u32,
+    /// Retries in flight always allowed.
+    pub budget_min: u32,
+    /// Give keyless writes an `Idempotency-Key` before the first attempt,
+    /// so they too can be retried exactly once.
+    pub add_idempotency_key: bool,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        // Backoff ceilings 10, 20, 40, ... 320 ms over 8 retries span about
+        // a second of waiting on average, more than a leader election takes
+        // (0.5-0.7 s); the 10 s request deadline bounds everything else.
+        let budget = RetryBudgetConfig::default();
+        Self {
+            attempts_max: 8,
+            backoff_base_ms: 10,
+            backoff_cap_ms: 320,
+            attempt_timeout_ms: 2_000,
+            request_timeout_ms: 10_000,
+            budget_percent: budget.budget_percent,
+            budget_min: budget.min_retry_concurrency,
+            add_idempotency_key: true,
+        }
+    }
+}
+
+impl RetrySection {
+    /// The backoff schedule.
+    pub fn backoff(&self) -> BackoffConfig {
+        BackoffConfig {
+            base: Duration::from_millis(self.backoff_base_ms),
+            cap: Duration::from_millis(self.backoff_cap_ms),
+            attempts_max: self.attempts_max,
+        }
+    }
+
+    /// The retry budget.
+    pub fn budget(&self) -> RetryBudgetConfig {
+        RetryBudgetConfig {
+            budget_percent: self.budget_percent,
+            min_retry_concurrency: self.budget_min,
+        }
+    }
+}
+
+/// Caps and timeouts that protect the gateway and the cluster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Client connections open at once; more wait in the listen backlog.
+    pub connections_max: usize,
+    /// Requests being handled at once; more get 503 `overloaded`.
+    pub pending_max: usize,
+    /// Largest request body (bytes), as the nodes' own limit.
+    pub body_bytes_max: usize,
+    /// Largest response body the gateway will buffer from a node (bytes).
+    pub response_bytes_max: usize,
+    /// Longest a client may take to send its body (ms).
+    pub body_timeout_ms: u64,
+    /// Longest a node connection attempt may take (ms).
+    pub connect_timeout_ms: u64,
+    /// Idle pooled connections kept per node.
+    pub idle_connections_per_node: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            connections_max: 10_000,
+            pending_max: 4_096,
+            body_bytes_max: 1 << 20,
+            response_bytes_max: 16 << 20,
+            body_timeout_ms: 10_000,
+            connect_timeout_ms: 250,
+            idle_connections_per_node: 256,
+        }
+    }
+}
+
+/// Per-client token buckets.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second per client; 0 turns limiting off (the
+    /// default, as in nginx and Envoy, since only the operator knows the
+    /// shop's traffic).
+    pub rate_per_s: u32,
+    /// Requests a client may send back to back.
+    pub burst: u32,
+    /// Header naming the client (lower case); without it the client is its
+    /// IP address.
+    pub client_header: String,
+    /// Clients tracked at once (least recently seen are forgotten).
+    pub clients_max: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            rate_per_s: 0,
+            burst: 0,
+            client_header: "authorization".into(),
+            clients_max: crate::RATE_LIMITER_CLIENTS_MAX,
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// The bucket settings, or `None` when limiting is off.
+    pub fn bucket(&self) -> Option<TokenBucketConfig> {
+        (self.rate_per_s > 0).then(|| TokenBucketConfig {
+            rate_per_s: self.rate_per_s,
+            burst: self.burst.max(1),
+        })
+    }
+}
+
+/// Membership discovery.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// Learn nodes from the cluster: from `/v1/cluster` when an admin token
+    /// is set, and from the leader named on replies always. Off: only the
+    /// configured nodes are used.
+    pub enabled: bool,
+    /// Time between membership polls (ms).
+    pub interval_ms: u64,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_ms: 1_000,
+        }
+    }
+}
+
+/// Smallest interval or timeout accepted, so a typo cannot make the gateway
+/// spin.
+pub const INTERVAL_MS_MIN: u64 = 10;
+
+impl GatewayConfig {
+    /// Reads a TOML file.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Checks everything the rules do not check themselves.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.nodes.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "nodes",
+                reason: "at least one node address is needed",
+            });
+        }
+        if self.nodes.len() > NODES_MAX {
+            return Err(ConfigError::TooManyNodes {
+                count: self.nodes.len(),
+                max: NODES_MAX,
+            });
+        }
+        for n in &self.nodes {
+            n.validate()?;
+        }
+        for (field, ms) in [
+            ("health.interval_ms", self.health.interval_ms),
+            ("health.timeout_ms", self.health.timeout_ms),
+            ("retry.attempt_timeout_ms", self.retry.attempt_timeout_ms),
+            ("retry.request_timeout_ms", self.retry.request_timeout_ms),
+            ("limits.body_timeout_ms", self.limits.body_timeout_ms),
+            ("limits.connect_timeout_ms", self.limits.connect_timeout_ms),
+            ("discovery.interval_ms", self.discovery.interval_ms),
+        ] {
+            if ms < INTERVAL_MS_MIN {
+                return Err(ConfigError::Invalid {
+                    field,
+                    reason: "must be at least INTERVAL_MS_MIN (10 ms)",
+                });
+            }
+        }
+        if self.limits.connections_max == 0 || self.limits.pending_max == 0 {
+            return Err(ConfigError::Invalid {
+                field: "limits",
+                reason: "connections_max and pending_max must be positive",
+            });
+        }
+        if self.limits.body_bytes_max == 0 || self.limits.response_bytes_max == 0 {
+            return Err(ConfigError::Invalid {
+                field: "limits",
+                reason: "body and response byte limits must be positive",
+            });
+        }
+        if !self.health.path.starts_with('/') {
+            return Err(ConfigError::Invalid {
+                field: "health.path",
+                reason: "must start with /",
+            });
+        }
+        // The rules validate their own settings; build each once so a bad
+        // file fails at start, not on the first request.
+        crate::ActiveHealth::new(self.health.active())?;
+        crate::PhiAccrual::new(self.health.phi())?;
+        crate::OutlierEjection::new(self.outlier.rule(), self.nodes.len())?;
+        crate::CircuitBreaker::new(self.breaker.rule())?;
+        crate::RetryBudget::new(self.retry.budget())?;
+        crate::Backoff::new(self.retry.backoff())?;
+        if let Some(bucket) = self.rate_limit.bucket() {
+            crate::RateLimiter::<String>::new(bucket, self.rate_limit.clients_max)?;
+        }
+        Ok(())
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_once_nodes_are_given() {
+        let mut c = GatewayConfig::default();
+        assert!(c.validate().is_err(), "no nodes");
+        c.nodes = vec![NodeEntry::parse("127.0.0.1:7101").unwrap()];
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn node_entries_parse_with_and_without_weight() {
+        assert_eq!(
+            NodeEntry::parse("127.0.0.1:7101*5").unwrap(),
+            NodeEntry {
+                addr: "127.0.0.1:7101".into(),
+                weight: 5
+            }
+        );
+        assert_eq!(NodeEntry::parse("127.0.0.1:7101").unwrap().weight, 1);
+        assert!(NodeEntry::parse("localhost").is_err());
+        assert!(NodeEntry::parse("127.0.0.1:1*x").is_err());
+        assert!(NodeEntry::parse("127.0.0.1:1*20000").is_err());
+    }
+
+    #[test]
+    fn toml_file_sets_sections_and_rejects_unknown_fields() {
+        let c = GatewayConfig::from_toml(
+            r#"
+            listen = "127.0.0.1:9000"
+            nodes = [{ addr = "127.0.0.1:7101", weight = 5 }, { addr = "127.0.0.1:7102" }]
+            [routing]
+            local_reads = "weighted_round_robin"
+            linearizable_reads = "least_outstanding"
+            [health]
+            interval_ms = 200
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.nodes[0].weight, 5);
+        assert_eq!(c.nodes[1].weight, 1);
+        assert_eq!(c.routing.local_reads, Target::WeightedRoundRobin);
+        assert_eq!(c.health.interval_ms, 200);
+        assert_eq!(c.health.fall, 3, "unset fields keep defaults");
+        c.validate().unwrap();
+        assert!(GatewayConfig::from_toml("listne = \"x\"").is_err());
+    }
+
+    #[test]
+    fn targets_parse_by_name() {
+        assert_eq!(Target::parse("leader").unwrap(), Target::Leader);
+        assert_eq!(Target::parse("p2c_ewma").unwrap().policy(), Policy::P2cEwma);
+        assert!(Target::parse("random").is_err());
+    }
+
+    #[test]
+    fn too_small_timeouts_are_refused() {
+        let mut c = GatewayConfig {
+            nodes: vec![NodeEntry::parse("127.0.0.1:7101").unwrap()],
+            ..GatewayConfig::default()
+        };
+        c.health.interval_ms = 1;
+        assert!(c.validate().is_err());
+    }
+}

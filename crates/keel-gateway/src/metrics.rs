@@ -1,0 +1,202 @@
+//! Prometheus metrics of the gateway: counters and histograms are updated
+//! where the work happens; per-node gauges are refreshed from the pool at
+//! scrape time, so they are never stale by more than one scrape.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels: request class and the status the client got.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassStatus {
+    /// `write`, `linearizable_read`, `local_read` or `gateway`.
+    pub class: &'static str,
+    /// HTTP status code.
+    pub status: u16,
+}
+
+/// Labels: request class.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    /// `write`, `linearizable_read` or `local_read`.
+    pub class: &'static str,
+}
+
+/// Labels: a node and what happened.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeEvent {
+    /// The node's address.
+    pub node: String,
+    /// What happened (`ok`, `refused`, `timeout`, `lost`, `unavailable`,
+    /// `up`, `down`, ...).
+    pub event: &'static str,
+}
+
+/// Labels: a node.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    /// The node's address.
+    pub node: String,
+}
+
+/// Labels: a reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    /// Why (`refused`, `timeout`, `unavailable`, `overloaded`, ...).
+    pub reason: &'static str,
+}
+
+/// All metrics of a gateway.
+pub struct Metrics {
+    /// Client requests by class and final status.
+    pub requests: Family<ClassStatus, Counter>,
+    /// Client request latency by class, all attempts included (seconds).
+    pub request_seconds: Family<ClassLabel, Histogram>,
+    /// Attempts sent to nodes by node and outcome.
+    pub attempts: Family<NodeEvent, Counter>,
+    /// Retries by the reason of the failed attempt.
+    pub retries: Family<Reason, Counter>,
+    /// Requests refused by the gateway itself, by reason.
+    pub rejected: Family<Reason, Counter>,
+    /// Health state changes by node and new state (`up`, `down`).
+    pub health_transitions: Family<NodeEvent, Counter>,
+    /// Outlier ejections by node.
+    pub ejections: Family<NodeLabel, Counter>,
+    /// Circuit breaker openings by node.
+    pub breaker_opens: Family<NodeLabel, Counter>,
+    /// Times the gateway learnt of a different leader.
+    pub leader_changes: Counter,
+    /// 1 when the node may receive traffic (healthy, trusted, not ejected,
+    /// breaker not open).
+    pub node_eligible: Family<NodeLabel, Gauge>,
+    /// 1 when the node passes its active health checks.
+    pub node_up: Family<NodeLabel, Gauge>,
+    /// The node's phi-accrual suspicion level.
+    pub node_phi: Family<NodeLabel, Gauge<f64, AtomicU64>>,
+    /// Requests in flight to the node.
+    pub node_outstanding: Family<NodeLabel, Gauge>,
+    /// 1 for the node the gateway believes leads.
+    pub node_leader: Family<NodeLabel, Gauge>,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("keel_gateway");
+        let requests = Family::<ClassStatus, Counter>::default();
+        r.register(
+            "requests",
+            "Client requests by class and status",
+            requests.clone(),
+        );
+        let request_seconds = Family::<ClassLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+        });
+        r.register(
+            "request_seconds",
+            "Client request latency by class, retries included",
+            request_seconds.clone(),
+        );
+        let attempts = Family::<NodeEvent, Counter>::default();
+        r.register(
+            "upstream_attempts",
+            "Attempts sent to nodes by outcome",
+            attempts.clone(),
+        );
+        let retries = Family::<Reason, Counter>::default();
+        r.register("retries", "Retries by reason", retries.clone());
+        let rejected = Family::<Reason, Counter>::default();
+        r.register(
+            "rejected",
+            "Requests refused by the gateway by reason",
+            rejected.clone(),
+        );
+        let health_transitions = Family::<NodeEvent, Counter>::default();
+        r.register(
+            "health_transitions",
+            "Node health changes by new state",
+            health_transitions.clone(),
+        );
+        let ejections = Family::<NodeLabel, Counter>::default();
+        r.register("ejections", "Outlier ejections", ejections.clone());
+        let breaker_opens = Family::<NodeLabel, Counter>::default();
+        r.register(
+            "breaker_opens",
+            "Circuit breaker openings",
+            breaker_opens.clone(),
+        );
+        let leader_changes = Counter::default();
+        r.register(
+            "leader_changes",
+            "Times a different leader was learnt",
+            leader_changes.clone(),
+        );
+        let node_eligible = Family::<NodeLabel, Gauge>::default();
+        r.register(
+            "node_eligible",
+            "1 if the node may receive traffic",
+            node_eligible.clone(),
+        );
+        let node_up = Family::<NodeLabel, Gauge>::default();
+        r.register(
+            "node_up",
+            "1 if the node passes health checks",
+            node_up.clone(),
+        );
+        let node_phi = Family::<NodeLabel, Gauge<f64, AtomicU64>>::default();
+        r.register(
+            "node_phi",
+            "Phi-accrual suspicion of the node",
+            node_phi.clone(),
+        );
+        let node_outstanding = Family::<NodeLabel, Gauge>::default();
+        r.register(
+            "node_outstanding",
+            "Requests in flight to the node",
+            node_outstanding.clone(),
+        );
+        let node_leader = Family::<NodeLabel, Gauge>::default();
+        r.register(
+            "node_leader",
+            "1 for the believed leader",
+            node_leader.clone(),
+        );
+        Self {
+            requests,
+            request_seconds,
+            attempts,
+            retries,
+            rejected,
+            health_transitions,
+            ejections,
+            breaker_opens,
+            leader_changes,
+            node_eligible,
+            node_up,
+            node_phi,
+            node_outstanding,
+            node_leader,
+            registry: r,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,522 @@
+//! The request path: admit, classify, pick a node, send, and retry where it
+//! is safe. Bodies are buffered (bounded by `limits.body_bytes_max`; the
+//! API's bodies are small JSON) so a request can be sent again, and
+//! responses are buffered (bounded by `limits.response_bytes_max`) so a
+//! node dying mid-reply can still be retried for reads and keyed writes.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+
+use crate::metrics::{ClassLabel, ClassStatus, NodeEvent, Reason};
+use crate::pool::{Class, Pool, Verdict};
+use crate::problem::Problem;
+use crate::server::Shared;
+use crate::{EligibleSet, RateDecision};
+
+/// The HTTP client the gateway talks to nodes with.
+pub type Upstream = Client<HttpConnector, Full<Bytes>>;
+
+/// Header carrying a write's idempotency key (the API's contract).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Header in which nodes name the leader, `id=host:port`.
+pub const LEADER_HEADER: &str = "keel-leader";
+/// Response header naming the node that answered.
+pub const UPSTREAM_HEADER: &str = "keel-upstream";
+/// Response header counting the attempts a request took.
+pub const ATTEMPTS_HEADER: &str = "keel-attempts";
+
+/// Headers that belong to one connection, not to the message (RFC 9110
+/// §7.6.1), plus those the gateway recomputes for the new hop.
+const HOP_HEADERS: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// Generates the keys the gateway gives keyless writes: a random prefix
+/// drawn once at start (unique across gateways and restarts) and a counter.
+pub struct KeyMaker {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl KeyMaker {
+    /// A generator with a random prefix from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            prefix: format!("gw-{seed:016x}"),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn make(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.prefix)
+    }
+}
+
+/// What one attempt produced.
+enum Outcome {
+    /// A response to pass to the client, or to retry past when its status
+    /// says the cluster could not serve it.
+    Reply(Response<Bytes>),
+    /// The connection could not be made: the request never left.
+    NotSent(String),
+    /// Sent, but no complete reply: timed out, reset or cut off.
+    Lost(&'static str, String),
+}
+
+/// Handles one proxied request.
+pub async fn handle(gw: Arc<Shared>, peer: SocketAddr, req: Request<Body>) -> Response {
+    let started = Instant::now();
+    let class = classify(req.method(), req.uri().query());
+    let response = match admit_and_forward(&gw, peer, class, req, started).await {
+        Ok(r) | Err(r) => r,
+    };
+    let m = &gw.metrics;
+    m.requests
+        .get_or_create(&ClassStatus {
+            class: class.label(),
+            status: response.status().as_u16(),
+        })
+        .inc();
+    m.request_seconds
+        .get_or_create(&ClassLabel {
+            class: class.label(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+fn classify(method: &Method, query: Option<&str>) -> Class {
+    if !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Class::Write;
+    }
+    let local = query.is_some_and(|q| q.split('&').any(|kv| kv == "consistency=local"));
+    if local {
+        Class::LocalRead
+    } else {
+        Class::LinearizableRead
+    }
+}
+
+/// Whether a write to `path` honours an `Idempotency-Key`. Membership
+/// changes do not: they are never given a key nor retried once sent.
+fn keyable(path: &str) -> bool {
+    path.starts_with("/v1/") && !path.starts_with("/v1/cluster")
+}
+
+async fn admit_and_forward(
+    gw: &Arc<Shared>,
+    peer: SocketAddr,
+    class: Class,
+    req: Request<Body>,
+    started: Instant,
+) -> Result<Response, Response> {
+    let limits = &gw.config.limits;
+    let _pending = gw.pending.clone().try_acquire_owned().map_err(|_| {
+        reject(gw, "overloaded");
+        Problem::overloaded(limits.pending_max).into_response()
+    })?;
+    let client = client_key(req.headers(), &gw.config.rate_limit.client_header, peer);
+    if let RateDecision::Limited { retry_after } = gw.pool.rate_check(&client, started) {
+        reject(gw, "rate_limited");
+        return Err(Problem::rate_limited(retry_after).into_response());
+    }
+    let (mut parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.body_bytes_max as u64) {
+        reject(gw, "body_too_large");
+        return Err(Problem::body_too_large(limits.body_bytes_max).into_response());
+    }
+    let body = read_body(gw, body).await?;
+
+    let mut key_added = None;
+    let is_write = class == Class::Write;
+    let has_key = parts.headers.contains_key(IDEMPOTENCY_KEY);
+    if is_write && !has_key && gw.config.retry.add_idempotency_key && keyable(parts.uri.path()) {
+        let key = gw.keys.make();
+        // The key is printable ASCII by construction.
+        if let Ok(v) = HeaderValue::from_str(&key) {
+            parts.headers.insert(IDEMPOTENCY_KEY, v.clone());
+            key_added = Some(v);
+        }
+    }
+    // Safe to send again after it may have reached a node: reads, and
+    // writes the node will recognise by key.
+    let resend_ok = !is_write || parts.headers.contains_key(IDEMPOTENCY_KEY);
+    let hash_key = parts
+        .headers
+        .get(gw.config.routing.hash_header.as_str())
+        .map(|v| v.as_bytes().to_vec());
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+    let headers = forward_headers(&parts.headers, peer);
+
+    let _request = RequestGuard::new(&gw.pool);
+    let deadline = started + Duration::from_millis(gw.config.retry.request_timeout_ms);
+    let attempt_timeout = Duration::from_millis(gw.config.retry.attempt_timeout_ms);
+    let mut avoid = EligibleSet::empty();
+    let mut retries = 0u32;
+    let mut retry_guard: Option<RetryGuard<'_>> = None;
+    loop {
+        let now = Instant::now();
+        let Some(attempt) = gw.pool.pick(class, hash_key.as_deref(), avoid, now) else {
+            return Err(Problem::no_backend().into_response());
+        };
+        let remaining = deadline.saturating_duration_since(now);
+        let budget = attempt_timeout.min(remaining);
+        let outcome = send(
+            &gw.upstream,
+            &attempt.addr,
+            &parts.method,
+            &path_and_query,
+            &headers,
+            body.clone(),
+            budget,
+            gw.config.limits.response_bytes_max,
+        )
+        .await;
+        drop(retry_guard.take());
+        let (verdict, event, retry_reason) = judge(&outcome, resend_ok);
+        let node = attempt.node;
+        let addr = attempt.addr.clone();
+        gw.pool.finish(attempt, verdict);
+        gw.metrics
+            .attempts
+            .get_or_create(&NodeEvent {
+                node: addr.clone(),
+                event,
+            })
+            .inc();
+        if let Outcome::Reply(r) = &outcome {
+            if let Some(hint) = r.headers().get(LEADER_HEADER).and_then(|v| v.to_str().ok()) {
+                gw.pool.observe_leader(hint);
+            }
+        }
+        let Some(reason) = retry_reason else {
+            return Ok(finish(outcome, &addr, retries + 1, key_added, is_write));
+        };
+        // Retry: on another node first, after a jittered backoff, within
+        // the retry budget and the request's deadline.
+        avoid.insert(node);
+        let Some(delay) = gw.pool.backoff(retries) else {
+            return Err(finish(outcome, &addr, retries + 1, key_added, is_write));
+        };
+        if Instant::now() + delay >= deadline {
+            return Err(finish(outcome, &addr, retries + 1, key_added, is_write));
+        }
+        tokio::time::sleep(delay).await;
+        // Over budget, a retry waits for a slot rather than failing: the
+        // budget bounds the extra load retries add, the deadline bounds the
+        // wait.
+        loop {
+            if gw.pool.try_retry() {
+                retry_guard = Some(RetryGuard(&gw.pool));
+                break;
+            }
+            let wait = gw.pool.backoff_floor();
+            if Instant::now() + wait >= deadline {
+                return Err(finish(outcome, &addr, retries + 1, key_added, is_write));
+            }
+            tokio::time::sleep(wait).await;
+        }
+        gw.metrics.retries.get_or_create(&Reason { reason }).inc();
+        retries += 1;
+    }
+}
+
+/// Decides what an attempt says about the node, how to label it, and
+/// whether (and why) the request should be tried again.
+fn judge(outcome: &Outcome, resend_ok: bool) -> (Verdict, &'static str, Option<&'static str>) {
+    match outcome {
+        Outcome::NotSent(_) => (Verdict::Refused, "refused", Some("refused")),
+        Outcome::Lost(what, _) => (Verdict::Failed, what, resend_ok.then_some(*what)),
+        Outcome::Reply(r) => match r.status() {
+            // The node is alive but the cluster could not serve: nothing
+            // was applied (the API's promise for 503), so any request may
+            // go again; not the node's fault.
+            StatusCode::SERVICE_UNAVAILABLE => (
+                Verdict::Answered,
+                "unavailable",
+                resend_ok.then_some("unavailable"),
+            ),
+            // Outcome unknown: only a keyed write learns its result by
+            // asking again.
+            StatusCode::GATEWAY_TIMEOUT => (
+                Verdict::Answered,
+                "indeterminate",
+                resend_ok.then_some("indeterminate"),
+            ),
+            // The node's own storage failed: try a healthy replica.
+            StatusCode::INTERNAL_SERVER_ERROR => {
+                (Verdict::Failed, "internal", resend_ok.then_some("internal"))
+            }
+            _ => (Verdict::Answered, "ok", None),
+        },
+    }
+}
+
+/// The client's response for an attempt's outcome.
+fn finish(
+    outcome: Outcome,
+    addr: &str,
+    attempts: u32,
+    key_added: Option<HeaderValue>,
+    is_write: bool,
+) -> Response {
+    let mut resp = match outcome {
+        Outcome::Reply(r) => r.map(Body::from),
+        Outcome::NotSent(e) => Problem::upstream_unavailable(&e).into_response(),
+        Outcome::Lost(_, e) if is_write => Problem::indeterminate(&e).into_response(),
+        Outcome::Lost(_, e) => Problem::upstream_unavailable(&e).into_response(),
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(addr) {
+        h.insert(UPSTREAM_HEADER, v);
+    }
+    h.insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
+    // The key the gateway chose, so the client can ask again for the result
+    // of a write whose outcome it did not learn.
+    if let Some(k) = key_added {
+        h.insert(IDEMPOTENCY_KEY, k);
+    }
+    resp
+}
+
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+async fn send(
+    upstream: &Upstream,
+    addr: &str,
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+    timeout: Duration,
+    response_bytes_max: usize,
+) -> Outcome {
+    let mut req = Request::new(Full::new(body));
+    *req.method_mut() = method.clone();
+    match format!("http://{addr}{path_and_query}").parse() {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(_) => return Outcome::NotSent(format!("bad upstream address {addr}")),
+    }
+    *req.headers_mut() = headers.clone();
+    let exchange = async {
+        let resp = upstream.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                Outcome::NotSent(format!("{addr}: {}", error_chain(&e)))
+            } else {
+                Outcome::Lost("lost", format!("{addr}: {}", error_chain(&e)))
+            }
+        })?;
+        let (mut parts, body) = resp.into_parts();
+        let bytes = Limited::new(body, response_bytes_max)
+            .collect()
+            .await
+            .map_err(|e| Outcome::Lost("lost", format!("{addr}: reply body: {e}")))?
+            .to_bytes();
+        for name in HOP_HEADERS {
+            parts.headers.remove(name);
+        }
+        Ok::<_, Outcome>(Response::from_parts(parts, bytes))
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(r)) => Outcome::Reply(r),
+        Ok(Err(o)) => o,
+        Err(_) => Outcome::Lost("timeout", format!("{addr}: no reply within {timeout:?}")),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+async fn read_body(gw: &Shared, body: Body) -> Result<Bytes, Response> {
+    let limits = &gw.config.limits;
+    let timeout = Duration::from_millis(limits.body_timeout_ms);
+    match tokio::time::timeout(timeout, Limited::new(body, limits.body_bytes_max).collect()).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            reject(gw, "body_too_large");
+            Err(Problem::body_too_large(limits.body_bytes_max).into_response())
+        }
+        Ok(Err(e)) => {
+            reject(gw, "bad_body");
+            Err(Problem::bad_body(&e.to_string()).into_response())
+        }
+        Err(_) => {
+            reject(gw, "body_timeout");
+            Err(Problem::body_timeout(timeout).into_response())
+        }
+    }
+}
+
+fn forward_headers(incoming: &HeaderMap, peer: SocketAddr) -> HeaderMap {
+    let mut h = incoming.clone();
+    for name in HOP_HEADERS {
+        h.remove(name);
+    }
+    // The node sees its own address as Host, as nginx's default
+    // `proxy_set_header Host $proxy_host`.
+    h.remove(header::HOST);
+    let ip = peer.ip().to_string();
+    let xff = match incoming
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    h
+}
+
+/// Who a client is for rate limiting: the configured header's value, else
+/// its IP address.
+fn client_key(headers: &HeaderMap, header_name: &str, peer: SocketAddr) -> String {
+    match headers.get(header_name).and_then(|v| v.to_str().ok()) {
+        Some(v) => v.to_owned(),
+        None => peer.ip().to_string(),
+    }
+}
+
+fn reject(gw: &Shared, reason: &'static str) {
+    gw.metrics.rejected.get_or_create(&Reason { reason }).inc();
+}
+
+/// Counts a request as live for the retry budget until dropped.
+struct RequestGuard<'a>(&'a Pool);
+
+impl<'a> RequestGuard<'a> {
+    fn new(pool: &'a Pool) -> Self {
+        pool.request_started();
+        Self(pool)
+    }
+}
+
+impl Drop for RequestGuard<'_> {
+    fn drop(&mut self) {
+        self.0.request_ended();
+    }
+}
+
+/// Holds a retry-budget slot until dropped.
+struct RetryGuard<'a>(&'a Pool);
+
+impl Drop for RetryGuard<'_> {
+    fn drop(&mut self) {
+        self.0.retry_ended();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_follow_method_and_consistency() {
+        assert_eq!(classify(&Method::POST, None), Class::Write);
+        assert_eq!(classify(&Method::DELETE, None), Class::Write);
+        assert_eq!(classify(&Method::GET, None), Class::LinearizableRead);
+        assert_eq!(
+            classify(&Method::GET, Some("consistency=linearizable")),
+            Class::LinearizableRead
+        );
+        assert_eq!(
+            classify(&Method::GET, Some("limit=5&consistency=local")),
+            Class::LocalRead
+        );
+    }
+
+    #[test]
+    fn membership_changes_are_not_keyable() {
+        assert!(keyable("/v1/orders"));
+        assert!(keyable("/v1/orders/3/pay"));
+        assert!(!keyable("/v1/cluster/members"));
+        assert!(!keyable("/metrics"));
+    }
+
+    fn reply(status: u16) -> Outcome {
+        let mut r = Response::new(Bytes::new());
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        Outcome::Reply(r)
+    }
+
+    #[test]
+    fn only_safe_requests_are_retried_after_bytes_were_sent() {
+        // Never sent: always safe.
+        assert!(judge(&Outcome::NotSent("x".into()), false).2.is_some());
+        // Sent and lost: only reads and keyed writes.
+        assert!(judge(&Outcome::Lost("timeout", "x".into()), true)
+            .2
+            .is_some());
+        assert!(judge(&Outcome::Lost("timeout", "x".into()), false)
+            .2
+            .is_none());
+        assert!(judge(&reply(503), false).2.is_none());
+        assert!(judge(&reply(504), true).2.is_some());
+        // Answers are final.
+        for s in [200, 201, 400, 404, 409, 422] {
+            assert!(judge(&reply(s), true).2.is_none(), "{s}");
+        }
+        assert_eq!(judge(&reply(500), true).0, Verdict::Failed);
+        assert_eq!(judge(&reply(503), true).0, Verdict::Answered);
+    }
+
+    #[test]
+    fn forwarded_headers_drop_hop_by_hop_and_append_the_client() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive"));
+        h.insert("host", HeaderValue::from_static("gw"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert("authorization", HeaderValue::from_static("Bearer t"));
+        let out = forward_headers(&h, "127.0.0.2:5000".parse().unwrap());
+        assert!(out.get("connection").is_none());
+        assert!(out.get("host").is_none());
+        assert_eq!(out["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
+        assert_eq!(out["authorization"], "Bearer t");
+    }
+
+    #[test]
+    fn generated_keys_are_unique_and_valid_header_values() {
+        let k = KeyMaker::new(42);
+        let a = k.make();
+        let b = k.make();
+        assert_ne!(a, b);
+        assert!(HeaderValue::from_str(&a).is_ok());
+        assert!(a.len() <= 128);
+    }
+}

@@ -1,0 +1,151 @@
+//! `keel gateway`: run the load-balancing gateway. Configuration comes from
+//! an optional TOML file, then `KEEL_GATEWAY_*` environment variables, then
+//! flags (each overriding the one before).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use keel_gateway::config::{NodeEntry, Target};
+use keel_gateway::{Gateway, GatewayConfig};
+
+/// Arguments of `keel gateway`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// TOML configuration file.
+    #[arg(long, env = "KEEL_GATEWAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address clients connect to.
+    #[arg(long, env = "KEEL_GATEWAY_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Nodes to start from: `host:port[*weight],...`.
+    #[arg(long, env = "KEEL_GATEWAY_NODES")]
+    nodes: Option<String>,
+    /// Admin token: guards `/gateway/...` and reads `/v1/cluster` for discovery.
+    #[arg(long, env = "KEEL_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Where writes go: leader, or a policy (round_robin,
+    /// weighted_round_robin, least_outstanding, p2c_ewma, consistent_hash).
+    #[arg(long, env = "KEEL_GATEWAY_WRITES")]
+    writes: Option<String>,
+    /// Where linearizable reads go: leader, or a policy.
+    #[arg(long, env = "KEEL_GATEWAY_LINEARIZABLE_READS")]
+    linearizable_reads: Option<String>,
+    /// Where `consistency=local` reads go: a policy (or leader).
+    #[arg(long, env = "KEEL_GATEWAY_LOCAL_READS")]
+    local_reads: Option<String>,
+    /// Health probe interval (ms).
+    #[arg(long, env = "KEEL_GATEWAY_HEALTH_INTERVAL_MS")]
+    health_interval_ms: Option<u64>,
+    /// Phi-accrual threshold.
+    #[arg(long, env = "KEEL_GATEWAY_PHI_THRESHOLD")]
+    phi_threshold: Option<f64>,
+    /// Per-client requests per second (0: no limit).
+    #[arg(long, env = "KEEL_GATEWAY_RATE_PER_S")]
+    rate_per_s: Option<u32>,
+    /// Per-client burst.
+    #[arg(long, env = "KEEL_GATEWAY_RATE_BURST")]
+    rate_burst: Option<u32>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "KEEL_GATEWAY_BODY_BYTES_MAX")]
+    body_bytes_max: Option<usize>,
+    /// Overall deadline of one request, retries included (ms).
+    #[arg(long, env = "KEEL_GATEWAY_REQUEST_TIMEOUT_MS")]
+    request_timeout_ms: Option<u64>,
+    /// Do not give keyless writes an Idempotency-Key (they are then never
+    /// retried once sent).
+    #[arg(long)]
+    no_idempotency_key: bool,
+    /// Use only the given nodes; do not learn others from the cluster.
+    #[arg(long)]
+    no_discovery: bool,
+}
+
+/// Builds the configuration from file, environment and flags.
+pub fn config(args: &Args) -> anyhow::Result<GatewayConfig> {
+    let mut c = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            GatewayConfig::from_toml(&text)
+                .with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => GatewayConfig::default(),
+    };
+    if let Some(l) = args.listen {
+        c.listen = l;
+    }
+    if let Some(n) = &args.nodes {
+        c.nodes = n
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(NodeEntry::parse)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("--nodes {n:?}"))?;
+    }
+    if let Some(t) = &args.admin_token {
+        c.admin_token = Some(t.clone());
+    }
+    for (flag, value, slot) in [
+        ("--writes", &args.writes, &mut c.routing.writes),
+        (
+            "--linearizable-reads",
+            &args.linearizable_reads,
+            &mut c.routing.linearizable_reads,
+        ),
+        (
+            "--local-reads",
+            &args.local_reads,
+            &mut c.routing.local_reads,
+        ),
+    ] {
+        if let Some(v) = value {
+            *slot = Target::parse(v).with_context(|| format!("{flag} {v:?}"))?;
+        }
+    }
+    if let Some(v) = args.health_interval_ms {
+        c.health.interval_ms = v;
+    }
+    if let Some(v) = args.phi_threshold {
+        c.health.phi_threshold = v;
+    }
+    if let Some(v) = args.rate_per_s {
+        c.rate_limit.rate_per_s = v;
+    }
+    if let Some(v) = args.rate_burst {
+        c.rate_limit.burst = v;
+    }
+    if let Some(v) = args.body_bytes_max {
+        c.limits.body_bytes_max = v;
+    }
+    if let Some(v) = args.request_timeout_ms {
+        c.retry.request_timeout_ms = v;
+    }
+    if args.no_idempotency_key {
+        c.retry.add_idempotency_key = false;
+    }
+    if args.no_discovery {
+        c.discovery.enabled = false;
+    }
+    c.validate().context("gateway configuration")?;
+    Ok(c)
+}
+
+/// Runs the gateway until Ctrl-C or SIGTERM.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = config(&args)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let gw = Gateway::start(config).await?;
+        println!("keel gateway listening on http://{}", gw.local_addr());
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        gw.run_until(async {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        })
+        .await;
+        Ok(())
+    })
+}
