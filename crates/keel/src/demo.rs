@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use keel_client::{Client, ClientError};
+use keel_client::{AttemptError, Client, ClientError};
 use keel_domain::{Order, OrderStatus, Product};
 use keel_harness::LocalCluster;
+use serde_json::json;
 
 use crate::up::{local_spec, READY_TIMEOUT};
 
@@ -55,6 +56,13 @@ pub struct Args {
     /// Where the demo cluster keeps its data (wiped at start).
     #[arg(long, default_value = "keel-data/demo")]
     data_dir: PathBuf,
+    /// Port of the gateway the shoppers go through.
+    #[arg(long, default_value_t = 7200)]
+    gateway_port: u16,
+    /// Shoppers talk to the nodes directly (with the client's own
+    /// failover) instead of through the gateway.
+    #[arg(long)]
+    direct: bool,
 }
 
 #[derive(Default)]
@@ -136,8 +144,45 @@ async fn seed(c: &Client, flash_stock: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How shoppers reach the cluster.
+#[derive(Clone)]
+enum Route {
+    /// One attempt per request through the gateway at this address: any
+    /// error is one the gateway let through to its client.
+    Gateway(String),
+    /// The client's own failover over every node.
+    Direct,
+}
+
+/// One write through `route`.
+async fn post(
+    c: &Client,
+    route: &Route,
+    path: &str,
+    body: &serde_json::Value,
+    key: &str,
+) -> Result<keel_client::Reply, ClientError> {
+    match route {
+        Route::Direct => c.post(path, body, key).await,
+        Route::Gateway(gw) => c
+            .call_at(
+                gw,
+                keel_client::reqwest_method_post(),
+                path,
+                Some(body),
+                Some(key),
+            )
+            .await
+            .map_err(|e| match e {
+                AttemptError::Problem(p) => p,
+                AttemptError::NotSent(m) | AttemptError::Lost(m) => ClientError::Unavailable(m),
+            }),
+    }
+}
+
 async fn shopper(
     c: Arc<Client>,
+    route: Route,
     task: u64,
     flash: bool,
     stop: Arc<AtomicBool>,
@@ -158,11 +203,15 @@ async fn shopper(
             )]
         };
         let key = format!("demo-{task}-{n}");
-        let order = match c
-            .place_order(&customer, &lines, &format!("{key}-place"))
+        let body = json!({
+            "customer": customer,
+            "lines": lines.iter().map(|(s, q)| json!({"sku": s, "qty": q})).collect::<Vec<_>>(),
+        });
+        let placed = post(&c, &route, "/v1/orders", &body, &format!("{key}-place"))
             .await
-        {
-            Ok((o, _)) => {
+            .and_then(|r| r.json::<Order>());
+        let order = match placed {
+            Ok(o) => {
                 tally.ok(t0);
                 o
             }
@@ -179,7 +228,8 @@ async fn shopper(
         if let Ok(mut m) = tally.acked.lock() {
             m.insert(order.id.0, (order.clone(), false));
         }
-        match c.transition(order.id.0, "pay", &format!("{key}-pay")).await {
+        let path = format!("/v1/orders/{}/pay", order.id.0);
+        match post(&c, &route, &path, &json!({}), &format!("{key}-pay")).await {
             Ok(_) => {
                 tally.ok(t0);
                 if let Ok(mut m) = tally.acked.lock() {
@@ -221,7 +271,26 @@ async fn demo(args: Args) -> anyhow::Result<()> {
         .await
         .context("cluster did not become ready")?;
     println!("Leader elected: node {first_leader}");
-    let admin = Arc::new(cluster.admin_client());
+    let route = if args.direct {
+        Route::Direct
+    } else {
+        cluster.start_gateway(args.gateway_port, &[])?;
+        let gw = cluster
+            .wait_gateway_ready(READY_TIMEOUT)
+            .await
+            .with_context(|| {
+                format!(
+                    "gateway not ready; see {}",
+                    cluster.gateway_log_file().display()
+                )
+            })?;
+        println!("Gateway up on http://{gw}: shoppers go through it, one attempt per request");
+        Route::Gateway(gw)
+    };
+    let admin = Arc::new(match &route {
+        Route::Gateway(gw) => Client::new(vec![gw.clone()], Some("keel-admin-dev".into())),
+        Route::Direct => cluster.admin_client(),
+    });
     seed(&admin, args.flash_stock)
         .await
         .context("seeding the catalogue")?;
@@ -238,6 +307,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
         let flash = t >= args.shoppers;
         tasks.push(tokio::spawn(shopper(
             admin.clone(),
+            route.clone(),
             t,
             flash,
             stop.clone(),
@@ -405,14 +475,23 @@ async fn demo(args: Args) -> anyhow::Result<()> {
         tally.out_of_stock.load(Ordering::Relaxed)
     );
     println!(
-        "  client-visible errors    {} {:?}",
+        "  client-visible errors    {} {:?}{}",
         tally.errors.load(Ordering::Relaxed),
         tally
             .error_kinds
             .lock()
             .map(|m| m.clone())
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        match &route {
+            Route::Gateway(_) => " (through the gateway, no client retries)",
+            Route::Direct => " (direct, after the client's own retries)",
+        }
     );
+    if let Route::Gateway(gw) = &route {
+        if let Some(retries) = gateway_retries(&admin, gw).await {
+            println!("  retried by the gateway   {retries}");
+        }
+    }
     println!(
         "  throughput               {:.0} orders/s, {:.0} writes/s",
         acked.len() as f64 / secs,
@@ -458,4 +537,25 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     }
     println!("\nAll checks passed.");
     Ok(())
+}
+
+/// Retries the gateway made, summed over reasons, from its `/metrics`.
+async fn gateway_retries(c: &Client, gw: &str) -> Option<u64> {
+    let r = c
+        .call_at(
+            gw,
+            keel_client::reqwest_method_get(),
+            "/metrics",
+            None,
+            None,
+        )
+        .await
+        .ok()?;
+    let text = r.body.as_str()?;
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with("keel_gateway_retries_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum(),
+    )
 }

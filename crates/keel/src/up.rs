@@ -19,6 +19,12 @@ pub struct Args {
     /// Port of node 1; node N listens on base_port + N - 1.
     #[arg(long, default_value_t = 7101)]
     base_port: u16,
+    /// Port of the gateway in front of the nodes.
+    #[arg(long, default_value_t = 7100)]
+    gateway_port: u16,
+    /// Start only the nodes, no gateway.
+    #[arg(long)]
+    no_gateway: bool,
     /// Data directory.
     #[arg(long, default_value = "keel-data")]
     data_dir: PathBuf,
@@ -64,6 +70,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "keel cluster of {} nodes is up (leader: node {leader})",
             args.nodes
         );
+        let entry = if args.no_gateway {
+            cluster.addr(leader)?
+        } else {
+            cluster.start_gateway(args.gateway_port, &[])?;
+            let gw = cluster
+                .wait_gateway_ready(READY_TIMEOUT)
+                .await
+                .with_context(|| {
+                    format!(
+                        "gateway not ready; see {}",
+                        cluster.gateway_log_file().display()
+                    )
+                })?;
+            println!(
+                "  gateway: http://{gw}  (status at /status, log {})",
+                cluster.gateway_log_file().display()
+            );
+            gw
+        };
         for id in cluster.ids() {
             println!(
                 "  node {id}: http://{}  (data {}, log {})",
@@ -75,8 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("admin token: {}", args.admin_token);
         println!(
             "try: curl -s http://{}/v1/cluster -H 'Authorization: Bearer {}'",
-            cluster.addr(leader)?,
-            args.admin_token
+            entry, args.admin_token
         );
         println!("Ctrl-C stops the cluster.");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
