@@ -274,16 +274,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     let route = if args.direct {
         Route::Direct
     } else {
-        cluster.start_gateway(args.gateway_port, &[])?;
-        let gw = cluster
-            .wait_gateway_ready(READY_TIMEOUT)
-            .await
-            .with_context(|| {
-                format!(
-                    "gateway not ready; see {}",
-                    cluster.gateway_log_file().display()
-                )
-            })?;
+        let gw = crate::up::start_gateway(&mut cluster, args.gateway_port).await?;
         println!("Gateway up on http://{gw}: shoppers go through it, one attempt per request");
         Route::Gateway(gw)
     };

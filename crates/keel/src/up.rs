@@ -52,6 +52,21 @@ pub fn local_spec(
     Ok(spec)
 }
 
+/// Starts the gateway in front of `cluster` on `port` and waits until it
+/// knows the leader; returns its address.
+pub async fn start_gateway(cluster: &mut LocalCluster, port: u16) -> anyhow::Result<String> {
+    cluster.start_gateway(port, &[])?;
+    cluster
+        .wait_gateway_ready(READY_TIMEOUT)
+        .await
+        .with_context(|| {
+            format!(
+                "gateway not ready; see {}",
+                cluster.gateway_log_file().display()
+            )
+        })
+}
+
 /// Runs the cluster until Ctrl-C or SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
@@ -73,16 +88,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let entry = if args.no_gateway {
             cluster.addr(leader)?
         } else {
-            cluster.start_gateway(args.gateway_port, &[])?;
-            let gw = cluster
-                .wait_gateway_ready(READY_TIMEOUT)
-                .await
-                .with_context(|| {
-                    format!(
-                        "gateway not ready; see {}",
-                        cluster.gateway_log_file().display()
-                    )
-                })?;
+            let gw = start_gateway(&mut cluster, args.gateway_port).await?;
             println!(
                 "  gateway: http://{gw}  (status at /status, log {})",
                 cluster.gateway_log_file().display()
