@@ -86,6 +86,8 @@ pub struct LocalCluster {
     spec: ClusterSpec,
     nodes: BTreeMap<u64, NodeProc>,
     bootstrap: String,
+    /// Nodes started at least once.
+    started: std::collections::BTreeSet<u64>,
     gateway: Option<GatewayProc>,
 }
 
@@ -124,6 +126,7 @@ impl LocalCluster {
             spec,
             nodes: BTreeMap::new(),
             bootstrap,
+            started: Default::default(),
             gateway: None,
         };
         for (id, addr) in addrs {
@@ -181,7 +184,11 @@ impl LocalCluster {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
-        if id == 1 && id <= self.spec.nodes {
+        // Only node 1's first start bootstraps: a later start finds its log
+        // (and ignores the flag), but a node whose data was wiped to rejoin
+        // must not found a second cluster.
+        let first_start = !self.started.contains(&id);
+        if id == 1 && id <= self.spec.nodes && first_start {
             cmd.arg("--bootstrap").arg(&self.bootstrap);
         }
         let child = cmd
@@ -191,7 +198,23 @@ impl LocalCluster {
             n.child = Some(child);
             n.paused = false;
         }
+        self.started.insert(id);
         Ok(())
+    }
+
+    /// Deletes node `id`'s data directory; the node must be stopped. Its
+    /// next start is empty and must join as a learner.
+    pub fn wipe(&mut self, id: u64) -> Result<(), HarnessError> {
+        if self.pid(id).is_ok() {
+            return Err(HarnessError::Process(format!(
+                "node {id} is running; stop it before wiping its data"
+            )));
+        }
+        match std::fs::remove_dir_all(self.data_dir(id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(HarnessError::Process(format!("wiping node {id}: {e}"))),
+        }
     }
 
     /// Adds a node process that is not (yet) a member: join it as a learner.
