@@ -456,6 +456,16 @@ impl Pool {
             && s.breaker.allows_request(now)
     }
 
+    /// Whether the detectors still believe `node` alive: up by its probes
+    /// and not suspected by phi-accrual (ejection and the breaker are about
+    /// new requests, not ones in flight).
+    pub fn is_trusted(&self, node: NodeIndex, now: Instant) -> bool {
+        let g = self.lock();
+        g.nodes.get(node.0).is_some_and(|s| {
+            s.health.is_up() && s.phi.is_available(now, self.config.health.phi_threshold)
+        })
+    }
+
     /// Takes a token for `client`, when rate limiting is on.
     pub fn rate_check(&self, client: &str, now: Instant) -> RateDecision {
         let mut g = self.lock();

@@ -189,7 +189,7 @@ async fn admit_and_forward(
         };
         let remaining = deadline.saturating_duration_since(now);
         let budget = attempt_timeout.min(remaining);
-        let outcome = send(
+        let exchange = send(
             &gw.upstream,
             &attempt.addr,
             &parts.method,
@@ -198,8 +198,17 @@ async fn admit_and_forward(
             body.clone(),
             budget,
             gw.config.limits.response_bytes_max,
-        )
-        .await;
+        );
+        // An attempt stuck on a node the detectors have since given up on
+        // (a paused or cut-off leader) is abandoned at once rather than at
+        // its timeout, so the request moves on within the detection time.
+        let outcome = tokio::select! {
+            o = exchange => o,
+            () = until_distrusted(&gw.pool, attempt.node) => Outcome::Lost(
+                "suspected",
+                format!("{}: abandoned, the node stopped answering probes", attempt.addr),
+            ),
+        };
         drop(retry_guard.take());
         let (verdict, event, retry_reason) = judge(&outcome, resend_ok);
         let node = attempt.node;
@@ -246,6 +255,24 @@ async fn admit_and_forward(
         }
         gw.metrics.retries.get_or_create(&Reason { reason }).inc();
         retries += 1;
+    }
+}
+
+/// How often an attempt in flight checks that its node is still trusted.
+pub const DISTRUST_POLL: Duration = Duration::from_millis(50);
+
+/// Completes once `node` fails its health checks or phi-accrual suspects it;
+/// never, if it was not trusted to begin with (an attempt in panic mode, on
+/// a node believed down, is how the gateway learns it is back).
+async fn until_distrusted(pool: &Pool, node: crate::NodeIndex) {
+    if !pool.is_trusted(node, Instant::now()) {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep(DISTRUST_POLL).await;
+        if !pool.is_trusted(node, Instant::now()) {
+            return;
+        }
     }
 }
 

@@ -182,21 +182,23 @@ impl Node {
     /// a fixed backoff; while the same leader stays in place (overloaded or
     /// briefly unreachable) this is a plain backoff of `max`.
     async fn await_other_leader(&self, tried: Option<NodeId>, max: Duration) {
+        let _ = tokio::time::timeout(max, self.other_leader(tried)).await;
+    }
+
+    /// Completes once this node knows a leader other than `tried`.
+    async fn other_leader(&self, tried: Option<NodeId>) {
         let mut rx = self.raft.metrics();
-        let changed = async {
-            loop {
-                let leader = rx.borrow_and_update().current_leader;
-                if leader.is_some() && leader != tried {
-                    return;
-                }
-                if rx.changed().await.is_err() {
-                    // Raft stopped: nothing will change; let the caller's
-                    // next attempt report it.
-                    return std::future::pending().await;
-                }
+        loop {
+            let leader = rx.borrow_and_update().current_leader;
+            if leader.is_some() && leader != tried {
+                return;
             }
-        };
-        let _ = tokio::time::timeout(max, changed).await;
+            if rx.changed().await.is_err() {
+                // Raft stopped: nothing will change; let the caller's next
+                // attempt report it.
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// The leader's id and address, as this node knows them.
@@ -230,7 +232,16 @@ impl Node {
             let tried = leader.as_ref().map(|(id, _)| *id);
             let attempt = match leader {
                 Some((id, _)) if id == self.id => self.proposer.propose(env.clone()).await,
-                Some((_, addr)) => self.forward(&addr, &env, left).await,
+                // A leader that stops answering (paused, cut off) would
+                // hold the forward until its timeout; once another leader
+                // is known, give up on it and send again there. The same
+                // request id keeps that exactly-once.
+                Some((id, addr)) => tokio::select! {
+                    r = self.forward(&addr, &env, left) => r,
+                    () = self.other_leader(Some(id)) => Err(ProposeError::Indeterminate(
+                        format!("leader {id} was replaced while the write was forwarded to it"),
+                    )),
+                },
                 None => Err(ProposeError::NotLeader { leader: None }),
             };
             match attempt {
@@ -320,10 +331,17 @@ impl Node {
             let tried = leader.as_ref().map(|(id, _)| *id);
             let got = match leader {
                 Some((id, _)) if id == self.id => self.read_index().await.ok(),
-                Some((_, addr)) => {
-                    let r: Result<Result<u64, ProposeError>, CallError> =
-                        self.peers.call(&addr, path::READ_INDEX, &(), left).await;
-                    r.ok().and_then(Result::ok)
+                Some((id, addr)) => {
+                    let call = self.peers.call(&addr, path::READ_INDEX, &(), left);
+                    tokio::select! {
+                        r = call => {
+                            let r: Result<Result<u64, ProposeError>, CallError> = r;
+                            r.ok().and_then(Result::ok)
+                        }
+                        // As for writes: a replaced leader's answer is not
+                        // worth waiting for.
+                        () = self.other_leader(Some(id)) => None,
+                    }
                 }
                 None => None,
             };
