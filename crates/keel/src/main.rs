@@ -12,6 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod admin;
 mod bench_apply;
 mod bench_cluster;
+mod chaos_cmd;
 mod demo;
 mod gateway_cmd;
 mod node_cmd;
@@ -37,6 +38,9 @@ enum Cmd {
     Up(up::Args),
     /// Start a cluster, shop on it through a leader kill, and check nothing was lost.
     Demo(demo::Args),
+    /// Fault injection: a workload under faults, judged by checkers.
+    #[command(subcommand)]
+    Chaos(chaos_cmd::Cmd),
     /// Operator commands against a running cluster.
     Admin(admin::Args),
     /// Benchmarks (figures, not tests).
@@ -59,7 +63,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG").unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new(
-                    "warn,keel=info,keel_node=info,keel_gateway=info",
+                    "warn,keel=info,keel_node=info,keel_gateway=info,keel_chaos=info",
                 )
             }),
         )
@@ -76,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Up(a) => up::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Admin(a) => admin::run(a),
+        Cmd::Chaos(c) => chaos_cmd::main(c),
         Cmd::Bench(BenchCmd::Apply(args)) => bench_apply::run(args),
         Cmd::Bench(BenchCmd::Cluster(args)) => bench_cluster::run(args),
     }

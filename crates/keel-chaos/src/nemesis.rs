@@ -1,0 +1,372 @@
+//! Nemeses: the faults a chaos run injects into a live cluster of real
+//! processes, each paired with its heal, chosen on a seeded schedule so a
+//! failing run can be replayed fault for fault.
+
+use std::time::{Duration, Instant};
+
+use keel_client::{reqwest_method_delete, reqwest_method_post};
+use keel_harness::LocalCluster;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::ChaosError;
+
+/// How long a nemesis waits for the cluster to elect or converge.
+pub const RECOVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Nemesis {
+    /// SIGKILL the leader; restart it at heal.
+    KillLeader,
+    /// SIGKILL one follower; restart it at heal.
+    KillFollower,
+    /// SIGKILL a node chosen by the seed; restart it at heal.
+    KillRandom,
+    /// SIGSTOP the leader (a long GC pause or a hung VM); SIGCONT at heal.
+    PauseLeader,
+    /// SIGSTOP one follower; SIGCONT at heal.
+    PauseFollower,
+    /// SIGKILL every node at once (power loss); restart them all at heal.
+    PowerLoss,
+    /// Stop and restart each node in turn, waiting for the cluster between.
+    RollingRestart,
+    /// Remove a follower from the membership, wipe its data, and at heal
+    /// bring it back empty as a learner and promote it.
+    MembershipChurn,
+}
+
+impl Nemesis {
+    /// Every nemesis, in a fixed order.
+    pub const ALL: [Nemesis; 8] = [
+        Nemesis::KillLeader,
+        Nemesis::KillFollower,
+        Nemesis::KillRandom,
+        Nemesis::PauseLeader,
+        Nemesis::PauseFollower,
+        Nemesis::PowerLoss,
+        Nemesis::RollingRestart,
+        Nemesis::MembershipChurn,
+    ];
+
+    /// The kebab-case name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Nemesis::KillLeader => "kill-leader",
+            Nemesis::KillFollower => "kill-follower",
+            Nemesis::KillRandom => "kill-random",
+            Nemesis::PauseLeader => "pause-leader",
+            Nemesis::PauseFollower => "pause-follower",
+            Nemesis::PowerLoss => "power-loss",
+            Nemesis::RollingRestart => "rolling-restart",
+            Nemesis::MembershipChurn => "membership-churn",
+        }
+    }
+
+    /// Parses a name, or `all`, into nemeses.
+    pub fn parse_list(s: &str) -> Result<Vec<Nemesis>, ChaosError> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if part == "all" {
+                out.extend(Nemesis::ALL);
+                continue;
+            }
+            let n = Nemesis::ALL
+                .into_iter()
+                .find(|n| n.name() == part)
+                .ok_or_else(|| {
+                    ChaosError::Config(format!(
+                        "unknown nemesis {part:?}; known: all, {}",
+                        Nemesis::ALL.map(Nemesis::name).join(", ")
+                    ))
+                })?;
+            out.push(n);
+        }
+        if out.is_empty() {
+            return Err(ChaosError::Config("no nemesis given".into()));
+        }
+        Ok(out)
+    }
+}
+
+/// SplitMix64: the schedule's generator, so a seed replays the same faults
+/// on the same targets.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+}
+
+/// The order in which a run applies its nemeses: every one at least once
+/// (in a seeded shuffle), then seeded picks for as long as the run lasts.
+pub fn schedule(nemeses: &[Nemesis], steps: usize, seed: u64) -> Vec<Nemesis> {
+    let mut rng = SplitMix64::new(seed);
+    let mut first: Vec<Nemesis> = nemeses.to_vec();
+    first.sort();
+    first.dedup();
+    // Fisher-Yates with the seeded generator.
+    for i in (1..first.len()).rev() {
+        first.swap(i, rng.below(i + 1));
+    }
+    let mut out = first;
+    while out.len() < steps {
+        out.push(nemeses[rng.below(nemeses.len())]);
+    }
+    out
+}
+
+/// One fault as it happened, for the report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FaultRecord {
+    /// The nemesis.
+    pub nemesis: Nemesis,
+    /// Nodes it hit.
+    pub targets: Vec<u64>,
+    /// When it was injected (ns since the run began).
+    pub injected_ns: u64,
+    /// When it was healed (ns since the run began).
+    pub healed_ns: u64,
+    /// When the cluster was whole again after the heal (ns), if it was.
+    pub recovered_ns: Option<u64>,
+}
+
+/// A fault in force, to be healed.
+#[derive(Debug)]
+pub struct Active {
+    nemesis: Nemesis,
+    targets: Vec<u64>,
+    injected_ns: u64,
+}
+
+/// Injects and heals faults on one cluster.
+pub struct Nemeses<'a> {
+    cluster: &'a mut LocalCluster,
+    rng: SplitMix64,
+    t0: Instant,
+    /// The cluster's admin token, for membership changes.
+    admin: keel_client::Client,
+}
+
+impl<'a> Nemeses<'a> {
+    /// Faults for `cluster`, targets chosen from `seed`, times measured from
+    /// `t0`.
+    pub fn new(cluster: &'a mut LocalCluster, seed: u64, t0: Instant) -> Self {
+        let admin = cluster.admin_client();
+        Self {
+            cluster,
+            rng: SplitMix64::new(seed ^ 0x006e_656d_6573_6973),
+            t0,
+            admin,
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.t0.elapsed().as_nanos() as u64
+    }
+
+    async fn leader(&self) -> Result<u64, ChaosError> {
+        self.cluster
+            .wait_for("a leader", RECOVERY_TIMEOUT, || self.cluster.leader())
+            .await
+            .map_err(ChaosError::from)
+    }
+
+    async fn follower(&mut self) -> Result<u64, ChaosError> {
+        let leader = self.leader().await?;
+        let followers: Vec<u64> = self
+            .cluster
+            .running()
+            .into_iter()
+            .filter(|id| *id != leader)
+            .collect();
+        if followers.is_empty() {
+            return Err(ChaosError::Fault("no follower is running".into()));
+        }
+        Ok(followers[self.rng.below(followers.len())])
+    }
+
+    /// Injects `nemesis`; the returned fault is in force until [`heal`](Self::heal).
+    pub async fn inject(&mut self, nemesis: Nemesis) -> Result<Active, ChaosError> {
+        let targets = match nemesis {
+            Nemesis::KillLeader => {
+                let l = self.leader().await?;
+                self.cluster.kill(l)?;
+                vec![l]
+            }
+            Nemesis::KillFollower => {
+                let f = self.follower().await?;
+                self.cluster.kill(f)?;
+                vec![f]
+            }
+            Nemesis::KillRandom => {
+                let ids = self.cluster.running();
+                let n = ids[self.rng.below(ids.len())];
+                self.cluster.kill(n)?;
+                vec![n]
+            }
+            Nemesis::PauseLeader => {
+                let l = self.leader().await?;
+                self.cluster.pause(l)?;
+                vec![l]
+            }
+            Nemesis::PauseFollower => {
+                let f = self.follower().await?;
+                self.cluster.pause(f)?;
+                vec![f]
+            }
+            Nemesis::PowerLoss => {
+                let ids = self.cluster.running();
+                for id in &ids {
+                    self.cluster.kill(*id)?;
+                }
+                ids
+            }
+            Nemesis::RollingRestart => {
+                let ids = self.cluster.ids();
+                for id in &ids {
+                    self.cluster.stop(*id)?;
+                    self.cluster.restart(*id)?;
+                    self.cluster.wait_ready(RECOVERY_TIMEOUT).await?;
+                }
+                ids
+            }
+            Nemesis::MembershipChurn => {
+                let f = self.follower().await?;
+                let leader = self.leader().await?;
+                let ep = self.cluster.addr(leader)?;
+                self.admin
+                    .call_at(
+                        &ep,
+                        reqwest_method_delete(),
+                        &format!("/v1/cluster/members/{f}"),
+                        None,
+                        None,
+                    )
+                    .await
+                    .map_err(|e| ChaosError::Fault(format!("removing node {f}: {e:?}")))?;
+                self.cluster.stop(f)?;
+                self.cluster.wipe(f)?;
+                vec![f]
+            }
+        };
+        Ok(Active {
+            nemesis,
+            targets,
+            injected_ns: self.now_ns(),
+        })
+    }
+
+    /// Heals a fault and waits until the cluster is whole again.
+    pub async fn heal(&mut self, active: Active) -> Result<FaultRecord, ChaosError> {
+        let healed_ns = self.now_ns();
+        match active.nemesis {
+            Nemesis::KillLeader
+            | Nemesis::KillFollower
+            | Nemesis::KillRandom
+            | Nemesis::PowerLoss => {
+                for id in &active.targets {
+                    self.cluster.restart(*id)?;
+                }
+            }
+            Nemesis::PauseLeader | Nemesis::PauseFollower => {
+                for id in &active.targets {
+                    self.cluster.resume(*id)?;
+                }
+            }
+            Nemesis::RollingRestart => {}
+            Nemesis::MembershipChurn => {
+                for id in &active.targets {
+                    self.rejoin(*id).await?;
+                }
+            }
+        }
+        let recovered_ns = match self.cluster.wait_ready(RECOVERY_TIMEOUT).await {
+            Ok(_) => Some(self.now_ns()),
+            Err(_) => None,
+        };
+        Ok(FaultRecord {
+            nemesis: active.nemesis,
+            targets: active.targets,
+            injected_ns: active.injected_ns,
+            healed_ns,
+            recovered_ns,
+        })
+    }
+
+    /// Brings a wiped node back: start it empty, add it as a learner, and
+    /// promote it once it has caught up.
+    async fn rejoin(&mut self, id: u64) -> Result<(), ChaosError> {
+        self.cluster.restart(id)?;
+        let addr = self.cluster.addr(id)?;
+        let leader = self.leader().await?;
+        let ep = self.cluster.addr(leader)?;
+        for (path, body) in [
+            ("/v1/cluster/learners", json!({"id": id, "addr": addr})),
+            ("/v1/cluster/members", json!({"id": id})),
+        ] {
+            let admin = &self.admin;
+            self.cluster
+                .wait_for(
+                    &format!("{path} for node {id}"),
+                    RECOVERY_TIMEOUT,
+                    || async {
+                        admin
+                            .call_at(&ep, reqwest_method_post(), path, Some(&body), None)
+                            .await
+                            .ok()
+                            .map(|_| ())
+                    },
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_all_expands() {
+        for n in Nemesis::ALL {
+            assert_eq!(Nemesis::parse_list(n.name()).unwrap(), vec![n]);
+        }
+        assert_eq!(
+            Nemesis::parse_list("all").unwrap().len(),
+            Nemesis::ALL.len()
+        );
+        assert!(Nemesis::parse_list("kill-everyone").is_err());
+        assert!(Nemesis::parse_list("").is_err());
+    }
+
+    #[test]
+    fn a_schedule_covers_every_nemesis_and_replays_from_its_seed() {
+        let s = schedule(&Nemesis::ALL, 12, 7);
+        assert_eq!(s.len(), 12);
+        for n in Nemesis::ALL {
+            assert!(s[..Nemesis::ALL.len()].contains(&n), "{n:?} missing");
+        }
+        assert_eq!(s, schedule(&Nemesis::ALL, 12, 7));
+        assert_ne!(s, schedule(&Nemesis::ALL, 12, 8));
+    }
+}

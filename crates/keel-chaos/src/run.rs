@@ -1,0 +1,371 @@
+//! One chaos run: start a cluster (and the gateway), seed it, run the
+//! workload while the nemeses strike on their seeded schedule, heal, read
+//! the final state back from the replicas, and judge the history.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keel_client::Client;
+use keel_domain::{Account, AccountId, Order, Product, Sku};
+use keel_harness::{ClusterSpec, LocalCluster};
+use serde::{Deserialize, Serialize};
+
+use crate::history::{History, Op, OpKind, Outcome};
+use crate::invariants::{
+    check_invariants, FinalAccount, FinalLine, FinalOrder, FinalState, FinalStock, ReplicaDigest,
+};
+use crate::nemesis::{schedule, FaultRecord, Nemeses, Nemesis};
+use crate::workload::{self, Recorder, WorkloadConfig, CUSTOMERS_PER_CLIENT};
+use crate::{check_all, ChaosError, Finding};
+
+/// Admin token of the clusters chaos runs start.
+pub const ADMIN_TOKEN: &str = "keel-admin-dev";
+/// Longest the replicas get to converge after the last heal.
+pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a node gets to start and elect.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings of a run.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The `keel` binary that runs the nodes and the gateway.
+    pub binary: PathBuf,
+    /// Where the cluster's data, logs, history and report go (wiped first).
+    pub base_dir: PathBuf,
+    /// Voters in the cluster (3 or 5).
+    pub nodes: u64,
+    /// Least time spent under the workload; the run goes on until every
+    /// nemesis has struck once.
+    pub duration: Duration,
+    /// Seed of the schedule, its targets and the workload's choices.
+    pub seed: u64,
+    /// The nemeses to draw from.
+    pub nemeses: Vec<Nemesis>,
+    /// Concurrent workload clients.
+    pub clients: u64,
+    /// Calm time before each fault.
+    pub quiet: Duration,
+    /// How long each fault stays in force.
+    pub hold: Duration,
+    /// Send the workload through the gateway (else straight to the nodes).
+    pub through_gateway: bool,
+    /// Extra `keel node` flags (e.g. a test-only fault build's switches).
+    pub node_args: Vec<String>,
+}
+
+/// Availability around one fault, from the history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FaultReport {
+    /// What happened and when.
+    #[serde(flatten)]
+    pub record: FaultRecord,
+    /// From the fault to the first successful request after it (ms).
+    pub unavailable_ms: Option<f64>,
+    /// Requests that failed or ended unknown between the fault and the
+    /// cluster's recovery.
+    pub errors: u64,
+    /// From the heal until the cluster was ready again (ms).
+    pub recovery_ms: Option<f64>,
+}
+
+/// The report of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// Seed that replays the run.
+    pub seed: u64,
+    /// Voters.
+    pub nodes: u64,
+    /// How faults reached the network: the loopback harness cannot cut
+    /// links, so partitions are not among its nemeses.
+    pub network: String,
+    /// Whether the workload went through the gateway.
+    pub through_gateway: bool,
+    /// Seconds under load.
+    pub seconds: f64,
+    /// Requests by outcome (`ok`, `fail`, `unknown`).
+    pub ops: BTreeMap<String, u64>,
+    /// Requests sent again with the same key.
+    pub replays: u64,
+    /// 99th percentile latency of successful requests (ms).
+    pub latency_p99_ms: f64,
+    /// Every fault.
+    pub faults: Vec<FaultReport>,
+    /// Every checker's verdict.
+    pub findings: Vec<Finding>,
+    /// True when no checker found a violation.
+    pub ok: bool,
+}
+
+/// Runs one chaos run; the history is returned beside the report so the
+/// caller can write both.
+pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
+    if config.base_dir.exists() {
+        std::fs::remove_dir_all(&config.base_dir).map_err(|e| {
+            ChaosError::Setup(format!("clearing {}: {e}", config.base_dir.display()))
+        })?;
+    }
+    let mut spec = ClusterSpec::new(&config.binary, &config.base_dir, config.nodes);
+    spec.admin_token = ADMIN_TOKEN.to_owned();
+    spec.extra_args = config.node_args.clone();
+    let mut cluster = LocalCluster::start(spec)?;
+    cluster.wait_ready(READY_TIMEOUT).await?;
+    let endpoint = if config.through_gateway {
+        cluster.start_gateway(0, &[])?;
+        cluster.wait_gateway_ready(READY_TIMEOUT).await?
+    } else {
+        cluster.addr(cluster.leader().await.unwrap_or(1))?
+    };
+    let admin = cluster.admin_client();
+    workload::seed(&admin, config.clients).await?;
+
+    let recorder = Arc::new(Recorder::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let work = tokio::spawn(workload::run(
+        WorkloadConfig {
+            clients: config.clients,
+            endpoint,
+            token: ADMIN_TOKEN.to_owned(),
+            seed: config.seed,
+            ttl_seconds: u32::try_from(config.duration.as_secs() + 3_600).unwrap_or(u32::MAX),
+        },
+        t0,
+        stop.clone(),
+        recorder.clone(),
+    ));
+
+    let step = config.quiet + config.hold;
+    let steps = (config.duration.as_nanos() / step.as_nanos().max(1)) as usize;
+    let plan = schedule(
+        &config.nemeses,
+        steps.max(config.nemeses.len()),
+        config.seed,
+    );
+    let mut faults = Vec::new();
+    {
+        let mut nemeses = Nemeses::new(&mut cluster, config.seed, t0);
+        for (i, nemesis) in plan.iter().enumerate() {
+            let covered = i >= config.nemeses.len();
+            if covered && t0.elapsed() >= config.duration {
+                break;
+            }
+            tokio::time::sleep(config.quiet).await;
+            tracing::info!(nemesis = nemesis.name(), "injecting");
+            let active = nemeses.inject(*nemesis).await?;
+            tokio::time::sleep(config.hold).await;
+            let record = nemeses.heal(active).await?;
+            tracing::info!(
+                nemesis = nemesis.name(),
+                recovered = record.recovered_ns.is_some(),
+                "healed"
+            );
+            faults.push(record);
+        }
+    }
+    tokio::time::sleep(config.quiet).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = work.await;
+    let seconds = t0.elapsed().as_secs_f64();
+
+    cluster.wait_ready(READY_TIMEOUT).await?;
+    let ids = cluster.ids();
+    let _ = cluster.wait_converged(&ids, CONVERGE_TIMEOUT).await;
+    let state = final_state(&cluster, &admin, config.clients).await?;
+    cluster.stop_all();
+
+    let ops = recorder.ops.lock().map(|o| o.clone()).unwrap_or_default();
+    let history = History::from_ops(ops)?;
+    let mut findings = check_invariants(&history, &state);
+    let initial: BTreeMap<Sku, u64> = state.supplied.clone();
+    findings.extend(check_all(&history, &initial));
+    let mismatches = recorder
+        .replay_mismatches
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    findings.push(Finding::from_problems(
+        "same key, same answer",
+        "every replayed request answered as the first",
+        &mismatches,
+    ));
+    let report = Report {
+        seed: config.seed,
+        nodes: config.nodes,
+        network: "loopback: processes on 127.0.0.1; kills, pauses, restarts and membership changes only (no partitions)".into(),
+        through_gateway: config.through_gateway,
+        seconds,
+        ops: count_outcomes(&history),
+        replays: recorder.replays.load(Ordering::Relaxed),
+        latency_p99_ms: latency_p99_ms(&history),
+        faults: faults.into_iter().map(|f| availability(f, &history)).collect(),
+        ok: findings.iter().all(|f| f.ok),
+        findings,
+    };
+    Ok((report, history))
+}
+
+/// Everything the end-of-run checks read back from the cluster.
+async fn final_state(
+    cluster: &LocalCluster,
+    admin: &Client,
+    clients: u64,
+) -> Result<FinalState, ChaosError> {
+    let read = |e: keel_client::ClientError| ChaosError::Setup(format!("reading final state: {e}"));
+    let mut state = FinalState::default();
+    for (sku, qty) in workload::supplied() {
+        let p: Product = admin
+            .get(&format!("/v1/products/{sku}"))
+            .await
+            .and_then(|r| r.json())
+            .map_err(read)?;
+        state.stock.push(FinalStock {
+            sku: p.sku.clone(),
+            on_hand: p.stock.on_hand,
+            reserved: p.stock.reserved,
+            sold: p.stock.ledger.sold,
+        });
+        state.supplied.insert(p.sku, qty);
+    }
+    let mut account_ids = vec!["shop".to_owned(), "world".to_owned()];
+    for p in 0..clients {
+        for n in 0..CUSTOMERS_PER_CLIENT {
+            account_ids.push(workload::customer_id(p, n));
+        }
+    }
+    for id in account_ids {
+        let a: Account = admin
+            .get(&format!("/v1/accounts/{id}"))
+            .await
+            .and_then(|r| r.json())
+            .map_err(read)?;
+        if a.kind == keel_domain::AccountKind::Customer {
+            state.orders.extend(customer_orders(admin, &a.id).await?);
+        }
+        state.accounts.push(FinalAccount {
+            id: a.id,
+            kind: a.kind,
+            currency: a.currency,
+            balance: a.balance,
+        });
+    }
+    for id in cluster.ids() {
+        if let Some((applied_index, digest)) = cluster.digest(id).await {
+            state.replicas.push(ReplicaDigest {
+                node: format!("node {id}"),
+                applied_index,
+                digest,
+            });
+        }
+    }
+    Ok(state)
+}
+
+async fn customer_orders(admin: &Client, id: &AccountId) -> Result<Vec<FinalOrder>, ChaosError> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/accounts/{id}/orders?limit=100");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let page = admin
+            .get(&path)
+            .await
+            .map_err(|e| ChaosError::Setup(format!("orders of {id}: {e}")))?
+            .body;
+        let items: Vec<Order> = serde_json::from_value(page["items"].clone())
+            .map_err(|e| ChaosError::Setup(format!("orders of {id}: {e}")))?;
+        out.extend(items.into_iter().map(|o| {
+            FinalOrder {
+                id: o.id,
+                customer: o.customer,
+                lines: o
+                    .lines
+                    .into_iter()
+                    .map(|l| FinalLine {
+                        sku: l.sku,
+                        qty: l.qty,
+                    })
+                    .collect(),
+                status: o.status,
+            }
+        }));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return Ok(out),
+        }
+    }
+}
+
+fn count_outcomes(history: &History) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for op in history.ops() {
+        let k = match op.outcome {
+            Outcome::Ok(_) => "ok",
+            Outcome::Fail(_) => "fail",
+            Outcome::Unknown(_) => "unknown",
+        };
+        *m.entry(k.to_owned()).or_insert(0) += 1;
+    }
+    m
+}
+
+fn latency_p99_ms(history: &History) -> f64 {
+    let mut l: Vec<u64> = history
+        .ops()
+        .iter()
+        .filter(|o| matches!(o.outcome, Outcome::Ok(_)))
+        .map(|o| o.complete_ns - o.invoke_ns)
+        .collect();
+    if l.is_empty() {
+        return 0.0;
+    }
+    l.sort_unstable();
+    let i = (l.len() * 99 / 100).min(l.len() - 1);
+    l[i] as f64 / 1e6
+}
+
+/// An op that the client saw fail for lack of service (not a domain
+/// refusal such as out of stock).
+fn is_error(op: &Op) -> bool {
+    match &op.outcome {
+        Outcome::Ok(_) => false,
+        Outcome::Unknown(_) => true,
+        Outcome::Fail(kind) => {
+            let refusal = matches!(
+                kind.as_str(),
+                "out_of_stock" | "invalid_transition" | "insufficient_funds"
+            );
+            let absent = kind == "not_found" && matches!(op.kind, OpKind::ReadOrder { .. });
+            !(refusal || absent)
+        }
+    }
+}
+
+/// The availability figures of one fault, from the history.
+pub fn availability(record: FaultRecord, history: &History) -> FaultReport {
+    let from = record.injected_ns;
+    let until = record.recovered_ns.unwrap_or(record.healed_ns);
+    let first_ok = history
+        .ops()
+        .iter()
+        .filter(|o| matches!(o.outcome, Outcome::Ok(_)) && o.complete_ns >= from)
+        .map(|o| o.complete_ns)
+        .min();
+    let errors = history
+        .ops()
+        .iter()
+        .filter(|o| o.complete_ns >= from && o.invoke_ns <= until && is_error(o))
+        .count() as u64;
+    FaultReport {
+        unavailable_ms: first_ok.map(|t| (t - from) as f64 / 1e6),
+        recovery_ms: record
+            .recovered_ns
+            .map(|r| r.saturating_sub(record.healed_ns) as f64 / 1e6),
+        errors,
+        record,
+    }
+}

@@ -1,0 +1,171 @@
+//! `keel chaos run`: a workload under injected faults, judged by the
+//! checkers; prints a report table, writes the history and a JSON report,
+//! and exits non-zero on any violation.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use keel_chaos::nemesis::Nemesis;
+use keel_chaos::run::{run, Report, RunConfig};
+
+/// Arguments of `keel chaos run`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Nemeses, comma-separated, or `all`: kill-leader, kill-follower,
+    /// kill-random, pause-leader, pause-follower, power-loss,
+    /// rolling-restart, membership-churn.
+    #[arg(long, default_value = "all")]
+    nemesis: String,
+    /// Least seconds under load (the run continues until every nemesis has
+    /// struck once).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    duration: u64,
+    /// Seed of the schedule and the workload: the same seed replays the
+    /// same faults on the same targets.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Voters in the cluster.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=5))]
+    nodes: u64,
+    /// Concurrent workload clients.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    clients: u64,
+    /// Calm seconds before each fault.
+    #[arg(long, default_value_t = 1.0)]
+    quiet_s: f64,
+    /// Seconds each fault stays in force.
+    #[arg(long, default_value_t = 2.0)]
+    hold_s: f64,
+    /// Talk to the nodes directly instead of through the gateway.
+    #[arg(long)]
+    direct: bool,
+    /// Where the cluster, the history and the report go (wiped at start).
+    #[arg(long, default_value = "keel-data/chaos")]
+    data_dir: PathBuf,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Subcommands of `keel chaos`.
+#[derive(clap::Subcommand)]
+pub enum Cmd {
+    /// Run a workload under faults and check the history.
+    Run(RunArgs),
+}
+
+/// Runs `keel chaos`.
+pub fn main(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Run(a) => run_cmd(a),
+    }
+}
+
+fn seconds(s: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s).with_context(|| format!("{flag} must be a non-negative number"))
+}
+
+fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
+    let config = RunConfig {
+        binary: std::env::current_exe().context("locating the keel binary")?,
+        base_dir: a.data_dir.clone(),
+        nodes: a.nodes,
+        duration: Duration::from_secs(a.duration),
+        seed: a.seed,
+        nemeses: Nemesis::parse_list(&a.nemesis)?,
+        clients: a.clients,
+        quiet: seconds(a.quiet_s, "--quiet-s")?,
+        hold: seconds(a.hold_s, "--hold-s")?,
+        through_gateway: !a.direct,
+        node_args: Vec::new(),
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let (report, history) = rt.block_on(run(config))?;
+    let history_path = a.data_dir.join("history.jsonl");
+    let report_path = a.data_dir.join("report.json");
+    let file = std::fs::File::create(&history_path)
+        .with_context(|| format!("writing {}", history_path.display()))?;
+    history.write_jsonl(std::io::BufWriter::new(file))?;
+    std::fs::write(&report_path, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", report_path.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+        println!(
+            "history: {}\nreport:  {}",
+            history_path.display(),
+            report_path.display()
+        );
+    }
+    if !report.ok {
+        anyhow::bail!("violations found; replay with --seed {}", report.seed);
+    }
+    Ok(())
+}
+
+/// The report as a table.
+pub fn render(r: &Report) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "keel chaos: seed {}, {} nodes, {:.0}s, {}\n  network: {}\n",
+        r.seed,
+        r.nodes,
+        r.seconds,
+        if r.through_gateway {
+            "through the gateway"
+        } else {
+            "direct to the nodes"
+        },
+        r.network
+    ));
+    s.push_str(&format!(
+        "  operations: {} (replayed with the same key: {}), p99 {:.1} ms\n\n",
+        r.ops
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.replays,
+        r.latency_p99_ms
+    ));
+    s.push_str(&format!(
+        "  {:<18} {:<8} {:>9} {:>14} {:>8} {:>12}\n",
+        "fault", "targets", "at (s)", "unavail. (ms)", "errors", "recovery (ms)"
+    ));
+    for f in &r.faults {
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+        s.push_str(&format!(
+            "  {:<18} {:<8} {:>9.1} {:>14} {:>8} {:>12}\n",
+            f.record.nemesis.name(),
+            f.record
+                .targets
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            f.record.injected_ns as f64 / 1e9,
+            ms(f.unavailable_ms),
+            f.errors,
+            ms(f.recovery_ms)
+        ));
+    }
+    s.push('\n');
+    for f in &r.findings {
+        let tag = if !f.ok {
+            "FAIL"
+        } else if f.skipped {
+            "skip"
+        } else {
+            " ok "
+        };
+        s.push_str(&format!("  [{tag}] {}: {}\n", f.name, f.detail));
+    }
+    s.push_str(if r.ok {
+        "\nno violations\n"
+    } else {
+        "\nVIOLATIONS FOUND\n"
+    });
+    s
+}

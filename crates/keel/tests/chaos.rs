@@ -1,0 +1,110 @@
+//! The chaos suite, bounded for CI: every nemesis strikes once against a
+//! real cluster behind the gateway and every checker must pass; then the
+//! same suite against a build with a deliberate bug must fail, which proves
+//! the checkers can see what they claim to.
+#![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use keel_chaos::nemesis::Nemesis;
+use keel_chaos::run::{run, RunConfig};
+
+fn config(binary: PathBuf, dir: &Path, nemeses: Vec<Nemesis>, duration_s: u64) -> RunConfig {
+    RunConfig {
+        binary,
+        base_dir: dir.join("chaos"),
+        nodes: 3,
+        duration: Duration::from_secs(duration_s),
+        seed: 7,
+        nemeses,
+        clients: 6,
+        quiet: Duration::from_millis(500),
+        hold: Duration::from_millis(1_500),
+        through_gateway: true,
+        node_args: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_nemesis_once_and_no_checker_finds_a_violation() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        env!("CARGO_BIN_EXE_keel").into(),
+        dir.path(),
+        Nemesis::ALL.to_vec(),
+        1,
+    );
+    let (report, history) = run(cfg).await.unwrap();
+    let struck: Vec<Nemesis> = report.faults.iter().map(|f| f.record.nemesis).collect();
+    for n in Nemesis::ALL {
+        assert!(struck.contains(&n), "{n:?} never struck: {struck:?}");
+    }
+    assert!(
+        history.len() > 100,
+        "the workload ran: {} ops",
+        history.len()
+    );
+    for f in &report.findings {
+        assert!(f.ok || f.skipped, "{}: {}", f.name, f.detail);
+    }
+    assert!(report.ok);
+    // Faults were felt and healed: every one recovered.
+    for f in &report.faults {
+        assert!(
+            f.record.recovered_ns.is_some(),
+            "{:?} never recovered",
+            f.record.nemesis
+        );
+    }
+}
+
+/// Builds `keel` with the `test-bug-oversell` feature (places skip the stock
+/// check) into its own target directory, so it never replaces the binary
+/// the other tests run.
+fn buggy_binary() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = workspace.join("target/test-bug-oversell");
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&workspace)
+        .args([
+            "build",
+            "-p",
+            "keel",
+            "--features",
+            "test-bug-oversell",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "building the deliberately buggy keel failed"
+    );
+    target.join("debug/keel")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_checkers_catch_a_build_that_oversells() {
+    let binary = buggy_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(binary, dir.path(), vec![Nemesis::KillLeader], 4);
+    let (report, _) = run(cfg).await.unwrap();
+    assert!(!report.ok, "an overselling build passed every check");
+    let failed: Vec<&str> = report
+        .findings
+        .iter()
+        .filter(|f| !f.ok && !f.skipped)
+        .map(|f| f.name.as_str())
+        .collect();
+    assert!(
+        failed.iter().any(|n| n.contains("oversell")),
+        "the oversell check missed it; failed: {failed:?}"
+    );
+    assert!(
+        failed.iter().any(|n| n.contains("linearizable stock HOT")),
+        "the stock register check missed it; failed: {failed:?}"
+    );
+}
