@@ -21,7 +21,7 @@ const SEED_CHUNK: usize = 1_000;
 /// Stock of every SKU: far more than any run can order.
 const SKU_STOCK: u64 = 1_000_000_000;
 /// Highest latency the histogram records (60 s, in µs).
-const LATENCY_MAX_US: u64 = 60_000_000;
+pub(crate) const LATENCY_MAX_US: u64 = 60_000_000;
 
 /// Arguments of `keel bench cluster`.
 #[derive(clap::Args)]
@@ -50,7 +50,9 @@ pub struct Args {
     json: bool,
 }
 
-async fn seed(admin: &Client, skus: u64, customers: u64) -> anyhow::Result<()> {
+/// Seeds accounts `shop` and `world`, customers `c0..`, SKUs `S0..` and
+/// `HOT`, each with [`SKU_STOCK`] units, through `/v1/batch`.
+pub(crate) async fn seed(admin: &Client, skus: u64, customers: u64) -> anyhow::Result<()> {
     let mut cmds: Vec<Value> = vec![
         json!({"open_account": {"id": "shop", "kind": "merchant", "currency": "EUR"}}),
         json!({"open_account": {"id": "world", "kind": "external", "currency": "EUR"}}),

@@ -12,6 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod admin;
 mod bench_apply;
 mod bench_cluster;
+mod bench_gateway;
 mod chaos_cmd;
 mod demo;
 mod gateway_cmd;
@@ -56,6 +57,9 @@ enum BenchCmd {
     /// Orders/s and latency of a local 3-node cluster (fsync on) under N
     /// concurrent HTTP clients, uniform and hot-SKU.
     Cluster(bench_cluster::Args),
+    /// The gateway side by side with nginx in front of a local 3-node
+    /// cluster: added latency, throughput, failover gap and detection time.
+    Gateway(bench_gateway::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -83,5 +87,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Chaos(c) => chaos_cmd::main(c),
         Cmd::Bench(BenchCmd::Apply(args)) => bench_apply::run(args),
         Cmd::Bench(BenchCmd::Cluster(args)) => bench_cluster::run(args),
+        Cmd::Bench(BenchCmd::Gateway(args)) => bench_gateway::run(args),
     }
 }
