@@ -85,14 +85,7 @@ pub async fn seed(admin: &Client, clients: u64) -> Result<(), ChaosError> {
             )
             .await
             .map_err(|e| ChaosError::Setup(format!("seeding: {e}")))?;
-        let refused = r.body["results"]
-            .as_array()
-            .map(|rs| {
-                rs.iter()
-                    .filter(|x| x["status"].as_u64().unwrap_or(500) >= 300)
-                    .count()
-            })
-            .unwrap_or(usize::MAX);
+        let refused = r.batch_refused();
         if refused > 0 {
             return Err(ChaosError::Setup(format!(
                 "seeding chunk {i}: {refused} commands refused"

@@ -78,6 +78,18 @@ impl Reply {
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
         serde_json::from_value(self.body.clone()).map_err(|e| ClientError::Decode(e.to_string()))
     }
+
+    /// For a `/v1/batch` reply: how many of its commands were refused (a
+    /// status of 300 or more); all of them when the body is not a batch
+    /// result, so a caller that wants none refused never passes a garbage
+    /// reply.
+    pub fn batch_refused(&self) -> usize {
+        self.body["results"].as_array().map_or(usize::MAX, |rs| {
+            rs.iter()
+                .filter(|x| x["status"].as_u64().unwrap_or(500) >= 300)
+                .count()
+        })
+    }
 }
 
 /// A client of a Keel cluster.

@@ -174,14 +174,7 @@ impl Pool {
         let inner = &mut *g;
         let count = inner.nodes.len();
         let members = EligibleSet::from_fn(count, |n| inner.nodes[n.0].member);
-        let healthy = EligibleSet::from_fn(count, |n| {
-            let s = &inner.nodes[n.0];
-            s.member
-                && s.health.is_up()
-                && s.phi.is_available(now, self.config.health.phi_threshold)
-                && !inner.outlier.is_ejected(n, now)
-                && s.breaker.allows_request(now)
-        });
+        let healthy = EligibleSet::from_fn(count, |n| self.eligible(inner, n, now));
         // Prefer healthy nodes this request has not failed on; then any
         // healthy node; then, as Envoy's panic mode, any member: with no
         // node believed healthy, trying one beats refusing outright.

@@ -301,12 +301,15 @@ async fn probe_node(
 ) {
     let interval = Duration::from_millis(gw.config.health.interval_ms);
     let timeout = Duration::from_millis(gw.config.health.timeout_ms);
-    let uri = format!("http://{addr}{}", gw.config.health.path);
+    // Parsed once: the address and path do not change while it runs.
+    let uri = format!("http://{addr}{}", gw.config.health.path)
+        .parse::<hyper::Uri>()
+        .map_err(|e| format!("bad probe address: {e}"));
     loop {
         let next = tokio::time::Instant::now() + interval;
-        let answer = match uri.parse::<hyper::Uri>() {
-            Ok(uri) => probe(&gw.upstream, uri, timeout).await,
-            Err(e) => Err(format!("bad probe address: {e}")),
+        let answer = match &uri {
+            Ok(uri) => probe(&gw.upstream, uri.clone(), timeout).await,
+            Err(e) => Err(e.clone()),
         };
         let status = answer.as_ref().map(|(s, _)| *s).map_err(Clone::clone);
         if let Ok((_, Some(hint))) = &answer {

@@ -76,14 +76,7 @@ pub(crate) async fn seed(admin: &Client, skus: u64, customers: u64) -> anyhow::R
                 &format!("bench-seed-{i}"),
             )
             .await?;
-        let bad = r.body["results"]
-            .as_array()
-            .map(|rs| {
-                rs.iter()
-                    .filter(|x| x["status"].as_u64().unwrap_or(500) >= 300)
-                    .count()
-            })
-            .unwrap_or(usize::MAX);
+        let bad = r.batch_refused();
         anyhow::ensure!(bad == 0, "seeding chunk {i}: {bad} commands refused");
     }
     Ok(())
