@@ -214,8 +214,8 @@ pub struct HealthConfig {
 
 impl Default for HealthConfig {
     fn default() -> Self {
-        // A killed node refuses the next probe and every request at once
-        // (marked down on the spot); a paused one stops answering, which
+        // A killed node refuses the next probe or request, which marks it
+        // down on the spot; a paused one stops answering, which
         // phi flags about 0.7 s after its last answer (mean 100 ms + 300 ms
         // pause + about 6 deviations of 50 ms) and the 3-strike rule after
         // 3 timed-out probes. Three probes a second per node cost nothing.

@@ -276,7 +276,7 @@ impl Pool {
     /// Records a health probe of `node` at `now`: `Ok(status)` when the node
     /// answered (any answer proves it alive and feeds phi; only 200 counts
     /// as healthy), `Err` when it did not.
-    pub fn record_probe(&self, node: NodeIndex, answer: Result<u16, String>, now: Instant) {
+    pub fn record_probe(&self, node: NodeIndex, answer: Result<u16, ProbeFailure>, now: Instant) {
         let mut g = self.lock();
         let Some(slot) = g.nodes.get_mut(node.0) else {
             return;
@@ -294,8 +294,17 @@ impl Pool {
         };
         slot.probe_last = Some(match &answer {
             Ok(status) => format!("HTTP {status}"),
-            Err(e) => e.clone(),
+            Err(ProbeFailure::Refused(e) | ProbeFailure::Other(e)) => e.clone(),
         });
+        // A refused connection means no process listens: down at once, as
+        // a refused request does, instead of after `fall` probes.
+        if let Err(ProbeFailure::Refused(_)) = &answer {
+            if slot.health.mark_down().is_some() {
+                let why = slot.probe_last.clone().unwrap_or_default();
+                self.health_changed(&slot.addr, HealthState::Down, &why);
+            }
+            return;
+        }
         if let Some(state) = slot.health.record(probe) {
             let why = slot.probe_last.clone().unwrap_or_default();
             self.health_changed(&slot.addr, state, &why);
@@ -580,6 +589,15 @@ impl Pool {
     }
 }
 
+/// Why a health probe got no answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeFailure {
+    /// The connection was refused: nothing listens at the address.
+    Refused(String),
+    /// A timeout, a reset or a lost reply.
+    Other(String),
+}
+
 /// Why a weight change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum WeightError {
@@ -709,13 +727,39 @@ mod tests {
         let now = Instant::now();
         for i in 0..2 {
             for _ in 0..3 {
-                p.record_probe(NodeIndex(i), Err("refused".into()), now);
+                p.record_probe(
+                    NodeIndex(i),
+                    Err(ProbeFailure::Other("timeout".into())),
+                    now,
+                );
             }
         }
         assert_eq!(p.eligible_count(now), 0);
         assert!(p
             .pick(Class::LocalRead, None, EligibleSet::empty(), now)
             .is_some());
+    }
+
+    #[test]
+    fn a_refused_probe_takes_the_node_down_at_once() {
+        let p = pool(&[A, B]);
+        let now = Instant::now();
+        p.record_probe(
+            NodeIndex(0),
+            Err(ProbeFailure::Other("timeout".into())),
+            now,
+        );
+        assert_eq!(p.eligible_count(now), 2, "one timeout is below fall");
+        p.record_probe(
+            NodeIndex(0),
+            Err(ProbeFailure::Refused("refused".into())),
+            now,
+        );
+        assert_eq!(p.eligible_count(now), 1);
+        for k in 1..=2 {
+            p.record_probe(NodeIndex(0), Ok(200), now + Duration::from_millis(100 * k));
+        }
+        assert_eq!(p.eligible_count(now + Duration::from_millis(200)), 2);
     }
 
     #[test]

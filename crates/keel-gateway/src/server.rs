@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
-use crate::pool::{Pool, WeightError};
+use crate::pool::{Pool, ProbeFailure, WeightError};
 use crate::problem::Problem;
 use crate::proxy::{self, KeyMaker, Upstream, LEADER_HEADER};
 use crate::{ConfigError, NodeIndex};
@@ -309,7 +309,7 @@ async fn probe_node(
         let next = tokio::time::Instant::now() + interval;
         let answer = match &uri {
             Ok(uri) => probe(&gw.upstream, uri.clone(), timeout).await,
-            Err(e) => Err(e.clone()),
+            Err(e) => Err(ProbeFailure::Other(e.clone())),
         };
         let status = answer.as_ref().map(|(s, _)| *s).map_err(Clone::clone);
         if let Ok((_, Some(hint))) = &answer {
@@ -327,11 +327,17 @@ async fn probe(
     upstream: &Upstream,
     uri: hyper::Uri,
     timeout: Duration,
-) -> Result<(u16, Option<String>), String> {
+) -> Result<(u16, Option<String>), ProbeFailure> {
     let mut req = Request::new(Full::new(Bytes::new()));
     *req.uri_mut() = uri;
     let exchange = async {
-        let resp = upstream.request(req).await.map_err(|e| e.to_string())?;
+        let resp = upstream.request(req).await.map_err(|e| {
+            if e.is_connect() && refused(&e) {
+                ProbeFailure::Refused(format!("connect: {e}"))
+            } else {
+                ProbeFailure::Other(e.to_string())
+            }
+        })?;
         let status = resp.status().as_u16();
         let hint = resp
             .headers()
@@ -344,8 +350,23 @@ async fn probe(
     };
     match tokio::time::timeout(timeout, exchange).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no answer within {timeout:?}")),
+        Err(_) => Err(ProbeFailure::Other(format!("no answer within {timeout:?}"))),
     }
+}
+
+/// Whether an error was caused by a refused connection (not a connect
+/// timeout, which a partition also gives and which counts toward `fall`).
+fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Follows the cluster's membership through `/v1/cluster`.
