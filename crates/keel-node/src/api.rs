@@ -125,7 +125,7 @@ fn authed(api: &Api, headers: &HeaderMap) -> Result<Principal, Problem> {
     principal(api, headers).ok_or_else(Problem::unauthorized)
 }
 
-fn admin(api: &Api, headers: &HeaderMap) -> Result<(), Problem> {
+pub(crate) fn admin(api: &Api, headers: &HeaderMap) -> Result<(), Problem> {
     match authed(api, headers)? {
         Principal::Admin => Ok(()),
         _ => Err(Problem::forbidden("this endpoint needs the admin token")),
@@ -848,6 +848,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/batch", post(batch))
         .route("/v1/summary", get(summary))
         .route("/v1/digest", get(digest))
+        .route("/v1/backup/snapshot", get(crate::backup::snapshot))
+        .route("/v1/backup/log", get(crate::backup::log))
         .route("/v1/cluster", get(cluster))
         .route("/v1/cluster/learners", post(add_learner))
         .route("/v1/cluster/members", post(promote))

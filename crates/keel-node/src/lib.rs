@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod backup;
 pub mod config;
 pub mod metrics;
 pub mod node;

@@ -152,6 +152,10 @@ pub struct Node {
     pub raft: Raft<TypeConfig>,
     /// The state machine store (reads).
     pub sm: StateMachineStore,
+    /// The log store, for backup reads of committed entries.
+    pub log: keel_store::LogStore,
+    /// Slots for backup exports running at once (see [`crate::backup`]).
+    pub backup_exports: Arc<tokio::sync::Semaphore>,
     /// The proposer (leader only does real work).
     pub proposer: Proposer,
     /// Client for calls to peers.

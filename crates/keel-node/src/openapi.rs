@@ -38,6 +38,8 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc { method: "post", path: "/v1/batch", who: "admin", summary: "Up to 1,000 commands, results in order", body: true },
     RouteDoc { method: "get", path: "/v1/summary", who: "admin", summary: "Counts and totals for conservation checks", body: false },
     RouteDoc { method: "get", path: "/v1/digest", who: "admin", summary: "This replica's state digest at its applied index", body: false },
+    RouteDoc { method: "get", path: "/v1/backup/snapshot", who: "admin", summary: "Hot backup: stream a snapshot of one consistent state (headers: log id, digest, clock)", body: false },
+    RouteDoc { method: "get", path: "/v1/backup/log", who: "admin", summary: "Backup: committed log records after=N[&upto=M], one page; 410 log_purged when gone", body: false },
     RouteDoc { method: "get", path: "/v1/cluster", who: "admin", summary: "Members, roles, term, leader, indexes, lag, health", body: false },
     RouteDoc { method: "post", path: "/v1/cluster/learners", who: "admin", summary: "Add a learner: {id, addr}", body: true },
     RouteDoc { method: "post", path: "/v1/cluster/members", who: "admin", summary: "Promote a learner to voter: {id}", body: true },

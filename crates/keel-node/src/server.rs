@@ -101,6 +101,9 @@ pub async fn run(
         id: config.id,
         client: peers.clone(),
     };
+    // The node keeps a handle on the log for backups (reads only); openraft
+    // owns every write to it.
+    let log_reader = log.clone();
     let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm.clone())
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
@@ -117,6 +120,8 @@ pub async fn run(
         config: config.clone(),
         raft: raft.clone(),
         sm,
+        log: log_reader,
+        backup_exports: Arc::new(tokio::sync::Semaphore::new(crate::backup::EXPORTS_MAX)),
         proposer,
         peers,
         metrics,

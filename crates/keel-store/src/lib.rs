@@ -32,16 +32,20 @@ use std::time::Duration;
 mod error;
 mod log_store;
 mod redb_tables;
+pub mod seed;
 pub mod snapshot;
 mod state_machine;
 
 pub use error::{StoreError, RECOVERY_HINT};
 pub use log_store::{
-    LogStore, LOG_RECORD_FORMAT_VERSION, REPLICATION_READ_BYTES_MAX, REPLICATION_READ_ENTRIES_MAX,
+    decode_log_record, encode_log_record, push_log_frame, read_log_frame, LogPage, LogStore,
+    LOG_FRAME_RECORD_BYTES_MAX, LOG_RECORD_FORMAT_VERSION, REPLICATION_READ_BYTES_MAX,
+    REPLICATION_READ_ENTRIES_MAX,
 };
 pub use redb_tables::StateReader;
 pub use state_machine::{
-    StateMachineStore, APPLY_COMMITS_PER_FSYNC_MAX, DEBUG_INVARIANT_CHECK_ORDERS_MAX,
+    SnapshotExport, StateMachineStore, APPLY_COMMITS_PER_FSYNC_MAX,
+    DEBUG_INVARIANT_CHECK_ORDERS_MAX,
 };
 
 /// A node's id in the cluster.

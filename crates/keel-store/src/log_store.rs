@@ -146,6 +146,152 @@ impl LogStore {
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
+
+    /// Up to `entries_max` records (and about `bytes_max` bytes, at least
+    /// one record) with indexes above `after` and at most `upto`, as stored:
+    /// each verified, and handed out raw so a backup keeps the log's own
+    /// checksum. Also returns the purge point: if the first record is not
+    /// `after + 1`, what was asked for is gone from this node's log.
+    pub fn read_records(
+        &self,
+        after: u64,
+        upto: u64,
+        entries_max: usize,
+        bytes_max: usize,
+    ) -> Result<LogPage, StoreError> {
+        let inner = &self.inner;
+        let txn = inner.read_txn()?;
+        let purged = inner.meta::<LogId<NodeId>>(&txn, KEY_PURGED)?;
+        let t = txn.open_table(LOG).map_err(|e| inner.err(e))?;
+        let mut records = Vec::new();
+        let mut bytes = 0usize;
+        let start = Bound::Excluded(after);
+        for row in t
+            .range::<u64>((start, Bound::Included(upto)))
+            .map_err(|e| inner.err(e))?
+        {
+            if !records.is_empty() && (records.len() >= entries_max || bytes >= bytes_max) {
+                break;
+            }
+            let (k, v) = row.map_err(|e| inner.err(e))?;
+            let index = k.value();
+            decode_record(&inner.path, index, v.value())?;
+            bytes += v.value().len();
+            records.push((index, v.value().to_vec()));
+        }
+        Ok(LogPage { purged, records })
+    }
+
+    /// Adopting a restored state: the log starts empty behind `last` (the
+    /// restored state's applied log id, also its snapshot's), with `last`
+    /// committed and `vote` as this node's vote. Refused unless the log is
+    /// empty. One fsynced commit: the node starts from exactly this.
+    pub(crate) fn adopt(&self, last: LogId<NodeId>, vote: Vote<NodeId>) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let mut txn = inner.db.begin_write().map_err(|e| inner.err(e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| inner.err(e))?;
+        {
+            let t = txn.open_table(LOG).map_err(|e| inner.err(e))?;
+            if t.first().map_err(|e| inner.err(e))?.is_some() {
+                return Err(StoreError::other(
+                    &inner.path,
+                    "refusing to adopt a restored state into a log that has entries",
+                ));
+            }
+            let mut m = txn.open_table(META).map_err(|e| inner.err(e))?;
+            m.insert(KEY_PURGED, codec::encode(&last).as_slice())
+                .map_err(|e| inner.err(e))?;
+            m.insert(KEY_COMMITTED, codec::encode(&Some(last)).as_slice())
+                .map_err(|e| inner.err(e))?;
+            m.insert(KEY_VOTE, codec::encode(&vote).as_slice())
+                .map_err(|e| inner.err(e))?;
+        }
+        txn.commit().map_err(|e| inner.err(e))
+    }
+}
+
+/// A page of raw log records (see [`LogStore::read_records`]).
+#[derive(Debug)]
+pub struct LogPage {
+    /// The log's purge point: records at or below it are gone.
+    pub purged: Option<LogId<NodeId>>,
+    /// `(index, record)` in index order, each in the format of
+    /// [`decode_log_record`].
+    pub records: Vec<(u64, Vec<u8>)>,
+}
+
+/// Encodes an entry as a log record: format version, CRC-32C over the index
+/// and the payload, postcard payload.
+pub fn encode_log_record(entry: &Entry<TypeConfig>) -> Result<Vec<u8>, StoreError> {
+    encode_record(entry).map_err(|e| {
+        StoreError::other(
+            Path::new("log record"),
+            format!("encoding {}: {e}", entry.log_id),
+        )
+    })
+}
+
+/// Largest record a log frame may announce: well above any entry (a batch
+/// is bounded far below it), so a larger length means a damaged stream and
+/// cannot make a reader allocate more.
+pub const LOG_FRAME_RECORD_BYTES_MAX: u32 = 64 << 20;
+
+/// Appends one log record to a byte stream of frames (a backup, an
+/// export): `[index u64 BE][length u32 BE][record]`.
+pub fn push_log_frame(out: &mut Vec<u8>, index: u64, record: &[u8]) {
+    out.extend_from_slice(&index.to_be_bytes());
+    // A record is far below 4 GiB (see LOG_FRAME_RECORD_BYTES_MAX).
+    out.extend_from_slice(&(record.len() as u32).to_be_bytes());
+    out.extend_from_slice(record);
+}
+
+/// Reads the next frame written by [`push_log_frame`]: `None` at a clean
+/// end, an `InvalidData` error on a torn frame or an impossible length.
+pub fn read_log_frame(r: &mut impl std::io::Read) -> std::io::Result<Option<(u64, Vec<u8>)>> {
+    let mut head = [0u8; 12];
+    let mut got = 0;
+    while got < head.len() {
+        match r.read(&mut head[got..])? {
+            0 if got == 0 => return Ok(None),
+            0 => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "log frame header cut short",
+                ))
+            }
+            n => got += n,
+        }
+    }
+    let mut index = [0u8; 8];
+    index.copy_from_slice(&head[..8]);
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&head[8..]);
+    let len = u32::from_be_bytes(len);
+    if len > LOG_FRAME_RECORD_BYTES_MAX {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("log frame announces {len} bytes, more than {LOG_FRAME_RECORD_BYTES_MAX}"),
+        ));
+    }
+    let mut record = vec![0u8; len as usize];
+    r.read_exact(&mut record).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("log frame cut short: {e}"),
+        )
+    })?;
+    Ok(Some((u64::from_be_bytes(index), record)))
+}
+
+/// Decodes and verifies a log record that should hold log index `index`;
+/// `source` names where it came from in the error (a file, a backup).
+pub fn decode_log_record(
+    source: &Path,
+    index: u64,
+    bytes: &[u8],
+) -> Result<Entry<TypeConfig>, StoreError> {
+    decode_record(source, index, bytes)
 }
 
 impl Inner {

@@ -349,21 +349,9 @@ impl StateMachineStore {
         };
         let header = SnapshotHeader::new(snapshot_id, last, r.membership()?);
         let tmp = self.inner.snap_dir.join(format!("building-{seq}.part"));
-        let written = (|| {
-            let f = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
-            let mut w = SnapshotWriter::create(f, &header).map_err(|e| StoreError::io(&tmp, e))?;
-            r.for_each_row(|t, k, v| w.row(t, k, v).map_err(|e| StoreError::io(&tmp, e)))?;
-            w.finish().map_err(|e| StoreError::io(&tmp, e))?;
-            File::open(&tmp).map_err(|e| StoreError::io(&tmp, e))
-        })();
+        let written = write_snapshot_file(&r, &header, &tmp);
         drop(r);
-        let handle = match written {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
+        let handle = written?;
         let current = SnapshotRef {
             file: format!("snap-{seq}.snap"),
             seq,
@@ -381,6 +369,138 @@ impl StateMachineStore {
         let old = self.set_current_snapshot(&current)?;
         self.remove_old_snapshot(old, &current);
         Ok((snapshot_meta(header), handle))
+    }
+
+    /// Writes a snapshot of one consistent read view to a temporary file in
+    /// the snapshot directory, for a hot backup. It does not become the
+    /// current snapshot and the running node is not paused: the read view
+    /// pins the state it sees while writes go on. The file is removed when
+    /// the returned value is dropped (or at the next open, after a crash).
+    pub fn export_snapshot(&self) -> Result<SnapshotExport, StoreError> {
+        let r = self.reader()?;
+        let last = r.applied()?;
+        let membership = r.membership()?;
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        let snapshot_id = match last {
+            Some(l) => format!("export-{}-{}-{seq}", l.leader_id.term, l.index),
+            None => format!("export-none-{seq}"),
+        };
+        let header = SnapshotHeader::new(snapshot_id, last, membership.clone());
+        let path = self.inner.snap_dir.join(format!("export-{seq}.part"));
+        let digest = r.digest()?;
+        let clock_ms = keel_domain::apply::load_summary(&r)
+            .map_err(|e| table_error(&self.inner.path, e))?
+            .clock_ms;
+        let file = write_snapshot_file(&r, &header, &path)?;
+        let bytes = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
+        Ok(SnapshotExport {
+            path,
+            last_log_id: last,
+            membership,
+            digest,
+            clock_ms,
+            bytes,
+        })
+    }
+
+    /// Replaces every table, the applied log id and the membership with the
+    /// snapshot in `file`, verified as it streams, in one fsynced
+    /// transaction; with `current`, that transaction also names it the
+    /// current snapshot. Returns the header and the snapshot it replaced.
+    fn replace_state_with(
+        &self,
+        file: &Path,
+        current: Option<&SnapshotRef>,
+    ) -> Result<(SnapshotHeader, Option<SnapshotRef>), StoreError> {
+        let path = &self.inner.path;
+        let mut txn = self.inner.db.begin_write().map_err(|e| self.err(e))?;
+        // One fsynced transaction replaces every table, the applied log id,
+        // the membership and the current snapshot's name: a crash before the
+        // commit leaves the old state and snapshot, after it the new ones.
+        // fsynced because openraft purges the log up to the snapshot next
+        // (and a restore reports the state written once this returns).
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.err(e))?;
+        let old = read_meta_in::<SnapshotRef>(&txn, path, KEY_SNAPSHOT)?;
+        for t in Table::ALL {
+            txn.delete_table(def(t)).map_err(|e| self.err(e))?;
+        }
+        let header = {
+            let mut tables = WriteTxnTables::open(&txn).map_err(|e| self.err(e))?;
+            // The file is checked again as it streams, and any error drops
+            // the transaction uncommitted.
+            let header = snapshot::read(file, |t, k, v| {
+                keel_domain::WriteTables::put(&mut tables, t, k, v)
+                    .map_err(|e| table_error(path, e))
+            })?;
+            #[cfg(all(debug_assertions, not(feature = "test-bug-oversell")))]
+            debug_check(&tables, path, "after installing a snapshot")?;
+            header
+        };
+        let mut meta = vec![
+            (KEY_APPLIED, encode_meta(&header.last_log_id)),
+            (KEY_MEMBERSHIP, encode_meta(&header.membership)),
+        ];
+        if let Some(c) = current {
+            meta.push((KEY_SNAPSHOT, encode_meta(c)));
+        }
+        write_meta(&txn, path, &meta)?;
+        txn.commit().map_err(|e| self.err(e))?;
+        self.inner.commits_since_fsync.store(0, Ordering::Relaxed);
+        self.set_applied(header.last_log_id);
+        Ok((header, old))
+    }
+
+    /// Seeding a restore: the state becomes the snapshot in `file`.
+    pub(crate) fn load_snapshot_file(&self, file: &Path) -> Result<SnapshotHeader, StoreError> {
+        let _guard = self.lock_snapshots()?;
+        snapshot::verify(file)?;
+        Ok(self.replace_state_with(file, None)?.0)
+    }
+
+    /// Seeding a restore: applies entries that must follow the applied log
+    /// id without a gap.
+    pub(crate) fn apply_restored(&self, entries: Vec<Entry<TypeConfig>>) -> Result<(), StoreError> {
+        let mut next = self.last_applied().map_or(0, |l| l.index.saturating_add(1));
+        for e in &entries {
+            if e.log_id.index != next {
+                return Err(StoreError::other(
+                    &self.inner.path,
+                    format!("restore expected log index {next}, got {}", e.log_id),
+                ));
+            }
+            next = next.saturating_add(1);
+        }
+        let mut at = None;
+        self.apply_entries(entries, &mut at).map(|_| ())
+    }
+
+    /// Adopting a restored state into a new cluster: replaces the membership
+    /// (fsynced) and makes a snapshot of the result current, so the node
+    /// can serve it to peers and its log can start empty behind it.
+    pub(crate) fn adopt_membership(
+        &self,
+        membership: StoredMembership<NodeId, BasicNode>,
+    ) -> Result<SnapshotMeta<NodeId, BasicNode>, StoreError> {
+        let path = &self.inner.path;
+        let mut txn = self.inner.db.begin_write().map_err(|e| self.err(e))?;
+        // fsynced: the node will start from this membership.
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.err(e))?;
+        write_meta(&txn, path, &[(KEY_MEMBERSHIP, encode_meta(&membership))])?;
+        txn.commit().map_err(|e| self.err(e))?;
+        Ok(self.build()?.0)
+    }
+
+    /// A durable commit of everything applied so far.
+    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        let mut txn = self.inner.db.begin_write().map_err(|e| self.err(e))?;
+        // fsync: a durable redb commit makes every earlier commit durable.
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.err(e))?;
+        txn.commit().map_err(|e| self.err(e))?;
+        self.inner.commits_since_fsync.store(0, Ordering::Relaxed);
+        Ok(())
     }
 
     fn current_snapshot(&self) -> Result<Option<SnapshotFile>, StoreError> {
@@ -507,44 +627,55 @@ impl StateMachineStore {
         std::fs::rename(incoming, final_path).map_err(|e| StoreError::io(final_path, e))?;
         // fsync the directory: the state is about to name this file current.
         sync_dir(&self.inner.snap_dir)?;
-
-        let path = &self.inner.path;
-        let mut txn = self.inner.db.begin_write().map_err(|e| self.err(e))?;
-        // One fsynced transaction replaces every table, the applied log id,
-        // the membership and the current snapshot's name: a crash before the
-        // commit leaves the old state and snapshot, after it the new ones.
-        // fsynced because openraft purges the log up to the snapshot next.
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| self.err(e))?;
-        let old = read_meta_in::<SnapshotRef>(&txn, path, KEY_SNAPSHOT)?;
-        for t in Table::ALL {
-            txn.delete_table(def(t)).map_err(|e| self.err(e))?;
-        }
-        {
-            let mut tables = WriteTxnTables::open(&txn).map_err(|e| self.err(e))?;
-            // Second pass over the file, streaming; it is checked again as
-            // it goes, and any error drops the transaction uncommitted.
-            snapshot::read(final_path, |t, k, v| {
-                keel_domain::WriteTables::put(&mut tables, t, k, v)
-                    .map_err(|e| table_error(path, e))
-            })?;
-            #[cfg(all(debug_assertions, not(feature = "test-bug-oversell")))]
-            debug_check(&tables, path, "after installing a snapshot")?;
-        }
-        write_meta(
-            &txn,
-            path,
-            &[
-                (KEY_APPLIED, encode_meta(&header.last_log_id)),
-                (KEY_MEMBERSHIP, encode_meta(&header.membership)),
-                (KEY_SNAPSHOT, encode_meta(current)),
-            ],
-        )?;
-        txn.commit().map_err(|e| self.err(e))?;
-        self.inner.commits_since_fsync.store(0, Ordering::Relaxed);
-        self.set_applied(header.last_log_id);
+        let (_, old) = self.replace_state_with(final_path, Some(current))?;
         self.remove_old_snapshot(old, current);
         Ok(())
+    }
+}
+
+/// Writes a snapshot of `r` to `path` (removed again on failure) and
+/// returns the file opened for reading.
+fn write_snapshot_file(
+    r: &StateReader,
+    header: &SnapshotHeader,
+    path: &Path,
+) -> Result<File, StoreError> {
+    let written = (|| {
+        let f = File::create(path).map_err(|e| StoreError::io(path, e))?;
+        let mut w = SnapshotWriter::create(f, header).map_err(|e| StoreError::io(path, e))?;
+        r.for_each_row(|t, k, v| w.row(t, k, v).map_err(|e| StoreError::io(path, e)))?;
+        w.finish().map_err(|e| StoreError::io(path, e))?;
+        File::open(path).map_err(|e| StoreError::io(path, e))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    written
+}
+
+/// A snapshot file written for a hot backup, and what it holds. The file is
+/// removed when this is dropped.
+#[derive(Debug)]
+pub struct SnapshotExport {
+    /// The snapshot file (Keel's snapshot format, verified by
+    /// [`snapshot::verify`]).
+    pub path: PathBuf,
+    /// The last log id the state includes.
+    pub last_log_id: Option<LogId<NodeId>>,
+    /// The membership as of that log id.
+    pub membership: StoredMembership<NodeId, BasicNode>,
+    /// The state digest at that log id.
+    pub digest: [u8; 32],
+    /// The state's clock: the latest leader time applied.
+    pub clock_ms: u64,
+    /// The file's size.
+    pub bytes: u64,
+}
+
+impl Drop for SnapshotExport {
+    fn drop(&mut self) {
+        // Best effort: a file left behind is removed at the next open.
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

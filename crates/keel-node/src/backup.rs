@@ -1,0 +1,196 @@
+//! What a node hands to `keel backup` (admin only): a hot snapshot of its
+//! state and its committed log entries. Backups go through these two
+//! endpoints, never around the node's storage.
+//!
+//! - `GET /v1/backup/snapshot` streams a snapshot (Keel's snapshot format,
+//!   checksummed) of one consistent read view, written while writes go on.
+//!   Headers name its log id, state digest and clock.
+//! - `GET /v1/backup/log?after=N[&upto=M]` returns a page of raw log records
+//!   with indexes above `N`, up to `M` and never past what this node has
+//!   applied (applied means committed), as frames of
+//!   [`keel_store::push_log_frame`]. 410 `log_purged` when the node's log no
+//!   longer holds index `N + 1`: take a full backup instead.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::{admin, Api};
+use crate::problem::Problem;
+
+/// Backup exports (snapshots) a node runs at once. Each one scans the whole
+/// state and holds a read view open, so a second one would only slow both.
+pub const EXPORTS_MAX: usize = 1;
+/// Most log records in one page of `/v1/backup/log`.
+pub const LOG_PAGE_ENTRIES_MAX: usize = 4_096;
+/// About the most record bytes in one page (at least one record is sent).
+pub const LOG_PAGE_BYTES_MAX: usize = 16 << 20;
+/// Read buffer when streaming a snapshot file.
+const STREAM_CHUNK_BYTES: usize = 256 << 10;
+
+/// The log index the exported state or page ends at.
+pub const INDEX_HEADER: &str = "keel-backup-index";
+/// The term of that log id.
+pub const TERM_HEADER: &str = "keel-backup-term";
+/// The leader node of that log id.
+pub const LEADER_NODE_HEADER: &str = "keel-backup-leader-node";
+/// The state digest (hex) at that index.
+pub const DIGEST_HEADER: &str = "keel-state-digest";
+/// The state's clock (latest leader time applied), ms since the epoch.
+pub const CLOCK_HEADER: &str = "keel-backup-clock-ms";
+/// This node's applied index when a log page was read.
+pub const APPLIED_HEADER: &str = "keel-backup-applied";
+/// This node's purge point (last index no longer in its log).
+pub const PURGED_HEADER: &str = "keel-backup-purged";
+
+type Shared = State<Arc<Api>>;
+
+fn header(h: &mut HeaderMap, name: &'static str, v: impl ToString) {
+    if let Ok(v) = HeaderValue::from_str(&v.to_string()) {
+        h.insert(HeaderName::from_static(name), v);
+    }
+}
+
+fn busy() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "backup_busy",
+        "A backup export is already running",
+        format!("this node runs at most {EXPORTS_MAX} snapshot export at a time; retry when it ends or use another replica"),
+    )
+}
+
+/// `GET /v1/backup/snapshot`.
+pub async fn snapshot(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
+    admin(&api, &h)?;
+    let permit = api
+        .node
+        .backup_exports
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| busy())?;
+    let sm = api.node.sm.clone();
+    let export = tokio::task::spawn_blocking(move || sm.export_snapshot())
+        .await
+        .map_err(|e| Problem::internal(format!("snapshot export task: {e}")))?
+        .map_err(|e| Problem::internal(e.to_string()))?;
+    let file = tokio::fs::File::open(&export.path)
+        .await
+        .map_err(|e| Problem::internal(format!("{}: {e}", export.path.display())))?;
+
+    let mut resp = Response::new(Body::empty());
+    let hm = resp.headers_mut();
+    if let Some(l) = export.last_log_id {
+        header(hm, INDEX_HEADER, l.index);
+        header(hm, TERM_HEADER, l.leader_id.term);
+        header(hm, LEADER_NODE_HEADER, l.leader_id.node_id);
+    }
+    header(hm, DIGEST_HEADER, hex(&export.digest));
+    header(hm, CLOCK_HEADER, export.clock_ms);
+    header(hm, "content-length", export.bytes);
+    hm.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    // The export (whose drop removes the file) and the slot live as long as
+    // the stream: to its end, or until the client goes away.
+    let state = (file, export, permit);
+    let stream = futures::stream::unfold(state, |(mut file, export, permit)| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; STREAM_CHUNK_BYTES];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), (file, export, permit)))
+            }
+            Err(e) => Some((Err(e), (file, export, permit))),
+        }
+    });
+    *resp.body_mut() = Body::from_stream(stream);
+    Ok(resp)
+}
+
+/// The query of `/v1/backup/log`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    after: u64,
+    upto: Option<u64>,
+}
+
+/// `GET /v1/backup/log`.
+pub async fn log(
+    State(api): Shared,
+    h: HeaderMap,
+    q: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    admin(&api, &h)?;
+    let Query(q) = q.map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "validation",
+            "Invalid query",
+            format!("{e}; expected after=<index>[&upto=<index>]"),
+        )
+    })?;
+    // Applied means committed: these entries are never truncated.
+    let applied = api.node.sm.last_applied().map(|l| l.index);
+    let upto = match (applied, q.upto) {
+        (Some(a), Some(u)) => a.min(u),
+        (Some(a), None) => a,
+        (None, _) => 0,
+    };
+    let log = api.node.log.clone();
+    let after = q.after;
+    let page = tokio::task::spawn_blocking(move || {
+        log.read_records(after, upto, LOG_PAGE_ENTRIES_MAX, LOG_PAGE_BYTES_MAX)
+    })
+    .await
+    .map_err(|e| Problem::internal(format!("log read task: {e}")))?
+    .map_err(|e| Problem::internal(e.to_string()))?;
+    let purged = page.purged.map(|p| p.index);
+    let wanted = after < upto && applied.is_some();
+    let first = page.records.first().map(|(i, _)| *i);
+    if wanted && first != after.checked_add(1) {
+        return Err(Problem::new(
+            StatusCode::GONE,
+            "log_purged",
+            "Log entries already purged",
+            format!(
+                "this node's log no longer holds index {} (purged up to {}); take a full backup, or ask a replica that still has it",
+                after.saturating_add(1),
+                purged.map_or("-".to_string(), |p| p.to_string())
+            ),
+        )
+        .with("purged_index", json!(purged)));
+    }
+    let last = page.records.last().map_or(after, |(i, _)| *i);
+    let mut body = Vec::with_capacity(page.records.iter().map(|(_, r)| r.len() + 12).sum());
+    for (index, record) in &page.records {
+        keel_store::push_log_frame(&mut body, *index, record);
+    }
+    let mut resp = (
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        body,
+    )
+        .into_response();
+    let hm = resp.headers_mut();
+    header(hm, INDEX_HEADER, last);
+    if let Some(a) = applied {
+        header(hm, APPLIED_HEADER, a);
+    }
+    if let Some(p) = purged {
+        header(hm, PURGED_HEADER, p);
+    }
+    Ok(resp)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
