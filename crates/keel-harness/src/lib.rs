@@ -58,6 +58,9 @@ pub struct ClusterSpec {
     pub cluster_secret: String,
     /// Extra `keel node` arguments for every node.
     pub extra_args: Vec<String>,
+    /// A restored seed every node's first start begins from, instead of a
+    /// new empty cluster (`keel node --from-seed`).
+    pub seed: Option<PathBuf>,
 }
 
 impl ClusterSpec {
@@ -71,6 +74,7 @@ impl ClusterSpec {
             admin_token: "keel-admin-dev".into(),
             cluster_secret: "keel-cluster-dev".into(),
             extra_args: Vec::new(),
+            seed: None,
         }
     }
 }
@@ -188,8 +192,19 @@ impl LocalCluster {
         // (and ignores the flag), but a node whose data was wiped to rejoin
         // must not found a second cluster.
         let first_start = !self.started.contains(&id);
-        if id == 1 && id <= self.spec.nodes && first_start {
-            cmd.arg("--bootstrap").arg(&self.bootstrap);
+        match &self.spec.seed {
+            // From a seed, every initial node starts with the same state
+            // and the members' list; none of them initialises a log.
+            Some(seed) if id <= self.spec.nodes && first_start => {
+                cmd.arg("--from-seed")
+                    .arg(seed)
+                    .arg("--bootstrap")
+                    .arg(&self.bootstrap);
+            }
+            None if id == 1 && id <= self.spec.nodes && first_start => {
+                cmd.arg("--bootstrap").arg(&self.bootstrap);
+            }
+            _ => {}
         }
         let child = cmd
             .spawn()
@@ -656,4 +671,32 @@ impl Drop for LocalCluster {
             }
         }
     }
+}
+
+/// Seeds the small shop the integration tests share: merchant `shop`,
+/// external account `world`, product `SKU-1` at 250 EUR cents with `stock`
+/// units, and customers `c0`, `c1`, … each credited `funds` (none when 0).
+/// Every write has a fixed idempotency key, so seeding twice changes
+/// nothing.
+pub async fn seed_test_shop(
+    c: &keel_client::Client,
+    customers: u64,
+    stock: u64,
+    funds: i64,
+) -> Result<(), keel_client::ClientError> {
+    c.open_account("shop", "merchant", "EUR", "s-shop").await?;
+    c.open_account("world", "external", "EUR", "s-world")
+        .await?;
+    c.upsert_product("SKU-1", "Thing", 250, "EUR", "s-p1")
+        .await?;
+    c.restock("SKU-1", stock, "s-r1").await?;
+    for i in 0..customers {
+        let id = format!("c{i}");
+        c.open_account(&id, "customer", "EUR", &format!("s-a{i}"))
+            .await?;
+        if funds > 0 {
+            c.deposit(&id, funds, &format!("s-d{i}")).await?;
+        }
+    }
+    Ok(())
 }

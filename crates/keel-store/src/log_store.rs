@@ -147,6 +147,16 @@ impl LogStore {
         &self.inner.path
     }
 
+    /// The last log index this node knows to be committed, as last saved
+    /// (openraft saves it as it advances; it may lag the cluster's).
+    pub fn committed_index(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .inner
+            .read_meta::<Option<LogId<NodeId>>>(KEY_COMMITTED)?
+            .flatten()
+            .map(|l| l.index))
+    }
+
     /// Up to `entries_max` records (and about `bytes_max` bytes, at least
     /// one record) with indexes above `after` and at most `upto`, as stored:
     /// each verified, and handed out raw so a backup keeps the log's own

@@ -181,9 +181,9 @@ pub fn start_from_seed(
             "is not a restored seed (no state): run `keel restore --to` it first",
         ));
     }
-    // Checks the seed opens (metadata, summary, current snapshot) before
-    // anything is copied; it also fails if a process still has it open.
-    drop(StateMachineStore::open(&state, &seed.join(SNAPSHOT_DIR))?);
+    // The seed is only read (every node of the new cluster copies it at
+    // the same time, so none may open it: redb locks an open file). The
+    // copy is checked when `adopt` opens it.
     let tmp = data_dir.with_extension("seeding");
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| StoreError::io(&tmp, e))?;

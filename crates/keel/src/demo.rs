@@ -3,7 +3,9 @@
 //! that has more buyers than stock), SIGKILLs the leader midway, keeps
 //! shopping through the failover, restarts the killed node, waits until it
 //! has caught up, and checks that nothing acknowledged was lost, nothing was
-//! oversold, money is conserved and every replica is identical.
+//! oversold, money is conserved and every replica is identical. Then it
+//! backs the cluster up, destroys it, restores a new cluster from the
+//! backup and checks that again (`demo_backup`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -241,10 +243,11 @@ async fn shopper(
     }
 }
 
-struct Check {
-    name: String,
-    ok: bool,
-    detail: String,
+/// One line of the demo's verdict.
+pub(crate) struct Check {
+    pub(crate) name: String,
+    pub(crate) ok: bool,
+    pub(crate) detail: String,
 }
 
 /// Runs the demo; the error says which check failed.
@@ -503,6 +506,31 @@ async fn demo(args: Args) -> anyhow::Result<()> {
         _ => format!(" (ended at {:.1}s)", gap_end.as_secs_f64()),
     };
     println!("  longest gap w/o success  {} ms{when}", gap.as_millis());
+
+    // 5-7. Back up, destroy, restore into a new cluster.
+    match &converged {
+        Ok((idx, d)) => {
+            let acked_ids: Vec<u64> = acked.keys().copied().collect();
+            let backed = crate::demo_backup::backup_destroy_restore(
+                cluster,
+                args.base_port,
+                &args.data_dir,
+                *idx,
+                d,
+                &acked_ids,
+            )
+            .await;
+            match backed {
+                Ok(more) => checks.extend(more),
+                Err(e) => checks.push(Check {
+                    name: "backup, destroy, restore".into(),
+                    ok: false,
+                    detail: format!("{e:#}"),
+                }),
+            }
+        }
+        Err(_) => cluster.stop_all(),
+    }
     println!();
     let mut failed = 0;
     for c in &checks {
@@ -519,7 +547,6 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     for m in missing.iter().take(10) {
         println!("      {m}");
     }
-    cluster.stop_all();
     if failed > 0 {
         anyhow::bail!(
             "{failed} check(s) failed; node logs are in {}",

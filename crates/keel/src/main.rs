@@ -10,11 +10,13 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod admin;
+mod backup_cmd;
 mod bench_apply;
 mod bench_cluster;
 mod bench_gateway;
 mod chaos_cmd;
 mod demo;
+mod demo_backup;
 mod gateway_cmd;
 mod node_cmd;
 mod up;
@@ -44,6 +46,13 @@ enum Cmd {
     Chaos(chaos_cmd::Cmd),
     /// Operator commands against a running cluster.
     Admin(admin::Args),
+    /// Backups: create (full, incremental, differential, cold), list,
+    /// verify, repair, prune, schedule.
+    #[command(subcommand)]
+    Backup(backup_cmd::Cmd),
+    /// Restore backups into a new data directory, to the latest point, a
+    /// log index or a time; start a cluster from it with `keel up --from`.
+    Restore(backup_cmd::RestoreArgs),
     /// Benchmarks (figures, not tests).
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -67,7 +76,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG").unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new(
-                    "warn,keel=info,keel_node=info,keel_gateway=info,keel_chaos=info",
+                    "warn,keel=info,keel_node=info,keel_gateway=info,keel_chaos=info,keel_backup=warn",
                 )
             }),
         )
@@ -84,6 +93,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Up(a) => up::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Admin(a) => admin::run(a),
+        Cmd::Backup(c) => backup_cmd::run(c),
+        Cmd::Restore(a) => backup_cmd::run_restore(a),
         Cmd::Chaos(c) => chaos_cmd::main(c),
         Cmd::Bench(BenchCmd::Apply(args)) => bench_apply::run(args),
         Cmd::Bench(BenchCmd::Cluster(args)) => bench_cluster::run(args),

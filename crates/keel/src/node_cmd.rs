@@ -37,6 +37,12 @@ pub struct Args {
     /// empty: `1=127.0.0.1:7101,2=127.0.0.1:7102,...`.
     #[arg(long, env = "KEEL_BOOTSTRAP")]
     bootstrap: Option<String>,
+    /// Start this node from a restored seed (`keel restore --to DIR`) when
+    /// its data directory is empty: the seed's state is copied in and joins
+    /// the new cluster named by --bootstrap (required with this flag, on
+    /// every node). Ignored once the node has data.
+    #[arg(long, env = "KEEL_FROM_SEED", requires = "bootstrap")]
+    from_seed: Option<PathBuf>,
     /// Heartbeat interval in ms.
     #[arg(long, env = "KEEL_HEARTBEAT_MS")]
     heartbeat_ms: Option<u64>,
@@ -146,6 +152,20 @@ fn build_config(a: &Args) -> anyhow::Result<NodeConfig> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = build_config(&args)?;
     let bootstrap = args.bootstrap.as_deref().map(parse_members).transpose()?;
+    if let (Some(seed), Some(members)) = (&args.from_seed, &bootstrap) {
+        if let Some(at) =
+            keel_store::seed::start_from_seed(seed, &config.data_dir, config.id, members)
+                .with_context(|| format!("starting from the seed in {}", seed.display()))?
+        {
+            eprintln!(
+                "node {}: data directory {} starts from the seed {} at log index {}",
+                config.id,
+                config.data_dir.display(),
+                seed.display(),
+                at.index
+            );
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

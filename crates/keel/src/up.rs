@@ -36,6 +36,10 @@ pub struct Args {
         hide_env_values = true
     )]
     admin_token: String,
+    /// Start the nodes from a restored seed (`keel restore --to DIR`)
+    /// instead of an empty cluster; needs a --data-dir without node data.
+    #[arg(long)]
+    from: Option<PathBuf>,
 }
 
 /// The spec of a local cluster run by this very binary.
@@ -71,12 +75,24 @@ pub async fn start_gateway(cluster: &mut LocalCluster, port: u16) -> anyhow::Res
 pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let spec = local_spec(
+        let mut spec = local_spec(
             args.nodes,
             args.base_port,
             args.data_dir.clone(),
             &args.admin_token,
         )?;
+        if let Some(seed) = &args.from {
+            let has_data = (1..=args.nodes).any(|id| args.data_dir.join(format!("node-{id}")).exists());
+            if has_data {
+                anyhow::bail!(
+                    "{} already holds node data: starting from {} would ignore it; use an empty --data-dir",
+                    args.data_dir.display(),
+                    seed.display()
+                );
+            }
+            println!("starting from the restored seed in {}", seed.display());
+            spec.seed = Some(seed.clone());
+        }
         let mut cluster = LocalCluster::start(spec)?;
         let leader = cluster.wait_ready(READY_TIMEOUT).await.with_context(|| {
             format!("cluster not ready; see logs in {}", args.data_dir.display())

@@ -25,28 +25,6 @@ fn cluster(nodes: u64, extra: &[&str]) -> (tempfile::TempDir, LocalCluster) {
     (dir, c)
 }
 
-async fn seed(c: &Client, customers: u64, stock: u64) {
-    c.open_account("shop", "merchant", "EUR", "s-shop")
-        .await
-        .unwrap();
-    c.open_account("world", "external", "EUR", "s-world")
-        .await
-        .unwrap();
-    c.upsert_product("SKU-1", "Thing", 250, "EUR", "s-p1")
-        .await
-        .unwrap();
-    c.restock("SKU-1", stock, "s-r1").await.unwrap();
-    for i in 0..customers {
-        let id = format!("c{i}");
-        c.open_account(&id, "customer", "EUR", &format!("s-a{i}"))
-            .await
-            .unwrap();
-        c.deposit(&id, 1_000_000_000, &format!("s-d{i}"))
-            .await
-            .unwrap();
-    }
-}
-
 fn one(id: u64) -> Vec<(String, u64)> {
     vec![("SKU-1".to_string(), 1 + id % 3)]
 }
@@ -95,7 +73,9 @@ async fn cluster_forms_elects_and_serves_writes_and_reads_through_any_node() {
     let follower = c.ids().into_iter().find(|i| *i != leader).unwrap();
     // Writes through a follower are forwarded to the leader.
     let via_follower = c.node_client(follower).unwrap();
-    seed(&via_follower, 2, 100).await;
+    keel_harness::seed_test_shop(&via_follower, 2, 100, 1_000_000_000)
+        .await
+        .unwrap();
     let (o, replayed) = via_follower.place_order("c0", &one(1), "k1").await.unwrap();
     assert!(!replayed);
     // A linearizable read on another node sees it at once.
@@ -144,7 +124,9 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_order() {
     let (_d, mut c) = cluster(3, &[]);
     let leader = c.wait_ready(READY).await.unwrap();
     let client = Arc::new(c.admin_client());
-    seed(&client, 8, 1_000_000).await;
+    keel_harness::seed_test_shop(&client, 8, 1_000_000, 1_000_000_000)
+        .await
+        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let (acked, tasks) = spawn_writers(client.clone(), 8, stop.clone());
     c.wait_for("some orders", Duration::from_secs(20), || async {
@@ -180,7 +162,9 @@ async fn a_retried_write_after_a_leader_kill_returns_the_original_result() {
     let (_d, mut c) = cluster(3, &[]);
     let leader = c.wait_ready(READY).await.unwrap();
     let client = c.node_client(leader).unwrap();
-    seed(&client, 1, 100).await;
+    keel_harness::seed_test_shop(&client, 1, 100, 1_000_000_000)
+        .await
+        .unwrap();
     let (first, _) = client.place_order("c0", &one(1), "retry-me").await.unwrap();
     c.kill(leader).unwrap();
     let other = c.ids().into_iter().find(|i| *i != leader).unwrap();
@@ -217,7 +201,9 @@ async fn a_follower_killed_and_restarted_catches_up() {
     let leader = c.wait_ready(READY).await.unwrap();
     let follower = c.ids().into_iter().find(|i| *i != leader).unwrap();
     let client = c.node_client(leader).unwrap();
-    seed(&client, 2, 10_000).await;
+    keel_harness::seed_test_shop(&client, 2, 10_000, 1_000_000_000)
+        .await
+        .unwrap();
     c.kill(follower).unwrap();
     for n in 0..100 {
         client
@@ -236,7 +222,9 @@ async fn a_node_down_past_log_purge_catches_up_by_snapshot() {
     let leader = c.wait_ready(READY).await.unwrap();
     let follower = c.ids().into_iter().find(|i| *i != leader).unwrap();
     let client = c.node_client(leader).unwrap();
-    seed(&client, 2, 10_000).await;
+    keel_harness::seed_test_shop(&client, 2, 10_000, 1_000_000_000)
+        .await
+        .unwrap();
     c.stop(follower).unwrap();
     for n in 0..300 {
         client
@@ -265,7 +253,9 @@ async fn a_fourth_node_joins_as_learner_and_is_promoted_and_unsafe_removal_is_re
     let leader = c.wait_ready(READY).await.unwrap();
     let lc = c.node_client(leader).unwrap();
     let lep = c.addr(leader).unwrap();
-    seed(&lc, 1, 100).await;
+    keel_harness::seed_test_shop(&lc, 1, 100, 1_000_000_000)
+        .await
+        .unwrap();
     let addr = c.add_node(4).unwrap();
     lc.call_at(
         &lep,
@@ -330,7 +320,9 @@ async fn a_full_cluster_restart_comes_back_with_identical_digests() {
     let (_d, mut c) = cluster(3, &[]);
     c.wait_ready(READY).await.unwrap();
     let client = c.admin_client();
-    seed(&client, 3, 1_000).await;
+    keel_harness::seed_test_shop(&client, 3, 1_000, 1_000_000_000)
+        .await
+        .unwrap();
     for n in 0..60 {
         let (o, _) = client
             .place_order(&format!("c{}", n % 3), &one(n), &format!("p{n}"))

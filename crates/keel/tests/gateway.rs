@@ -163,25 +163,6 @@ impl Setup {
     }
 }
 
-async fn seed(c: &Client, customers: u64) {
-    c.open_account("shop", "merchant", "EUR", "s-shop")
-        .await
-        .unwrap();
-    c.open_account("world", "external", "EUR", "s-world")
-        .await
-        .unwrap();
-    c.upsert_product("SKU-1", "Thing", 250, "EUR", "s-p1")
-        .await
-        .unwrap();
-    c.restock("SKU-1", 1_000_000, "s-r1").await.unwrap();
-    for i in 0..customers {
-        let id = format!("c{i}");
-        c.open_account(&id, "customer", "EUR", &format!("s-a{i}"))
-            .await
-            .unwrap();
-    }
-}
-
 fn follower_of(c: &LocalCluster, leader: u64) -> u64 {
     c.ids().into_iter().find(|i| *i != leader).unwrap()
 }
@@ -229,7 +210,9 @@ async fn write_until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn local_reads_spread_and_a_killed_follower_is_taken_out_while_reads_continue() {
     let mut s = setup(&["--local-reads", "round_robin"]).await;
-    seed(&s.admin(), 1).await;
+    keel_harness::seed_test_shop(&s.admin(), 1, 1_000_000, 0)
+        .await
+        .unwrap();
     let mut seen = BTreeMap::new();
     for _ in 0..30 {
         let (status, upstream) = s.local_read().await;
@@ -281,7 +264,9 @@ async fn local_reads_spread_and_a_killed_follower_is_taken_out_while_reads_conti
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_node_is_suspected_by_phi_accrual_and_readmitted_after_resume() {
     let mut s = setup(&[]).await;
-    seed(&s.admin(), 1).await;
+    keel_harness::seed_test_shop(&s.admin(), 1, 1_000_000, 0)
+        .await
+        .unwrap();
     let leader = s.cluster.leader().await.unwrap();
     let victim = follower_of(&s.cluster, leader);
     let history = s.node_status(victim).await;
@@ -310,7 +295,9 @@ async fn a_paused_node_is_suspected_by_phi_accrual_and_readmitted_after_resume()
 /// orders the cluster placed meanwhile.
 async fn write_through_leader_kill(gateway_args: &[&str], keyed: bool) -> (Arc<Tally>, u64) {
     let s = Arc::new(setup(gateway_args).await);
-    seed(&s.admin(), WRITERS).await;
+    keel_harness::seed_test_shop(&s.admin(), WRITERS, 1_000_000, 0)
+        .await
+        .unwrap();
     let before = s.orders_placed().await;
     let stop = Arc::new(AtomicBool::new(false));
     let writers = tokio::spawn(write_until(s.clone(), WRITERS, keyed, stop.clone()));

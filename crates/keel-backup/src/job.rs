@@ -1,0 +1,313 @@
+//! Taking backups: full (a hot snapshot), incremental and differential
+//! (committed log entries since the previous backup or the last full),
+//! cold (a stopped node's data directory) and archive segments. Each one
+//! is read from the node into a local work file first, checked, then stored
+//! by the [`Repository`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use keel_store::{LogStore, StateMachineStore};
+
+use crate::frames::LogSpan;
+use crate::manifest::{BackupMeta, Kind, Manifest};
+use crate::repo::Repository;
+use crate::source::{NodeSource, SourceError};
+use crate::BackupError;
+
+/// Label holding the state digest (hex) of a full or cold backup.
+pub const LABEL_DIGEST: &str = "digest";
+/// Label holding the node a backup was read from.
+pub const LABEL_SOURCE: &str = "source";
+/// Label holding the term of a base backup's last log id.
+pub const LABEL_TERM: &str = "term";
+
+/// What a backup run stored.
+#[derive(Debug)]
+pub struct Taken {
+    /// The backups written, oldest first (a cold backup may write two).
+    pub manifests: Vec<Manifest>,
+    /// Why the kind asked for was not the kind taken, if it was not.
+    pub note: Option<String>,
+}
+
+fn source_err(e: SourceError) -> BackupError {
+    BackupError::Source(e.to_string())
+}
+
+fn work_file(work: &Path, name: &str) -> Result<PathBuf, BackupError> {
+    std::fs::create_dir_all(work).map_err(|e| BackupError::Io {
+        path: work.display().to_string(),
+        source: e,
+    })?;
+    Ok(work.join(name))
+}
+
+async fn store_file(
+    repo: &Repository,
+    meta: BackupMeta,
+    path: &Path,
+) -> Result<Manifest, BackupError> {
+    let f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| BackupError::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+    let m = repo.write(meta, tokio::io::BufReader::new(f)).await;
+    let _ = tokio::fs::remove_file(path).await;
+    m
+}
+
+/// Takes a full backup: a hot snapshot streamed from `source`.
+pub async fn take_full(
+    repo: &Repository,
+    source: &NodeSource,
+    work: &Path,
+    created_ms: u64,
+) -> Result<Manifest, BackupError> {
+    let path = work_file(work, "full.snap")?;
+    let info = source.snapshot_to(&path).await.map_err(source_err)?;
+    let mut labels = BTreeMap::new();
+    labels.insert(LABEL_DIGEST.to_string(), info.digest.clone());
+    labels.insert(LABEL_SOURCE.to_string(), info.node.clone());
+    labels.insert(LABEL_TERM.to_string(), info.term.to_string());
+    let meta = BackupMeta {
+        kind: Kind::Full,
+        seq: info.index,
+        created_ms,
+        first_index: 0,
+        last_index: info.index,
+        first_time_ms: info.clock_ms,
+        last_time_ms: info.clock_ms,
+        parent: None,
+        labels,
+    };
+    store_file(repo, meta, &path).await
+}
+
+/// The backup an incremental (any kind, newest) or a differential (newest
+/// full or cold) follows.
+fn parent_of(manifests: &[Manifest], kind: Kind) -> Option<&Manifest> {
+    manifests
+        .iter()
+        .filter(|m| match kind {
+            Kind::Differential => m.kind.is_base(),
+            _ => true,
+        })
+        .max_by_key(|m| (m.last_index, m.created_ms))
+}
+
+/// Takes an incremental, differential or archive backup: the committed
+/// log entries after its parent, read from `source`. Without a parent, or
+/// when the source's log no longer holds the entries, it takes a full
+/// backup instead and says why (as pgBackRest does).
+pub async fn take_log(
+    repo: &Repository,
+    source: &NodeSource,
+    kind: Kind,
+    work: &Path,
+    created_ms: u64,
+) -> Result<Taken, BackupError> {
+    let manifests = repo.list().await?;
+    let Some(parent) = parent_of(&manifests, kind) else {
+        let m = take_full(repo, source, work, created_ms).await?;
+        return Ok(Taken {
+            manifests: vec![m],
+            note: Some(format!(
+                "no earlier backup for a {} to follow: took a full backup",
+                kind.as_str()
+            )),
+        });
+    };
+    let upto = source.applied_index().await.map_err(source_err)?;
+    if upto <= parent.last_index {
+        return Ok(Taken {
+            manifests: vec![],
+            note: Some(format!(
+                "nothing committed since {} (index {}): no backup written",
+                parent.id.as_str(),
+                parent.last_index
+            )),
+        });
+    }
+    let path = work_file(work, "log.frames")?;
+    let mut f = tokio::fs::File::create(&path)
+        .await
+        .map_err(|e| BackupError::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+    let span = match source.log_to(parent.last_index, upto, &mut f).await {
+        Ok(s) => s,
+        Err(SourceError::LogPurged(why)) => {
+            drop(f);
+            let _ = tokio::fs::remove_file(&path).await;
+            let m = take_full(repo, source, work, created_ms).await?;
+            return Ok(Taken {
+                manifests: vec![m],
+                note: Some(format!(
+                    "the {} could not follow {}: {why}; took a full backup",
+                    kind.as_str(),
+                    parent.id.as_str()
+                )),
+            });
+        }
+        Err(e) => return Err(source_err(e)),
+    };
+    use tokio::io::AsyncWriteExt;
+    f.flush().await.map_err(|e| BackupError::Io {
+        path: path.display().to_string(),
+        source: e,
+    })?;
+    drop(f);
+    let mut labels = BTreeMap::new();
+    labels.insert(LABEL_SOURCE.to_string(), source.url().to_string());
+    let meta = log_meta(kind, parent, &span, created_ms, labels);
+    let m = store_file(repo, meta, &path).await?;
+    Ok(Taken {
+        manifests: vec![m],
+        note: None,
+    })
+}
+
+fn log_meta(
+    kind: Kind,
+    parent: &Manifest,
+    span: &LogSpan,
+    created_ms: u64,
+    labels: BTreeMap<String, String>,
+) -> BackupMeta {
+    BackupMeta {
+        kind,
+        seq: span.last,
+        created_ms,
+        first_index: span.after + 1,
+        last_index: span.last,
+        first_time_ms: span.first_time_ms.unwrap_or(parent.last_time_ms),
+        last_time_ms: span.last_time_ms.unwrap_or(parent.last_time_ms),
+        parent: Some(parent.id.clone()),
+        labels,
+    }
+}
+
+/// Takes a cold backup of a stopped node's data directory: the directory
+/// is opened (which verifies every log record and the state's metadata;
+/// it fails if a node still runs on it), its state stored as a `cold`
+/// base, and the committed log entries it holds past that state as an
+/// `incremental` on top, so a restore replays them too.
+pub async fn take_cold(
+    repo: &Repository,
+    data_dir: &Path,
+    work: &Path,
+    created_ms: u64,
+) -> Result<Taken, BackupError> {
+    let dir = data_dir.to_path_buf();
+    let snap = work_file(work, "cold.snap")?;
+    let frames = work_file(work, "cold.frames")?;
+    let (snap_c, frames_c) = (snap.clone(), frames.clone());
+    let read = tokio::task::spawn_blocking(move || read_cold(&dir, &snap_c, &frames_c))
+        .await
+        .map_err(|e| BackupError::Task(e.to_string()))??;
+    let mut labels = BTreeMap::new();
+    labels.insert(LABEL_DIGEST.to_string(), read.digest.clone());
+    labels.insert(LABEL_SOURCE.to_string(), data_dir.display().to_string());
+    labels.insert(LABEL_TERM.to_string(), read.term.to_string());
+    let base = store_file(
+        repo,
+        BackupMeta {
+            kind: Kind::Cold,
+            seq: read.index,
+            created_ms,
+            first_index: 0,
+            last_index: read.index,
+            first_time_ms: read.clock_ms,
+            last_time_ms: read.clock_ms,
+            parent: None,
+            labels,
+        },
+        &snap,
+    )
+    .await?;
+    let mut manifests = vec![base];
+    if read.span.entries > 0 {
+        let mut labels = BTreeMap::new();
+        labels.insert(LABEL_SOURCE.to_string(), data_dir.display().to_string());
+        let meta = log_meta(
+            Kind::Incremental,
+            &manifests[0],
+            &read.span,
+            created_ms,
+            labels,
+        );
+        manifests.push(store_file(repo, meta, &frames).await?);
+    } else {
+        let _ = std::fs::remove_file(&frames);
+    }
+    Ok(Taken {
+        manifests,
+        note: None,
+    })
+}
+
+struct ColdRead {
+    index: u64,
+    term: u64,
+    digest: String,
+    clock_ms: u64,
+    span: LogSpan,
+}
+
+fn read_cold(dir: &Path, snap: &Path, frames: &Path) -> Result<ColdRead, BackupError> {
+    let store = |e: keel_store::StoreError| BackupError::Source(format!("{}: {e}", dir.display()));
+    if !dir.join(keel_store::STATE_FILE).is_file() {
+        return Err(BackupError::Source(format!(
+            "{} is not a node's data directory (no {})",
+            dir.display(),
+            keel_store::STATE_FILE
+        )));
+    }
+    let (log, sm): (LogStore, StateMachineStore) = keel_store::open(dir).map_err(store)?;
+    let export = sm.export_snapshot().map_err(store)?;
+    let Some(last) = export.last_log_id else {
+        return Err(BackupError::Source(format!(
+            "{}: the node has applied nothing; there is nothing to back up",
+            dir.display()
+        )));
+    };
+    std::fs::copy(&export.path, snap).map_err(|e| BackupError::Io {
+        path: snap.display().to_string(),
+        source: e,
+    })?;
+    let committed = log.committed_index().map_err(store)?.unwrap_or(last.index);
+    let io = |e: std::io::Error| BackupError::Io {
+        path: frames.display().to_string(),
+        source: e,
+    };
+    let mut out = std::io::BufWriter::new(std::fs::File::create(frames).map_err(io)?);
+    let mut span = LogSpan::empty(last.index);
+    let mut after = last.index;
+    while after < committed {
+        let page = log
+            .read_records(after, committed, 4_096, 16 << 20)
+            .map_err(store)?;
+        if page.records.is_empty() {
+            break;
+        }
+        let mut buf = Vec::new();
+        for (index, record) in page.records {
+            span.add(index, &record).map_err(BackupError::Source)?;
+            keel_store::push_log_frame(&mut buf, index, &record);
+            after = index;
+        }
+        std::io::Write::write_all(&mut out, &buf).map_err(io)?;
+    }
+    std::io::Write::flush(&mut out).map_err(io)?;
+    Ok(ColdRead {
+        index: last.index,
+        term: last.leader_id.term,
+        digest: export.digest.iter().map(|b| format!("{b:02x}")).collect(),
+        clock_ms: export.clock_ms,
+        span,
+    })
+}
