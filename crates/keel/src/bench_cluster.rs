@@ -82,14 +82,17 @@ pub(crate) async fn seed(admin: &Client, skus: u64, customers: u64) -> anyhow::R
     Ok(())
 }
 
-struct Outcome {
-    ok: u64,
-    errors: u64,
-    seconds: f64,
-    hist: Histogram<u64>,
+/// What one load phase measured.
+pub(crate) struct Outcome {
+    pub(crate) ok: u64,
+    pub(crate) errors: u64,
+    pub(crate) seconds: f64,
+    pub(crate) hist: Histogram<u64>,
 }
 
-async fn load(
+/// `n` closed-loop clients placing one-line orders for `duration` (after a
+/// tenth of it as warm-up), spread over `clients`.
+pub(crate) async fn load(
     clients: &[Arc<Client>],
     n: u64,
     duration: Duration,
@@ -170,7 +173,7 @@ async fn load(
     })
 }
 
-fn row(name: &str, o: &Outcome) -> Value {
+pub(crate) fn row(name: &str, o: &Outcome) -> Value {
     let ms = |q: f64| o.hist.value_at_quantile(q) as f64 / 1000.0;
     json!({
         "scenario": name,

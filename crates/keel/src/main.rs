@@ -12,6 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod admin;
 mod backup_cmd;
 mod bench_apply;
+mod bench_backup;
 mod bench_cluster;
 mod bench_gateway;
 mod chaos_cmd;
@@ -69,6 +70,10 @@ enum BenchCmd {
     /// The gateway side by side with nginx in front of a local 3-node
     /// cluster: added latency, throughput, failover gap and detection time.
     Gateway(bench_gateway::Args),
+    /// Backup and restore of a store of 1M orders against the disk's own
+    /// write speed, erasure-code throughput, and the order throughput kept
+    /// while hot backups run.
+    Backup(bench_backup::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -99,5 +104,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench(BenchCmd::Apply(args)) => bench_apply::run(args),
         Cmd::Bench(BenchCmd::Cluster(args)) => bench_cluster::run(args),
         Cmd::Bench(BenchCmd::Gateway(args)) => bench_gateway::run(args),
+        Cmd::Bench(BenchCmd::Backup(args)) => bench_backup::run(args),
     }
 }
