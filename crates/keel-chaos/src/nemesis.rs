@@ -35,11 +35,28 @@ pub enum Nemesis {
     /// Remove a follower from the membership, wipe its data, and at heal
     /// bring it back empty as a learner and promote it.
     MembershipChurn,
+    /// Cut the leader off from every other node (both directions); clients
+    /// still reach it. Needs network namespaces.
+    IsolateLeader,
+    /// Split the nodes into a minority and a majority chosen by the seed.
+    SplitHalves,
+    /// Two sides that cannot see each other, and one node in the middle
+    /// that sees both (Jepsen's bridge).
+    Bridge,
+    /// The leader stops hearing from every other node while its own
+    /// packets still leave.
+    OneWayLeader,
+    /// Every node drops each packet from its peers with probability
+    /// [`LOSSY_DROP_PROBABILITY`] (iptables' `statistic` match).
+    LossyLinks,
 }
+
+/// Share of packets between nodes a [`Nemesis::LossyLinks`] fault drops.
+pub const LOSSY_DROP_PROBABILITY: f64 = 0.2;
 
 impl Nemesis {
     /// Every nemesis, in a fixed order.
-    pub const ALL: [Nemesis; 8] = [
+    pub const ALL: [Nemesis; 13] = [
         Nemesis::KillLeader,
         Nemesis::KillFollower,
         Nemesis::KillRandom,
@@ -48,7 +65,25 @@ impl Nemesis {
         Nemesis::PowerLoss,
         Nemesis::RollingRestart,
         Nemesis::MembershipChurn,
+        Nemesis::IsolateLeader,
+        Nemesis::SplitHalves,
+        Nemesis::Bridge,
+        Nemesis::OneWayLeader,
+        Nemesis::LossyLinks,
     ];
+
+    /// Whether it cuts or degrades links, which needs each node in its own
+    /// network namespace.
+    pub fn needs_network(self) -> bool {
+        matches!(
+            self,
+            Nemesis::IsolateLeader
+                | Nemesis::SplitHalves
+                | Nemesis::Bridge
+                | Nemesis::OneWayLeader
+                | Nemesis::LossyLinks
+        )
+    }
 
     /// The kebab-case name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -61,6 +96,11 @@ impl Nemesis {
             Nemesis::PowerLoss => "power-loss",
             Nemesis::RollingRestart => "rolling-restart",
             Nemesis::MembershipChurn => "membership-churn",
+            Nemesis::IsolateLeader => "isolate-leader",
+            Nemesis::SplitHalves => "split-halves",
+            Nemesis::Bridge => "bridge",
+            Nemesis::OneWayLeader => "one-way-leader",
+            Nemesis::LossyLinks => "lossy-links",
         }
     }
 
@@ -179,6 +219,35 @@ impl<'a> Nemeses<'a> {
         }
     }
 
+    fn network(&self) -> Result<&keel_harness::Network, ChaosError> {
+        self.cluster.network().ok_or_else(|| {
+            ChaosError::Fault("this nemesis needs the nodes in network namespaces".into())
+        })
+    }
+
+    /// Applies `fault(net, leader, peer)` to the leader's link with every
+    /// other running node; the leader is the target.
+    async fn leader_links(
+        &mut self,
+        fault: fn(&keel_harness::Network, u64, u64) -> Result<(), keel_harness::HarnessError>,
+    ) -> Result<Vec<u64>, ChaosError> {
+        let l = self.leader().await?;
+        let net = self.network()?;
+        for p in self.cluster.running().into_iter().filter(|p| *p != l) {
+            fault(net, l, p)?;
+        }
+        Ok(vec![l])
+    }
+
+    /// The running nodes in a seeded order.
+    fn shuffled(&mut self) -> Vec<u64> {
+        let mut ids = self.cluster.running();
+        for i in (1..ids.len()).rev() {
+            ids.swap(i, self.rng.below(i + 1));
+        }
+        ids
+    }
+
     fn now_ns(&self) -> u64 {
         self.t0.elapsed().as_nanos() as u64
     }
@@ -249,6 +318,38 @@ impl<'a> Nemeses<'a> {
                 }
                 ids
             }
+            Nemesis::IsolateLeader => self.leader_links(keel_harness::Network::cut).await?,
+            Nemesis::SplitHalves => {
+                let ids = self.shuffled();
+                let (minority, majority) = ids.split_at(ids.len() / 2);
+                let net = self.network()?;
+                for a in minority {
+                    for b in majority {
+                        net.cut(*a, *b)?;
+                    }
+                }
+                minority.to_vec()
+            }
+            Nemesis::Bridge => {
+                let ids = self.shuffled();
+                let mid = ids.len() / 2;
+                let net = self.network()?;
+                for a in &ids[..mid] {
+                    for b in &ids[mid + 1..] {
+                        net.cut(*a, *b)?;
+                    }
+                }
+                vec![ids[mid]]
+            }
+            Nemesis::OneWayLeader => self.leader_links(keel_harness::Network::drop_from).await?,
+            Nemesis::LossyLinks => {
+                let ids = self.cluster.running();
+                let net = self.network()?;
+                for id in &ids {
+                    net.lossy(*id, LOSSY_DROP_PROBABILITY)?;
+                }
+                ids
+            }
             Nemesis::MembershipChurn => {
                 let f = self.follower().await?;
                 let leader = self.leader().await?;
@@ -293,6 +394,11 @@ impl<'a> Nemeses<'a> {
                 }
             }
             Nemesis::RollingRestart => {}
+            Nemesis::IsolateLeader
+            | Nemesis::SplitHalves
+            | Nemesis::Bridge
+            | Nemesis::OneWayLeader
+            | Nemesis::LossyLinks => self.network()?.heal()?,
             Nemesis::MembershipChurn => {
                 for id in &active.targets {
                     self.rejoin(*id).await?;
@@ -361,12 +467,14 @@ mod tests {
 
     #[test]
     fn a_schedule_covers_every_nemesis_and_replays_from_its_seed() {
-        let s = schedule(&Nemesis::ALL, 12, 7);
-        assert_eq!(s.len(), 12);
+        let s = schedule(&Nemesis::ALL, 20, 7);
+        assert_eq!(s.len(), 20);
         for n in Nemesis::ALL {
             assert!(s[..Nemesis::ALL.len()].contains(&n), "{n:?} missing");
         }
-        assert_eq!(s, schedule(&Nemesis::ALL, 12, 7));
-        assert_ne!(s, schedule(&Nemesis::ALL, 12, 8));
+        assert_eq!(s, schedule(&Nemesis::ALL, 20, 7));
+        assert_ne!(s, schedule(&Nemesis::ALL, 20, 8));
+        // Fewer steps than nemeses still strikes each once.
+        assert_eq!(schedule(&Nemesis::ALL, 3, 7).len(), Nemesis::ALL.len());
     }
 }

@@ -54,6 +54,112 @@ pub struct RunConfig {
     pub through_gateway: bool,
     /// Extra `keel node` flags (e.g. a test-only fault build's switches).
     pub node_args: Vec<String>,
+    /// Where the nodes' links live, which decides whether link faults can
+    /// run.
+    pub network: NetMode,
+}
+
+/// Where a run's nodes talk to each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetMode {
+    /// Namespaces when the machine allows them (root, iproute2), else
+    /// loopback with the link nemeses skipped and the report saying why.
+    Auto,
+    /// Each node in its own network namespace; fail if impossible.
+    Namespaces,
+    /// Every node on 127.0.0.1: no link faults.
+    Loopback,
+}
+
+impl NetMode {
+    /// Parses `auto`, `netns` or `loopback`.
+    pub fn parse(s: &str) -> Result<Self, ChaosError> {
+        match s {
+            "auto" => Ok(NetMode::Auto),
+            "netns" => Ok(NetMode::Namespaces),
+            "loopback" => Ok(NetMode::Loopback),
+            other => Err(ChaosError::Config(format!(
+                "network {other:?}: expected auto, netns or loopback"
+            ))),
+        }
+    }
+}
+
+/// Makes sure `iptables` is there for link faults, installing Debian's
+/// package when it is missing.
+fn ensure_iptables() -> Result<(), ChaosError> {
+    let works = || {
+        std::process::Command::new("iptables")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if works() {
+        return Ok(());
+    }
+    tracing::info!("installing iptables (apt-get) for link faults");
+    let apt = |args: &[&str]| {
+        std::process::Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !apt(&["install", "-y", "iptables"]) {
+        apt(&["update"]);
+        apt(&["install", "-y", "iptables"]);
+    }
+    if works() {
+        Ok(())
+    } else {
+        Err(ChaosError::Setup(
+            "link faults need iptables and `apt-get install -y iptables` failed".into(),
+        ))
+    }
+}
+
+/// Decides namespaces or loopback and which nemeses can run there; the
+/// third value says what was skipped and why, for the report.
+fn plan_network(
+    mode: NetMode,
+    nemeses: &[Nemesis],
+) -> Result<(bool, Vec<Nemesis>, Option<String>), ChaosError> {
+    let wants_links = nemeses.iter().any(|n| n.needs_network());
+    let why_not = keel_harness::net::unavailable();
+    let netns = match (mode, &why_not) {
+        (NetMode::Loopback, _) => false,
+        (NetMode::Namespaces, Some(w)) => {
+            return Err(ChaosError::Setup(format!(
+                "network namespaces unavailable: {w}"
+            )))
+        }
+        (NetMode::Namespaces, None) => true,
+        (NetMode::Auto, w) => wants_links && w.is_none(),
+    };
+    if netns && wants_links {
+        ensure_iptables()?;
+    }
+    let (kept, skipped): (Vec<Nemesis>, Vec<Nemesis>) =
+        nemeses.iter().partition(|n| netns || !n.needs_network());
+    if kept.is_empty() {
+        return Err(ChaosError::Config(format!(
+            "every chosen nemesis cuts links, and the nodes cannot run in namespaces here: {}",
+            why_not.unwrap_or_else(|| "loopback was chosen".into())
+        )));
+    }
+    let note = (!skipped.is_empty()).then(|| {
+        format!(
+            "skipped {} ({})",
+            skipped
+                .iter()
+                .map(|n| n.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+            why_not.unwrap_or_else(|| "loopback was chosen".into())
+        )
+    });
+    Ok((netns, kept, note))
 }
 
 /// Availability around one fault, from the history.
@@ -78,8 +184,8 @@ pub struct Report {
     pub seed: u64,
     /// Voters.
     pub nodes: u64,
-    /// How faults reached the network: the loopback harness cannot cut
-    /// links, so partitions are not among its nemeses.
+    /// Where the nodes' links lived (namespaces, or loopback without link
+    /// faults) and which nemeses were skipped for it.
     pub network: String,
     /// Whether the workload went through the gateway.
     pub through_gateway: bool,
@@ -107,10 +213,23 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
             ChaosError::Setup(format!("clearing {}: {e}", config.base_dir.display()))
         })?;
     }
+    let (netns, chosen, skipped) = plan_network(config.network, &config.nemeses)?;
     let mut spec = ClusterSpec::new(&config.binary, &config.base_dir, config.nodes);
     spec.admin_token = ADMIN_TOKEN.to_owned();
     spec.extra_args = config.node_args.clone();
+    spec.netns = netns;
     let mut cluster = LocalCluster::start(spec)?;
+    let network = match cluster.network() {
+        Some(n) => n.describe(),
+        None => {
+            "loopback: processes on 127.0.0.1; kills, pauses, restarts and membership changes only"
+                .into()
+        }
+    };
+    let network = match skipped {
+        Some(s) => format!("{network}; link faults {s}"),
+        None => network,
+    };
     cluster.wait_ready(READY_TIMEOUT).await?;
     let endpoint = if config.through_gateway {
         cluster.start_gateway(0, &[])?;
@@ -139,16 +258,12 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
 
     let step = config.quiet + config.hold;
     let steps = (config.duration.as_nanos() / step.as_nanos().max(1)) as usize;
-    let plan = schedule(
-        &config.nemeses,
-        steps.max(config.nemeses.len()),
-        config.seed,
-    );
+    let plan = schedule(&chosen, steps.max(chosen.len()), config.seed);
     let mut faults = Vec::new();
     {
         let mut nemeses = Nemeses::new(&mut cluster, config.seed, t0);
         for (i, nemesis) in plan.iter().enumerate() {
-            let covered = i >= config.nemeses.len();
+            let covered = i >= chosen.len();
             if covered && t0.elapsed() >= config.duration {
                 break;
             }
@@ -194,13 +309,16 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
     let report = Report {
         seed: config.seed,
         nodes: config.nodes,
-        network: "loopback: processes on 127.0.0.1; kills, pauses, restarts and membership changes only (no partitions)".into(),
+        network,
         through_gateway: config.through_gateway,
         seconds,
         ops: count_outcomes(&history),
         replays: recorder.replays.load(Ordering::Relaxed),
         latency_p99_ms: latency_p99_ms(&history),
-        faults: faults.into_iter().map(|f| availability(f, &history)).collect(),
+        faults: faults
+            .into_iter()
+            .map(|f| availability(f, &history))
+            .collect(),
         ok: findings.iter().all(|f| f.ok),
         findings,
     };

@@ -17,6 +17,9 @@ use serde_json::Value;
 
 use keel_client::Client;
 
+pub mod net;
+pub use net::Network;
+
 /// How often conditions are polled while waiting on them.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Longest a node gets to exit after SIGTERM before it is killed.
@@ -61,6 +64,9 @@ pub struct ClusterSpec {
     /// A restored seed every node's first start begins from, instead of a
     /// new empty cluster (`keel node --from-seed`).
     pub seed: Option<PathBuf>,
+    /// Run each node in its own network namespace ([`Network`]; needs
+    /// root), so links between nodes can be cut.
+    pub netns: bool,
 }
 
 impl ClusterSpec {
@@ -75,6 +81,7 @@ impl ClusterSpec {
             cluster_secret: "keel-cluster-dev".into(),
             extra_args: Vec::new(),
             seed: None,
+            netns: false,
         }
     }
 }
@@ -93,6 +100,9 @@ pub struct LocalCluster {
     /// Nodes started at least once.
     started: std::collections::BTreeSet<u64>,
     gateway: Option<GatewayProc>,
+    /// The private network, when nodes run in namespaces. Dropped after
+    /// the nodes are killed (fields drop after `Drop::drop`).
+    net: Option<Network>,
 }
 
 struct GatewayProc {
@@ -112,14 +122,20 @@ impl LocalCluster {
     pub fn start(spec: ClusterSpec) -> Result<Self, HarnessError> {
         std::fs::create_dir_all(&spec.base_dir)
             .map_err(|e| HarnessError::Process(e.to_string()))?;
+        let ids: Vec<u64> = (1..=spec.nodes).collect();
+        let net = if spec.netns {
+            Some(Network::create(&ids)?)
+        } else {
+            None
+        };
         let mut addrs = BTreeMap::new();
-        for id in 1..=spec.nodes {
-            let port = if spec.base_port == 0 {
-                free_port()?
-            } else {
-                spec.base_port + id as u16 - 1
+        for &id in &ids {
+            let addr = match &net {
+                Some(n) => n.node_addr(id),
+                None if spec.base_port == 0 => format!("127.0.0.1:{}", free_port()?),
+                None => format!("127.0.0.1:{}", spec.base_port + id as u16 - 1),
             };
-            addrs.insert(id, format!("127.0.0.1:{port}"));
+            addrs.insert(id, addr);
         }
         let bootstrap = addrs
             .iter()
@@ -132,6 +148,7 @@ impl LocalCluster {
             bootstrap,
             started: Default::default(),
             gateway: None,
+            net,
         };
         for (id, addr) in addrs {
             c.nodes.insert(
@@ -172,7 +189,15 @@ impl LocalCluster {
         let log2 = log
             .try_clone()
             .map_err(|e| HarnessError::Process(e.to_string()))?;
-        let mut cmd = Command::new(&self.spec.binary);
+        let mut cmd = match &self.net {
+            Some(net) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &net.namespace(id)])
+                    .arg(&self.spec.binary);
+                c
+            }
+            None => Command::new(&self.spec.binary),
+        };
         cmd.arg("node")
             .arg("--id")
             .arg(id.to_string())
@@ -234,7 +259,13 @@ impl LocalCluster {
 
     /// Adds a node process that is not (yet) a member: join it as a learner.
     pub fn add_node(&mut self, id: u64) -> Result<String, HarnessError> {
-        let addr = format!("127.0.0.1:{}", free_port()?);
+        let addr = match self.net.as_mut() {
+            Some(net) => {
+                net.add(id)?;
+                net.node_addr(id)
+            }
+            None => format!("127.0.0.1:{}", free_port()?),
+        };
         self.nodes.insert(
             id,
             NodeProc {
@@ -245,6 +276,11 @@ impl LocalCluster {
         );
         self.spawn(id)?;
         Ok(addr)
+    }
+
+    /// The private network, when nodes run in namespaces.
+    pub fn network(&self) -> Option<&Network> {
+        self.net.as_ref()
     }
 
     /// Every node id the harness knows.

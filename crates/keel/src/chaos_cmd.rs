@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// Talk to the nodes directly instead of through the gateway.
     #[arg(long)]
     direct: bool,
+    /// Where nodes talk: `netns` (one network namespace each, needs root;
+    /// link faults possible), `loopback`, or `auto` (netns when possible).
+    #[arg(long, default_value = "auto")]
+    network: String,
     /// Where the cluster, the history and the report go (wiped at start).
     #[arg(long, default_value = "keel-data/chaos")]
     data_dir: PathBuf,
@@ -79,6 +83,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         hold: seconds(a.hold_s, "--hold-s")?,
         through_gateway: !a.direct,
         node_args: Vec::new(),
+        network: keel_chaos::run::NetMode::parse(&a.network)?,
     };
     let rt = tokio::runtime::Runtime::new()?;
     let (report, history) = rt.block_on(run(config))?;

@@ -1,0 +1,251 @@
+//! A private network for a local cluster: one Linux network namespace per
+//! node, each with its own address on a bridge, so faults can cut, drop
+//! and slow links between nodes with iptables rules inside a namespace
+//! (as Jepsen does between machines). Needs root and iproute2; faults also
+//! need iptables. Everything created is removed on drop.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::HarnessError;
+
+/// Most bridges tried when looking for a free subnet (10.88.K.0/24): each
+/// live cluster takes one.
+pub const SUBNETS_MAX: u32 = 250;
+/// Port every node listens on inside its namespace.
+pub const NODE_PORT: u16 = 7000;
+/// Longest one `ip` or `iptables` call may take.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// The bridge's own host number: the address the harness, the gateway
+/// and the clients reach the nodes from.
+const BRIDGE_HOST: u8 = 254;
+
+/// The namespaces, links and bridge of one cluster.
+#[derive(Debug)]
+pub struct Network {
+    k: u32,
+    nodes: Vec<u64>,
+}
+
+/// Runs a command to completion within [`COMMAND_TIMEOUT`]; its stderr in
+/// the error.
+pub fn run(program: &str, args: &[&str]) -> Result<(), HarnessError> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| HarnessError::Process(format!("{program}: {e}")))?;
+    let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                if status.success() {
+                    return Ok(());
+                }
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return Err(HarnessError::Process(format!(
+                    "{program} {}: {}",
+                    args.join(" "),
+                    err.trim()
+                )));
+            }
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(HarnessError::Process(format!(
+                    "{program} {} did not finish in {COMMAND_TIMEOUT:?}",
+                    args.join(" ")
+                )));
+            }
+            Err(e) => return Err(HarnessError::Process(format!("{program}: {e}"))),
+        }
+    }
+}
+
+/// Why namespaces cannot be used here, or `None` if they can: root, and
+/// the `ip` command of iproute2.
+pub fn unavailable() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not running as root".into());
+    }
+    if run("ip", &["netns", "list"]).is_err() {
+        return Some("the `ip` command (iproute2) is missing or cannot list namespaces".into());
+    }
+    None
+}
+
+impl Network {
+    /// Creates a bridge on a free subnet and a namespace with a veth link
+    /// and its own address for each of `nodes`.
+    pub fn create(nodes: &[u64]) -> Result<Self, HarnessError> {
+        if let Some(why) = unavailable() {
+            return Err(HarnessError::Process(format!(
+                "network namespaces unavailable: {why}"
+            )));
+        }
+        for k in 0..SUBNETS_MAX {
+            // Creating the bridge claims the subnet: it fails if another
+            // cluster (here or in another process) holds it.
+            if run("ip", &["link", "add", &bridge(k), "type", "bridge"]).is_err() {
+                continue;
+            }
+            let mut net = Network {
+                k,
+                nodes: Vec::new(),
+            };
+            net.build(nodes)?;
+            return Ok(net);
+        }
+        Err(HarnessError::Process(format!(
+            "no free subnet among {SUBNETS_MAX} (stale bridges keelbr*? `ip link del` them)"
+        )))
+    }
+
+    fn build(&mut self, nodes: &[u64]) -> Result<(), HarnessError> {
+        let br = bridge(self.k);
+        let cidr = format!("{}/24", self.host(BRIDGE_HOST));
+        run("ip", &["addr", "add", &cidr, "dev", &br])?;
+        run("ip", &["link", "set", &br, "up"])?;
+        for &id in nodes {
+            self.add(id)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a namespace for node `id` (a node that joins later).
+    pub fn add(&mut self, id: u64) -> Result<(), HarnessError> {
+        if id == 0 || id >= u64::from(BRIDGE_HOST) {
+            return Err(HarnessError::Process(format!(
+                "node id {id} has no address on a /24 (1..{BRIDGE_HOST})"
+            )));
+        }
+        let ns = self.namespace(id);
+        let (host_if, ns_if) = (format!("kv{}n{id}", self.k), format!("kp{}n{id}", self.k));
+        run("ip", &["netns", "add", &ns])?;
+        self.nodes.push(id);
+        run(
+            "ip",
+            &[
+                "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if, "netns", &ns,
+            ],
+        )?;
+        run("ip", &["link", "set", &host_if, "master", &bridge(self.k)])?;
+        run("ip", &["link", "set", &host_if, "up"])?;
+        let cidr = format!("{}/24", self.node_ip(id));
+        let inside = |args: &[&str]| {
+            let mut a = vec!["netns", "exec", ns.as_str(), "ip"];
+            a.extend_from_slice(args);
+            run("ip", &a)
+        };
+        inside(&["addr", "add", &cidr, "dev", &ns_if])?;
+        inside(&["link", "set", &ns_if, "up"])?;
+        inside(&["link", "set", "lo", "up"])?;
+        Ok(())
+    }
+
+    fn host(&self, h: u8) -> String {
+        format!("10.88.{}.{h}", self.k)
+    }
+
+    /// Node `id`'s address inside its namespace.
+    pub fn node_ip(&self, id: u64) -> String {
+        self.host(u8::try_from(id).unwrap_or(0))
+    }
+
+    /// Node `id`'s listen address.
+    pub fn node_addr(&self, id: u64) -> String {
+        format!("{}:{NODE_PORT}", self.node_ip(id))
+    }
+
+    /// Node `id`'s namespace name.
+    pub fn namespace(&self, id: u64) -> String {
+        format!("keel{}n{id}", self.k)
+    }
+
+    /// A description for reports.
+    pub fn describe(&self) -> String {
+        format!(
+            "network namespaces: one per node on bridge {} (10.88.{}.0/24), faults by iptables inside them",
+            bridge(self.k),
+            self.k
+        )
+    }
+
+    /// Runs `iptables` inside node `id`'s namespace.
+    pub fn iptables(&self, id: u64, args: &[&str]) -> Result<(), HarnessError> {
+        let ns = self.namespace(id);
+        let mut a = vec!["netns", "exec", ns.as_str(), "iptables", "-w"];
+        a.extend_from_slice(args);
+        run("ip", &a)
+    }
+
+    /// Cuts the link between `a` and `b` in both directions.
+    pub fn cut(&self, a: u64, b: u64) -> Result<(), HarnessError> {
+        self.drop_from(a, b)?;
+        self.drop_from(b, a)
+    }
+
+    /// `to` stops hearing from `from` (a one-way fault: its packets to
+    /// `from` still leave).
+    pub fn drop_from(&self, to: u64, from: u64) -> Result<(), HarnessError> {
+        let ip = self.node_ip(from);
+        self.iptables(to, &["-A", "INPUT", "-s", &ip, "-j", "DROP"])
+    }
+
+    /// Node `id` drops each packet from every other node with probability
+    /// `p` (iptables' `statistic` match); clients are not affected.
+    pub fn lossy(&self, id: u64, p: f64) -> Result<(), HarnessError> {
+        let prob = format!("{p:.3}");
+        for &peer in self.nodes.iter().filter(|&&n| n != id) {
+            let ip = self.node_ip(peer);
+            self.iptables(
+                id,
+                &[
+                    "-A",
+                    "INPUT",
+                    "-s",
+                    &ip,
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &prob,
+                    "-j",
+                    "DROP",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Removes every rule in every namespace: the network is whole again.
+    pub fn heal(&self) -> Result<(), HarnessError> {
+        for &id in &self.nodes {
+            self.iptables(id, &["-F"])?;
+        }
+        Ok(())
+    }
+}
+
+fn bridge(k: u32) -> String {
+    format!("keelbr{k}")
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of the veth pair, and with
+        // it the host end.
+        for &id in &self.nodes {
+            let _ = run("ip", &["netns", "del", &self.namespace(id)]);
+        }
+        let _ = run("ip", &["link", "del", &bridge(self.k)]);
+    }
+}
