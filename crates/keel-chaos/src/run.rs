@@ -168,7 +168,7 @@ pub struct FaultReport {
     /// What happened and when.
     #[serde(flatten)]
     pub record: FaultRecord,
-    /// From the fault to the first successful request after it (ms).
+    /// From the fault to the first success of a write sent after it (ms).
     pub unavailable_ms: Option<f64>,
     /// Requests that failed or ended unknown between the fault and the
     /// cluster's recovery.
@@ -467,10 +467,20 @@ fn is_error(op: &Op) -> bool {
 pub fn availability(record: FaultRecord, history: &History) -> FaultReport {
     let from = record.injected_ns;
     let until = record.recovered_ns.unwrap_or(record.healed_ns);
+    // The first write sent after the fault that succeeded: reads served
+    // by a replica, or writes already on their way, say nothing of
+    // whether the cluster takes new writes.
     let first_ok = history
         .ops()
         .iter()
-        .filter(|o| matches!(o.outcome, Outcome::Ok(_)) && o.complete_ns >= from)
+        .filter(|o| {
+            matches!(o.outcome, Outcome::Ok(_))
+                && o.invoke_ns >= from
+                && matches!(
+                    o.kind,
+                    OpKind::PlaceOrder { .. } | OpKind::Pay { .. } | OpKind::Cancel { .. }
+                )
+        })
         .map(|o| o.complete_ns)
         .min();
     let errors = history
@@ -485,5 +495,71 @@ pub fn availability(record: FaultRecord, history: &History) -> FaultReport {
             .map(|r| r.saturating_sub(record.healed_ns) as f64 / 1e6),
         errors,
         record,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::OpResult;
+    use crate::nemesis::FaultRecord;
+    use keel_domain::{AccountId, OrderId, RequestId};
+
+    const MS: u64 = 1_000_000;
+
+    fn place(invoke_ms: u64, complete_ms: u64, ok: bool) -> Op {
+        Op {
+            process: invoke_ms,
+            invoke_ns: invoke_ms * MS,
+            complete_ns: complete_ms * MS,
+            kind: OpKind::PlaceOrder {
+                customer: AccountId::new("c1").unwrap(),
+                sku: Sku::new("HOT").unwrap(),
+                qty: 1,
+                key: RequestId::new(format!("k{invoke_ms}")).unwrap(),
+            },
+            outcome: if ok {
+                Outcome::Ok(OpResult::Placed {
+                    order: OrderId(invoke_ms),
+                    qty: 1,
+                })
+            } else {
+                Outcome::Unknown("timeout".into())
+            },
+        }
+    }
+
+    #[test]
+    fn unavailability_runs_to_the_first_write_sent_after_the_fault_that_succeeds() {
+        let read = Op {
+            process: 99,
+            invoke_ns: 1_001 * MS,
+            complete_ns: 1_002 * MS,
+            kind: OpKind::ReadStock {
+                sku: Sku::new("HOT").unwrap(),
+            },
+            outcome: Outcome::Ok(OpResult::Stock { available: 5 }),
+        };
+        let history = History::from_ops(vec![
+            // In flight when the fault struck: says nothing of new writes.
+            place(990, 1_010, true),
+            read,
+            place(1_100, 1_400, false),
+            place(1_200, 1_600, true),
+        ])
+        .unwrap();
+        let r = availability(
+            FaultRecord {
+                nemesis: Nemesis::IsolateLeader,
+                targets: vec![1],
+                injected_ns: 1_000 * MS,
+                healed_ns: 3_000 * MS,
+                recovered_ns: Some(3_100 * MS),
+            },
+            &history,
+        );
+        assert_eq!(r.unavailable_ms, Some(600.0));
+        assert_eq!(r.errors, 1);
+        assert_eq!(r.recovery_ms, Some(100.0));
     }
 }

@@ -82,6 +82,9 @@ struct Inner {
     outlier: OutlierEjection,
     balancers: [Balancer; 3],
     leader: Option<NodeIndex>,
+    /// Highest term a leader hint carried: a hint of a lower term (a
+    /// cut-off old leader naming itself) is stale and ignored.
+    leader_term: u64,
     budget: RetryBudget,
     rng: SmallRng,
     rate: Option<RateLimiter<String>>,
@@ -141,6 +144,7 @@ impl Pool {
             outlier,
             balancers,
             leader: None,
+            leader_term: 0,
             budget: RetryBudget::new(config.retry.budget())?,
             rng: SmallRng::seed_from_u64(seed ^ 0x5eed),
             rate,
@@ -330,12 +334,20 @@ impl Pool {
     }
 
     /// Takes in a leader hint (`id=host:port`, from a node's `keel-leader`
-    /// header). An unknown address is added as a node when discovery is on.
-    pub fn observe_leader(&self, hint: &str) {
+    /// header) and the term it is of (`keel-term`), if the node sent one.
+    /// A hint of a lower term than one already seen is ignored. An unknown
+    /// address is added as a node when discovery is on.
+    pub fn observe_leader(&self, hint: &str, term: Option<u64>) {
         let Some((_, addr)) = hint.split_once('=') else {
             return;
         };
         let mut g = self.lock();
+        if let Some(t) = term {
+            if t < g.leader_term {
+                return;
+            }
+            g.leader_term = t;
+        }
         let index = match g.nodes.iter().position(|n| n.addr == addr) {
             Some(i) => NodeIndex(i),
             None if self.config.discovery.enabled => match self.add_locked(&mut g, addr) {
@@ -433,6 +445,11 @@ impl Pool {
             .enumerate()
             .map(|(i, n)| (NodeIndex(i), n.addr.clone()))
             .collect()
+    }
+
+    /// The believed leader.
+    pub fn leader_node(&self) -> Option<NodeIndex> {
+        self.lock().leader
     }
 
     /// The believed leader's address.
@@ -689,7 +706,7 @@ mod tests {
     fn writes_go_to_the_leader_once_known() {
         let p = pool(&[A, B, C]);
         let now = Instant::now();
-        p.observe_leader(&format!("2={B}"));
+        p.observe_leader(&format!("2={B}"), None);
         for _ in 0..5 {
             let a = p
                 .pick(Class::Write, None, EligibleSet::empty(), now)
@@ -703,7 +720,7 @@ mod tests {
     fn a_refused_leader_is_forgotten_and_taken_down() {
         let p = pool(&[A, B, C]);
         let now = Instant::now();
-        p.observe_leader(&format!("1={A}"));
+        p.observe_leader(&format!("1={A}"), None);
         let a = p
             .pick(Class::Write, None, EligibleSet::empty(), now)
             .unwrap();
@@ -738,6 +755,19 @@ mod tests {
         assert!(p
             .pick(Class::LocalRead, None, EligibleSet::empty(), now)
             .is_some());
+    }
+
+    #[test]
+    fn a_leader_hint_of_a_lower_term_is_stale() {
+        let p = pool(&[A, B, C]);
+        p.observe_leader(&format!("1={A}"), Some(4));
+        p.observe_leader(&format!("2={B}"), Some(5));
+        assert_eq!(p.leader_addr().as_deref(), Some(B));
+        // The cut-off old leader still names itself, at term 4.
+        p.observe_leader(&format!("1={A}"), Some(4));
+        assert_eq!(p.leader_addr().as_deref(), Some(B));
+        p.observe_leader(&format!("3={C}"), Some(6));
+        assert_eq!(p.leader_addr().as_deref(), Some(C));
     }
 
     #[test]
@@ -798,7 +828,7 @@ mod tests {
     #[test]
     fn discovery_adds_a_node_named_as_leader_and_sync_drops_leavers() {
         let p = pool(&[A]);
-        p.observe_leader(&format!("3={C}"));
+        p.observe_leader(&format!("3={C}"), None);
         assert_eq!(p.addrs().len(), 2);
         assert_eq!(p.leader_addr().as_deref(), Some(C));
         p.sync_members(&[C.to_owned(), B.to_owned()]);

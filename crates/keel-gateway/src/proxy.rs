@@ -30,6 +30,18 @@ pub type Upstream = Client<HttpConnector, Full<Bytes>>;
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Header in which nodes name the leader, `id=host:port`.
 pub const LEADER_HEADER: &str = "keel-leader";
+/// Response header of the term of that leader.
+pub const TERM_HEADER: &str = "keel-term";
+
+/// The leader hint and its term in a node's response headers.
+pub fn leader_hint(h: &hyper::HeaderMap) -> Option<(&str, Option<u64>)> {
+    let hint = h.get(LEADER_HEADER).and_then(|v| v.to_str().ok())?;
+    let term = h
+        .get(TERM_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.parse().ok());
+    Some((hint, term))
+}
 /// Response header naming the node that answered.
 pub const UPSTREAM_HEADER: &str = "keel-upstream";
 /// Response header counting the attempts a request took.
@@ -81,6 +93,8 @@ enum Outcome {
     NotSent(String),
     /// Sent, but no complete reply: timed out, reset or cut off.
     Lost(&'static str, String),
+    /// Abandoned because the node stopped being the leader; not its fault.
+    Moved(String),
 }
 
 /// Handles one proxied request.
@@ -202,12 +216,19 @@ async fn admit_and_forward(
         // An attempt stuck on a node the detectors have since given up on
         // (a paused or cut-off leader) is abandoned at once rather than at
         // its timeout, so the request moves on within the detection time.
+        // Likewise an attempt that may go again, sent to a leader that has
+        // since been deposed (a cut-off leader still answers probes): the
+        // new leader, named at a higher term, gets it now.
         let outcome = tokio::select! {
             o = exchange => o,
             () = until_distrusted(&gw.pool, attempt.node) => Outcome::Lost(
                 "suspected",
                 format!("{}: abandoned, the node stopped answering probes", attempt.addr),
             ),
+            () = until_deposed(&gw.pool, attempt.node, resend_ok) => Outcome::Moved(format!(
+                "{}: abandoned, another node leads at a higher term",
+                attempt.addr
+            )),
         };
         drop(retry_guard.take());
         let (verdict, event, retry_reason) = judge(&outcome, resend_ok);
@@ -222,8 +243,8 @@ async fn admit_and_forward(
             })
             .inc();
         if let Outcome::Reply(r) = &outcome {
-            if let Some(hint) = r.headers().get(LEADER_HEADER).and_then(|v| v.to_str().ok()) {
-                gw.pool.observe_leader(hint);
+            if let Some((hint, term)) = leader_hint(r.headers()) {
+                gw.pool.observe_leader(hint, term);
             }
         }
         let Some(reason) = retry_reason else {
@@ -276,11 +297,27 @@ async fn until_distrusted(pool: &Pool, node: crate::NodeIndex) {
     }
 }
 
+/// Completes once another node is known to lead, if `node` was the leader
+/// when the attempt began and the request may be sent again; never
+/// otherwise.
+async fn until_deposed(pool: &Pool, node: crate::NodeIndex, resend_ok: bool) {
+    if !resend_ok || pool.leader_node() != Some(node) {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep(DISTRUST_POLL).await;
+        if pool.leader_node().is_some_and(|l| l != node) {
+            return;
+        }
+    }
+}
+
 /// Decides what an attempt says about the node, how to label it, and
 /// whether (and why) the request should be tried again.
 fn judge(outcome: &Outcome, resend_ok: bool) -> (Verdict, &'static str, Option<&'static str>) {
     match outcome {
         Outcome::NotSent(_) => (Verdict::Refused, "refused", Some("refused")),
+        Outcome::Moved(_) => (Verdict::Abandoned, "deposed", Some("leader_changed")),
         Outcome::Lost(what, _) => (Verdict::Failed, what, resend_ok.then_some(*what)),
         Outcome::Reply(r) => match r.status() {
             // The node is alive but the cluster could not serve: nothing
@@ -318,8 +355,12 @@ fn finish(
     let mut resp = match outcome {
         Outcome::Reply(r) => r.map(Body::from),
         Outcome::NotSent(e) => Problem::upstream_unavailable(&e).into_response(),
-        Outcome::Lost(_, e) if is_write => Problem::indeterminate(&e).into_response(),
-        Outcome::Lost(_, e) => Problem::upstream_unavailable(&e).into_response(),
+        Outcome::Lost(_, e) | Outcome::Moved(e) if is_write => {
+            Problem::indeterminate(&e).into_response()
+        }
+        Outcome::Lost(_, e) | Outcome::Moved(e) => {
+            Problem::upstream_unavailable(&e).into_response()
+        }
     };
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(addr) {

@@ -33,7 +33,7 @@ use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
 use crate::pool::{Pool, ProbeFailure, WeightError};
 use crate::problem::Problem;
-use crate::proxy::{self, KeyMaker, Upstream, LEADER_HEADER};
+use crate::proxy::{self, KeyMaker, Upstream};
 use crate::{ConfigError, NodeIndex};
 
 /// How long shutdown waits for in-flight requests before dropping them.
@@ -312,8 +312,8 @@ async fn probe_node(
             Err(e) => Err(ProbeFailure::Other(e.clone())),
         };
         let status = answer.as_ref().map(|(s, _)| *s).map_err(Clone::clone);
-        if let Ok((_, Some(hint))) = &answer {
-            gw.pool.observe_leader(hint);
+        if let Ok((_, Some((hint, term)))) = &answer {
+            gw.pool.observe_leader(hint, *term);
         }
         gw.pool.record_probe(node, status, Instant::now());
         tokio::select! {
@@ -327,7 +327,7 @@ async fn probe(
     upstream: &Upstream,
     uri: hyper::Uri,
     timeout: Duration,
-) -> Result<(u16, Option<String>), ProbeFailure> {
+) -> Result<(u16, Option<(String, Option<u64>)>), ProbeFailure> {
     let mut req = Request::new(Full::new(Bytes::new()));
     *req.uri_mut() = uri;
     let exchange = async {
@@ -339,11 +339,7 @@ async fn probe(
             }
         })?;
         let status = resp.status().as_u16();
-        let hint = resp
-            .headers()
-            .get(LEADER_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let hint = proxy::leader_hint(resp.headers()).map(|(h, t)| (h.to_owned(), t));
         // Drain the small body so the connection goes back to the pool.
         let _ = resp.into_body().collect().await;
         Ok((status, hint))

@@ -39,6 +39,10 @@ pub const APPLIED_INDEX_HEADER: &str = "keel-applied-index";
 /// on every response: a balancer learns of a new leader from any reply
 /// without polling.
 pub const LEADER_HEADER: &str = "keel-leader";
+/// Response header with the term of the leader named in [`LEADER_HEADER`]:
+/// a cut-off old leader still names itself, at an older term, so a
+/// balancer keeps the hint of the highest term.
+pub const TERM_HEADER: &str = "keel-term";
 /// Largest applied-index lag at which `/readyz` still says ready.
 pub const READY_LAG_MAX: u64 = 1_000;
 
@@ -814,6 +818,8 @@ async fn track(State(api): Shared, req: Request, next: Next) -> Response {
         if let Ok(v) = HeaderValue::from_str(&format!("{id}={addr}")) {
             resp.headers_mut().insert(LEADER_HEADER, v);
         }
+        resp.headers_mut()
+            .insert(TERM_HEADER, HeaderValue::from(api.node.term()));
     }
     let m = &api.node.metrics;
     m.request_seconds

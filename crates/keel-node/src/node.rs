@@ -205,6 +205,11 @@ impl Node {
         }
     }
 
+    /// This node's current term (the term of the leader it names).
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
     /// The leader's id and address, as this node knows them.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         // Borrowed, not cloned: this runs on every write and every response.
