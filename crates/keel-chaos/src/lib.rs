@@ -19,13 +19,15 @@
 //! Around the checkers, the imperative shell of a run: [`nemesis`] (faults
 //! on real processes, on a seeded schedule), [`workload`] (customers through
 //! the public API, recorded as ops) and [`run`] (the whole run and its
-//! report, with availability per fault).
+//! report, with availability per fault), and [`across`] (unavailability per
+//! nemesis over many runs).
 //!
 //! What produces a history (the cluster harness, the nemesis that injects
 //! faults, the workload and its recorder) belongs beside these as modules of
 //! its own; the checkers depend on none of it.
 #![deny(missing_docs)]
 
+pub mod across;
 mod error;
 pub mod finding;
 pub mod history;

@@ -14,7 +14,8 @@ use keel_chaos::run::{run, Report, RunConfig};
 pub struct RunArgs {
     /// Nemeses, comma-separated, or `all`: kill-leader, kill-follower,
     /// kill-random, pause-leader, pause-follower, power-loss,
-    /// rolling-restart, membership-churn.
+    /// rolling-restart, membership-churn, and with network namespaces
+    /// isolate-leader, split-halves, bridge, one-way-leader, lossy-links.
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// Least seconds under load (the run continues until every nemesis has
@@ -50,6 +51,10 @@ pub struct RunArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Runs, with seeds --seed, --seed + 1, …; after them, unavailability
+    /// per nemesis across all runs (p50, p99, max).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    runs: u64,
 }
 
 /// Subcommands of `keel chaos`.
@@ -71,12 +76,48 @@ fn seconds(s: f64, flag: &str) -> anyhow::Result<Duration> {
 }
 
 fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut reports = Vec::new();
+    let mut failed = Vec::new();
+    for i in 0..a.runs {
+        let seed = a.seed.wrapping_add(i);
+        let dir = if a.runs == 1 {
+            a.data_dir.clone()
+        } else {
+            a.data_dir.join(format!("seed-{seed}"))
+        };
+        let report = one_run(&rt, &a, seed, &dir)?;
+        if !report.ok {
+            failed.push(seed);
+        }
+        reports.push(report);
+    }
+    if a.runs > 1 {
+        let figures = keel_chaos::across::across_runs(&reports);
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&figures)?);
+        } else {
+            print!("{}", render_across(&figures, a.runs));
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("violations found; replay with --seed {failed:?}");
+    }
+    Ok(())
+}
+
+fn one_run(
+    rt: &tokio::runtime::Runtime,
+    a: &RunArgs,
+    seed: u64,
+    dir: &std::path::Path,
+) -> anyhow::Result<Report> {
     let config = RunConfig {
         binary: std::env::current_exe().context("locating the keel binary")?,
-        base_dir: a.data_dir.clone(),
+        base_dir: dir.to_path_buf(),
         nodes: a.nodes,
         duration: Duration::from_secs(a.duration),
-        seed: a.seed,
+        seed,
         nemeses: Nemesis::parse_list(&a.nemesis)?,
         clients: a.clients,
         quiet: seconds(a.quiet_s, "--quiet-s")?,
@@ -85,10 +126,9 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         node_args: Vec::new(),
         network: keel_chaos::run::NetMode::parse(&a.network)?,
     };
-    let rt = tokio::runtime::Runtime::new()?;
     let (report, history) = rt.block_on(run(config))?;
-    let history_path = a.data_dir.join("history.jsonl");
-    let report_path = a.data_dir.join("report.json");
+    let history_path = dir.join("history.jsonl");
+    let report_path = dir.join("report.json");
     let file = std::fs::File::create(&history_path)
         .with_context(|| format!("writing {}", history_path.display()))?;
     history.write_jsonl(std::io::BufWriter::new(file))?;
@@ -104,10 +144,28 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
             report_path.display()
         );
     }
-    if !report.ok {
-        anyhow::bail!("violations found; replay with --seed {}", report.seed);
+    Ok(report)
+}
+
+/// Unavailability per nemesis across runs, as a table.
+pub fn render_across(figures: &[keel_chaos::across::NemesisFigures], runs: u64) -> String {
+    let mut s = format!(
+        "\nacross {runs} runs: write unavailability per fault (ms)\n  {:<18} {:>7} {:>8} {:>8} {:>8} {:>8} {:>7}\n",
+        "fault", "strikes", "p50", "p99", "max", "never", "errors"
+    );
+    for f in figures {
+        s.push_str(&format!(
+            "  {:<18} {:>7} {:>8.0} {:>8.0} {:>8.0} {:>8} {:>7}\n",
+            f.nemesis.name(),
+            f.strikes,
+            f.p50_ms,
+            f.p99_ms,
+            f.max_ms,
+            f.never_available,
+            f.errors
+        ));
     }
-    Ok(())
+    s
 }
 
 /// The report as a table.
