@@ -49,14 +49,21 @@ pub enum Nemesis {
     /// Every node drops each packet from its peers with probability
     /// [`LOSSY_DROP_PROBABILITY`] (iptables' `statistic` match).
     LossyLinks,
+    /// The leader's wall clock jumps [`CLOCK_SKEW_S`] seconds ahead or
+    /// behind (seeded), through libfaketime; only the time it stamps on
+    /// entries changes, which the state machine must tolerate.
+    ClockSkew,
 }
+
+/// How far a [`Nemesis::ClockSkew`] moves the leader's wall clock.
+pub const CLOCK_SKEW_S: i64 = 90;
 
 /// Share of packets between nodes a [`Nemesis::LossyLinks`] fault drops.
 pub const LOSSY_DROP_PROBABILITY: f64 = 0.2;
 
 impl Nemesis {
     /// Every nemesis, in a fixed order.
-    pub const ALL: [Nemesis; 13] = [
+    pub const ALL: [Nemesis; 14] = [
         Nemesis::KillLeader,
         Nemesis::KillFollower,
         Nemesis::KillRandom,
@@ -70,7 +77,13 @@ impl Nemesis {
         Nemesis::Bridge,
         Nemesis::OneWayLeader,
         Nemesis::LossyLinks,
+        Nemesis::ClockSkew,
     ];
+
+    /// Whether it moves a node's clock, which needs libfaketime.
+    pub fn needs_faketime(self) -> bool {
+        self == Nemesis::ClockSkew
+    }
 
     /// Whether it cuts or degrades links, which needs each node in its own
     /// network namespace.
@@ -101,6 +114,7 @@ impl Nemesis {
             Nemesis::Bridge => "bridge",
             Nemesis::OneWayLeader => "one-way-leader",
             Nemesis::LossyLinks => "lossy-links",
+            Nemesis::ClockSkew => "clock-skew",
         }
     }
 
@@ -350,6 +364,12 @@ impl<'a> Nemeses<'a> {
                 }
                 ids
             }
+            Nemesis::ClockSkew => {
+                let l = self.leader().await?;
+                let sign = if self.rng.below(2) == 0 { 1 } else { -1 };
+                self.cluster.set_clock_offset(l, sign * CLOCK_SKEW_S)?;
+                vec![l]
+            }
             Nemesis::MembershipChurn => {
                 let f = self.follower().await?;
                 let leader = self.leader().await?;
@@ -399,6 +419,11 @@ impl<'a> Nemeses<'a> {
             | Nemesis::Bridge
             | Nemesis::OneWayLeader
             | Nemesis::LossyLinks => self.network()?.heal()?,
+            Nemesis::ClockSkew => {
+                for id in &active.targets {
+                    self.cluster.set_clock_offset(*id, 0)?;
+                }
+            }
             Nemesis::MembershipChurn => {
                 for id in &active.targets {
                     self.rejoin(*id).await?;

@@ -119,6 +119,47 @@ fn ensure_iptables() -> Result<(), ChaosError> {
     }
 }
 
+/// Where Debian's libfaketime keeps its multi-threaded library.
+const FAKETIME_GLOB_DIRS: &str = "/usr/lib";
+
+/// The multi-threaded libfaketime, installing Debian's `faketime` package
+/// when it is missing; the reason when it cannot be had.
+fn ensure_faketime() -> Result<PathBuf, String> {
+    let find = || -> Option<PathBuf> {
+        let dirs = std::fs::read_dir(FAKETIME_GLOB_DIRS).ok()?;
+        dirs.filter_map(Result::ok)
+            .map(|d| d.path().join("faketime/libfaketimeMT.so.1"))
+            .find(|p| p.is_file())
+    };
+    if let Some(p) = find() {
+        return Ok(p);
+    }
+    tracing::info!("installing faketime (apt-get) for clock skew");
+    let ok = std::process::Command::new("apt-get")
+        .args(["install", "-y", "faketime"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    match find() {
+        Some(p) => Ok(p),
+        None if ok => Err("libfaketime installed but libfaketimeMT.so.1 not found".into()),
+        None => Err("libfaketime is missing and `apt-get install faketime` failed".into()),
+    }
+}
+
+/// The clock-skew plan: libfaketime's path if any chosen nemesis needs it
+/// and it can be had, else the reason to skip.
+fn plan_faketime(nemeses: &[Nemesis]) -> (Option<PathBuf>, Option<String>) {
+    if !nemeses.iter().any(|n| n.needs_faketime()) {
+        return (None, None);
+    }
+    match ensure_faketime() {
+        Ok(p) => (Some(p), None),
+        Err(why) => (None, Some(why)),
+    }
+}
+
 /// Decides namespaces or loopback and which nemeses can run there; the
 /// third value says what was skipped and why, for the report.
 fn plan_network(
@@ -213,11 +254,25 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
             ChaosError::Setup(format!("clearing {}: {e}", config.base_dir.display()))
         })?;
     }
-    let (netns, chosen, skipped) = plan_network(config.network, &config.nemeses)?;
+    let (faketime, no_clock) = plan_faketime(&config.nemeses);
+    let usable: Vec<Nemesis> = config
+        .nemeses
+        .iter()
+        .copied()
+        .filter(|n| faketime.is_some() || !n.needs_faketime())
+        .collect();
+    if usable.is_empty() {
+        return Err(ChaosError::Config(format!(
+            "clock-skew was the only nemesis and cannot run: {}",
+            no_clock.unwrap_or_default()
+        )));
+    }
+    let (netns, chosen, skipped) = plan_network(config.network, &usable)?;
     let mut spec = ClusterSpec::new(&config.binary, &config.base_dir, config.nodes);
     spec.admin_token = ADMIN_TOKEN.to_owned();
     spec.extra_args = config.node_args.clone();
     spec.netns = netns;
+    spec.faketime = faketime;
     let mut cluster = LocalCluster::start(spec)?;
     let network = match cluster.network() {
         Some(n) => n.describe(),
@@ -228,6 +283,10 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
     };
     let network = match skipped {
         Some(s) => format!("{network}; link faults {s}"),
+        None => network,
+    };
+    let network = match no_clock {
+        Some(why) => format!("{network}; clock-skew skipped ({why})"),
         None => network,
     };
     cluster.wait_ready(READY_TIMEOUT).await?;

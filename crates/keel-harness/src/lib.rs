@@ -67,6 +67,10 @@ pub struct ClusterSpec {
     /// Run each node in its own network namespace ([`Network`]; needs
     /// root), so links between nodes can be cut.
     pub netns: bool,
+    /// libfaketime to preload into every node, so its wall clock can be
+    /// skewed at run time ([`LocalCluster::set_clock_offset`]); monotonic
+    /// time is left alone.
+    pub faketime: Option<PathBuf>,
 }
 
 impl ClusterSpec {
@@ -82,6 +86,7 @@ impl ClusterSpec {
             extra_args: Vec::new(),
             seed: None,
             netns: false,
+            faketime: None,
         }
     }
 }
@@ -198,6 +203,18 @@ impl LocalCluster {
             }
             None => Command::new(&self.spec.binary),
         };
+        if let Some(lib) = &self.spec.faketime {
+            let file = self.clock_file(id);
+            if !file.exists() {
+                std::fs::write(&file, "+0\n").map_err(|e| HarnessError::Process(e.to_string()))?;
+            }
+            // Re-read every second; CLOCK_MONOTONIC stays real, so timers,
+            // timeouts and Raft's election clocks are not affected.
+            cmd.env("LD_PRELOAD", lib)
+                .env("FAKETIME_TIMESTAMP_FILE", &file)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("FAKETIME_CACHE_DURATION", "1");
+        }
         cmd.arg("node")
             .arg("--id")
             .arg(id.to_string())
@@ -276,6 +293,27 @@ impl LocalCluster {
         );
         self.spawn(id)?;
         Ok(addr)
+    }
+
+    fn clock_file(&self, id: u64) -> PathBuf {
+        self.spec.base_dir.join(format!("node-{id}.faketime"))
+    }
+
+    /// Moves node `id`'s wall clock `secs` seconds from the real one (0
+    /// restores it); it takes effect within a second. Needs
+    /// [`ClusterSpec::faketime`].
+    pub fn set_clock_offset(&self, id: u64, secs: i64) -> Result<(), HarnessError> {
+        if self.spec.faketime.is_none() {
+            return Err(HarnessError::Process(
+                "clock offsets need the cluster started with libfaketime".into(),
+            ));
+        }
+        let file = self.clock_file(id);
+        let tmp = file.with_extension("faketime.tmp");
+        // Renamed into place, so libfaketime never reads half a line.
+        std::fs::write(&tmp, format!("{secs:+}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &file))
+            .map_err(|e| HarnessError::Process(format!("{}: {e}", file.display())))
     }
 
     /// The private network, when nodes run in namespaces.
