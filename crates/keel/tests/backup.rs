@@ -240,6 +240,18 @@ async fn a_chain_of_hot_backups_restores_to_any_point_and_survives_losing_parity
     assert_eq!(latest["index"].as_u64().unwrap(), index);
     assert_eq!(latest["digest"].as_str().unwrap(), digest);
 
+    // A chosen leader time: everything stamped up to it, nothing after.
+    let t = incr1[0]["last_time_ms"].as_u64().unwrap();
+    let rt = dir.path().join("restore-time");
+    let by_time = restore(
+        &rt,
+        &tspec,
+        &["--time-ms", &t.to_string(), "--layout", "2+1"],
+    );
+    assert_eq!(by_time["time_ms"].as_u64().unwrap(), t);
+    assert!(by_time["index"].as_u64().unwrap() >= incr1_last);
+    assert!(by_time["index"].as_u64().unwrap() < index);
+
     // A chosen index: exactly there.
     let r2 = dir.path().join("restore-at");
     let at = restore(
