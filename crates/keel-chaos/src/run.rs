@@ -272,6 +272,7 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
     spec.admin_token = ADMIN_TOKEN.to_owned();
     spec.extra_args = config.node_args.clone();
     spec.netns = netns;
+    spec.link_proxies = netns && chosen.iter().any(|n| n.needs_link_proxies());
     spec.faketime = faketime;
     let mut cluster = LocalCluster::start(spec)?;
     let network = match cluster.network() {

@@ -17,7 +17,9 @@ use serde_json::Value;
 
 use keel_client::Client;
 
+pub mod links;
 pub mod net;
+pub use links::LinkProxies;
 pub use net::Network;
 
 /// How often conditions are polled while waiting on them.
@@ -67,6 +69,10 @@ pub struct ClusterSpec {
     /// Run each node in its own network namespace ([`Network`]; needs
     /// root), so links between nodes can be cut.
     pub netns: bool,
+    /// With `netns`, route every node-to-node connection through a
+    /// [`LinkProxies`] so latency and dropped connections can be injected
+    /// (needs iptables). Nodes added later are not proxied.
+    pub link_proxies: bool,
     /// libfaketime to preload into every node, so its wall clock can be
     /// skewed at run time ([`LocalCluster::set_clock_offset`]); monotonic
     /// time is left alone.
@@ -86,6 +92,7 @@ impl ClusterSpec {
             extra_args: Vec::new(),
             seed: None,
             netns: false,
+            link_proxies: false,
             faketime: None,
         }
     }
@@ -108,6 +115,8 @@ pub struct LocalCluster {
     /// The private network, when nodes run in namespaces. Dropped after
     /// the nodes are killed (fields drop after `Drop::drop`).
     net: Option<Network>,
+    /// The link proxies, when node-to-node links go through them.
+    links: Option<LinkProxies>,
 }
 
 struct GatewayProc {
@@ -122,6 +131,28 @@ fn free_port() -> Result<u16, HarnessError> {
         .map_err(|e| HarnessError::Process(e.to_string()))
 }
 
+/// A proxy listener on the bridge for every ordered pair of nodes, and the
+/// DNAT rule that sends the first node's connections to the second there.
+fn proxy_links(net: &Network, ids: &[u64]) -> Result<LinkProxies, HarnessError> {
+    let mut links = Vec::new();
+    for &from in ids {
+        for &to in ids.iter().filter(|&&t| t != from) {
+            let listener = TcpListener::bind(format!("{}:0", net.bridge_ip()))
+                .map_err(|e| HarnessError::Process(format!("link proxy listener: {e}")))?;
+            let via = listener
+                .local_addr()
+                .map_err(|e| HarnessError::Process(e.to_string()))?
+                .to_string();
+            net.redirect(from, to, &via)?;
+            links.push(links::Link {
+                listener,
+                peer: net.node_addr(to),
+            });
+        }
+    }
+    LinkProxies::start(links)
+}
+
 impl LocalCluster {
     /// Starts `spec.nodes` nodes; node 1 bootstraps the cluster of all.
     pub fn start(spec: ClusterSpec) -> Result<Self, HarnessError> {
@@ -132,6 +163,15 @@ impl LocalCluster {
             Some(Network::create(&ids)?)
         } else {
             None
+        };
+        let links = match (&net, spec.link_proxies) {
+            (Some(n), true) => Some(proxy_links(n, &ids)?),
+            (None, true) => {
+                return Err(HarnessError::Process(
+                    "link proxies need the nodes in network namespaces".into(),
+                ))
+            }
+            _ => None,
         };
         let mut addrs = BTreeMap::new();
         for &id in &ids {
@@ -154,6 +194,7 @@ impl LocalCluster {
             started: Default::default(),
             gateway: None,
             net,
+            links,
         };
         for (id, addr) in addrs {
             c.nodes.insert(
@@ -314,6 +355,11 @@ impl LocalCluster {
         std::fs::write(&tmp, format!("{secs:+}\n"))
             .and_then(|()| std::fs::rename(&tmp, &file))
             .map_err(|e| HarnessError::Process(format!("{}: {e}", file.display())))
+    }
+
+    /// The link proxies, when node-to-node links go through them.
+    pub fn link_proxies(&self) -> Option<&LinkProxies> {
+        self.links.as_ref()
     }
 
     /// The private network, when nodes run in namespaces.

@@ -186,6 +186,39 @@ impl Network {
         run("ip", &a)
     }
 
+    /// The bridge's address: where the harness, gateway, clients and link
+    /// proxies reach the nodes from.
+    pub fn bridge_ip(&self) -> String {
+        self.host(BRIDGE_HOST)
+    }
+
+    /// Sends node `from`'s connections to node `to` through `via`
+    /// (`ip:port`, a link proxy) by a DNAT rule in `from`'s namespace. It
+    /// lives in the nat table, so [`heal`](Self::heal) leaves it alone.
+    pub fn redirect(&self, from: u64, to: u64, via: &str) -> Result<(), HarnessError> {
+        let ip = self.node_ip(to);
+        let port = NODE_PORT.to_string();
+        self.iptables(
+            from,
+            &[
+                "-t",
+                "nat",
+                "-A",
+                "OUTPUT",
+                "-p",
+                "tcp",
+                "-d",
+                &ip,
+                "--dport",
+                &port,
+                "-j",
+                "DNAT",
+                "--to-destination",
+                via,
+            ],
+        )
+    }
+
     /// Cuts the link between `a` and `b` in both directions.
     pub fn cut(&self, a: u64, b: u64) -> Result<(), HarnessError> {
         self.drop_from(a, b)?;

@@ -15,7 +15,8 @@ pub struct RunArgs {
     /// Nemeses, comma-separated, or `all`: kill-leader, kill-follower,
     /// kill-random, pause-leader, pause-follower, power-loss,
     /// rolling-restart, membership-churn, and with network namespaces
-    /// isolate-leader, split-halves, bridge, one-way-leader, lossy-links.
+    /// isolate-leader, split-halves, bridge, one-way-leader, lossy-links,
+    /// slow-links, drop-connections; clock-skew (with libfaketime).
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// Least seconds under load (the run continues until every nemesis has
