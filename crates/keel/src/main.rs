@@ -13,6 +13,7 @@ mod admin;
 mod backup_cmd;
 mod bench_apply;
 mod bench_cluster;
+mod bench_cmd;
 mod bench_gateway;
 mod chaos_cmd;
 mod demo;
@@ -69,6 +70,14 @@ enum BenchCmd {
     /// The gateway side by side with nginx in front of a local 3-node
     /// cluster: added latency, throughput, failover gap and detection time.
     Gateway(bench_gateway::Args),
+    /// A load generator against a running Keel endpoint: uniform,
+    /// flash-sale, checkout, mixed or batch; closed or open loop.
+    Run(bench_cmd::RunArgs),
+    /// Keel side by side with etcd (3 members) and PostgreSQL (synchronous
+    /// standby) on loopback: orders, flash sale, failover; one table.
+    Compare(bench_cmd::CompareArgs),
+    /// Throughput and node memory as the store grows (10k to 1M orders).
+    Growth(bench_cmd::GrowthArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -99,5 +108,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench(BenchCmd::Apply(args)) => bench_apply::run(args),
         Cmd::Bench(BenchCmd::Cluster(args)) => bench_cluster::run(args),
         Cmd::Bench(BenchCmd::Gateway(args)) => bench_gateway::run(args),
+        Cmd::Bench(BenchCmd::Run(args)) => bench_cmd::run_cmd(args),
+        Cmd::Bench(BenchCmd::Compare(args)) => bench_cmd::compare_cmd(args),
+        Cmd::Bench(BenchCmd::Growth(args)) => bench_cmd::growth_cmd(args),
     }
 }
