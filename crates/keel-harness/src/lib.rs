@@ -409,6 +409,12 @@ impl LocalCluster {
         ))
     }
 
+    /// The OS process id of node `id` while it runs (for reading its
+    /// `/proc` entry, e.g. resident memory in `keel bench growth`).
+    pub fn process_id(&self, id: u64) -> Option<u32> {
+        self.nodes.get(&id)?.child.as_ref().map(Child::id)
+    }
+
     fn pid(&self, id: u64) -> Result<Pid, HarnessError> {
         let n = self.nodes.get(&id).ok_or(HarnessError::NoNode(id))?;
         let c = n

@@ -14,6 +14,7 @@ mod backup_cmd;
 mod bench_apply;
 mod bench_backup;
 mod bench_cluster;
+mod bench_cmd;
 mod bench_gateway;
 mod chaos_cmd;
 mod demo;
@@ -74,6 +75,14 @@ enum BenchCmd {
     /// write speed, erasure-code throughput, and the order throughput kept
     /// while hot backups run.
     Backup(bench_backup::Args),
+    /// A load generator against a running Keel endpoint: uniform,
+    /// flash-sale, checkout, mixed or batch; closed or open loop.
+    Run(bench_cmd::RunArgs),
+    /// Keel side by side with etcd (3 members) and PostgreSQL (synchronous
+    /// standby) on loopback: orders, flash sale, failover; one table.
+    Compare(bench_cmd::CompareArgs),
+    /// Throughput and node memory as the store grows (10k to 1M orders).
+    Growth(bench_cmd::GrowthArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -105,5 +114,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench(BenchCmd::Cluster(args)) => bench_cluster::run(args),
         Cmd::Bench(BenchCmd::Gateway(args)) => bench_gateway::run(args),
         Cmd::Bench(BenchCmd::Backup(args)) => bench_backup::run(args),
+        Cmd::Bench(BenchCmd::Run(args)) => bench_cmd::run_cmd(args),
+        Cmd::Bench(BenchCmd::Compare(args)) => bench_cmd::compare_cmd(args),
+        Cmd::Bench(BenchCmd::Growth(args)) => bench_cmd::growth_cmd(args),
     }
 }

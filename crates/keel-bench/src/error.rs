@@ -1,0 +1,42 @@
+//! The one error type of the library; the binary adds context with anyhow.
+
+/// Why a benchmark could not run or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A bad argument (unknown workload, zero clients, rate 0, ...).
+    #[error("invalid argument: {0}")]
+    Arg(String),
+    /// Starting, faulting or stopping the local Keel cluster failed.
+    #[error("keel cluster: {0}")]
+    Harness(#[from] keel_harness::HarnessError),
+    /// A Keel API call during setup failed.
+    #[error("keel: {0}")]
+    Client(#[from] keel_client::ClientError),
+    /// Installing, starting or preparing a system failed.
+    #[error("{what}: {detail}")]
+    Setup {
+        /// What was being set up.
+        what: String,
+        /// Why it failed.
+        detail: String,
+    },
+    /// A file or process operation failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The latency histogram refused an operation.
+    #[error("histogram: {0}")]
+    Histogram(String),
+    /// A load task panicked or was cancelled.
+    #[error("load task: {0}")]
+    Task(String),
+}
+
+impl BenchError {
+    /// A setup failure of `what`.
+    pub fn setup(what: impl Into<String>, detail: impl ToString) -> Self {
+        BenchError::Setup {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! `keel bench`: a load generator for a Keel endpoint (closed and open
+//! loop, HdrHistogram latencies, errors by problem type, the longest gap
+//! without a successful answer) and the side-by-side anchors it is compared
+//! with on the same machine: an etcd 3-member cluster and PostgreSQL with a
+//! synchronous streaming standby, both started on loopback with fsync on.
+//!
+//! The pure parts (histogram summary, gap tracking, the open-loop schedule,
+//! argument checks, table formatting) do no I/O and are unit-tested; the
+//! drivers and anchors are the shell around them.
+#![deny(missing_docs)]
+
+pub mod compare;
+pub mod compare_table;
+pub mod driver;
+pub mod error;
+pub mod etcd;
+pub mod gap;
+pub mod growth;
+pub mod hist;
+pub mod keel_target;
+pub mod machine;
+pub mod postgres;
+pub mod procs;
+pub mod report;
+pub mod run;
+pub mod schedule;
+pub mod seed;
+pub mod target;
+pub mod workload;
+
+pub use error::BenchError;
