@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
+use keel_bench::gap::GapTracker;
 use keel_client::{Client, HttpMethod};
 use keel_harness::LocalCluster;
 use serde_json::{json, Value};
@@ -387,40 +388,6 @@ async fn probe(addrs: &[String], requests: u64, skus: u64) -> anyhow::Result<Vec
     Ok(hists)
 }
 
-/// The longest interval without a successful response, in µs from the
-/// start of measurement. Observations may arrive slightly out of order
-/// (many tasks); an older one than the latest seen cannot end a gap.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct GapTracker {
-    last_us: u64,
-    longest_us: u64,
-    longest_end_us: u64,
-}
-
-impl GapTracker {
-    /// Measurement starts at `start_us`: a slow first success counts too.
-    fn new(start_us: u64) -> Self {
-        Self {
-            last_us: start_us,
-            longest_us: 0,
-            longest_end_us: start_us,
-        }
-    }
-
-    /// A success (or the end of measurement) at `at_us`.
-    fn observe(&mut self, at_us: u64) {
-        if at_us <= self.last_us {
-            return;
-        }
-        let gap = at_us - self.last_us;
-        if gap > self.longest_us {
-            self.longest_us = gap;
-            self.longest_end_us = at_us;
-        }
-        self.last_us = at_us;
-    }
-}
-
 /// Whether the gateway's `/status` document says the node at `addr` gets
 /// no requests (`eligible: false`).
 fn node_ineligible(status: &Value, addr: &str) -> bool {
@@ -542,7 +509,7 @@ async fn failover(
     let detected = poller.await.context("status poller panicked")?;
     let mut gap = gaps
         .lock()
-        .map(|g| g.clone())
+        .map(|g| *g)
         .map_err(|_| anyhow::anyhow!("gap tracker lock poisoned"))?;
     // A gap still open when measurement ended counts up to its end.
     gap.observe(end_us);
@@ -691,24 +658,6 @@ fn optional_temp_modules(nginx_v: &str) -> Vec<&'static str> {
         .collect()
 }
 
-/// The effective uid from `/proc/self/status` text.
-fn parse_euid(proc_status: &str) -> Option<u32> {
-    proc_status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| parse_euid(&s))
-        == Some(0)
-}
-
 /// `name` in the directories of `path` (a `PATH` value), then in `extra`
 /// (Debian puts nginx in /usr/sbin, which a user's PATH may lack).
 fn find_in_path(name: &str, path: &str, extra: &[&str]) -> Option<PathBuf> {
@@ -738,7 +687,7 @@ fn nginx_binary() -> Result<PathBuf, String> {
     if let Some(p) = find_nginx() {
         return Ok(p);
     }
-    if !is_root() {
+    if !keel_bench::procs::is_root() {
         return Err(
             "nginx is not installed and this is not root: install it (apt-get install nginx-light) to get the nginx column"
                 .to_owned(),
@@ -846,7 +795,7 @@ async fn start_nginx(
         upstreams,
         dir: &dir,
         optional_temp_modules: &optional_temp_modules(version),
-        user_root: is_root(),
+        user_root: keel_bench::procs::is_root(),
     })?;
     let conf_path = dir.join("nginx.conf");
     std::fs::write(&conf_path, conf).with_context(|| format!("writing {}", conf_path.display()))?;
@@ -1242,13 +1191,6 @@ mod tests {
     }
 
     #[test]
-    fn euid_is_the_second_uid_field() {
-        let s = "Name:\tkeel\nUid:\t1000\t0\t1000\t1000\nGid:\t1\t1\t1\t1\n";
-        assert_eq!(parse_euid(s), Some(0));
-        assert_eq!(parse_euid("Name:\tx\n"), None);
-    }
-
-    #[test]
     fn finds_a_binary_in_path_then_extra() {
         let a = tempfile::tempdir().expect("tempdir");
         let b = tempfile::tempdir().expect("tempdir");
@@ -1337,27 +1279,6 @@ mod tests {
     fn ratio_of_nothing_is_none() {
         assert_eq!(ratio(1.0, 0.0), None);
         assert_eq!(ratio(3.0, 2.0), Some(1.5));
-    }
-
-    #[test]
-    fn gap_tracker_finds_the_longest_silence() {
-        let mut g = GapTracker::new(100);
-        for at in [110, 120, 90, 500, 505, 400, 510] {
-            g.observe(at);
-        }
-        assert_eq!(g.longest_us, 380);
-        assert_eq!(g.longest_end_us, 500);
-        // The end of measurement closes a gap that never ended.
-        g.observe(2_000);
-        assert_eq!((g.longest_us, g.longest_end_us), (1_490, 2_000));
-    }
-
-    #[test]
-    fn gap_tracker_counts_a_slow_start() {
-        let mut g = GapTracker::new(0);
-        g.observe(700);
-        g.observe(710);
-        assert_eq!((g.longest_us, g.longest_end_us), (700, 700));
     }
 
     #[test]
