@@ -30,6 +30,9 @@ pub const EXPORTS_MAX: usize = 1;
 pub const LOG_PAGE_ENTRIES_MAX: usize = 4_096;
 /// About the most record bytes in one page (at least one record is sent).
 pub const LOG_PAGE_BYTES_MAX: usize = 16 << 20;
+/// Nice value of the thread that writes a snapshot export: a hot backup
+/// should take the CPU the node's clients leave, not compete with them.
+pub const EXPORT_NICE: i32 = 19;
 /// Read buffer when streaming a snapshot file.
 const STREAM_CHUNK_BYTES: usize = 256 << 10;
 
@@ -75,9 +78,19 @@ pub async fn snapshot(State(api): Shared, h: HeaderMap) -> Result<Response, Prob
         .try_acquire_owned()
         .map_err(|_| busy())?;
     let sm = api.node.sm.clone();
-    let export = tokio::task::spawn_blocking(move || sm.export_snapshot())
+    // Its own thread (not the shared blocking pool), so lowering its
+    // priority touches nothing else.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("backup-export".into())
+        .spawn(move || {
+            lower_this_thread(EXPORT_NICE);
+            let _ = tx.send(sm.export_snapshot());
+        })
+        .map_err(|e| Problem::internal(format!("snapshot export thread: {e}")))?;
+    let export = rx
         .await
-        .map_err(|e| Problem::internal(format!("snapshot export task: {e}")))?
+        .map_err(|e| Problem::internal(format!("snapshot export thread: {e}")))?
         .map_err(|e| Problem::internal(e.to_string()))?;
     let file = tokio::fs::File::open(&export.path)
         .await
@@ -189,6 +202,33 @@ pub async fn log(
         header(hm, PURGED_HEADER, p);
     }
     Ok(resp)
+}
+
+/// Sets the calling thread's nice value and the idle I/O class (Linux
+/// applies `renice -p` and `ionice -p` of a thread id to that thread
+/// alone). Best effort: without `renice` or the
+/// right to use it the export simply runs at normal priority.
+fn lower_this_thread(nice: i32) {
+    let Ok(link) = std::fs::read_link("/proc/thread-self") else {
+        return;
+    };
+    let Some(tid) = link.file_name().and_then(|t| t.to_str()) else {
+        return;
+    };
+    let run = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    // CPU, and disk: the idle I/O class, so the log's fsyncs go first.
+    let ok = run("renice", &["-n", &nice.to_string(), "-p", tid])
+        & run("ionice", &["-c", "3", "-p", tid]);
+    if !ok {
+        tracing::debug!(tid, "could not lower the backup export's priority");
+    }
 }
 
 fn hex(b: &[u8]) -> String {
