@@ -15,6 +15,12 @@ use crate::repo::Repository;
 use crate::source::{NodeSource, SourceError};
 use crate::BackupError;
 
+/// Log records read from a stopped node's log per page (the node's own
+/// backup endpoint pages the same way): bounds memory, not the total.
+pub const COLD_PAGE_ENTRIES_MAX: usize = 4_096;
+/// About the most record bytes per page of a cold read.
+pub const COLD_PAGE_BYTES_MAX: usize = 16 << 20;
+
 /// Label holding the state digest (hex) of a full or cold backup.
 pub const LABEL_DIGEST: &str = "digest";
 /// Label holding the node a backup was read from.
@@ -289,7 +295,7 @@ fn read_cold(dir: &Path, snap: &Path, frames: &Path) -> Result<ColdRead, BackupE
     let mut after = last.index;
     while after < committed {
         let page = log
-            .read_records(after, committed, 4_096, 16 << 20)
+            .read_records(after, committed, COLD_PAGE_ENTRIES_MAX, COLD_PAGE_BYTES_MAX)
             .map_err(store)?;
         if page.records.is_empty() {
             break;

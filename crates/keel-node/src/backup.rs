@@ -204,10 +204,7 @@ pub async fn log(
     Ok(resp)
 }
 
-/// Sets the calling thread's nice value and the idle I/O class (Linux
-/// applies `renice -p` and `ionice -p` of a thread id to that thread
-/// alone). Best effort: without `renice` or the
-/// right to use it the export simply runs at normal priority.
+/// Sets the calling thread's nice value and the idle I/O class.
 fn lower_this_thread(nice: i32) {
     let Ok(link) = std::fs::read_link("/proc/thread-self") else {
         return;
@@ -215,6 +212,17 @@ fn lower_this_thread(nice: i32) {
     let Some(tid) = link.file_name().and_then(|t| t.to_str()) else {
         return;
     };
+    if !lower_priority(tid, nice) {
+        tracing::debug!(tid, "could not lower the backup export's priority");
+    }
+}
+
+/// Gives process or thread `id` nice value `nice` and the idle I/O class,
+/// so backup work takes the CPU and disk a node's clients leave (Linux
+/// applies `renice -p` and `ionice -p` of a thread id to that thread
+/// alone; of a process id before it starts threads, to all it starts).
+/// Best effort: false when `renice` or `ionice` is missing or refused.
+pub fn lower_priority(id: &str, nice: i32) -> bool {
     let run = |cmd: &str, args: &[&str]| {
         std::process::Command::new(cmd)
             .args(args)
@@ -223,12 +231,7 @@ fn lower_this_thread(nice: i32) {
             .status()
             .is_ok_and(|s| s.success())
     };
-    // CPU, and disk: the idle I/O class, so the log's fsyncs go first.
-    let ok = run("renice", &["-n", &nice.to_string(), "-p", tid])
-        & run("ionice", &["-c", "3", "-p", tid]);
-    if !ok {
-        tracing::debug!(tid, "could not lower the backup export's priority");
-    }
+    run("renice", &["-n", &nice.to_string(), "-p", id]) & run("ionice", &["-c", "3", "-p", id])
 }
 
 fn hex(b: &[u8]) -> String {

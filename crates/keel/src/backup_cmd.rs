@@ -270,18 +270,8 @@ pub const BACKUP_NICE: i32 = 19;
 /// Lowers this process's priority before any thread starts, so every
 /// thread it creates inherits it. Best effort (needs `renice`).
 fn lower_priority() {
-    let pid = std::process::id().to_string();
-    let run = |cmd: &str, args: &[&str]| {
-        std::process::Command::new(cmd)
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
     // CPU, and disk: the idle I/O class, so the nodes' fsyncs go first.
-    let ok = run("renice", &["-n", &BACKUP_NICE.to_string(), "-p", &pid])
-        & run("ionice", &["-c", "3", "-p", &pid]);
+    let ok = keel_node::backup::lower_priority(&std::process::id().to_string(), BACKUP_NICE);
     if !ok {
         eprintln!("note: could not lower keel backup's priority (renice, ionice)");
     }

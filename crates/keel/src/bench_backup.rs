@@ -15,7 +15,7 @@ use keel_client::Client;
 use keel_harness::LocalCluster;
 use serde_json::{json, Value};
 
-use crate::bench_cluster::{load, row, seed};
+use crate::bench_cluster::{clients_per_node, load, row, seed};
 use crate::up::{local_spec, READY_TIMEOUT};
 
 /// Place commands per `/v1/batch` request while preloading.
@@ -280,14 +280,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     ));
 
     // Order throughput without, then with hot backups running back to back.
-    let endpoints = cluster.endpoints();
-    let clients: Vec<Arc<Client>> = (0..endpoints.len())
-        .map(|i| {
-            let mut eps = endpoints.clone();
-            eps.rotate_left(i);
-            Arc::new(Client::new(eps, Some("keel-admin-dev".into())))
-        })
-        .collect();
+    let clients = clients_per_node(&cluster.endpoints());
     let d = Duration::from_secs(args.duration_s);
     let sku = |t: u64, i: u64| format!("S{}", (t * 7919 + i * 104_729) % SKUS);
     let quiet = load(&clients, args.clients, d, sku, "q").await?;

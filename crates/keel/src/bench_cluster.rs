@@ -185,6 +185,18 @@ pub(crate) fn row(name: &str, o: &Outcome) -> Value {
     })
 }
 
+/// One admin client per endpoint, each trying its own node first: load
+/// enters everywhere and followers forward writes, as behind a balancer.
+pub(crate) fn clients_per_node(endpoints: &[String]) -> Vec<Arc<Client>> {
+    (0..endpoints.len())
+        .map(|i| {
+            let mut eps = endpoints.to_vec();
+            eps.rotate_left(i);
+            Arc::new(Client::new(eps, Some("keel-admin-dev".into())))
+        })
+        .collect()
+}
+
 /// Runs the benchmark and prints its figures.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
@@ -214,13 +226,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     } else {
         cluster.endpoints()
     };
-    let clients: Vec<Arc<Client>> = (0..endpoints.len())
-        .map(|i| {
-            let mut eps = endpoints.clone();
-            eps.rotate_left(i);
-            Arc::new(Client::new(eps, Some("keel-admin-dev".into())))
-        })
-        .collect();
+    let clients = clients_per_node(&endpoints);
     let d = Duration::from_secs(args.duration_s);
     let skus = args.skus;
     let uniform = load(
