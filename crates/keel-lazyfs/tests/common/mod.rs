@@ -1,0 +1,89 @@
+//! Mounts for the integration tests: a temporary backing directory shown lazily at a
+//! temporary mountpoint, or a printed reason to skip where this machine cannot mount FUSE.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+#![allow(dead_code)] // Each test file uses a different part of the helpers.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use keel_lazyfs::{LazyFs, Limits};
+use tempfile::TempDir;
+
+/// A mounted LazyFs over a fresh backing directory.
+pub struct Mounted {
+    /// Declared first so it is dropped (unmounted) before the directories are removed.
+    pub fs: LazyFs,
+    pub backing: PathBuf,
+    pub mnt: PathBuf,
+    pub dir: TempDir,
+}
+
+impl Mounted {
+    /// A path inside the mount.
+    pub fn at(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// The same path inside the backing directory: what survives a power loss.
+    pub fn backing_at(&self, rel: &str) -> PathBuf {
+        self.backing.join(rel)
+    }
+}
+
+/// Mounts with `limits`, or prints why not and returns `None` where FUSE cannot be mounted.
+pub fn mount(limits: Limits) -> Option<Mounted> {
+    if let Err(why) = keel_lazyfs::available() {
+        eprintln!("skipping: {why}");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (backing, mnt) = dirs_in(dir.path());
+    let fs = LazyFs::mount(&backing, &mnt, limits).unwrap();
+    Some(Mounted {
+        fs,
+        backing,
+        mnt,
+        dir,
+    })
+}
+
+/// Creates `backing` and `mnt` directories inside `dir`.
+pub fn dirs_in(dir: &Path) -> (PathBuf, PathBuf) {
+    let backing = dir.join("backing");
+    let mnt = dir.join("mnt");
+    std::fs::create_dir(&backing).unwrap();
+    std::fs::create_dir(&mnt).unwrap();
+    (backing, mnt)
+}
+
+/// Runs the test named `test` of this test binary in a child process with `env` set: how a
+/// test gets a process it can let die without running its destructors.
+pub fn run_child(test: &str, env: &[(&str, &Path)]) -> ExitStatus {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.args(["--exact", test, "--test-threads=1", "--nocapture"]);
+    // The child's test-runner chatter would interleave with the parent's; its panics go to
+    // stderr, which stays.
+    command.stdout(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.status().unwrap()
+}
+
+/// How long to wait for something the kernel does after a syscall has returned (it sends the
+/// last release of a file asynchronously after `close`).
+pub const KERNEL_ASYNC_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Polls `done` until it holds or `KERNEL_ASYNC_DEADLINE` passes; returns whether it held.
+pub fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + KERNEL_ASYNC_DEADLINE;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    done()
+}

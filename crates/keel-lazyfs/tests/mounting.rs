@@ -1,0 +1,103 @@
+//! Mounting and unmounting: refusals, a crashed process's stale mount, a busy unmount.
+
+#![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use keel_lazyfs::{LazyFs, LazyFsError, Limits};
+
+fn names(dir: &Path) -> BTreeSet<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect()
+}
+
+#[test]
+fn mount_refuses_a_live_mountpoint_and_overlapping_directories() {
+    let Some(m) = common::mount(Limits::default()) else {
+        return;
+    };
+    let other = m.dir.path().join("other");
+    fs::create_dir(&other).unwrap();
+    match LazyFs::mount(&other, &m.mnt, Limits::default()) {
+        Err(LazyFsError::AlreadyMounted(_)) => {}
+        other => panic!("expected AlreadyMounted, got {other:?}"),
+    }
+    let inner = m.backing.join("inner");
+    fs::create_dir(&inner).unwrap();
+    match LazyFs::mount(&m.backing, &inner, Limits::default()) {
+        Err(LazyFsError::Overlap { .. }) => {}
+        other => panic!("expected Overlap, got {other:?}"),
+    }
+}
+
+/// Environment variable naming the directory a child process mounts in and then abandons.
+const STALE_CHILD_ENV: &str = "KEEL_LAZYFS_STALE_MOUNT_DIR";
+
+/// Not a test on its own: the child process of `stale_mount_of_a_crashed_process_is_replaced`.
+/// It mounts, writes, and exits without unmounting, as a crashed harness would.
+#[test]
+fn stale_mount_child() {
+    let Some(dir) = std::env::var_os(STALE_CHILD_ENV) else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    let fs = LazyFs::mount(&dir.join("backing"), &dir.join("mnt"), Limits::default()).unwrap();
+    fs::write(dir.join("mnt/f"), b"written by the dead").unwrap();
+    std::mem::forget(fs);
+    std::process::exit(0);
+}
+
+#[test]
+fn stale_mount_of_a_crashed_process_is_replaced() {
+    if let Err(why) = keel_lazyfs::available() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (backing, mnt) = common::dirs_in(dir.path());
+    let status = common::run_child("stale_mount_child", &[(STALE_CHILD_ENV, dir.path())]);
+    assert!(status.success());
+    assert_eq!(
+        fs::metadata(&mnt).unwrap_err().raw_os_error(),
+        Some(libc::ENOTCONN),
+        "the dead process left its mount behind"
+    );
+
+    let fs = LazyFs::mount(&backing, &mnt, Limits::default()).unwrap();
+    // The dead process never fsynced: its file exists (metadata is immediate) but is empty.
+    assert_eq!(fs::read(mnt.join("f")).unwrap(), b"");
+    fs.unmount().unwrap();
+    assert!(names(&mnt).is_empty());
+}
+
+#[test]
+fn unmount_while_a_file_is_open_detaches_and_the_file_keeps_working() {
+    let Some(m) = common::mount(Limits::default()) else {
+        return;
+    };
+    let mut file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(m.at("open"))
+        .unwrap();
+    let common::Mounted { fs, mnt, dir, .. } = m;
+    fs.unmount().unwrap();
+    assert!(names(&mnt).is_empty(), "the mountpoint is free again");
+
+    file.write_all(b"after").unwrap();
+    file.seek(SeekFrom::Start(0)).unwrap();
+    let mut content = String::new();
+    file.read_to_string(&mut content).unwrap();
+    assert_eq!(content, "after");
+    drop(file);
+    drop(dir);
+}
