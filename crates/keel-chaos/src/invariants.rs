@@ -95,11 +95,15 @@ pub struct FinalState {
     /// Units the harness put on hand per SKU (setup stock plus restocks):
     /// the most that can ever be sold or reserved.
     pub supplied: BTreeMap<Sku, u64>,
+    /// Products and accounts the run set up (acknowledged before the first
+    /// fault) that the cluster no longer has.
+    pub missing: Vec<String>,
 }
 
 /// Every end-of-run check, in a fixed order.
 pub fn check_invariants(history: &History, state: &FinalState) -> Vec<Finding> {
     vec![
+        check_setup_durable(&state.missing),
         check_acknowledged_durable(history, &state.orders),
         check_places_applied_once(history, &state.orders),
         check_no_oversell(&state.stock, &state.supplied),
@@ -107,6 +111,19 @@ pub fn check_invariants(history: &History, state: &FinalState) -> Vec<Finding> {
         check_money_conserved(&state.accounts),
         check_replicas_agree(&state.replicas),
     ]
+}
+
+/// Everything the run set up before the first fault (products, accounts)
+/// is still there.
+pub fn check_setup_durable(missing: &[String]) -> Finding {
+    Finding::from_problems(
+        "setup writes durable",
+        "every product and account set up is there".to_string(),
+        &missing
+            .iter()
+            .map(|m| format!("{m} is gone"))
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// Every acknowledged write is still there: an acknowledged place's order

@@ -113,6 +113,7 @@ fn good_run() -> (History, FinalState) {
             })
             .collect(),
         supplied: BTreeMap::from([(sku("A"), 6)]),
+        missing: Vec::new(),
     };
     (h, state)
 }
@@ -121,10 +122,20 @@ fn good_run() -> (History, FinalState) {
 fn a_good_run_passes_every_check() {
     let (h, state) = good_run();
     let findings = check_invariants(&h, &state);
-    assert_eq!(findings.len(), 6);
+    assert_eq!(findings.len(), 7);
     for f in &findings {
         assert!(f.ok, "{f}");
     }
+}
+
+#[test]
+fn a_lost_product_or_account_fails_the_setup_check() {
+    let (h, mut state) = good_run();
+    state.missing = vec!["product A".into(), "account c1".into()];
+    let findings = check_invariants(&h, &state);
+    let f = &findings[0];
+    assert_eq!(f.name, "setup writes durable");
+    assert!(!f.ok && f.detail.contains("product A is gone"), "{f}");
 }
 
 #[test]

@@ -30,6 +30,11 @@ pub enum Nemesis {
     PauseFollower,
     /// SIGKILL every node at once (power loss); restart them all at heal.
     PowerLoss,
+    /// Power loss that also loses what the disks had not made durable:
+    /// SIGKILL every node at once, then forget every write no node fsynced
+    /// (through the lazy filesystem their data directories are mounted on);
+    /// restart them all at heal. Needs FUSE.
+    LoseUnsynced,
     /// Stop and restart each node in turn, waiting for the cluster between.
     RollingRestart,
     /// Remove a follower from the membership, wipe its data, and at heal
@@ -76,13 +81,14 @@ pub const LOSSY_DROP_PROBABILITY: f64 = 0.2;
 
 impl Nemesis {
     /// Every nemesis, in a fixed order.
-    pub const ALL: [Nemesis; 16] = [
+    pub const ALL: [Nemesis; 17] = [
         Nemesis::KillLeader,
         Nemesis::KillFollower,
         Nemesis::KillRandom,
         Nemesis::PauseLeader,
         Nemesis::PauseFollower,
         Nemesis::PowerLoss,
+        Nemesis::LoseUnsynced,
         Nemesis::RollingRestart,
         Nemesis::MembershipChurn,
         Nemesis::IsolateLeader,
@@ -98,6 +104,12 @@ impl Nemesis {
     /// Whether it moves a node's clock, which needs libfaketime.
     pub fn needs_faketime(self) -> bool {
         self == Nemesis::ClockSkew
+    }
+
+    /// Whether it drops unsynced writes, which needs every data directory
+    /// on a lazy filesystem.
+    pub fn needs_lazyfs(self) -> bool {
+        self == Nemesis::LoseUnsynced
     }
 
     /// Whether it cuts or degrades links, which needs each node in its own
@@ -129,6 +141,7 @@ impl Nemesis {
             Nemesis::PauseLeader => "pause-leader",
             Nemesis::PauseFollower => "pause-follower",
             Nemesis::PowerLoss => "power-loss",
+            Nemesis::LoseUnsynced => "lose-unsynced",
             Nemesis::RollingRestart => "rolling-restart",
             Nemesis::MembershipChurn => "membership-churn",
             Nemesis::IsolateLeader => "isolate-leader",
@@ -353,6 +366,20 @@ impl<'a> Nemeses<'a> {
                 }
                 ids
             }
+            Nemesis::LoseUnsynced => {
+                let ids = self.cluster.running();
+                // Every process is dead before any cache is dropped, as
+                // when the power goes: no node runs on with a disk that
+                // forgot what it said.
+                for id in &ids {
+                    self.cluster.kill(*id)?;
+                }
+                for id in &ids {
+                    let bytes = self.cluster.lose_unsynced(*id)?;
+                    tracing::info!(node = id, bytes, "dropped unsynced writes");
+                }
+                ids
+            }
             Nemesis::RollingRestart => {
                 let ids = self.cluster.ids();
                 for id in &ids {
@@ -441,7 +468,8 @@ impl<'a> Nemeses<'a> {
             Nemesis::KillLeader
             | Nemesis::KillFollower
             | Nemesis::KillRandom
-            | Nemesis::PowerLoss => {
+            | Nemesis::PowerLoss
+            | Nemesis::LoseUnsynced => {
                 for id in &active.targets {
                     self.cluster.restart(*id)?;
                 }

@@ -160,6 +160,19 @@ fn plan_faketime(nemeses: &[Nemesis]) -> (Option<PathBuf>, Option<String>) {
     }
 }
 
+/// The lost-writes plan: whether the nodes' data directories go on lazy
+/// filesystems (only when a chosen nemesis drops unsynced writes, since
+/// FUSE slows every fsync), else the reason to skip those nemeses.
+fn plan_lazyfs(nemeses: &[Nemesis]) -> (bool, Option<String>) {
+    if !nemeses.iter().any(|n| n.needs_lazyfs()) {
+        return (false, None);
+    }
+    match keel_lazyfs::available() {
+        Ok(()) => (true, None),
+        Err(why) => (false, Some(why)),
+    }
+}
+
 /// Decides namespaces or loopback and which nemeses can run there; the
 /// third value says what was skipped and why, for the report.
 fn plan_network(
@@ -250,21 +263,28 @@ pub struct Report {
 /// caller can write both.
 pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
     if config.base_dir.exists() {
+        keel_harness::release_stale_mounts(&config.base_dir)?;
         std::fs::remove_dir_all(&config.base_dir).map_err(|e| {
             ChaosError::Setup(format!("clearing {}: {e}", config.base_dir.display()))
         })?;
     }
     let (faketime, no_clock) = plan_faketime(&config.nemeses);
+    let (lazyfs, no_lazyfs) = plan_lazyfs(&config.nemeses);
     let usable: Vec<Nemesis> = config
         .nemeses
         .iter()
         .copied()
         .filter(|n| faketime.is_some() || !n.needs_faketime())
+        .filter(|n| lazyfs || !n.needs_lazyfs())
         .collect();
     if usable.is_empty() {
         return Err(ChaosError::Config(format!(
-            "clock-skew was the only nemesis and cannot run: {}",
-            no_clock.unwrap_or_default()
+            "no chosen nemesis can run here: {}",
+            [no_clock.as_deref(), no_lazyfs.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("; ")
         )));
     }
     let (netns, chosen, skipped) = plan_network(config.network, &usable)?;
@@ -274,6 +294,7 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
     spec.netns = netns;
     spec.link_proxies = netns && chosen.iter().any(|n| n.needs_link_proxies());
     spec.faketime = faketime;
+    spec.lazyfs = lazyfs;
     let mut cluster = LocalCluster::start(spec)?;
     let network = match cluster.network() {
         Some(n) => n.describe(),
@@ -288,6 +309,11 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
     };
     let network = match no_clock {
         Some(why) => format!("{network}; clock-skew skipped ({why})"),
+        None => network,
+    };
+    let network = match no_lazyfs {
+        Some(why) => format!("{network}; lose-unsynced skipped ({why})"),
+        None if lazyfs => format!("{network}; data directories on lazy filesystems"),
         None => network,
     };
     cluster.wait_ready(READY_TIMEOUT).await?;
@@ -394,11 +420,23 @@ async fn final_state(
     let read = |e: keel_client::ClientError| ChaosError::Setup(format!("reading final state: {e}"));
     let mut state = FinalState::default();
     for (sku, qty) in workload::supplied() {
-        let p: Product = admin
+        let p: Product = match admin
             .get(&format!("/v1/products/{sku}"))
             .await
             .and_then(|r| r.json())
-            .map_err(read)?;
+        {
+            Ok(p) => p,
+            // Set up and acknowledged before the first fault, so gone means
+            // lost: a finding, not a failed run.
+            Err(e) if e.kind() == Some("not_found") => {
+                state.missing.push(format!("product {sku}"));
+                if let Ok(sku) = keel_domain::Sku::new(&sku) {
+                    state.supplied.insert(sku, qty);
+                }
+                continue;
+            }
+            Err(e) => return Err(read(e)),
+        };
         state.stock.push(FinalStock {
             sku: p.sku.clone(),
             on_hand: p.stock.on_hand,
@@ -414,11 +452,18 @@ async fn final_state(
         }
     }
     for id in account_ids {
-        let a: Account = admin
+        let a: Account = match admin
             .get(&format!("/v1/accounts/{id}"))
             .await
             .and_then(|r| r.json())
-            .map_err(read)?;
+        {
+            Ok(a) => a,
+            Err(e) if e.kind() == Some("not_found") => {
+                state.missing.push(format!("account {id}"));
+                continue;
+            }
+            Err(e) => return Err(read(e)),
+        };
         if a.kind == keel_domain::AccountKind::Customer {
             state.orders.extend(customer_orders(admin, &a.id).await?);
         }

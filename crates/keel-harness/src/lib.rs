@@ -77,6 +77,12 @@ pub struct ClusterSpec {
     /// skewed at run time ([`LocalCluster::set_clock_offset`]); monotonic
     /// time is left alone.
     pub faketime: Option<PathBuf>,
+    /// Serve each node's data directory through a [`keel_lazyfs::LazyFs`]
+    /// mounted by this process (needs root or fusermount3, and /dev/fuse),
+    /// so [`LocalCluster::lose_unsynced`] can drop what a node wrote but
+    /// never fsynced, as a power loss does. The files themselves live in
+    /// `node-N.disk/` beside the mount point.
+    pub lazyfs: bool,
 }
 
 impl ClusterSpec {
@@ -94,6 +100,7 @@ impl ClusterSpec {
             netns: false,
             link_proxies: false,
             faketime: None,
+            lazyfs: false,
         }
     }
 }
@@ -117,11 +124,51 @@ pub struct LocalCluster {
     net: Option<Network>,
     /// The link proxies, when node-to-node links go through them.
     links: Option<LinkProxies>,
+    /// Each node's lazy filesystem, when `spec.lazyfs`. Unmounted after
+    /// the nodes are killed (fields drop after `Drop::drop`).
+    lazy: BTreeMap<u64, keel_lazyfs::LazyFs>,
 }
 
 struct GatewayProc {
     addr: String,
     child: Option<Child>,
+}
+
+/// Detaches every mount at or below `dir` (a lazy filesystem left by a
+/// harness that was killed before it could unmount), so `dir` can be
+/// cleared. Reads `/proc/self/mounts`; a machine without it has none.
+pub fn release_stale_mounts(dir: &Path) -> Result<(), HarnessError> {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mounts") else {
+        return Ok(());
+    };
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    // Deepest first, so a mount inside another goes before it.
+    let mut points: Vec<PathBuf> = table
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        // The table escapes spaces as \040; our paths have none.
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(&dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        let path = p.to_string_lossy();
+        net::run("umount", &["-l", &path])?;
+    }
+    Ok(())
+}
+
+/// Removes everything inside `dir`, keeping `dir` itself.
+fn empty_dir(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 fn free_port() -> Result<u16, HarnessError> {
@@ -195,6 +242,7 @@ impl LocalCluster {
             gateway: None,
             net,
             links,
+            lazy: BTreeMap::new(),
         };
         for (id, addr) in addrs {
             c.nodes.insert(
@@ -215,12 +263,54 @@ impl LocalCluster {
         self.spec.base_dir.join(format!("node-{id}"))
     }
 
+    /// Where node `id`'s files really live when its data directory is a
+    /// lazy filesystem's mount point.
+    pub fn disk_dir(&self, id: u64) -> PathBuf {
+        self.spec.base_dir.join(format!("node-{id}.disk"))
+    }
+
+    /// Mounts node `id`'s lazy filesystem if the spec asks for one and it
+    /// is not mounted yet.
+    fn mount_lazy(&mut self, id: u64) -> Result<(), HarnessError> {
+        if !self.spec.lazyfs || self.lazy.contains_key(&id) {
+            return Ok(());
+        }
+        let (disk, dir) = (self.disk_dir(id), self.data_dir(id));
+        for d in [&disk, &dir] {
+            std::fs::create_dir_all(d)
+                .map_err(|e| HarnessError::Process(format!("{}: {e}", d.display())))?;
+        }
+        let fs = keel_lazyfs::LazyFs::mount(&disk, &dir, keel_lazyfs::Limits::default())
+            .map_err(|e| HarnessError::Process(format!("lazy filesystem for node {id}: {e}")))?;
+        self.lazy.insert(id, fs);
+        Ok(())
+    }
+
+    /// Forgets every write node `id` made that was not fsynced, as if its
+    /// machine lost power; returns the bytes lost. The node must not be
+    /// running, and the cluster must have been started with
+    /// [`ClusterSpec::lazyfs`].
+    pub fn lose_unsynced(&self, id: u64) -> Result<u64, HarnessError> {
+        if self.pid(id).is_ok() {
+            return Err(HarnessError::Process(format!(
+                "node {id} is running; kill it before dropping its unsynced writes"
+            )));
+        }
+        let fs = self.lazy.get(&id).ok_or_else(|| {
+            HarnessError::Process(format!(
+                "node {id} has no lazy filesystem; start the cluster with lazyfs"
+            ))
+        })?;
+        Ok(fs.drop_unsynced().bytes)
+    }
+
     /// The log file of node `id`.
     pub fn log_file(&self, id: u64) -> PathBuf {
         self.spec.base_dir.join(format!("node-{id}.log"))
     }
 
     fn spawn(&mut self, id: u64) -> Result<(), HarnessError> {
+        self.mount_lazy(id)?;
         let addr = self
             .nodes
             .get(&id)
@@ -308,7 +398,14 @@ impl LocalCluster {
                 "node {id} is running; stop it before wiping its data"
             )));
         }
-        match std::fs::remove_dir_all(self.data_dir(id)) {
+        let dir = self.data_dir(id);
+        let wiped = if self.lazy.contains_key(&id) {
+            // A mount point cannot be removed, only emptied.
+            empty_dir(&dir)
+        } else {
+            std::fs::remove_dir_all(&dir)
+        };
+        match wiped {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(HarnessError::Process(format!("wiping node {id}: {e}"))),

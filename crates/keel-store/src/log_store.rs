@@ -304,6 +304,17 @@ pub fn decode_log_record(
     decode_record(source, index, bytes)
 }
 
+/// How an append commits: fsynced, as the comment in `append` explains.
+#[cfg(not(feature = "test-bug-ack-before-fsync"))]
+const APPEND_DURABILITY: Durability = Durability::Immediate;
+/// The deliberate bug of the `test-bug-ack-before-fsync` feature: appends
+/// are not fsynced, so openraft counts this node towards a quorum while the
+/// entry is not on disk (redb keeps such commits in its own memory until a
+/// durable one). Losing power on a majority then loses acknowledged writes,
+/// which the chaos suite's `lose-unsynced` nemesis must catch.
+#[cfg(feature = "test-bug-ack-before-fsync")]
+const APPEND_DURABILITY: Durability = Durability::None;
+
 impl Inner {
     fn err(&self, e: impl Into<redb::Error>) -> StoreError {
         StoreError::db(&self.path, e)
@@ -475,7 +486,7 @@ impl Inner {
         // the disk fails its checksum and redb falls back to the previous
         // one. So the log holds the whole append or none of it, and the
         // callback only ever follows a completed fsync.
-        txn.set_durability(Durability::Immediate)
+        txn.set_durability(APPEND_DURABILITY)
             .map_err(|e| self.err(e))?;
         {
             let mut t = txn.open_table(LOG).map_err(|e| self.err(e))?;

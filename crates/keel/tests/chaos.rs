@@ -45,6 +45,7 @@ async fn every_nemesis_once_and_no_checker_finds_a_violation() {
     for n in Nemesis::ALL {
         if (n.needs_network() && !links)
             || (n.needs_faketime() && report.network.contains("clock-skew skipped"))
+            || (n.needs_lazyfs() && keel_lazyfs::available().is_err())
         {
             assert!(report.network.contains(n.name()), "{}", report.network);
             continue;
@@ -70,12 +71,13 @@ async fn every_nemesis_once_and_no_checker_finds_a_violation() {
     }
 }
 
-/// Builds `keel` with the `test-bug-oversell` feature (places skip the stock
-/// check) into its own target directory, so it never replaces the binary
-/// the other tests run.
+/// Builds `keel` with both deliberate bugs (places skip the stock check;
+/// log appends are acknowledged before they are fsynced) into its own
+/// target directory, so it never replaces the binary the other tests run.
+/// One build serves both tests: each bug shows only under its own faults.
 fn buggy_binary() -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = workspace.join("target/test-bug-oversell");
+    let target = workspace.join("target/test-bugs");
     let status = Command::new(env!("CARGO"))
         .current_dir(&workspace)
         .args([
@@ -83,7 +85,7 @@ fn buggy_binary() -> PathBuf {
             "-p",
             "keel",
             "--features",
-            "test-bug-oversell",
+            "test-bug-oversell,test-bug-ack-before-fsync",
             "--target-dir",
         ])
         .arg(&target)
@@ -96,6 +98,16 @@ fn buggy_binary() -> PathBuf {
     target.join("debug/keel")
 }
 
+/// Names of the checks that ran and failed.
+fn failed_checks(report: &keel_chaos::run::Report) -> Vec<String> {
+    report
+        .findings
+        .iter()
+        .filter(|f| !f.ok && !f.skipped)
+        .map(|f| f.name.clone())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_checkers_catch_a_build_that_oversells() {
     let binary = buggy_binary();
@@ -103,12 +115,7 @@ async fn the_checkers_catch_a_build_that_oversells() {
     let cfg = config(binary, dir.path(), vec![Nemesis::KillLeader], 4);
     let (report, _) = run(cfg).await.unwrap();
     assert!(!report.ok, "an overselling build passed every check");
-    let failed: Vec<&str> = report
-        .findings
-        .iter()
-        .filter(|f| !f.ok && !f.skipped)
-        .map(|f| f.name.as_str())
-        .collect();
+    let failed = failed_checks(&report);
     assert!(
         failed.iter().any(|n| n.contains("oversell")),
         "the oversell check missed it; failed: {failed:?}"
@@ -116,5 +123,33 @@ async fn the_checkers_catch_a_build_that_oversells() {
     assert!(
         failed.iter().any(|n| n.contains("linearizable stock HOT")),
         "the stock register check missed it; failed: {failed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_checkers_catch_a_build_that_acknowledges_before_fsync() {
+    if let Err(why) = keel_lazyfs::available() {
+        eprintln!("skipping: unsynced writes cannot be dropped here: {why}");
+        return;
+    }
+    let binary = buggy_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(binary, dir.path(), vec![Nemesis::LoseUnsynced], 6);
+    // A longer quiet spell lets more acknowledged orders pile up unsynced
+    // before the power goes.
+    cfg.quiet = Duration::from_millis(1_500);
+    let (report, _) = run(cfg).await.unwrap();
+    assert!(
+        report
+            .faults
+            .iter()
+            .any(|f| f.record.nemesis == Nemesis::LoseUnsynced),
+        "the power never went: {:?}",
+        report.network
+    );
+    let failed = failed_checks(&report);
+    assert!(
+        failed.iter().any(|n| n == "acknowledged writes durable"),
+        "lost acknowledged writes went unseen; failed: {failed:?}"
     );
 }
