@@ -43,6 +43,10 @@ pub struct GatewayConfig {
     pub rate_limit: RateLimitConfig,
     /// Membership discovery.
     pub discovery: DiscoveryConfig,
+    /// Scheduled backups of the cluster, run by `keel gateway` beside the
+    /// proxy (the gateway is the one long-lived process that already knows
+    /// the nodes and the admin token). Absent: no backups.
+    pub backup: Option<BackupSection>,
 }
 
 impl Default for GatewayConfig {
@@ -59,7 +63,84 @@ impl Default for GatewayConfig {
             limits: LimitsConfig::default(),
             rate_limit: RateLimitConfig::default(),
             discovery: DiscoveryConfig::default(),
+            backup: None,
         }
+    }
+}
+
+/// The `[backup]` section: where backups go and when they are taken. The
+/// gateway's crate only carries it; `keel gateway` hands it to
+/// `keel-backup`'s scheduler, which validates the targets, layout and key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSection {
+    /// Targets: directories (`dir:/path` or a path) or `s3://bucket/...`.
+    pub targets: Vec<String>,
+    /// `mirror`, or `K+M` for Reed-Solomon erasure coding.
+    #[serde(default = "BackupSection::default_layout")]
+    pub layout: String,
+    /// The 32-byte key (raw or 64 hex digits); without it the key comes
+    /// from `KEEL_BACKUP_KEY`.
+    pub key_file: Option<std::path::PathBuf>,
+    /// Local scratch space for pieces in transit.
+    #[serde(default = "BackupSection::default_work_dir")]
+    pub work_dir: std::path::PathBuf,
+    /// A full backup this often (s); the first runs at start.
+    pub full_every_s: Option<u64>,
+    /// An incremental this often (s).
+    pub incremental_every_s: Option<u64>,
+    /// An incremental after this many committed entries (event trigger).
+    pub after_entries: Option<u64>,
+    /// Continuous archive: close a log segment at this age (ms).
+    pub archive_every_ms: Option<u64>,
+    /// ... or at this many bytes.
+    #[serde(default = "BackupSection::default_archive_bytes")]
+    pub archive_bytes: u64,
+    /// Keep this many fulls (and the chains they need) after each backup.
+    pub keep_full: Option<u64>,
+}
+
+impl BackupSection {
+    fn default_layout() -> String {
+        "mirror".into()
+    }
+
+    fn default_work_dir() -> std::path::PathBuf {
+        "keel-backup-work".into()
+    }
+
+    fn default_archive_bytes() -> u64 {
+        16 << 20
+    }
+
+    /// Checks what can be checked without the backup crate: something is
+    /// scheduled, there is a target, and no period is zero.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.targets.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "backup.targets",
+                reason: "at least one target is needed",
+            });
+        }
+        let periods = [
+            self.full_every_s,
+            self.incremental_every_s,
+            self.after_entries,
+            self.archive_every_ms,
+        ];
+        if periods.iter().all(Option::is_none) {
+            return Err(ConfigError::Invalid {
+                field: "backup",
+                reason: "nothing scheduled: set full_every_s, incremental_every_s, after_entries or archive_every_ms",
+            });
+        }
+        if periods.contains(&Some(0)) || self.keep_full == Some(0) || self.archive_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                field: "backup",
+                reason: "periods, counts and sizes must be positive",
+            });
+        }
+        Ok(())
     }
 }
 
@@ -553,6 +634,9 @@ impl GatewayConfig {
         if let Some(bucket) = self.rate_limit.bucket() {
             crate::RateLimiter::<String>::new(bucket, self.rate_limit.clients_max)?;
         }
+        if let Some(b) = &self.backup {
+            b.validate()?;
+        }
         Ok(())
     }
 }
@@ -609,6 +693,28 @@ mod tests {
         assert_eq!(c.health.fall, 3, "unset fields keep defaults");
         c.validate().unwrap();
         assert!(GatewayConfig::from_toml("listne = \"x\"").is_err());
+    }
+
+    #[test]
+    fn a_backup_section_parses_and_must_schedule_something() {
+        let base = r#"
+            nodes = [{ addr = "127.0.0.1:7101" }]
+            [backup]
+            targets = ["/var/backups/a", "/var/backups/b", "/var/backups/c"]
+            layout = "2+1"
+            "#;
+        let c = GatewayConfig::from_toml(&format!("{base}full_every_s = 3600\nkeep_full = 2\n"))
+            .unwrap();
+        let b = c.backup.as_ref().unwrap();
+        assert_eq!(b.full_every_s, Some(3600));
+        assert_eq!(b.archive_bytes, 16 << 20, "unset fields keep defaults");
+        c.validate().unwrap();
+        let idle = GatewayConfig::from_toml(base).unwrap();
+        assert!(idle.validate().is_err(), "nothing scheduled");
+        let zero = GatewayConfig::from_toml(&format!("{base}after_entries = 0\n")).unwrap();
+        assert!(zero.validate().is_err(), "a zero trigger");
+        assert!(GatewayConfig::from_toml(&format!("{base}fulll_every_s = 1\n")).is_err());
+        assert!(GatewayConfig::default().backup.is_none());
     }
 
     #[test]

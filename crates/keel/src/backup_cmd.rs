@@ -193,6 +193,10 @@ pub struct ScheduleArgs {
     /// Local scratch space.
     #[arg(long, default_value = "keel-backup-work")]
     work_dir: PathBuf,
+    /// Stop (as on SIGTERM) when the process that started this one dies:
+    /// set by `keel gateway`, whose `[backup]` schedule this then is.
+    #[arg(long, hide = true)]
+    with_parent: bool,
 }
 
 /// `keel restore`.
@@ -375,6 +379,90 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A `[backup]` section of a gateway's configuration, checked: `keel
+/// gateway` runs it as a child `keel backup schedule` process, which lowers
+/// its own priority (as every `keel backup` does) so compressing and
+/// sealing a backup never competes with the proxy it runs beside.
+pub struct ConfiguredBackups {
+    args: Vec<String>,
+}
+
+impl ConfiguredBackups {
+    /// Opens the repository once (targets, layout, key), so a bad section
+    /// fails when the gateway starts rather than at the first backup.
+    pub fn open(b: &keel_gateway::config::BackupSection) -> anyhow::Result<Self> {
+        RepoArgs {
+            targets: b.targets.clone(),
+            layout: b.layout.clone(),
+            key_file: b.key_file.clone(),
+        }
+        .open()
+        .context("[backup] section")?;
+        let mut args: Vec<String> = vec!["backup".into(), "schedule".into()];
+        for t in &b.targets {
+            args.extend(["--target".into(), t.clone()]);
+        }
+        args.extend(["--layout".into(), b.layout.clone()]);
+        if let Some(k) = &b.key_file {
+            args.extend(["--key-file".into(), k.display().to_string()]);
+        }
+        args.extend(["--work-dir".into(), b.work_dir.display().to_string()]);
+        let timed = [
+            ("--full-every", b.full_every_s.map(|s| format!("{s}s"))),
+            (
+                "--incremental-every",
+                b.incremental_every_s.map(|s| format!("{s}s")),
+            ),
+            ("--after-entries", b.after_entries.map(|n| n.to_string())),
+            (
+                "--archive-every",
+                b.archive_every_ms.map(|ms| format!("{ms}ms")),
+            ),
+            ("--keep-full", b.keep_full.map(|n| n.to_string())),
+        ];
+        for (flag, value) in timed {
+            if let Some(v) = value {
+                args.extend([flag.into(), v]);
+            }
+        }
+        args.extend(["--archive-bytes".into(), b.archive_bytes.to_string()]);
+        Ok(Self { args })
+    }
+
+    /// The `keel backup schedule` command for `nodes`; the admin token goes
+    /// by environment, never on a command line other users can read.
+    pub fn command(
+        &self,
+        nodes: &[String],
+        token: &str,
+    ) -> anyhow::Result<tokio::process::Command> {
+        let exe = std::env::current_exe().context("locating the keel binary")?;
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.args(&self.args)
+            .arg("--with-parent")
+            .arg("--nodes")
+            .arg(nodes.join(","))
+            .env("KEEL_ADMIN_TOKEN", token)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        Ok(cmd)
+    }
+}
+
+/// Asks the kernel for SIGTERM when the parent dies, so a schedule never
+/// outlives the gateway that runs it, even one killed with SIGKILL.
+fn stop_with_parent() -> anyhow::Result<()> {
+    let parent = nix::unistd::getppid();
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+        .context("asking to stop with the parent process")?;
+    // The parent may have died before the request: then this process was
+    // already handed to another parent and no signal will come.
+    if nix::unistd::getppid() != parent {
+        bail!("the process that started this schedule has already exited");
+    }
+    Ok(())
+}
+
 async fn run_schedule(a: ScheduleArgs) -> anyhow::Result<()> {
     let repo = a.repo.open()?;
     let policy = schedule::Policy {
@@ -409,6 +497,9 @@ async fn run_schedule(a: ScheduleArgs) -> anyhow::Result<()> {
         }
         let _ = stop_tx.send(true);
     });
+    if a.with_parent {
+        stop_with_parent()?;
+    }
     let job = schedule::Scheduled {
         repo: &repo,
         nodes: &a.cluster.nodes,

@@ -4,10 +4,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use keel_gateway::config::{NodeEntry, Target};
 use keel_gateway::{Gateway, GatewayConfig};
+
+use crate::backup_cmd::ConfiguredBackups;
 
 /// Arguments of `keel gateway`.
 #[derive(clap::Args)]
@@ -132,12 +135,45 @@ pub fn config(args: &Args) -> anyhow::Result<GatewayConfig> {
 }
 
 /// Runs the gateway until Ctrl-C or SIGTERM.
+/// Longest the backup schedule gets to stop after the gateway does. A
+/// backup cut short leaves nothing visible (its manifest is written last),
+/// so stopping it is safe, only wasteful; and the gateway's own stop must
+/// stay short for whoever supervises it.
+const BACKUP_STOP_GRACE: Duration = Duration::from_secs(5);
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = config(&args)?;
+    let backups = match &config.backup {
+        Some(b) => {
+            if config.admin_token.is_none() {
+                anyhow::bail!(
+                    "[backup] needs admin_token: backups read the nodes' admin endpoints"
+                );
+            }
+            Some(ConfiguredBackups::open(b)?)
+        }
+        None => None,
+    };
+    let nodes: Vec<String> = config.nodes.iter().map(|n| n.addr.clone()).collect();
+    let token = config.admin_token.clone().unwrap_or_default();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let gw = Gateway::start(config).await?;
         println!("keel gateway listening on http://{}", gw.local_addr());
+        let schedule = match &backups {
+            Some(b) => {
+                let child = b
+                    .command(&nodes, &token)?
+                    .spawn()
+                    .context("starting keel backup schedule")?;
+                println!(
+                    "keel gateway runs the [backup] schedule (pid {})",
+                    child.id().unwrap_or(0)
+                );
+                Some(child)
+            }
+            None => None,
+        };
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         gw.run_until(async {
             tokio::select! {
@@ -146,6 +182,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         })
         .await;
+        if let Some(child) = schedule {
+            stop_schedule(child).await;
+        }
         Ok(())
     })
+}
+
+/// SIGTERM, so the schedule ends the backup in hand, then SIGKILL after
+/// [`BACKUP_STOP_GRACE`].
+async fn stop_schedule(mut child: tokio::process::Child) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    match tokio::time::timeout(BACKUP_STOP_GRACE, child.wait()).await {
+        Ok(Ok(status)) if status.success() => {}
+        Ok(Ok(status)) => eprintln!("backup schedule ended: {status}"),
+        Ok(Err(e)) => eprintln!("backup schedule: {e}"),
+        Err(_) => {
+            let _ = child.kill().await;
+            eprintln!("backup schedule killed after {BACKUP_STOP_GRACE:?}");
+        }
+    }
 }

@@ -484,3 +484,64 @@ async fn scheduled_backups_follow_the_log_so_a_lost_cluster_loses_at_most_one_se
     by_events.stop();
     c2.cluster.stop_all();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_config_runs_the_backup_schedule_and_stops_it_with_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = start(&dir.path().join("cluster"), None).await;
+    keel_harness::seed_test_shop(&c.client, 4, 1_000_000, 1_000_000_000)
+        .await
+        .unwrap();
+    let (dirs, tspec) = targets(dir.path(), 3);
+    let key = dir.path().join("backup.key");
+    std::fs::write(&key, KEY_HEX).unwrap();
+    let quoted = |p: &Path| format!("{:?}", p.to_str().unwrap());
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backup]\ntargets = [{}]\nlayout = \"2+1\"\nkey_file = {}\nwork_dir = {}\n\
+             full_every_s = 3600\nafter_entries = 20\n",
+            dirs.iter()
+                .map(|d| quoted(d))
+                .collect::<Vec<_>>()
+                .join(", "),
+            quoted(&key),
+            quoted(&dir.path().join("work")),
+        ),
+    )
+    .unwrap();
+    c.cluster
+        .start_gateway(0, &["--config".into(), config.to_str().unwrap().into()])
+        .unwrap();
+    c.cluster.wait_gateway_ready(READY).await.unwrap();
+
+    // The first full runs at start; 20 committed entries trigger an
+    // incremental on top of it.
+    wait_list(&tspec, "the scheduled full", &|l| {
+        l.iter().any(|m| m["kind"] == "full")
+    });
+    shop(&c.client, "g", 30).await;
+    wait_list(&tspec, "an incremental after 20 entries", &|l| {
+        l.iter().any(|m| m["kind"] == "incremental")
+    });
+
+    // The schedule is the gateway's child and ends with it.
+    let log = std::fs::read_to_string(c.cluster.gateway_log_file()).unwrap();
+    let pid: u32 = log
+        .split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no schedule pid in the gateway's log:\n{log}"));
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    c.cluster.stop_gateway();
+    let gone = std::time::Instant::now() + READY;
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < gone,
+            "the backup schedule outlived its gateway"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
