@@ -170,18 +170,27 @@ impl SnapshotWriter {
 
     /// Writes the trailer and fsyncs the file's data, returning it. The
     /// caller makes the file's name durable (rename and directory fsync).
-    pub fn finish(mut self) -> std::io::Result<File> {
-        self.put(&[TAG_END])?;
-        let rows = self.rows.to_le_bytes();
-        self.put(&rows)?;
-        let h = *self.hash.finalize().as_bytes();
-        self.out.write_all(&h)?;
-        let f = self.out.into_inner().map_err(|e| e.into_error())?;
+    pub fn finish(self) -> std::io::Result<File> {
+        let f = self.finish_unsynced()?;
         // fsync: the file is about to be named the current snapshot, which
         // lets openraft purge the log it replaces; its bytes must be on disk
         // before any of that.
         f.sync_all()?;
         Ok(f)
+    }
+
+    /// Writes the trailer and returns the file without fsyncing it: for a
+    /// file read once and removed (a backup export), which nothing needs
+    /// after a crash. Left to the page cache, such a file usually never
+    /// reaches the disk at all, so it does not compete with the log's
+    /// fsyncs.
+    pub fn finish_unsynced(mut self) -> std::io::Result<File> {
+        self.put(&[TAG_END])?;
+        let rows = self.rows.to_le_bytes();
+        self.put(&rows)?;
+        let h = *self.hash.finalize().as_bytes();
+        self.out.write_all(&h)?;
+        self.out.into_inner().map_err(|e| e.into_error())
     }
 }
 
@@ -222,11 +231,22 @@ impl<R: Read> HashingReader<R> {
 /// rows somewhere must be able to discard them (a transaction).
 pub fn read(
     path: &Path,
-    mut row: impl FnMut(Table, &[u8], &[u8]) -> Result<(), StoreError>,
+    row: impl FnMut(Table, &[u8], &[u8]) -> Result<(), StoreError>,
 ) -> Result<SnapshotHeader, StoreError> {
     let f = File::open(path).map_err(|e| StoreError::io(path, e))?;
+    read_from(path, BufReader::with_capacity(IO_BUFFER_BYTES, f), row)
+}
+
+/// [`read`] from any reader (a snapshot arriving over the network, checked
+/// as it passes); `source` names it in errors.
+pub fn read_from(
+    source: &Path,
+    reader: impl Read,
+    mut row: impl FnMut(Table, &[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<SnapshotHeader, StoreError> {
+    let path = source;
     let mut r = HashingReader {
-        inner: BufReader::with_capacity(IO_BUFFER_BYTES, f),
+        inner: reader,
         hash: blake3::Hasher::new(),
         offset: 0,
     };

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
+use keel_domain::query::Digester;
 use keel_domain::{Applied, Table};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -349,7 +350,7 @@ impl StateMachineStore {
         };
         let header = SnapshotHeader::new(snapshot_id, last, r.membership()?);
         let tmp = self.inner.snap_dir.join(format!("building-{seq}.part"));
-        let written = write_snapshot_file(&r, &header, &tmp);
+        let written = write_snapshot_file(&r, &header, &tmp, true, None);
         drop(r);
         let handle = written?;
         let current = SnapshotRef {
@@ -387,11 +388,15 @@ impl StateMachineStore {
         };
         let header = SnapshotHeader::new(snapshot_id, last, membership.clone());
         let path = self.inner.snap_dir.join(format!("export-{seq}.part"));
-        let digest = r.digest()?;
         let clock_ms = keel_domain::apply::load_summary(&r)
             .map_err(|e| table_error(&self.inner.path, e))?
             .clock_ms;
-        let file = write_snapshot_file(&r, &header, &path)?;
+        // The digest is taken in the same pass that writes the rows, so a
+        // backup reads the state once. Not fsynced: the export is read once
+        // by the backup and removed.
+        let mut digester = Digester::new();
+        let file = write_snapshot_file(&r, &header, &path, false, Some(&mut digester))?;
+        let digest = digester.finish();
         let bytes = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
         Ok(SnapshotExport {
             path,
@@ -635,16 +640,31 @@ impl StateMachineStore {
 
 /// Writes a snapshot of `r` to `path` (removed again on failure) and
 /// returns the file opened for reading.
+/// Writes `r` as a snapshot file at `path`; `synced` fsyncs it (see
+/// [`SnapshotWriter::finish`] and [`SnapshotWriter::finish_unsynced`]), and
+/// `digest` is fed every row on the way.
 fn write_snapshot_file(
     r: &StateReader,
     header: &SnapshotHeader,
     path: &Path,
+    synced: bool,
+    mut digest: Option<&mut Digester>,
 ) -> Result<File, StoreError> {
     let written = (|| {
         let f = File::create(path).map_err(|e| StoreError::io(path, e))?;
         let mut w = SnapshotWriter::create(f, header).map_err(|e| StoreError::io(path, e))?;
-        r.for_each_row(|t, k, v| w.row(t, k, v).map_err(|e| StoreError::io(path, e)))?;
-        w.finish().map_err(|e| StoreError::io(path, e))?;
+        r.for_each_row(|t, k, v| {
+            if let Some(d) = digest.as_deref_mut() {
+                d.row(t, k, v);
+            }
+            w.row(t, k, v).map_err(|e| StoreError::io(path, e))
+        })?;
+        if synced {
+            w.finish()
+        } else {
+            w.finish_unsynced()
+        }
+        .map_err(|e| StoreError::io(path, e))?;
         File::open(path).map_err(|e| StoreError::io(path, e))
     })();
     if written.is_err() {
