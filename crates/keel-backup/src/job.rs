@@ -65,15 +65,14 @@ async fn store_file(
     m
 }
 
-/// Takes a full backup: a hot snapshot streamed from `source`.
+/// Takes a full backup: a hot snapshot streamed from `source` straight into
+/// the repository, verified on the way (see [`NodeSource::snapshot_stream`]).
 pub async fn take_full(
     repo: &Repository,
     source: &NodeSource,
-    work: &Path,
     created_ms: u64,
 ) -> Result<Manifest, BackupError> {
-    let path = work_file(work, "full.snap")?;
-    let info = source.snapshot_to(&path).await.map_err(source_err)?;
+    let (info, stream) = source.snapshot_stream().await.map_err(source_err)?;
     let mut labels = BTreeMap::new();
     labels.insert(LABEL_DIGEST.to_string(), info.digest.clone());
     labels.insert(LABEL_SOURCE.to_string(), info.node.clone());
@@ -89,7 +88,7 @@ pub async fn take_full(
         parent: None,
         labels,
     };
-    store_file(repo, meta, &path).await
+    repo.write(meta, stream).await
 }
 
 /// The backup an incremental (any kind, newest) or a differential (newest
@@ -117,7 +116,7 @@ pub async fn take_log(
 ) -> Result<Taken, BackupError> {
     let manifests = repo.list().await?;
     let Some(parent) = parent_of(&manifests, kind) else {
-        let m = take_full(repo, source, work, created_ms).await?;
+        let m = take_full(repo, source, created_ms).await?;
         return Ok(Taken {
             manifests: vec![m],
             note: Some(format!(
@@ -149,7 +148,7 @@ pub async fn take_log(
         Err(SourceError::LogPurged(why)) => {
             drop(f);
             let _ = tokio::fs::remove_file(&path).await;
-            let m = take_full(repo, source, work, created_ms).await?;
+            let m = take_full(repo, source, created_ms).await?;
             return Ok(Taken {
                 manifests: vec![m],
                 note: Some(format!(

@@ -69,6 +69,7 @@ pub mod job;
 pub mod layout;
 pub mod manifest;
 mod objects;
+pub mod pace;
 mod prune;
 mod repo;
 pub mod report;
@@ -83,6 +84,7 @@ pub use codec::{Key, CHUNK_BYTES_MAX, CHUNK_BYTES_MIN};
 pub use error::BackupError;
 pub use layout::Layout;
 pub use manifest::{BackupId, BackupMeta, ChunkInfo, Digest, Kind, Manifest};
+pub use pace::Pace;
 pub use repo::{Repository, MANIFEST_OBJECT};
 pub use report::{
     CorruptObject, FailedObject, LostChunk, ObjectRef, PruneReport, RepairReport, TargetReport,

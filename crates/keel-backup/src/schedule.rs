@@ -38,6 +38,9 @@ pub struct Policy {
     pub archive: Option<ArchivePolicy>,
     /// Prune after each backup.
     pub retention: Option<Retention>,
+    /// Pace of full backups, bytes per second (see [`crate::pace`]);
+    /// `None` for no limit.
+    pub full_rate_bytes_per_s: Option<u64>,
 }
 
 /// When an archive segment closes.
@@ -166,7 +169,8 @@ async fn round(
     let mut events = Vec::new();
     let source = NodeSource::pick(nodes, token)
         .await
-        .map_err(|e| BackupError::Source(e.to_string()))?;
+        .map_err(|e| BackupError::Source(e.to_string()))?
+        .with_rate(policy.full_rate_bytes_per_s);
     let now = clock();
     let manifests = repo.list().await?;
     let has_base = manifests.iter().any(|m| m.kind.is_base());
@@ -183,7 +187,7 @@ async fn round(
                 events.push(format!("archived {}", m.id.as_str()));
             }
         }
-        let m = take_full(repo, &source, &work.join("full"), now).await?;
+        let m = take_full(repo, &source, now).await?;
         events.push(format!(
             "full backup {} at index {}",
             m.id.as_str(),

@@ -6,8 +6,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 use crate::frames::LogSpan;
 
@@ -21,6 +22,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most log pages one backup reads (each up to the node's page limit): a
 /// bound on a runaway loop, far above any real backlog.
 pub const LOG_PAGES_MAX: usize = 1_000_000;
+/// Received pieces of a snapshot queued towards the repository, and again
+/// towards its verifier: a bounded buffer between the network and the
+/// slower sealing.
+pub const STREAM_QUEUE_CHUNKS: usize = 64;
 
 /// Why reading the cluster failed.
 #[derive(Debug, thiserror::Error)]
@@ -73,8 +78,6 @@ pub struct SnapshotInfo {
     pub digest: String,
     /// The state's clock (latest leader time applied), ms.
     pub clock_ms: u64,
-    /// Bytes of the snapshot file.
-    pub bytes: u64,
     /// The node it came from.
     pub node: String,
 }
@@ -85,6 +88,9 @@ pub struct NodeSource {
     http: reqwest::Client,
     base: String,
     token: String,
+    /// The most bytes per second a full backup reads and seals (`None`:
+    /// as fast as it goes).
+    rate_bytes_per_s: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -123,7 +129,20 @@ impl NodeSource {
             http,
             base: base_url(addr),
             token: token.to_string(),
+            rate_bytes_per_s: None,
         })
+    }
+
+    /// The same source with full backups paced at `bytes_per_s` (see
+    /// [`crate::pace`]); `None` or 0 for no limit.
+    pub fn with_rate(mut self, bytes_per_s: Option<u64>) -> Self {
+        self.rate_bytes_per_s = bytes_per_s.filter(|r| *r > 0);
+        self
+    }
+
+    /// The pace full backups from this source keep.
+    pub fn pace(&self) -> crate::Pace {
+        crate::Pace::new(self.rate_bytes_per_s)
     }
 
     /// The node's base URL.
@@ -207,11 +226,16 @@ impl NodeSource {
         Ok(resp)
     }
 
-    /// Streams a hot snapshot of the node's state into `path` (fsynced) and
-    /// verifies it in full before returning.
-    pub async fn snapshot_to(&self, path: &Path) -> Result<SnapshotInfo, SourceError> {
+    /// A hot snapshot of the node's state: its log id, digest and clock
+    /// from the headers, and its bytes as they arrive, for the repository
+    /// to store as they come (nothing is written locally). Every byte also
+    /// goes through Keel's snapshot reader on its own thread; the stream
+    /// ends only once that reader has accepted the whole snapshot as the one
+    /// the headers named, and fails otherwise, so a damaged, truncated or
+    /// mismatched snapshot is never stored. Read at this source's pace.
+    pub async fn snapshot_stream(&self) -> Result<(SnapshotInfo, SnapshotStream), SourceError> {
         let url = format!("{}/v1/backup/snapshot", self.base);
-        let mut resp = self.send(&url).await?;
+        let resp = self.send(&url).await?;
         let h = resp.headers();
         let num = |name: &str| -> Result<u64, SourceError> {
             h.get(name)
@@ -222,59 +246,26 @@ impl NodeSource {
                     detail: format!("missing or bad header {name}"),
                 })
         };
-        let index = num("keel-backup-index")?;
-        let term = num("keel-backup-term")?;
-        let clock_ms = num("keel-backup-clock-ms")?;
-        let digest = h
-            .get("keel-state-digest")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let io = |e: std::io::Error| SourceError::Io {
-            path: path.display().to_string(),
-            source: e,
-        };
-        let mut f = tokio::fs::File::create(path).await.map_err(io)?;
-        let mut bytes = 0u64;
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| SourceError::Unreachable(format!("{url}: {e}")))?
-        {
-            bytes += chunk.len() as u64;
-            f.write_all(&chunk).await.map_err(io)?;
-        }
-        // fsync the local copy: it is what the backup is made of.
-        f.sync_all().await.map_err(io)?;
-        drop(f);
-        let p = path.to_path_buf();
-        let header = tokio::task::spawn_blocking(move || keel_store::snapshot::verify(&p))
-            .await
-            .map_err(|e| SourceError::Bad {
-                url: url.clone(),
-                detail: e.to_string(),
-            })?
-            .map_err(|e| SourceError::Bad {
-                url: url.clone(),
-                detail: e.to_string(),
-            })?;
-        if header.last_log_id.map(|l| l.index) != Some(index) {
-            return Err(SourceError::Bad {
-                url,
-                detail: format!(
-                    "snapshot holds {:?}, the header said index {index}",
-                    header.last_log_id
-                ),
-            });
-        }
-        Ok(SnapshotInfo {
-            index,
-            term,
-            digest,
-            clock_ms,
-            bytes,
+        let info = SnapshotInfo {
+            index: num("keel-backup-index")?,
+            term: num("keel-backup-term")?,
+            clock_ms: num("keel-backup-clock-ms")?,
+            digest: h
+                .get("keel-state-digest")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string(),
             node: self.base.clone(),
-        })
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE_CHUNKS);
+        tokio::spawn(relay_snapshot(resp, url, info.index, self.pace(), tx));
+        Ok((
+            info,
+            SnapshotStream {
+                rx,
+                current: Bytes::new(),
+            },
+        ))
     }
 
     /// The node's applied index now (entries up to it are committed).
@@ -350,5 +341,172 @@ impl NodeSource {
             url: self.base.clone(),
             detail: format!("more than {LOG_PAGES_MAX} log pages"),
         })
+    }
+}
+
+/// The bytes of a hot snapshot as [`NodeSource::snapshot_stream`] relays
+/// them: ends when the snapshot was whole and verified, fails otherwise.
+pub struct SnapshotStream {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl AsyncRead for SnapshotStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        loop {
+            if !self.current.is_empty() {
+                let n = self.current.len().min(buf.remaining());
+                let piece = self.current.split_to(n);
+                buf.put_slice(&piece);
+                return Poll::Ready(Ok(()));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(b))) => self.current = b,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                // The relay ends the stream only after the verifier's yes.
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
+/// Reads the verifier's queue as a blocking `Read` (it runs on its own
+/// thread); ends when the relay closes the queue.
+struct QueueReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl std::io::Read for QueueReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.current = b,
+                None => return Ok(0),
+            }
+        }
+        let n = self.current.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Moves a snapshot from the node's response to the repository, through a
+/// verifier, at `pace`; the last word on `tx` is an error unless the
+/// verifier accepted the snapshot as the one at `index`.
+async fn relay_snapshot(
+    mut resp: reqwest::Response,
+    url: String,
+    index: u64,
+    mut pace: crate::Pace,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+) {
+    let (vtx, vrx) = tokio::sync::mpsc::channel::<Bytes>(STREAM_QUEUE_CHUNKS);
+    let source = url.clone();
+    let verifier = tokio::task::spawn_blocking(move || {
+        let reader = std::io::BufReader::with_capacity(
+            256 << 10,
+            QueueReader {
+                rx: vrx,
+                current: Bytes::new(),
+            },
+        );
+        keel_store::snapshot::read_from(Path::new(&source), reader, |_, _, _| Ok(()))
+    });
+    let received: Result<(), String> = async {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("{url}: {e}"))? {
+            // Reading no faster than the pace slows the node's send too.
+            pace.take(chunk.len() as u64).await;
+            // A verifier that stopped has found the fault; its verdict
+            // below says which.
+            if vtx.send(chunk.clone()).await.is_err() {
+                return Ok(());
+            }
+            if tx.send(Ok(chunk)).await.is_err() {
+                return Err("the repository stopped reading".to_string());
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(vtx);
+    let verdict = verifier.await;
+    let fault = match (received, verdict) {
+        (Err(e), _) => Some(e),
+        (Ok(()), Err(e)) => Some(format!("verifying {url}: {e}")),
+        (Ok(()), Ok(Err(e))) => Some(format!("{url}: {e}")),
+        (Ok(()), Ok(Ok(header))) if header.last_log_id.map(|l| l.index) == Some(index) => None,
+        (Ok(()), Ok(Ok(header))) => Some(format!(
+            "{url}: snapshot holds {:?}, the header said index {index}",
+            header.last_log_id
+        )),
+    };
+    if let Some(f) = fault {
+        let _ = tx.send(Err(std::io::Error::other(f))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+    use super::*;
+    use keel_store::snapshot::{SnapshotHeader, SnapshotWriter};
+    use tokio::io::AsyncReadExt;
+
+    /// A snapshot at log index 7 with a few rows, as a node would send it.
+    fn snapshot_bytes() -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let last = openraft::LogId::new(openraft::CommittedLeaderId::new(2, 1), 7);
+        let h = SnapshotHeader::new("s".into(), Some(last), Default::default());
+        let mut w = SnapshotWriter::create(std::fs::File::create(&path).unwrap(), &h).unwrap();
+        let table = keel_domain::Table::ALL[0];
+        for i in 0u32..1_000 {
+            w.row(table, &i.to_be_bytes(), &[7; 100]).unwrap();
+        }
+        w.finish().unwrap();
+        std::fs::read(&path).unwrap()
+    }
+
+    /// What the repository would read from a relayed body.
+    async fn relayed(body: Vec<u8>, index: u64) -> std::io::Result<Vec<u8>> {
+        let resp = reqwest::Response::from(http::Response::new(body));
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE_CHUNKS);
+        tokio::spawn(relay_snapshot(
+            resp,
+            "test".into(),
+            index,
+            crate::Pace::new(None),
+            tx,
+        ));
+        let mut s = SnapshotStream {
+            rx,
+            current: Bytes::new(),
+        };
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.map(|_| out)
+    }
+
+    #[tokio::test]
+    async fn a_whole_snapshot_passes_and_a_damaged_one_never_ends_cleanly() {
+        let good = snapshot_bytes();
+        assert_eq!(relayed(good.clone(), 7).await.unwrap(), good);
+
+        let truncated = good[..good.len() - 40].to_vec();
+        assert!(relayed(truncated, 7).await.is_err(), "truncated");
+
+        let mut flipped = good.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 1;
+        assert!(relayed(flipped, 7).await.is_err(), "a flipped bit");
+
+        let e = relayed(good, 8).await.unwrap_err();
+        assert!(e.to_string().contains("index 8"), "{e}");
     }
 }

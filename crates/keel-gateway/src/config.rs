@@ -98,6 +98,9 @@ pub struct BackupSection {
     pub archive_bytes: u64,
     /// Keep this many fulls (and the chains they need) after each backup.
     pub keep_full: Option<u64>,
+    /// Pace of a full backup, MiB/s (0: no limit); unset, the backup
+    /// command's default.
+    pub rate_mib_s: Option<u64>,
 }
 
 impl BackupSection {

@@ -95,6 +95,17 @@ pub struct ClusterArgs {
         hide_env_values = true
     )]
     admin_token: String,
+    /// Pace of a full (hot) backup in MiB/s, so it leaves the shop its
+    /// CPU and disk; 0 for no limit.
+    #[arg(long, env = "KEEL_BACKUP_RATE_MIB_S", default_value_t = keel_backup::pace::DEFAULT_FULL_RATE_MIB_S)]
+    rate_mib_s: u64,
+}
+
+impl ClusterArgs {
+    /// The pace in bytes per second, `None` for no limit.
+    fn rate_bytes_per_s(&self) -> Option<u64> {
+        (self.rate_mib_s > 0).then(|| self.rate_mib_s.saturating_mul(1 << 20))
+    }
 }
 
 /// `keel backup …`.
@@ -345,9 +356,10 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
             job::take_cold(&repo, dir, &a.work_dir, now).await?
         }
         "full" => {
-            let src =
-                keel_backup::NodeSource::pick(&a.cluster.nodes, &a.cluster.admin_token).await?;
-            let m = job::take_full(&repo, &src, &a.work_dir, now).await?;
+            let src = keel_backup::NodeSource::pick(&a.cluster.nodes, &a.cluster.admin_token)
+                .await?
+                .with_rate(a.cluster.rate_bytes_per_s());
+            let m = job::take_full(&repo, &src, now).await?;
             job::Taken {
                 manifests: vec![m],
                 note: None,
@@ -359,8 +371,10 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
             } else {
                 Kind::Differential
             };
-            let src =
-                keel_backup::NodeSource::pick(&a.cluster.nodes, &a.cluster.admin_token).await?;
+            // Paced too: with the log purged, this takes a full instead.
+            let src = keel_backup::NodeSource::pick(&a.cluster.nodes, &a.cluster.admin_token)
+                .await?
+                .with_rate(a.cluster.rate_bytes_per_s());
             job::take_log(&repo, &src, kind, &a.work_dir, now).await?
         }
         other => bail!("--kind {other:?}: expected full, incremental, differential or cold"),
@@ -419,6 +433,7 @@ impl ConfiguredBackups {
                 b.archive_every_ms.map(|ms| format!("{ms}ms")),
             ),
             ("--keep-full", b.keep_full.map(|n| n.to_string())),
+            ("--rate-mib-s", b.rate_mib_s.map(|n| n.to_string())),
         ];
         for (flag, value) in timed {
             if let Some(v) = value {
@@ -476,6 +491,7 @@ async fn run_schedule(a: ScheduleArgs) -> anyhow::Result<()> {
         retention: a.keep_full.map(|k| Retention {
             keep_full: k as usize,
         }),
+        full_rate_bytes_per_s: a.cluster.rate_bytes_per_s(),
     };
     if policy.full_every.is_none()
         && policy.incremental_every.is_none()

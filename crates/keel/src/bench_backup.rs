@@ -53,6 +53,10 @@ pub struct Args {
     /// Where the cluster, the targets and the restore go (wiped at start).
     #[arg(long, default_value = "keel-data/bench-backup")]
     data_dir: PathBuf,
+    /// Pace of the hot backups taken while orders run, MiB/s (0: none);
+    /// the backup command's default unless given.
+    #[arg(long, default_value_t = keel_backup::pace::DEFAULT_FULL_RATE_MIB_S)]
+    rate_mib_s: u64,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -243,11 +247,10 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let repo = open_repo(&args.data_dir.join("targets"), layout)?;
     let nodes = cluster.endpoints();
     let source = NodeSource::pick(&nodes, "keel-admin-dev").await?;
-    let work = args.data_dir.join("work");
 
     // Full backup on a quiet cluster.
     let t = Instant::now();
-    let full = job::take_full(&repo, &source, &work, now_ms()).await?;
+    let full = job::take_full(&repo, &source, now_ms()).await?;
     let backup_time = t.elapsed();
     let stored: u64 = full.chunks.iter().map(|c| c.sealed_bytes).sum::<u64>();
     say(format!(
@@ -298,11 +301,13 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         let targets = repo_targets(&args.data_dir.join("targets"), layout).join(",");
         let nodes = nodes.join(",");
         let (layout_arg, work2) = (args.layout.clone(), args.data_dir.join("work-hot"));
+        let rate = args.rate_mib_s.to_string();
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let out = tokio::process::Command::new(&exe)
                     .args(["backup", "create", "--kind", "full", "--nodes", &nodes])
                     .args(["--target", &targets, "--layout", &layout_arg])
+                    .args(["--rate-mib-s", &rate])
                     .arg("--work-dir")
                     .arg(&work2)
                     .env("KEEL_BACKUP_KEY", hex(&BENCH_KEY))
@@ -323,8 +328,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     backups.await??;
     let ratio = (busy.ok as f64 / busy.seconds) / (quiet.ok as f64 / quiet.seconds);
     say(format!(
-        "orders during back-to-back hot backups ({} taken): {:.0}/s = {:.1}% of quiet",
+        "orders during back-to-back hot backups ({} taken, paced at {}): {:.0}/s = {:.1}% of quiet",
         taken.load(Ordering::Relaxed),
+        pace_label(args.rate_mib_s),
         busy.ok as f64 / busy.seconds,
         ratio * 100.0
     ));
@@ -345,6 +351,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         "during_hot_backups": row("during hot backups", &busy),
         "hot_backups_taken": taken.load(Ordering::Relaxed),
         "throughput_kept_ratio": ratio,
+        "hot_backup_rate_mib_s": args.rate_mib_s,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -380,10 +387,20 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         );
     }
     println!(
-        "| orders/s without / during hot backups | {:.0} / {:.0} ({:.1}% kept) |",
+        "| orders/s without / during hot backups ({}) | {:.0} / {:.0} ({:.1}% kept) |",
+        pace_label(args.rate_mib_s),
         quiet.ok as f64 / quiet.seconds,
         busy.ok as f64 / busy.seconds,
         ratio * 100.0
     );
     Ok(())
+}
+
+/// How the hot backups of the throughput phase were paced.
+fn pace_label(rate_mib_s: u64) -> String {
+    if rate_mib_s == 0 {
+        "unpaced".into()
+    } else {
+        format!("{rate_mib_s} MiB/s")
+    }
 }

@@ -71,7 +71,7 @@ pub async fn backup_destroy_restore(
         .collect();
     let source = NodeSource::pick(&nodes, "keel-admin-dev").await?;
     let t = Instant::now();
-    let full = job::take_full(&repo, &source, &root.join("work"), now_ms()).await?;
+    let full = job::take_full(&repo, &source, now_ms()).await?;
     println!(
         "  full backup {} at index {}: {} bytes in {} ms",
         full.id.as_str(),
