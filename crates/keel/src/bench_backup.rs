@@ -5,7 +5,7 @@
 //! throughput on one core. A benchmark, not a test.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,10 @@ pub struct Args {
     /// Where the cluster, the targets and the restore go (wiped at start).
     #[arg(long, default_value = "keel-data/bench-backup")]
     data_dir: PathBuf,
+    /// Rounds of the throughput comparison, each one phase without and one
+    /// with hot backups.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
+    rounds: u64,
     /// Pace of the hot backups taken while orders run, MiB/s (0: none);
     /// the backup command's default unless given.
     #[arg(long, default_value_t = keel_backup::pace::DEFAULT_FULL_RATE_MIB_S)]
@@ -282,56 +286,48 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         mb_s(full.content_bytes, restore_time)
     ));
 
-    // Order throughput without, then with hot backups running back to back.
+    // Order throughput in alternating rounds: without backups, then while
+    // hot backups run back to back. Alternating cancels the drift of a
+    // shared machine, which moved the quiet figure by a fifth between runs.
     let clients = clients_per_node(&cluster.endpoints());
     let d = Duration::from_secs(args.duration_s);
     let sku = |t: u64, i: u64| format!("S{}", (t * 7919 + i * 104_729) % SKUS);
-    let quiet = load(&clients, args.clients, d, sku, "q").await?;
-    say(format!(
-        "orders without backups: {:.0}/s",
-        quiet.ok as f64 / quiet.seconds
-    ));
-    let stop = Arc::new(AtomicBool::new(false));
-    let taken = Arc::new(AtomicU64::new(0));
-    // As an operator runs them: `keel backup create` processes (which lower
-    // their own priority), one after another, against the same repository.
-    let backups = {
-        let (stop, taken) = (stop.clone(), taken.clone());
-        let exe = std::env::current_exe().context("locating the keel binary")?;
-        let targets = repo_targets(&args.data_dir.join("targets"), layout).join(",");
-        let nodes = nodes.join(",");
-        let (layout_arg, work2) = (args.layout.clone(), args.data_dir.join("work-hot"));
-        let rate = args.rate_mib_s.to_string();
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let out = tokio::process::Command::new(&exe)
-                    .args(["backup", "create", "--kind", "full", "--nodes", &nodes])
-                    .args(["--target", &targets, "--layout", &layout_arg])
-                    .args(["--rate-mib-s", &rate])
-                    .arg("--work-dir")
-                    .arg(&work2)
-                    .env("KEEL_BACKUP_KEY", hex(&BENCH_KEY))
-                    .output()
-                    .await?;
-                anyhow::ensure!(
-                    out.status.success(),
-                    "keel backup create failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                taken.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok::<(), anyhow::Error>(())
-        })
+    let backups = BackupLoop {
+        exe: std::env::current_exe().context("locating the keel binary")?,
+        targets: repo_targets(&args.data_dir.join("targets"), layout).join(","),
+        nodes: nodes.join(","),
+        layout: args.layout.clone(),
+        work: args.data_dir.join("work-hot"),
+        rate_mib_s: args.rate_mib_s,
     };
-    let busy = load(&clients, args.clients, d, sku, "b").await?;
-    stop.store(true, Ordering::Relaxed);
-    backups.await??;
-    let ratio = (busy.ok as f64 / busy.seconds) / (quiet.ok as f64 / quiet.seconds);
+    let (mut quiet_ok, mut quiet_s, mut busy_ok, mut busy_s, mut taken) = (0u64, 0.0, 0u64, 0.0, 0);
+    let mut rounds = Vec::new();
+    for round in 0..args.rounds {
+        let quiet = load(&clients, args.clients, d, sku, &format!("q{round}")).await?;
+        let (busy, done) = backups
+            .during(load(&clients, args.clients, d, sku, &format!("b{round}")))
+            .await?;
+        say(format!(
+            "round {}: {:.0} orders/s without backups, {:.0}/s during them ({done} finished, paced at {})",
+            round + 1,
+            quiet.ok as f64 / quiet.seconds,
+            busy.ok as f64 / busy.seconds,
+            pace_label(args.rate_mib_s),
+        ));
+        rounds.push(json!({
+            "quiet": row("quiet", &quiet),
+            "during_hot_backups": row("during hot backups", &busy),
+            "hot_backups_finished": done,
+        }));
+        (quiet_ok, quiet_s) = (quiet_ok + quiet.ok, quiet_s + quiet.seconds);
+        (busy_ok, busy_s) = (busy_ok + busy.ok, busy_s + busy.seconds);
+        taken += done;
+    }
+    let (quiet_rate, busy_rate) = (quiet_ok as f64 / quiet_s, busy_ok as f64 / busy_s);
+    let ratio = busy_rate / quiet_rate;
     say(format!(
-        "orders during back-to-back hot backups ({} taken, paced at {}): {:.0}/s = {:.1}% of quiet",
-        taken.load(Ordering::Relaxed),
-        pace_label(args.rate_mib_s),
-        busy.ok as f64 / busy.seconds,
+        "orders during hot backups over {} rounds ({taken} finished): {busy_rate:.0}/s = {:.1}% of {quiet_rate:.0}/s without",
+        args.rounds,
         ratio * 100.0
     ));
     cluster.stop_all();
@@ -347,9 +343,10 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         "restore_s": restore_time.as_secs_f64(),
         "restore_mb_s": mb_s(full.content_bytes, restore_time),
         "ec_encode_mb_s_one_core": ec,
-        "quiet": row("quiet", &quiet),
-        "during_hot_backups": row("during hot backups", &busy),
-        "hot_backups_taken": taken.load(Ordering::Relaxed),
+        "rounds": rounds,
+        "orders_per_s_quiet": quiet_rate,
+        "orders_per_s_during_hot_backups": busy_rate,
+        "hot_backups_finished": taken,
         "throughput_kept_ratio": ratio,
         "hot_backup_rate_mib_s": args.rate_mib_s,
     });
@@ -389,11 +386,73 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     println!(
         "| orders/s without / during hot backups ({}) | {:.0} / {:.0} ({:.1}% kept) |",
         pace_label(args.rate_mib_s),
-        quiet.ok as f64 / quiet.seconds,
-        busy.ok as f64 / busy.seconds,
+        quiet_rate,
+        busy_rate,
         ratio * 100.0
     );
     Ok(())
+}
+
+/// `keel backup create --kind full` run back to back as an operator would
+/// (each process lowers its own priority), against the bench's repository.
+struct BackupLoop {
+    exe: PathBuf,
+    targets: String,
+    nodes: String,
+    layout: String,
+    work: PathBuf,
+    rate_mib_s: u64,
+}
+
+impl BackupLoop {
+    /// Runs `phase` while backups run back to back; returns its outcome and
+    /// the backups that finished. The one still running when the phase
+    /// ends is killed (it leaves no manifest, so no backup), so the next
+    /// quiet phase is quiet.
+    async fn during<T>(
+        &self,
+        phase: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<(T, u64)> {
+        let done = Arc::new(AtomicU64::new(0));
+        let finished = done.clone();
+        let mut cmd = tokio::process::Command::new(&self.exe);
+        cmd.args(["backup", "create", "--kind", "full", "--nodes", &self.nodes])
+            .args(["--target", &self.targets, "--layout", &self.layout])
+            .args(["--rate-mib-s", &self.rate_mib_s.to_string()])
+            .arg("--work-dir")
+            .arg(&self.work)
+            .env("KEEL_BACKUP_KEY", hex(&BENCH_KEY))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let looping = tokio::spawn(back_to_back(cmd, finished));
+        let outcome = phase.await;
+        if looping.is_finished() {
+            // It only ends by failing.
+            looping.await??;
+        } else {
+            looping.abort();
+            let _ = looping.await;
+        }
+        Ok((outcome?, done.load(Ordering::Relaxed)))
+    }
+}
+
+/// Runs `cmd` again and again, counting the runs that succeed; ends only
+/// on a failure (or when its task is aborted).
+async fn back_to_back(
+    mut cmd: tokio::process::Command,
+    finished: Arc<AtomicU64>,
+) -> anyhow::Result<()> {
+    loop {
+        let out = cmd.output().await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "keel backup create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        finished.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// How the hot backups of the throughput phase were paced.
