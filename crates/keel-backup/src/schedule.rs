@@ -39,7 +39,7 @@ pub struct Policy {
     /// Prune after each backup.
     pub retention: Option<Retention>,
     /// Pace of full backups, bytes per second (see [`crate::pace`]);
-    /// `None` for no limit.
+    /// `None` or 0 for no limit.
     pub full_rate_bytes_per_s: Option<u64>,
 }
 

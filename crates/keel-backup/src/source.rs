@@ -88,8 +88,8 @@ pub struct NodeSource {
     http: reqwest::Client,
     base: String,
     token: String,
-    /// The most bytes per second a full backup reads and seals (`None`:
-    /// as fast as it goes).
+    /// The most bytes per second a full backup reads and seals (`None` or
+    /// 0: as fast as it goes; [`crate::Pace`] reads it).
     rate_bytes_per_s: Option<u64>,
 }
 
@@ -136,7 +136,7 @@ impl NodeSource {
     /// The same source with full backups paced at `bytes_per_s` (see
     /// [`crate::pace`]); `None` or 0 for no limit.
     pub fn with_rate(mut self, bytes_per_s: Option<u64>) -> Self {
-        self.rate_bytes_per_s = bytes_per_s.filter(|r| *r > 0);
+        self.rate_bytes_per_s = bytes_per_s;
         self
     }
 

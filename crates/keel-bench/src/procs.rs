@@ -207,22 +207,16 @@ impl Drop for Guard {
     }
 }
 
-/// Polls `f` every [`POLL`] until it gives `Some`, or fails after `timeout`.
+/// Polls `f` (as [`keel_harness::wait_for`] does) until it gives `Some`,
+/// or fails as a setup error after `timeout`.
 pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T, BenchError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            return Err(BenchError::setup(what, format!("not within {timeout:?}")));
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    keel_harness::wait_for(what, timeout, &mut f)
+        .await
+        .map_err(|_| BenchError::setup(what, format!("not within {timeout:?}")))
 }
 
 /// `VmRSS` in KiB from `/proc/<pid>/status` text.

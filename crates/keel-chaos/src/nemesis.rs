@@ -359,24 +359,19 @@ impl<'a> Nemeses<'a> {
                 self.cluster.pause(f)?;
                 vec![f]
             }
-            Nemesis::PowerLoss => {
+            Nemesis::PowerLoss | Nemesis::LoseUnsynced => {
                 let ids = self.cluster.running();
                 for id in &ids {
                     self.cluster.kill(*id)?;
                 }
-                ids
-            }
-            Nemesis::LoseUnsynced => {
-                let ids = self.cluster.running();
                 // Every process is dead before any cache is dropped, as
                 // when the power goes: no node runs on with a disk that
                 // forgot what it said.
-                for id in &ids {
-                    self.cluster.kill(*id)?;
-                }
-                for id in &ids {
-                    let bytes = self.cluster.lose_unsynced(*id)?;
-                    tracing::info!(node = id, bytes, "dropped unsynced writes");
+                if nemesis.needs_lazyfs() {
+                    for id in &ids {
+                        let bytes = self.cluster.lose_unsynced(*id)?;
+                        tracing::info!(node = id, bytes, "dropped unsynced writes");
+                    }
                 }
                 ids
             }

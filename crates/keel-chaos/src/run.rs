@@ -263,7 +263,10 @@ pub struct Report {
 /// caller can write both.
 pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
     if config.base_dir.exists() {
-        keel_harness::release_stale_mounts(&config.base_dir)?;
+        // A run killed before it could unmount leaves its nodes' lazy
+        // filesystems behind, which would block the removal.
+        keel_lazyfs::detach_stale_under(&config.base_dir)
+            .map_err(|e| ChaosError::Setup(format!("{}: {e}", config.base_dir.display())))?;
         std::fs::remove_dir_all(&config.base_dir).map_err(|e| {
             ChaosError::Setup(format!("clearing {}: {e}", config.base_dir.display()))
         })?;

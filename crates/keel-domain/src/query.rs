@@ -239,6 +239,9 @@ pub struct Digester {
     /// Tables whose name is already in the hash, from the start of
     /// [`Table::ALL`].
     tables_begun: usize,
+    /// The table of the last row, whose name is in the hash: rows of one
+    /// table come together, so only a change of table needs a look-up.
+    current: Option<Table>,
 }
 
 impl Default for Digester {
@@ -252,7 +255,11 @@ impl Digester {
     pub fn new() -> Self {
         let mut h = blake3::Hasher::new();
         h.update(b"keel.state.v1");
-        Self { h, tables_begun: 0 }
+        Self {
+            h,
+            tables_begun: 0,
+            current: None,
+        }
     }
 
     /// Names every table up to and including the one at `upto` (an index
@@ -269,8 +276,11 @@ impl Digester {
     /// Adds one row. Rows must come table by table in [`Table::ALL`] order
     /// and in key order within a table, as [`digest`] reads them.
     pub fn row(&mut self, table: Table, k: &[u8], v: &[u8]) {
-        if let Some(i) = Table::ALL.iter().position(|t| *t == table) {
-            self.begin_tables(i);
+        if self.current != Some(table) {
+            if let Some(i) = Table::ALL.iter().position(|t| *t == table) {
+                self.begin_tables(i);
+            }
+            self.current = Some(table);
         }
         self.h.update(&(k.len() as u64).to_le_bytes());
         self.h.update(k);

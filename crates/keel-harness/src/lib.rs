@@ -134,30 +134,6 @@ struct GatewayProc {
     child: Option<Child>,
 }
 
-/// Detaches every mount at or below `dir` (a lazy filesystem left by a
-/// harness that was killed before it could unmount), so `dir` can be
-/// cleared. Reads `/proc/self/mounts`; a machine without it has none.
-pub fn release_stale_mounts(dir: &Path) -> Result<(), HarnessError> {
-    let Ok(table) = std::fs::read_to_string("/proc/self/mounts") else {
-        return Ok(());
-    };
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    // Deepest first, so a mount inside another goes before it.
-    let mut points: Vec<PathBuf> = table
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        // The table escapes spaces as \040; our paths have none.
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(&dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for p in points {
-        let path = p.to_string_lossy();
-        net::run("umount", &["-l", &path])?;
-    }
-    Ok(())
-}
-
 /// Removes everything inside `dir`, keeping `dir` itself.
 fn empty_dir(dir: &Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {

@@ -338,6 +338,33 @@ fn is_mount_point(dir: &Path) -> bool {
     }
 }
 
+/// Detaches every LazyFs mount at or below `dir`, which a process killed before it could
+/// unmount leaves behind (its files answer `ENOTCONN`), so `dir` can be removed; returns how
+/// many. Reads `/proc/self/mounts`; a machine without it has no mounts to detach.
+pub fn detach_stale_under(dir: &Path) -> Result<usize, LazyFsError> {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mounts") else {
+        return Ok(0);
+    };
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    // The table escapes spaces in paths as \040; the mounts this crate makes have none.
+    let mut points: Vec<PathBuf> = table
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let source = fields.next()?;
+            let point = fields.next()?;
+            (source == FS_NAME).then(|| PathBuf::from(point))
+        })
+        .filter(|p| p.starts_with(&dir))
+        .collect();
+    // Deepest first, so a mount inside another goes before it.
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in &points {
+        detach(p)?;
+    }
+    Ok(points.len())
+}
+
 /// Lazily unmounts `mountpoint` (`umount2(MNT_DETACH)`): it leaves the namespace now and goes
 /// when its last user does.
 fn detach(mountpoint: &Path) -> Result<(), LazyFsError> {

@@ -13,13 +13,6 @@ use std::path::Path;
 
 use keel_lazyfs::Limits;
 
-fn names(dir: &Path) -> BTreeSet<String> {
-    fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect()
-}
-
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
@@ -33,12 +26,12 @@ fn mkdir_readdir_rename_unlink_rmdir() {
     fs::write(m.at("d/a"), b"a").unwrap();
     fs::write(m.at("d/b"), b"b").unwrap();
     fs::create_dir(m.at("d/sub")).unwrap();
-    assert_eq!(names(&m.at("d")), set(&["a", "b", "sub"]));
+    assert_eq!(common::names(&m.at("d")), set(&["a", "b", "sub"]));
 
     fs::rename(m.at("d/a"), m.at("d/c")).unwrap();
     fs::remove_file(m.at("d/b")).unwrap();
-    assert_eq!(names(&m.at("d")), set(&["c", "sub"]));
-    assert_eq!(names(&m.backing_at("d")), set(&["c", "sub"]));
+    assert_eq!(common::names(&m.at("d")), set(&["c", "sub"]));
+    assert_eq!(common::names(&m.backing_at("d")), set(&["c", "sub"]));
     assert_eq!(fs::read(m.at("d/c")).unwrap(), b"a");
 
     let err = fs::remove_dir(m.at("d")).unwrap_err();
@@ -57,8 +50,8 @@ fn mkdir_readdir_rename_unlink_rmdir() {
     fs::remove_dir(m.at("d/sub")).unwrap();
     fs::remove_file(m.at("d/c")).unwrap();
     fs::remove_dir(m.at("d")).unwrap();
-    assert!(names(&m.mnt).is_empty());
-    assert!(names(&m.backing).is_empty());
+    assert!(common::names(&m.mnt).is_empty());
+    assert!(common::names(&m.backing).is_empty());
 }
 
 #[test]
@@ -91,7 +84,7 @@ fn rename_over_an_existing_file_replaces_it() {
     fs::write(m.at("old"), b"old target").unwrap();
     fs::write(m.at("new"), b"replacement").unwrap();
     fs::rename(m.at("new"), m.at("old")).unwrap();
-    assert_eq!(names(&m.mnt), set(&["old"]));
+    assert_eq!(common::names(&m.mnt), set(&["old"]));
     assert_eq!(fs::read(m.at("old")).unwrap(), b"replacement");
     // The replaced file's unsynced data goes with its name (once the kernel has released the
     // handle `fs::write` closed).

@@ -4,19 +4,11 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use keel_lazyfs::{LazyFs, LazyFsError, Limits};
-
-fn names(dir: &Path) -> BTreeSet<String> {
-    fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect()
-}
 
 #[test]
 fn mount_refuses_a_live_mountpoint_and_overlapping_directories() {
@@ -54,16 +46,25 @@ fn stale_mount_child() {
     std::process::exit(0);
 }
 
-#[test]
-fn stale_mount_of_a_crashed_process_is_replaced() {
+/// A directory holding `backing` and `mnt`, with a mount on `mnt` left behind by a child
+/// process that exited without unmounting; `None` (after saying why) where FUSE is missing.
+fn stale_mount() -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
     if let Err(why) = keel_lazyfs::available() {
         eprintln!("skipping: {why}");
-        return;
+        return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let (backing, mnt) = common::dirs_in(dir.path());
     let status = common::run_child("stale_mount_child", &[(STALE_CHILD_ENV, dir.path())]);
     assert!(status.success());
+    Some((dir, backing, mnt))
+}
+
+#[test]
+fn stale_mount_of_a_crashed_process_is_replaced() {
+    let Some((_dir, backing, mnt)) = stale_mount() else {
+        return;
+    };
     assert_eq!(
         fs::metadata(&mnt).unwrap_err().raw_os_error(),
         Some(libc::ENOTCONN),
@@ -74,7 +75,26 @@ fn stale_mount_of_a_crashed_process_is_replaced() {
     // The dead process never fsynced: its file exists (metadata is immediate) but is empty.
     assert_eq!(fs::read(mnt.join("f")).unwrap(), b"");
     fs.unmount().unwrap();
-    assert!(names(&mnt).is_empty());
+    assert!(common::names(&mnt).is_empty());
+}
+
+#[test]
+fn stale_mounts_under_a_directory_are_detached_so_it_can_be_removed() {
+    let Some((dir, _, mnt)) = stale_mount() else {
+        return;
+    };
+    assert!(
+        fs::remove_dir_all(dir.path()).is_err(),
+        "a stale mount blocks removal"
+    );
+
+    assert_eq!(keel_lazyfs::detach_stale_under(dir.path()).unwrap(), 1);
+    assert!(
+        common::names(&mnt).is_empty(),
+        "the mountpoint is a plain directory again"
+    );
+    assert_eq!(keel_lazyfs::detach_stale_under(dir.path()).unwrap(), 0);
+    fs::remove_dir_all(dir.path()).unwrap();
 }
 
 #[test]
@@ -91,7 +111,10 @@ fn unmount_while_a_file_is_open_detaches_and_the_file_keeps_working() {
         .unwrap();
     let common::Mounted { fs, mnt, dir, .. } = m;
     fs.unmount().unwrap();
-    assert!(names(&mnt).is_empty(), "the mountpoint is free again");
+    assert!(
+        common::names(&mnt).is_empty(),
+        "the mountpoint is free again"
+    );
 
     file.write_all(b"after").unwrap();
     file.seek(SeekFrom::Start(0)).unwrap();

@@ -10,14 +10,8 @@ pub struct Args {
     /// A node to ask.
     #[arg(long, env = "KEEL_ENDPOINT", default_value = "127.0.0.1:7101")]
     endpoint: String,
-    /// Admin token.
-    #[arg(
-        long,
-        env = "KEEL_ADMIN_TOKEN",
-        default_value = "keel-admin-dev",
-        hide_env_values = true
-    )]
-    admin_token: String,
+    #[command(flatten)]
+    token: crate::admin_token::AdminToken,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -70,7 +64,10 @@ pub fn status_table(v: &Value) -> String {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let client = Client::new(vec![args.endpoint.clone()], Some(args.admin_token.clone()));
+        let client = Client::new(
+            vec![args.endpoint.clone()],
+            Some(args.token.admin_token.clone()),
+        );
         match args.cmd {
             Cmd::Status => {
                 let r = client

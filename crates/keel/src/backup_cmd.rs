@@ -87,14 +87,8 @@ pub struct ClusterArgs {
         default_value = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103"
     )]
     nodes: Vec<String>,
-    /// Admin token of the nodes.
-    #[arg(
-        long,
-        env = "KEEL_ADMIN_TOKEN",
-        default_value = "keel-admin-dev",
-        hide_env_values = true
-    )]
-    admin_token: String,
+    #[command(flatten)]
+    token: crate::admin_token::AdminToken,
     /// Pace of a full (hot) backup in MiB/s, so it leaves the shop its
     /// CPU and disk; 0 for no limit.
     #[arg(long, env = "KEEL_BACKUP_RATE_MIB_S", default_value_t = keel_backup::pace::DEFAULT_FULL_RATE_MIB_S)]
@@ -102,9 +96,9 @@ pub struct ClusterArgs {
 }
 
 impl ClusterArgs {
-    /// The pace in bytes per second, `None` for no limit.
+    /// The pace in bytes per second (0 for no limit, as [`keel_backup::Pace`] reads it).
     fn rate_bytes_per_s(&self) -> Option<u64> {
-        (self.rate_mib_s > 0).then(|| self.rate_mib_s.saturating_mul(1 << 20))
+        Some(self.rate_mib_s.saturating_mul(1 << 20))
     }
 }
 
@@ -356,7 +350,7 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
             job::take_cold(&repo, dir, &a.work_dir, now).await?
         }
         "full" => {
-            let src = keel_backup::NodeSource::pick(&a.cluster.nodes, &a.cluster.admin_token)
+            let src = keel_backup::NodeSource::pick(&a.cluster.nodes, &a.cluster.token.admin_token)
                 .await?
                 .with_rate(a.cluster.rate_bytes_per_s());
             let m = job::take_full(&repo, &src, now).await?;
@@ -372,7 +366,7 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
                 Kind::Differential
             };
             // Paced too: with the log purged, this takes a full instead.
-            let src = keel_backup::NodeSource::pick(&a.cluster.nodes, &a.cluster.admin_token)
+            let src = keel_backup::NodeSource::pick(&a.cluster.nodes, &a.cluster.token.admin_token)
                 .await?
                 .with_rate(a.cluster.rate_bytes_per_s());
             job::take_log(&repo, &src, kind, &a.work_dir, now).await?
@@ -519,7 +513,7 @@ async fn run_schedule(a: ScheduleArgs) -> anyhow::Result<()> {
     let job = schedule::Scheduled {
         repo: &repo,
         nodes: &a.cluster.nodes,
-        token: &a.cluster.admin_token,
+        token: &a.cluster.token.admin_token,
         work: a.work_dir.clone(),
         policy,
         clock: now_ms,

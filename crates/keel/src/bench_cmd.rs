@@ -48,14 +48,8 @@ pub struct RunArgs {
     /// Do not seed the catalogue (it must exist).
     #[arg(long)]
     no_seed: bool,
-    /// Admin token of the cluster.
-    #[arg(
-        long,
-        env = "KEEL_ADMIN_TOKEN",
-        default_value = "keel-admin-dev",
-        hide_env_values = true
-    )]
-    admin_token: String,
+    #[command(flatten)]
+    token: crate::admin_token::AdminToken,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -153,7 +147,7 @@ pub fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
     let spec = LoadSpec::new(a.clients, a.duration_s, a.rate)?;
     let cfg = RunConfig {
         endpoints: a.endpoint,
-        token: Some(a.admin_token),
+        token: Some(a.token.admin_token),
         workload,
         spec,
         skus: a.skus,

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod admin;
+mod admin_token;
 mod backup_cmd;
 mod bench_apply;
 mod bench_backup;

@@ -28,14 +28,8 @@ pub struct Args {
     /// Data directory.
     #[arg(long, default_value = "keel-data")]
     data_dir: PathBuf,
-    /// Admin token for the nodes.
-    #[arg(
-        long,
-        env = "KEEL_ADMIN_TOKEN",
-        default_value = "keel-admin-dev",
-        hide_env_values = true
-    )]
-    admin_token: String,
+    #[command(flatten)]
+    token: crate::admin_token::AdminToken,
     /// Start the nodes from a restored seed (`keel restore --to DIR`)
     /// instead of an empty cluster; needs a --data-dir without node data.
     #[arg(long)]
@@ -79,7 +73,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.nodes,
             args.base_port,
             args.data_dir.clone(),
-            &args.admin_token,
+            &args.token.admin_token,
         )?;
         if let Some(seed) = &args.from {
             let has_data = (1..=args.nodes).any(|id| args.data_dir.join(format!("node-{id}")).exists());
@@ -119,10 +113,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 cluster.log_file(id).display()
             );
         }
-        println!("admin token: {}", args.admin_token);
+        println!("admin token: {}", args.token.admin_token);
         println!(
             "try: curl -s http://{}/v1/cluster -H 'Authorization: Bearer {}'",
-            entry, args.admin_token
+            entry, args.token.admin_token
         );
         println!("Ctrl-C stops the cluster.");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 #![allow(dead_code)] // Each test file uses a different part of the helpers.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -47,6 +48,14 @@ pub fn mount(limits: Limits) -> Option<Mounted> {
         mnt,
         dir,
     })
+}
+
+/// The names in `dir`, sorted.
+pub fn names(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect()
 }
 
 /// Creates `backing` and `mnt` directories inside `dir`.
