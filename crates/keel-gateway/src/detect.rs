@@ -459,6 +459,20 @@ impl OutlierEjection {
             .is_some_and(|until| now < until)
     }
 
+    /// Ends `node`'s ejection at `now`, for when it is known to be back by
+    /// other means than time; its ejection count is kept, so a relapse is
+    /// ejected for longer. Returns whether it was ejected.
+    pub fn reinstate(&mut self, node: NodeIndex, now: Instant) -> bool {
+        if !self.is_ejected(node, now) {
+            return false;
+        }
+        if let Some(state) = self.node_mut(node) {
+            state.failures = 0;
+            state.ejected_until = Some(now);
+        }
+        true
+    }
+
     /// How many nodes are ejected at `now`.
     pub fn ejected_count(&self, now: Instant) -> usize {
         (0..self.nodes.len())

@@ -337,7 +337,14 @@ impl Pool {
     /// header) and the term it is of (`keel-term`), if the node sent one.
     /// A hint of a lower term than one already seen is ignored. An unknown
     /// address is added as a node when discovery is on.
-    pub fn observe_leader(&self, hint: &str, term: Option<u64>) {
+    ///
+    /// A node newly named leader has its breaker closed and its ejection
+    /// lifted: a quorum elected it moments ago, so it is alive, and it is
+    /// the only node that can take a write. Left open, a breaker or an
+    /// ejection earned while it was killed, paused or cut off would keep
+    /// writes on nodes that can only forward them or, if deposed, hang
+    /// until the heal. Probes and phi-accrual still judge it as before.
+    pub fn observe_leader(&self, hint: &str, term: Option<u64>, now: Instant) {
         let Some((_, addr)) = hint.split_once('=') else {
             return;
         };
@@ -360,6 +367,15 @@ impl Pool {
             g.leader = Some(index);
             tracing::info!(leader = %addr, "leader changed");
             self.metrics.leader_changes.inc();
+            let inner = &mut *g;
+            if inner.outlier.reinstate(index, now) {
+                tracing::info!(node = %addr, "ejection lifted: elected leader");
+            }
+            if let Some(slot) = inner.nodes.get_mut(index.0) {
+                if slot.breaker.close() {
+                    tracing::info!(node = %addr, "circuit breaker closed: elected leader");
+                }
+            }
         }
     }
 
@@ -706,7 +722,7 @@ mod tests {
     fn writes_go_to_the_leader_once_known() {
         let p = pool(&[A, B, C]);
         let now = Instant::now();
-        p.observe_leader(&format!("2={B}"), None);
+        p.observe_leader(&format!("2={B}"), None, now);
         for _ in 0..5 {
             let a = p
                 .pick(Class::Write, None, EligibleSet::empty(), now)
@@ -720,7 +736,7 @@ mod tests {
     fn a_refused_leader_is_forgotten_and_taken_down() {
         let p = pool(&[A, B, C]);
         let now = Instant::now();
-        p.observe_leader(&format!("1={A}"), None);
+        p.observe_leader(&format!("1={A}"), None, now);
         let a = p
             .pick(Class::Write, None, EligibleSet::empty(), now)
             .unwrap();
@@ -760,14 +776,58 @@ mod tests {
     #[test]
     fn a_leader_hint_of_a_lower_term_is_stale() {
         let p = pool(&[A, B, C]);
-        p.observe_leader(&format!("1={A}"), Some(4));
-        p.observe_leader(&format!("2={B}"), Some(5));
+        p.observe_leader(&format!("1={A}"), Some(4), Instant::now());
+        p.observe_leader(&format!("2={B}"), Some(5), Instant::now());
         assert_eq!(p.leader_addr().as_deref(), Some(B));
         // The cut-off old leader still names itself, at term 4.
-        p.observe_leader(&format!("1={A}"), Some(4));
+        p.observe_leader(&format!("1={A}"), Some(4), Instant::now());
         assert_eq!(p.leader_addr().as_deref(), Some(B));
-        p.observe_leader(&format!("3={C}"), Some(6));
+        p.observe_leader(&format!("3={C}"), Some(6), Instant::now());
         assert_eq!(p.leader_addr().as_deref(), Some(C));
+    }
+
+    #[test]
+    fn a_newly_elected_leader_takes_writes_despite_its_breaker_and_ejection() {
+        let p = pool(&[A, B, C]);
+        let now = Instant::now();
+        p.observe_leader(&format!("3={C}"), Some(3), now);
+        // B was killed: its requests failed until its breaker opened and
+        // it was ejected (both last far longer than an election).
+        let mut opened = false;
+        for _ in 0..10 {
+            let mut avoid = EligibleSet::empty();
+            avoid.insert(NodeIndex(0));
+            avoid.insert(NodeIndex(2));
+            let Some(a) = p.pick(Class::LocalRead, None, avoid, now) else {
+                break;
+            };
+            if a.addr != B {
+                p.finish(a, Verdict::Answered);
+                opened = true;
+                break;
+            }
+            p.finish(a, Verdict::Failed);
+        }
+        assert!(opened, "B's failures open its breaker and eject it");
+        assert_eq!(p.eligible_count(now), 2);
+        // B is back, and a quorum elects it while C is cut off.
+        p.observe_leader(&format!("2={B}"), Some(4), now);
+        assert_eq!(p.eligible_count(now), 3);
+        let a = p
+            .pick(Class::Write, None, EligibleSet::empty(), now)
+            .unwrap();
+        assert_eq!(a.addr, B, "writes go to the new leader at once");
+        p.finish(a, Verdict::Answered);
+        // The same hint again changes nothing: a breaker that opens on
+        // the leader afterwards stays open.
+        for _ in 0..5 {
+            let a = p
+                .pick(Class::Write, None, EligibleSet::empty(), now)
+                .unwrap();
+            p.finish(a, Verdict::Failed);
+        }
+        p.observe_leader(&format!("2={B}"), Some(4), now);
+        assert_eq!(p.eligible_count(now), 2);
     }
 
     #[test]
@@ -828,7 +888,7 @@ mod tests {
     #[test]
     fn discovery_adds_a_node_named_as_leader_and_sync_drops_leavers() {
         let p = pool(&[A]);
-        p.observe_leader(&format!("3={C}"), None);
+        p.observe_leader(&format!("3={C}"), None, Instant::now());
         assert_eq!(p.addrs().len(), 2);
         assert_eq!(p.leader_addr().as_deref(), Some(C));
         p.sync_members(&[C.to_owned(), B.to_owned()]);

@@ -405,6 +405,15 @@ impl CircuitBreaker {
         Some(BreakerState::Open { until })
     }
 
+    /// Closes the breaker whatever its state, for when the node is known to
+    /// be back by other means than a trial request. Returns whether it was
+    /// not already closed.
+    pub fn close(&mut self) -> bool {
+        let was_closed = matches!(self.state, Breaker::Closed { .. });
+        self.state = Breaker::Closed { failures: 0 };
+        !was_closed
+    }
+
     /// The state at `now`: an open breaker whose cool-down has passed reads
     /// as half-open, since the next request will be a trial.
     pub fn state(&self, now: Instant) -> BreakerState {

@@ -244,7 +244,7 @@ async fn admit_and_forward(
             .inc();
         if let Outcome::Reply(r) = &outcome {
             if let Some((hint, term)) = leader_hint(r.headers()) {
-                gw.pool.observe_leader(hint, term);
+                gw.pool.observe_leader(hint, term, Instant::now());
             }
         }
         let Some(reason) = retry_reason else {

@@ -313,7 +313,7 @@ async fn probe_node(
         };
         let status = answer.as_ref().map(|(s, _)| *s).map_err(Clone::clone);
         if let Ok((_, Some((hint, term)))) = &answer {
-            gw.pool.observe_leader(hint, *term);
+            gw.pool.observe_leader(hint, *term, Instant::now());
         }
         gw.pool.record_probe(node, status, Instant::now());
         tokio::select! {
