@@ -116,13 +116,9 @@ async fn preload(
             .collect();
         let (admin, key) = (admin.clone(), format!("growth-{tag}-{c}"));
         tasks.spawn(async move {
-            let r = admin.post("/v1/batch", &Value::Array(cmds), &key).await?;
-            match r.batch_refused() {
-                0 => Ok(()),
-                bad => Err(BenchError::setup(
-                    "preload",
-                    format!("{bad} orders refused in {key}"),
-                )),
+            match admin.batch(&cmds, &key).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(BenchError::setup("preload", format!("{key}: {e}"))),
             }
         });
     }

@@ -77,20 +77,10 @@ pub async fn seed(admin: &Client, clients: u64) -> Result<(), ChaosError> {
         }
     }
     for (i, chunk) in cmds.chunks(SEED_CHUNK).enumerate() {
-        let r = admin
-            .post(
-                "/v1/batch",
-                &Value::Array(chunk.to_vec()),
-                &format!("chaos-seed-{i}"),
-            )
+        admin
+            .batch(chunk, &format!("chaos-seed-{i}"))
             .await
-            .map_err(|e| ChaosError::Setup(format!("seeding: {e}")))?;
-        let refused = r.batch_refused();
-        if refused > 0 {
-            return Err(ChaosError::Setup(format!(
-                "seeding chunk {i}: {refused} commands refused"
-            )));
-        }
+            .map_err(|e| ChaosError::Setup(format!("seeding chunk {i}: {e}")))?;
     }
     Ok(())
 }

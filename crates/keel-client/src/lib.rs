@@ -24,6 +24,11 @@ pub const CALL_DEADLINE: Duration = Duration::from_secs(15);
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(20);
 /// Largest backoff between attempts.
 pub const BACKOFF_MAX: Duration = Duration::from_millis(400);
+/// Most times [`Client::batch`] sends one batch again because some of its
+/// commands met a cluster that could not take them at that moment.
+pub const BATCH_RESENDS_MAX: u32 = 8;
+/// Wait before each of those resends.
+pub const BATCH_RESEND_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +52,17 @@ pub enum ClientError {
     /// A success body did not decode as expected.
     #[error("unexpected response: {0}")]
     Decode(String),
+    /// Some commands of a `/v1/batch` were refused for good: for what they
+    /// are (a 4xx), or still for the moment after every resend.
+    #[error("{refused} of {total} commands refused, the first with {first}")]
+    BatchRefused {
+        /// Commands refused.
+        refused: usize,
+        /// Commands in the batch.
+        total: usize,
+        /// The first refused command's status and body.
+        first: String,
+    },
 }
 
 impl ClientError {
@@ -77,18 +93,6 @@ impl Reply {
     /// Decodes the body.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
         serde_json::from_value(self.body.clone()).map_err(|e| ClientError::Decode(e.to_string()))
-    }
-
-    /// For a `/v1/batch` reply: how many of its commands were refused (a
-    /// status of 300 or more); all of them when the body is not a batch
-    /// result, so a caller that wants none refused never passes a garbage
-    /// reply.
-    pub fn batch_refused(&self) -> usize {
-        self.body["results"].as_array().map_or(usize::MAX, |rs| {
-            rs.iter()
-                .filter(|x| x["status"].as_u64().unwrap_or(500) >= 300)
-                .count()
-        })
     }
 }
 
@@ -252,6 +256,41 @@ impl Client {
     /// POST with an idempotency key.
     pub async fn post(&self, path: &str, body: &Value, key: &str) -> Result<Reply, ClientError> {
         self.call(Method::POST, path, Some(body), Some(key)).await
+    }
+
+    /// Runs `/v1/batch` until every command is applied. A batch's commands
+    /// are submitted one by one, so a leader change in the middle refuses
+    /// some of them for the moment (a 5xx); the batch is then sent again
+    /// with the same key, at most [`BATCH_RESENDS_MAX`] times. That is safe
+    /// because each command's key derives from the batch's: the ones already
+    /// applied answer from their stored result instead of applying twice.
+    pub async fn batch(&self, cmds: &[Value], key: &str) -> Result<Reply, ClientError> {
+        let body = Value::Array(cmds.to_vec());
+        let mut resends = 0;
+        loop {
+            let r = self.post("/v1/batch", &body, key).await?;
+            let Some(results) = r.body["results"].as_array() else {
+                return Err(ClientError::Decode(format!(
+                    "not a batch result: {}",
+                    r.body
+                )));
+            };
+            let status = |x: &Value| x["status"].as_u64().unwrap_or(500);
+            let refused: Vec<&Value> = results.iter().filter(|x| status(x) >= 300).collect();
+            let Some(first) = refused.first() else {
+                return Ok(r);
+            };
+            let for_now = refused.iter().all(|x| status(x) >= 500 || status(x) == 429);
+            if !for_now || resends >= BATCH_RESENDS_MAX {
+                return Err(ClientError::BatchRefused {
+                    refused: refused.len(),
+                    total: results.len(),
+                    first: format!("{}: {}", status(first), first["body"]),
+                });
+            }
+            resends += 1;
+            tokio::time::sleep(BATCH_RESEND_BACKOFF).await;
+        }
     }
 
     /// GET.

@@ -150,11 +150,10 @@ async fn preload(admin: &Arc<Client>, n: u64, customers: u64) -> anyhow::Result<
                         }})
                     })
                     .collect();
-                let r = admin
-                    .post("/v1/batch", &Value::Array(cmds), &format!("preload-{c}"))
-                    .await?;
-                let bad = r.batch_refused();
-                anyhow::ensure!(bad == 0, "preload chunk {c}: {bad} orders refused");
+                admin
+                    .batch(&cmds, &format!("preload-{c}"))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("preload chunk {c}: {e}"))?;
             }
         }));
     }

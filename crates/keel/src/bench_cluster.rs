@@ -69,15 +69,10 @@ pub(crate) async fn seed(admin: &Client, skus: u64, customers: u64) -> anyhow::R
         cmds.push(json!({"restock": {"sku": format!("S{s}"), "qty": SKU_STOCK}}));
     }
     for (i, chunk) in cmds.chunks(SEED_CHUNK).enumerate() {
-        let r = admin
-            .post(
-                "/v1/batch",
-                &Value::Array(chunk.to_vec()),
-                &format!("bench-seed-{i}"),
-            )
-            .await?;
-        let bad = r.batch_refused();
-        anyhow::ensure!(bad == 0, "seeding chunk {i}: {bad} commands refused");
+        admin
+            .batch(chunk, &format!("bench-seed-{i}"))
+            .await
+            .map_err(|e| anyhow::anyhow!("seeding chunk {i}: {e}"))?;
     }
     Ok(())
 }
