@@ -28,10 +28,13 @@ pub const COLD_SKUS: [&str; 3] = ["COLD-A", "COLD-B", "COLD-C"];
 pub const COLD_STOCK: u64 = 1_000_000;
 /// Largest quantity one order asks for.
 pub const QTY_MAX: u64 = 3;
-/// Fresh customers prepared per client. Each (customer, SKU, qty) is placed
-/// once at most, which lets the checkers tell orders apart; a client moves
-/// to its next customer when the current one has used every combination.
-pub const CUSTOMERS_PER_CLIENT: u64 = 64;
+/// Fresh customers opened per client before the run. Each (customer, SKU,
+/// qty) is placed once at most, which lets the checkers tell orders apart; a
+/// client moves to its next customer when the current one has used every
+/// combination, and opens more itself when these run out.
+pub const CUSTOMERS_SEEDED_PER_CLIENT: u64 = 64;
+/// Most customers one client uses in a run; past them it stops.
+pub const CUSTOMERS_PER_CLIENT_MAX: u64 = 100_000;
 /// Money each customer starts with: enough to pay for everything it orders.
 pub const CUSTOMER_FUNDS: i64 = 1_000_000_000;
 /// Price of every SKU (minor units).
@@ -70,10 +73,8 @@ pub async fn seed(admin: &Client, clients: u64) -> Result<(), ChaosError> {
         cmds.push(json!({"restock": {"sku": sku, "qty": qty}}));
     }
     for p in 0..clients {
-        for n in 0..CUSTOMERS_PER_CLIENT {
-            let id = customer_id(p, n);
-            cmds.push(json!({"open_account": {"id": id, "kind": "customer", "currency": "EUR"}}));
-            cmds.push(json!({"deposit": {"account": id, "amount": CUSTOMER_FUNDS}}));
+        for n in 0..CUSTOMERS_SEEDED_PER_CLIENT {
+            cmds.extend(open_customer_commands(p, n));
         }
     }
     for (i, chunk) in cmds.chunks(SEED_CHUNK).enumerate() {
@@ -83,6 +84,15 @@ pub async fn seed(admin: &Client, clients: u64) -> Result<(), ChaosError> {
             .map_err(|e| ChaosError::Setup(format!("seeding chunk {i}: {e}")))?;
     }
     Ok(())
+}
+
+/// Opening customer `n` of client `process`, funded.
+fn open_customer_commands(process: u64, n: u64) -> [Value; 2] {
+    let id = customer_id(process, n);
+    [
+        json!({"open_account": {"id": id, "kind": "customer", "currency": "EUR"}}),
+        json!({"deposit": {"account": id, "amount": CUSTOMER_FUNDS}}),
+    ]
 }
 
 /// Settings of the workload.
@@ -110,6 +120,34 @@ pub struct Recorder {
     pub replays: AtomicU64,
     /// Replays whose answer differed from the first one's.
     pub replay_mismatches: Mutex<Vec<String>>,
+    /// Customers each client opened during the run and saw acknowledged,
+    /// beyond the seeded ones: client -> how many.
+    pub opened: Mutex<BTreeMap<u64, u64>>,
+    /// Customers whose opening was sent but never acknowledged (the run
+    /// ended first): they may or may not exist.
+    pub opened_in_doubt: Mutex<Vec<CustomerRef>>,
+}
+
+/// A customer as `(client, n)`, named by [`customer_id`].
+pub type CustomerRef = (u64, u64);
+
+impl Recorder {
+    /// Every customer that must exist, then every one that may.
+    pub fn customers(&self, clients: u64) -> (Vec<CustomerRef>, Vec<CustomerRef>) {
+        let opened = self.opened.lock().map(|o| o.clone()).unwrap_or_default();
+        let must = (0..clients)
+            .flat_map(|p| {
+                let n = CUSTOMERS_SEEDED_PER_CLIENT + opened.get(&p).copied().unwrap_or(0);
+                (0..n).map(move |i| (p, i))
+            })
+            .collect();
+        let may = self
+            .opened_in_doubt
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default();
+        (must, may)
+    }
 }
 
 /// Runs the clients until `stop` is set; every request lands in `recorder`.
@@ -162,7 +200,12 @@ async fn client_loop(
         let roll = rng.below(100);
         let kind = if roll < 45 || reserved.is_empty() {
             if unused.is_empty() {
-                if customer_n >= CUSTOMERS_PER_CLIENT {
+                if customer_n >= CUSTOMERS_PER_CLIENT_MAX {
+                    break;
+                }
+                if customer_n >= CUSTOMERS_SEEDED_PER_CLIENT
+                    && !open_customer(&client, process, customer_n, &stop, &recorder).await
+                {
                     break;
                 }
                 unused = (0..skus.len())
@@ -221,6 +264,40 @@ async fn client_loop(
             }
         }
     }
+}
+
+/// Opens client `process`'s customer `n` in the middle of the run, asking
+/// again with the same key until it is acknowledged; false when the run
+/// ends (or the asks run out) first, which leaves it in doubt. Not a
+/// recorded op: like the seeding, it is setup, checked at the end.
+async fn open_customer(
+    client: &Client,
+    process: u64,
+    n: u64,
+    stop: &AtomicBool,
+    recorder: &Recorder,
+) -> bool {
+    let cmds = open_customer_commands(process, n);
+    let key = format!("chaos-open-{process}-{n}");
+    for _ in 0..RESOLVE_ATTEMPTS_MAX {
+        match client.batch(&cmds, &key).await {
+            Ok(_) => {
+                if let Ok(mut o) = recorder.opened.lock() {
+                    *o.entry(process).or_insert(0) += 1;
+                }
+                return true;
+            }
+            Err(e) => tracing::debug!(process, n, error = %e, "opening a customer"),
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        tokio::time::sleep(RESOLVE_BACKOFF).await;
+    }
+    if let Ok(mut d) = recorder.opened_in_doubt.lock() {
+        d.push((process, n));
+    }
+    false
 }
 
 /// Asks again, with the same key, about a write whose outcome was lost,
@@ -382,4 +459,23 @@ fn result_of(kind: &OpKind, body: &Value) -> Option<OpResult> {
             available: body["available"].as_u64()?,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+    use super::*;
+
+    #[test]
+    fn customers_opened_during_the_run_must_exist_and_doubtful_ones_may() {
+        let r = Recorder::default();
+        r.opened.lock().unwrap().insert(1, 2);
+        r.opened_in_doubt.lock().unwrap().push((1, 66));
+        let (must, may) = r.customers(2);
+        let seeded = CUSTOMERS_SEEDED_PER_CLIENT;
+        assert_eq!(must.len() as u64, 2 * seeded + 2);
+        assert!(must.contains(&(0, seeded - 1)) && !must.contains(&(0, seeded)));
+        assert!(must.contains(&(1, seeded + 1)) && !must.contains(&(1, seeded + 2)));
+        assert_eq!(may, vec![(1, 66)]);
+    }
 }

@@ -625,22 +625,46 @@ impl LocalCluster {
             timeout,
             || async {
                 for id in self.running() {
-                    let c = self.node_client(id).ok()?;
-                    let ep = self.addr(id).ok()?;
-                    c.call_at(
-                        &ep,
-                        keel_client::reqwest_method_get(),
-                        "/readyz",
-                        None,
-                        None,
-                    )
-                    .await
-                    .ok()?;
+                    self.readiness(id).await.ok()?;
                 }
                 self.leader().await
             },
         )
         .await
+    }
+
+    /// Why each running node is not ready now, one `/readyz` attempt each;
+    /// ready nodes are left out. For reports of a cluster that did not heal.
+    pub async fn not_ready(&self) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        for id in self.running() {
+            if let Err(why) = self.readiness(id).await {
+                out.push((id, why));
+            }
+        }
+        out
+    }
+
+    /// One `/readyz` attempt at node `id`: why it is not ready, if it is not.
+    async fn readiness(&self, id: u64) -> Result<(), String> {
+        let c = self.node_client(id).map_err(|e| e.to_string())?;
+        let ep = self.addr(id).map_err(|e| e.to_string())?;
+        match c
+            .call_at(
+                &ep,
+                keel_client::reqwest_method_get(),
+                "/readyz",
+                None,
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(keel_client::AttemptError::Problem(p)) => Err(p.to_string()),
+            Err(keel_client::AttemptError::NotSent(m) | keel_client::AttemptError::Lost(m)) => {
+                Err(m)
+            }
+        }
     }
 
     /// Waits for a leader other than `not`.
