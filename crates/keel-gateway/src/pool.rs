@@ -119,6 +119,8 @@ pub struct Pool {
     config: Arc<GatewayConfig>,
     metrics: Arc<Metrics>,
     backoff: Backoff,
+    /// Woken whenever another node is named leader.
+    leader_named: tokio::sync::Notify,
 }
 
 impl Pool {
@@ -152,6 +154,7 @@ impl Pool {
         Ok(Arc::new(Self {
             inner: Mutex::new(inner),
             backoff: Backoff::new(config.retry.backoff())?,
+            leader_named: tokio::sync::Notify::new(),
             config,
             metrics,
         }))
@@ -367,6 +370,7 @@ impl Pool {
             g.leader = Some(index);
             tracing::info!(leader = %addr, "leader changed");
             self.metrics.leader_changes.inc();
+            self.leader_named.notify_waiters();
             let inner = &mut *g;
             if inner.outlier.reinstate(index, now) {
                 tracing::info!(node = %addr, "ejection lifted: elected leader");
@@ -377,6 +381,13 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// Completes when a node is next named leader (by a hint or a probe).
+    /// A retry waiting out its backoff while the cluster elects goes as
+    /// soon as the new leader is known rather than up to a backoff later.
+    pub async fn leader_named(&self) {
+        self.leader_named.notified().await;
     }
 
     /// Makes the membership `addrs` (from `/v1/cluster`): unknown nodes are
@@ -771,6 +782,27 @@ mod tests {
         assert!(p
             .pick(Class::LocalRead, None, EligibleSet::empty(), now)
             .is_some());
+    }
+
+    #[tokio::test]
+    async fn a_newly_named_leader_wakes_whoever_waits_for_one() {
+        let p = pool(&[A, B, C]);
+        p.observe_leader(&format!("1={A}"), Some(4), Instant::now());
+        let waiter = tokio::spawn({
+            let p = p.clone();
+            async move { p.leader_named().await }
+        });
+        // The same leader again, or a stale one, is no news.
+        tokio::task::yield_now().await;
+        p.observe_leader(&format!("1={A}"), Some(4), Instant::now());
+        p.observe_leader(&format!("3={C}"), Some(3), Instant::now());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "woken with no new leader");
+        p.observe_leader(&format!("2={B}"), Some(5), Instant::now());
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("a new leader woke nobody")
+            .unwrap();
     }
 
     #[test]

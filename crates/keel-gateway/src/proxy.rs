@@ -259,7 +259,13 @@ async fn admit_and_forward(
         if Instant::now() + delay >= deadline {
             return Err(finish(outcome, &addr, retries + 1, key_added, is_write));
         }
-        tokio::time::sleep(delay).await;
+        // A leader named meanwhile ends the wait: most retries are waiting
+        // for exactly that (no leader, a deposed one), and a backoff of up
+        // to its cap after the election would be pure unavailability.
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = gw.pool.leader_named() => {}
+        }
         // Over budget, a retry waits for a slot rather than failing: the
         // budget bounds the extra load retries add, the deadline bounds the
         // wait.
