@@ -10,6 +10,7 @@
 pub mod api;
 pub mod backup;
 pub mod config;
+pub mod election;
 pub mod metrics;
 pub mod node;
 pub mod openapi;

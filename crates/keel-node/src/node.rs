@@ -162,6 +162,8 @@ pub struct Node {
     pub peers: PeerClient,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// What the internal RPC tells the election clock.
+    pub election: Arc<crate::election::ElectionSignals>,
 }
 
 /// The role name of a server state.

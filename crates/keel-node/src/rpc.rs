@@ -3,6 +3,7 @@
 //! bodies in postcard (compact binary), every call with an explicit timeout,
 //! every request carrying the cluster secret.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -17,6 +18,8 @@ use openraft::BasicNode;
 use serde::{de::DeserializeOwned, Serialize};
 
 use keel_store::{NodeId, TypeConfig};
+
+use crate::election::ElectionSignals;
 
 /// Header carrying the shared cluster secret on internal calls.
 pub const CLUSTER_SECRET_HEADER: &str = "keel-cluster-secret";
@@ -130,6 +133,8 @@ pub struct NetworkFactory {
     pub id: NodeId,
     /// The shared client.
     pub client: PeerClient,
+    /// Where vote replies report a longer log than this node's.
+    pub election: Arc<ElectionSignals>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -141,6 +146,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             addr: node.addr.clone(),
             client: self.client.clone(),
+            election: self.election.clone(),
         }
     }
 }
@@ -151,6 +157,7 @@ pub struct PeerNetwork {
     target: NodeId,
     addr: String,
     client: PeerClient,
+    election: Arc<ElectionSignals>,
 }
 
 type RaftResult<T, E> = Result<T, RaftError<NodeId, E>>;
@@ -223,7 +230,10 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.raft_call(path::VOTE, RPCTypes::Vote, &rpc, &option)
-            .await
+        let reply: VoteResponse<NodeId> = self
+            .raft_call(path::VOTE, RPCTypes::Vote, &rpc, &option)
+            .await?;
+        self.election.vote_reply(&rpc, &reply);
+        Ok(reply)
     }
 }

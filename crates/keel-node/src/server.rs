@@ -22,6 +22,7 @@ use keel_store::NodeId;
 
 use crate::api::{self, Api};
 use crate::config::{ConfigError, NodeConfig};
+use crate::election::ElectionSignals;
 use crate::metrics::{Metrics, Role};
 use crate::node::{role_name, Node};
 use crate::proposer::Proposer;
@@ -88,6 +89,9 @@ pub async fn run(
         election_timeout_min: r.election_min_ms,
         election_timeout_max: r.election_max_ms,
         install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
+        // Elections are started by `crate::election`, which draws a fresh
+        // timeout every round; openraft's own timer draws one for life.
+        enable_elect: false,
         max_payload_entries: APPEND_ENTRIES_MAX,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_every_entries),
         max_in_snapshot_log_to_keep: r.keep_entries_behind_snapshot,
@@ -97,9 +101,11 @@ pub async fn run(
     .map_err(|e| NodeError::Raft(e.to_string()))?;
 
     let peers = PeerClient::new(&config.cluster_secret);
+    let election = ElectionSignals::new();
     let network = NetworkFactory {
         id: config.id,
         client: peers.clone(),
+        election: election.clone(),
     };
     // The node keeps a handle on the log for backups (reads only); openraft
     // owns every write to it.
@@ -125,6 +131,7 @@ pub async fn run(
         proposer,
         peers,
         metrics,
+        election: election.clone(),
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -148,12 +155,20 @@ pub async fn run(
         bootstrap_cluster(&raft, members).await?;
     }
     let ticker = tokio::spawn(expiry_ticker(node.clone(), stop_rx.clone()));
+    let elector = tokio::spawn(crate::election::run(
+        config.id,
+        raft.clone(),
+        election,
+        (r.election_min_ms, r.election_max_ms),
+        stop_rx.clone(),
+    ));
 
     shutdown.await;
     tracing::info!(id = config.id, "shutting down");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, server).await;
     let _ = ticker.await;
+    let _ = elector.await;
     let _ = proposer_task.await;
     raft.shutdown()
         .await
@@ -315,20 +330,41 @@ macro_rules! rpc_handler {
     };
 }
 
+// Accepted AppendEntries and InstallSnapshot come from the current leader,
+// and a granted vote defers this node's own candidacy: each resets the
+// election clock, as openraft's own timer would.
 rpc_handler!(rpc_append, |node,
                           req: openraft::raft::AppendEntriesRequest<
     keel_store::TypeConfig,
->| node.raft.append_entries(req).await);
+>| {
+    let at = std::time::Instant::now();
+    let r = node.raft.append_entries(req).await;
+    if matches!(&r, Ok(a) if !matches!(a, openraft::raft::AppendEntriesResponse::HigherVote(_))) {
+        node.election.heard_from_leader(at);
+    }
+    r
+});
 rpc_handler!(
     rpc_vote,
-    |node, req: openraft::raft::VoteRequest<NodeId>| node.raft.vote(req).await
+    |node, req: openraft::raft::VoteRequest<NodeId>| {
+        let at = std::time::Instant::now();
+        let r = node.raft.vote(req).await;
+        if matches!(&r, Ok(v) if v.vote_granted) {
+            node.election.heard_from_leader(at);
+        }
+        r
+    }
 );
 rpc_handler!(
     rpc_snapshot,
-    |node, req: openraft::raft::InstallSnapshotRequest<keel_store::TypeConfig>| node
-        .raft
-        .install_snapshot(req)
-        .await
+    |node, req: openraft::raft::InstallSnapshotRequest<keel_store::TypeConfig>| {
+        let at = std::time::Instant::now();
+        let r = node.raft.install_snapshot(req).await;
+        if r.is_ok() {
+            node.election.heard_from_leader(at);
+        }
+        r
+    }
 );
 rpc_handler!(rpc_forward, |node, req: Envelope| node
     .propose_forwarded(req)
