@@ -133,7 +133,8 @@ pub struct NetworkFactory {
     pub id: NodeId,
     /// The shared client.
     pub client: PeerClient,
-    /// Where vote replies report a longer log than this node's.
+    /// Where replies to this node's vote requests are reported, for the
+    /// election clock (see [`ElectionSignals::vote_reply`]).
     pub election: Arc<ElectionSignals>,
 }
 
