@@ -268,9 +268,15 @@ impl NodeSource {
         ))
     }
 
-    /// The node's applied index now (entries up to it are committed).
+    /// The node's applied index once it has caught up to the cluster's
+    /// commit: entries up to it are committed, and every write acknowledged
+    /// before this call is among them.
     pub async fn applied_index(&self) -> Result<u64, SourceError> {
-        let url = format!("{}/v1/backup/log?after={}", self.base, u64::MAX - 1);
+        let url = format!(
+            "{}/v1/backup/log?after={}&barrier=true",
+            self.base,
+            u64::MAX - 1
+        );
         let resp = self.send(&url).await?;
         resp.headers()
             .get("keel-backup-applied")

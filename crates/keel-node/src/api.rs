@@ -216,7 +216,7 @@ fn submit_problem(e: SubmitError) -> Problem {
     }
 }
 
-fn read_problem(e: ReadError) -> Problem {
+pub(crate) fn read_problem(e: ReadError) -> Problem {
     match e {
         ReadError::Unavailable(m) => Problem::unavailable(m),
         ReadError::Store(e) => Problem::internal(e.to_string()),

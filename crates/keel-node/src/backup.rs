@@ -4,11 +4,15 @@
 //!
 //! - `GET /v1/backup/snapshot` streams a snapshot (Keel's snapshot format,
 //!   checksummed) of one consistent read view, written while writes go on.
-//!   Headers name its log id, state digest and clock.
-//! - `GET /v1/backup/log?after=N[&upto=M]` returns a page of raw log records
-//!   with indexes above `N`, up to `M` and never past what this node has
-//!   applied (applied means committed), as frames of
-//!   [`keel_store::push_log_frame`]. 410 `log_purged` when the node's log no
+//!   Headers name its log id, state digest and clock. The node first
+//!   catches up to the cluster's commit, so the snapshot holds every write
+//!   acknowledged before the request, wherever it was acknowledged.
+//! - `GET /v1/backup/log?after=N[&upto=M][&barrier=true]` returns a page of
+//!   raw log records with indexes above `N`, up to `M` and never past what
+//!   this node has applied (applied means committed), as frames of
+//!   [`keel_store::push_log_frame`]. With `barrier=true` the node first
+//!   catches up in the same way, so the applied index it reports covers
+//!   every acknowledged write. 410 `log_purged` when the node's log no
 //!   longer holds index `N + 1`: take a full backup instead.
 
 use std::sync::Arc;
@@ -71,6 +75,12 @@ fn busy() -> Problem {
 /// `GET /v1/backup/snapshot`.
 pub async fn snapshot(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
     admin(&api, &h)?;
+    // A backup taken from a follower must not miss a write the leader has
+    // just acknowledged: wait until this node has applied that far.
+    api.node
+        .catch_up()
+        .await
+        .map_err(crate::api::read_problem)?;
     let permit = api
         .node
         .backup_exports
@@ -135,6 +145,9 @@ pub async fn snapshot(State(api): Shared, h: HeaderMap) -> Result<Response, Prob
 pub struct LogQuery {
     after: u64,
     upto: Option<u64>,
+    /// Catch up to the cluster's commit before reading (see the module).
+    #[serde(default)]
+    barrier: bool,
 }
 
 /// `GET /v1/backup/log`.
@@ -152,6 +165,12 @@ pub async fn log(
             format!("{e}; expected after=<index>[&upto=<index>]"),
         )
     })?;
+    if q.barrier {
+        api.node
+            .catch_up()
+            .await
+            .map_err(crate::api::read_problem)?;
+    }
     // Applied means committed: these entries are never truncated.
     let applied = api.node.sm.last_applied().map(|l| l.index);
     let upto = match (applied, q.upto) {

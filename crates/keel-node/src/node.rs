@@ -317,16 +317,25 @@ impl Node {
     /// A consistent read view at the asked consistency.
     pub async fn read(&self, consistency: Consistency) -> Result<StateReader, ReadError> {
         if consistency == Consistency::Linearizable {
-            let deadline = Instant::now() + READ_DEADLINE;
-            let index = self.linearizable_index(deadline).await?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            self.raft
-                .wait(Some(left))
-                .applied_index_at_least(Some(index), "linearizable read")
-                .await
-                .map_err(|e| ReadError::Unavailable(format!("replica catching up: {e}")))?;
+            self.catch_up().await?;
         }
         Ok(self.sm.reader()?)
+    }
+
+    /// Waits until this node has applied everything the cluster had
+    /// committed when it was called (the leader's read index, confirmed by
+    /// a quorum), so what it reads next includes every write acknowledged
+    /// before. Returns that index. Bounded by [`READ_DEADLINE`].
+    pub async fn catch_up(&self) -> Result<u64, ReadError> {
+        let deadline = Instant::now() + READ_DEADLINE;
+        let index = self.linearizable_index(deadline).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|e| ReadError::Unavailable(format!("replica catching up: {e}")))?;
+        Ok(index)
     }
 
     async fn linearizable_index(&self, deadline: Instant) -> Result<u64, ReadError> {

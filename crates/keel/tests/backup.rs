@@ -312,6 +312,75 @@ async fn a_chain_of_hot_backups_restores_to_any_point_and_survives_losing_parity
     assert!(!r4.exists(), "a failed restore leaves nothing behind");
 }
 
+/// A backup is asked of a follower that missed the latest acknowledged
+/// writes (it was paused while they committed, and the leader that
+/// acknowledged them is dead). Both what a backup starts from, the
+/// snapshot and the applied index an incremental reads up to, must hold
+/// those writes: the follower catches up through the next leader first.
+/// Answering from its own log, it would leave them out for the whole time
+/// an election takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_from_a_lagging_follower_holds_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = start(&dir.path().join("cluster"), None).await;
+    keel_harness::seed_test_shop(&c.client, 4, 1_000_000, 1_000_000_000)
+        .await
+        .unwrap();
+    let leader = c.cluster.leader().await.unwrap();
+    let lagging = c
+        .cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .unwrap();
+    c.cluster.pause(lagging).unwrap();
+    let acked = shop(&c.cluster.node_client(leader).unwrap(), "missed", 5).await;
+    let (acked_index, _) = c.cluster.digest(leader).await.unwrap();
+    c.cluster.kill(leader).unwrap();
+    c.cluster.resume(lagging).unwrap();
+
+    let base = c.cluster.addr(lagging).unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let index_of = |path: String, header: &'static str| {
+        let req = http
+            .get(format!("http://{base}{path}"))
+            .bearer_auth(TOKEN)
+            .send();
+        async move {
+            let resp = req.await.unwrap();
+            assert!(resp.status().is_success(), "{path}: {}", resp.status());
+            let v: u64 = resp.headers()[header].to_str().unwrap().parse().unwrap();
+            // Read the body too: a snapshot is only whole once streamed.
+            resp.bytes().await.unwrap();
+            v
+        }
+    };
+    let (applied, snapshot) = tokio::join!(
+        index_of(
+            format!("/v1/backup/log?after={}&barrier=true", u64::MAX - 1),
+            "keel-backup-applied"
+        ),
+        index_of("/v1/backup/snapshot".into(), "keel-backup-index"),
+    );
+    assert!(
+        applied >= acked_index,
+        "the applied index for an incremental ({applied}) misses acknowledged writes up to {acked_index}"
+    );
+    assert!(
+        snapshot >= acked_index,
+        "the snapshot ({snapshot}) misses acknowledged writes up to {acked_index}"
+    );
+    // And the orders themselves are in what that node now serves.
+    let from_lagging = c.cluster.node_client(lagging).unwrap();
+    for id in acked {
+        from_lagging.order(id).await.unwrap();
+    }
+    c.cluster.stop_all();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_backup_of_a_stopped_node_restores_its_state_and_a_wrong_key_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
