@@ -75,18 +75,18 @@ fn busy() -> Problem {
 /// `GET /v1/backup/snapshot`.
 pub async fn snapshot(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
     admin(&api, &h)?;
-    // A backup taken from a follower must not miss a write the leader has
-    // just acknowledged: wait until this node has applied that far.
-    api.node
-        .catch_up()
-        .await
-        .map_err(crate::api::read_problem)?;
     let permit = api
         .node
         .backup_exports
         .clone()
         .try_acquire_owned()
         .map_err(|_| busy())?;
+    // A backup taken from a follower must not miss a write the leader has
+    // just acknowledged: wait until this node has applied that far.
+    api.node
+        .catch_up()
+        .await
+        .map_err(crate::api::read_problem)?;
     let sm = api.node.sm.clone();
     // Its own thread (not the shared blocking pool), so lowering its
     // priority touches nothing else.
@@ -162,7 +162,7 @@ pub async fn log(
             StatusCode::BAD_REQUEST,
             "validation",
             "Invalid query",
-            format!("{e}; expected after=<index>[&upto=<index>]"),
+            format!("{e}; expected after=<index>[&upto=<index>][&barrier=true]"),
         )
     })?;
     if q.barrier {
