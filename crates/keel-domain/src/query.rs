@@ -235,7 +235,7 @@ pub fn digest<T: ReadTables>(t: &T) -> Result<[u8; 32], TableError> {
 /// so the state is read once rather than twice.
 #[derive(Debug, Clone)]
 pub struct Digester {
-    h: blake3::Hasher,
+    h: crate::hashing::GatheringHasher,
     /// Tables whose name is already in the hash, from the start of
     /// [`Table::ALL`].
     tables_begun: usize,
@@ -253,7 +253,7 @@ impl Default for Digester {
 impl Digester {
     /// A digest of nothing yet.
     pub fn new() -> Self {
-        let mut h = blake3::Hasher::new();
+        let mut h = crate::hashing::GatheringHasher::new();
         h.update(b"keel.state.v1");
         Self {
             h,

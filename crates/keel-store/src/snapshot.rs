@@ -22,6 +22,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
+use keel_domain::hashing::GatheringHasher;
 use keel_domain::Table;
 use openraft::{BasicNode, LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
@@ -41,7 +42,7 @@ const HEADER_BYTES_MAX: u32 = 1 << 20;
 /// file, and a damaged length cannot make the reader allocate more.
 pub const FIELD_BYTES_MAX: u32 = 64 << 20;
 /// Buffer of the streaming reader and writer.
-const IO_BUFFER_BYTES: usize = 256 << 10;
+pub const IO_BUFFER_BYTES: usize = 256 << 10;
 const TAG_ROW: u8 = 1;
 const TAG_END: u8 = 0;
 
@@ -77,7 +78,7 @@ impl SnapshotHeader {
 /// Writes a snapshot file, hashing as it goes.
 pub struct SnapshotWriter {
     out: BufWriter<File>,
-    hash: blake3::Hasher,
+    hash: GatheringHasher,
     positions: Vec<(Table, u8)>,
     last: Option<(u8, Vec<u8>)>,
     rows: u64,
@@ -101,7 +102,7 @@ impl SnapshotWriter {
             .collect();
         let mut w = Self {
             out: BufWriter::with_capacity(IO_BUFFER_BYTES, file),
-            hash: blake3::Hasher::new(),
+            hash: GatheringHasher::new(),
             positions,
             last: None,
             rows: 0,
@@ -196,7 +197,7 @@ impl SnapshotWriter {
 
 struct HashingReader<R> {
     inner: R,
-    hash: blake3::Hasher,
+    hash: GatheringHasher,
     offset: u64,
 }
 
@@ -247,7 +248,7 @@ pub fn read_from(
     let path = source;
     let mut r = HashingReader {
         inner: reader,
-        hash: blake3::Hasher::new(),
+        hash: GatheringHasher::new(),
         offset: 0,
     };
     let corrupt = |at: &str, offset: u64, detail: String| {
@@ -303,29 +304,35 @@ pub fn read_from(
     let mut last_table: Option<u8> = None;
     let mut rows = 0u64;
     loop {
-        let at = format!("row {rows}");
+        // Named only on the error paths: a label per row would cost an
+        // allocation for each of millions of rows.
+        let at = || format!("row {rows}");
         let row_start = r.offset;
-        match r.u8().map_err(|e| short(&at, row_start, e))? {
+        match r.u8().map_err(|e| short(&at(), row_start, e))? {
             TAG_END => break,
             TAG_ROW => {}
-            t => return Err(corrupt(&at, row_start, format!("bad row tag {t}"))),
+            t => return Err(corrupt(&at(), row_start, format!("bad row tag {t}"))),
         }
-        let pos = r.u8().map_err(|e| short(&at, row_start, e))?;
+        let pos = r.u8().map_err(|e| short(&at(), row_start, e))?;
         let table = *tables
             .get(pos as usize)
-            .ok_or_else(|| corrupt(&at, row_start, format!("unknown table number {pos}")))?;
+            .ok_or_else(|| corrupt(&at(), row_start, format!("unknown table number {pos}")))?;
         for buf in [&mut key, &mut value] {
-            let n = r.u32().map_err(|e| short(&at, row_start, e))?;
+            let n = r.u32().map_err(|e| short(&at(), row_start, e))?;
             if n > FIELD_BYTES_MAX {
-                return Err(corrupt(&at, row_start, format!("length {n} out of range")));
+                return Err(corrupt(
+                    &at(),
+                    row_start,
+                    format!("length {n} out of range"),
+                ));
             }
             buf.resize(n as usize, 0);
-            r.exact(buf).map_err(|e| short(&at, row_start, e))?;
+            r.exact(buf).map_err(|e| short(&at(), row_start, e))?;
         }
         if let Some(lt) = last_table {
             if (lt, last_key.as_slice()) >= (pos, key.as_slice()) {
                 return Err(corrupt(
-                    &at,
+                    &at(),
                     row_start,
                     format!("row out of order in table {}", table.name()),
                 ));
