@@ -71,6 +71,7 @@ pub mod manifest;
 mod objects;
 pub mod pace;
 mod prune;
+mod queue;
 mod repo;
 pub mod report;
 pub mod restore;

@@ -295,6 +295,29 @@ impl Repository {
         id: &BackupId,
         writer: &mut W,
     ) -> Result<Manifest, BackupError> {
+        let manifest = self.read_chunks(id, &mut WriterOut(writer)).await?;
+        writer.flush().await.map_err(BackupError::Output)?;
+        Ok(manifest)
+    }
+
+    /// [`read`](Self::read) into a queue, one checked chunk at a time, for a
+    /// reader on another thread (a restore installs a full backup as it
+    /// arrives). The queue's capacity bounds what is held in memory. On
+    /// `Ok` every chunk was sent and the whole content matched its
+    /// checksum; on an error the receiver must discard what it got.
+    pub async fn read_to_queue(
+        &self,
+        id: &BackupId,
+        tx: &tokio::sync::mpsc::Sender<Bytes>,
+    ) -> Result<Manifest, BackupError> {
+        self.read_chunks(id, &mut QueueOut(tx)).await
+    }
+
+    async fn read_chunks(
+        &self,
+        id: &BackupId,
+        out: &mut impl ChunkOut,
+    ) -> Result<Manifest, BackupError> {
         let manifest = self.manifest(id).await?;
         manifest.layout.validate_targets(self.targets.len())?;
         let mut content = blake3::Hasher::new();
@@ -305,10 +328,7 @@ impl Repository {
             let plain =
                 blocking(move || open_chunk(&keys, &job_id, chunk, &job_info, &sealed)).await??;
             content.update(&plain);
-            writer
-                .write_all(&plain)
-                .await
-                .map_err(BackupError::Output)?;
+            out.put(plain).await.map_err(BackupError::Output)?;
         }
         if Digest::from(content.finalize()) != manifest.content_blake3 {
             return Err(BackupError::ChunkCorrupt {
@@ -317,7 +337,6 @@ impl Repository {
                 reason: "the whole content does not match its checksum".to_owned(),
             });
         }
-        writer.flush().await.map_err(BackupError::Output)?;
         Ok(manifest)
     }
 
@@ -465,4 +484,28 @@ async fn read_chunk<R: AsyncRead + Unpin>(
         .await
         .map_err(BackupError::Input)?;
     Ok(buf)
+}
+
+/// Where [`Repository::read_chunks`] puts each checked chunk.
+trait ChunkOut {
+    async fn put(&mut self, plain: Vec<u8>) -> std::io::Result<()>;
+}
+
+struct WriterOut<'a, W>(&'a mut W);
+
+impl<W: AsyncWrite + Unpin> ChunkOut for WriterOut<'_, W> {
+    async fn put(&mut self, plain: Vec<u8>) -> std::io::Result<()> {
+        self.0.write_all(&plain).await
+    }
+}
+
+struct QueueOut<'a>(&'a tokio::sync::mpsc::Sender<Bytes>);
+
+impl ChunkOut for QueueOut<'_> {
+    async fn put(&mut self, plain: Vec<u8>) -> std::io::Result<()> {
+        self.0
+            .send(Bytes::from(plain))
+            .await
+            .map_err(|_| std::io::Error::other("the reader of the restored content stopped"))
+    }
 }

@@ -15,12 +15,17 @@ use keel_store::seed::{Seed, SeedInfo};
 use crate::chain::{plan_restore, RestorePoint};
 use crate::frames::{entry_time, LogSpan};
 use crate::manifest::{Kind, Manifest};
+use crate::queue::QueueReader;
 use crate::repo::Repository;
 use crate::BackupError;
 
 /// Entries applied in one transaction while replaying: bounds memory and
 /// the size of one redb commit.
 pub const REPLAY_ENTRIES_PER_COMMIT_MAX: usize = 1_024;
+/// Chunks of a base backup (each at most `CHUNK_BYTES_MAX`) decoded ahead
+/// of the installer: decoding and installing overlap, and memory stays
+/// bounded.
+pub const RESTORE_QUEUE_CHUNKS: usize = 4;
 
 /// What a restore produced.
 #[derive(Clone, Debug)]
@@ -121,30 +126,9 @@ async fn replay(
         )));
     }
     let seed = Seed::create(building).map_err(store)?;
-    let snap = work.join("base.snap");
-    read_to_file(repo, base, &snap).await?;
-    let seed = tokio::task::spawn_blocking(move || {
-        let header = seed.load_snapshot(&snap)?;
-        let _ = std::fs::remove_file(&snap);
-        Ok::<_, keel_store::StoreError>((seed, header))
-    })
-    .await
-    .map_err(|e| BackupError::Restore(e.to_string()))?
-    .map_err(store)
-    .and_then(|(seed, header)| {
-        let got = header.last_log_id.map(|l| l.index);
-        if got != Some(base.last_index) {
-            return Err(BackupError::Restore(format!(
-                "{} holds a state at index {got:?}, its manifest says {}",
-                base.id.as_str(),
-                base.last_index
-            )));
-        }
-        Ok(seed)
-    })?;
+    let seed = load_base(repo, base, seed).await?;
     if let Some(d) = base.labels.get("digest") {
-        let r = seed.reader().map_err(store)?;
-        let got = hex(&r.digest().map_err(store)?);
+        let got = hex(&seed.digest().map_err(store)?);
         if &got != d {
             return Err(BackupError::Restore(format!(
                 "{}: the restored state's digest {got} is not the digest {d} recorded when it was taken",
@@ -190,6 +174,62 @@ async fn replay(
         )));
     }
     Ok((info, replayed))
+}
+
+/// Installs the base backup's snapshot into `seed` as the repository
+/// decodes it: the chunks go through a bounded queue to the installer on a
+/// blocking thread, which verifies the stream as it writes it into one
+/// transaction and commits only when the repository has also found the
+/// whole content sound and the snapshot is at the manifest's index.
+async fn load_base(
+    repo: &Repository,
+    base: &Manifest,
+    mut seed: Seed,
+) -> Result<Seed, BackupError> {
+    let (tx, rx) = tokio::sync::mpsc::channel(RESTORE_QUEUE_CHUNKS);
+    let (verdict_tx, verdict_rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
+    let source = PathBuf::from(format!("backup {}", base.id.as_str()));
+    let (id, index) = (base.id.as_str().to_string(), base.last_index);
+    let installer = tokio::task::spawn_blocking(move || {
+        let reader =
+            BufReader::with_capacity(keel_store::snapshot::IO_BUFFER_BYTES, QueueReader::new(rx));
+        let confirm = |h: &keel_store::snapshot::SnapshotHeader| {
+            let refuse = |detail: String| keel_store::StoreError::Refused {
+                source_name: source.clone(),
+                detail,
+            };
+            let got = h.last_log_id.map(|l| l.index);
+            if got != Some(index) {
+                return Err(refuse(format!(
+                    "{id} holds a state at index {got:?}, its manifest says {index}"
+                )));
+            }
+            match verdict_rx.recv() {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(refuse(e)),
+                Err(_) => Err(refuse("the repository read ended without a verdict".into())),
+            }
+        };
+        seed.load_snapshot_from(&source, reader, confirm)
+            .map(|_| seed)
+    });
+    let read = repo.read_to_queue(&base.id, &tx).await;
+    // The installer sees the end of the stream only now, and commits only
+    // on the verdict.
+    drop(tx);
+    let _ = verdict_tx.send(read.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+    let installed = installer
+        .await
+        .map_err(|e| BackupError::Restore(e.to_string()))?;
+    match (read, installed) {
+        (Ok(_), Ok(seed)) => Ok(seed),
+        // The installer stopped reading: its error is the cause.
+        (Err(BackupError::Output(_)), Err(e)) => Err(BackupError::Restore(e.to_string())),
+        // The repository's own error says more than the installer's
+        // "stream ended early" that it caused.
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(BackupError::Restore(e.to_string())),
+    }
 }
 
 /// Whether an entry at `index` with leader time `time` is past the point.

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 use crate::frames::LogSpan;
+use crate::queue::QueueReader;
 
 /// Longest wait to connect to a node.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -382,27 +383,6 @@ impl AsyncRead for SnapshotStream {
     }
 }
 
-/// Reads the verifier's queue as a blocking `Read` (it runs on its own
-/// thread); ends when the relay closes the queue.
-struct QueueReader {
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
-    current: Bytes,
-}
-
-impl std::io::Read for QueueReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(b) => self.current = b,
-                None => return Ok(0),
-            }
-        }
-        let n = self.current.len().min(buf.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
-}
-
 /// Moves a snapshot from the node's response to the repository, through a
 /// verifier, at `pace`; the last word on `tx` is an error unless the
 /// verifier accepted the snapshot as the one at `index`.
@@ -416,13 +396,7 @@ async fn relay_snapshot(
     let (vtx, vrx) = tokio::sync::mpsc::channel::<Bytes>(STREAM_QUEUE_CHUNKS);
     let source = url.clone();
     let verifier = tokio::task::spawn_blocking(move || {
-        let reader = std::io::BufReader::with_capacity(
-            256 << 10,
-            QueueReader {
-                rx: vrx,
-                current: Bytes::new(),
-            },
-        );
+        let reader = std::io::BufReader::with_capacity(256 << 10, QueueReader::new(vrx));
         keel_store::snapshot::read_from(Path::new(&source), reader, |_, _, _| Ok(()))
     });
     let received: Result<(), String> = async {

@@ -52,6 +52,15 @@ pub enum StoreError {
         /// What is wrong.
         detail: String,
     },
+    /// The caller refused what it was loading before it was committed (its
+    /// source failed a check of its own); nothing was changed.
+    #[error("{source_name}: refused before commit: {detail}")]
+    Refused {
+        /// Where the data came from.
+        source_name: PathBuf,
+        /// Why it was refused.
+        detail: String,
+    },
 }
 
 impl StoreError {

@@ -14,6 +14,7 @@
 //!    and a node that lags gets the snapshot.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use openraft::{BasicNode, Entry, LogId, Membership, StoredMembership, Vote};
@@ -22,11 +23,21 @@ use crate::snapshot::SnapshotHeader;
 use crate::{NodeId, StateMachineStore, StateReader, StoreError, TypeConfig};
 use crate::{LOG_FILE, SNAPSHOT_DIR, STATE_FILE};
 
+/// redb's page cache while a seed is built: a restore writes a whole state
+/// in one transaction, offline, so redb may keep a large state's pages in
+/// memory rather than write them out and read them back (a node runs with
+/// far less, beside two others).
+pub const SEED_CACHE_BYTES: usize = 1 << 30;
+
 /// A data directory being restored. Nothing in it is served until
 /// [`adopt`] has run on a copy.
 pub struct Seed {
     dir: PathBuf,
     sm: StateMachineStore,
+    /// The digest of the state at a log id, known without reading the state
+    /// back (taken while a snapshot streamed in); stale once an entry is
+    /// applied after it.
+    digest_at: Option<(Option<LogId<NodeId>>, [u8; 32])>,
 }
 
 /// What a finished seed holds.
@@ -56,10 +67,15 @@ impl Seed {
             }
         }
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-        let sm = StateMachineStore::open(&dir.join(STATE_FILE), &dir.join(SNAPSHOT_DIR))?;
+        let sm = StateMachineStore::open_with_cache(
+            &dir.join(STATE_FILE),
+            &dir.join(SNAPSHOT_DIR),
+            SEED_CACHE_BYTES,
+        )?;
         Ok(Self {
             dir: dir.to_path_buf(),
             sm,
+            digest_at: None,
         })
     }
 
@@ -68,10 +84,33 @@ impl Seed {
         &self.dir
     }
 
-    /// Replaces the state with the snapshot in `file` (verified in full
-    /// first; a damaged file changes nothing).
-    pub fn load_snapshot(&self, file: &Path) -> Result<SnapshotHeader, StoreError> {
-        self.sm.load_snapshot_file(file)
+    /// Replaces the state with the snapshot read from `reader` (named
+    /// `source` in errors) as it arrives, so a restore need not land it in
+    /// a file first. The stream is verified as it is read and the state is
+    /// committed, in one fsynced transaction, only once all of it passed
+    /// and `before_commit` agrees (the caller's last word on where the
+    /// bytes came from); otherwise nothing changes. The state's digest is
+    /// taken on the way.
+    pub fn load_snapshot_from(
+        &mut self,
+        source: &Path,
+        reader: impl Read,
+        before_commit: impl FnOnce(&SnapshotHeader) -> Result<(), StoreError>,
+    ) -> Result<SnapshotHeader, StoreError> {
+        let (header, digest) = self
+            .sm
+            .load_snapshot_stream(source, reader, before_commit)?;
+        self.digest_at = Some((header.last_log_id, digest));
+        Ok(header)
+    }
+
+    /// The state's digest: the one taken while the snapshot streamed in if
+    /// nothing was applied since, else read from the state.
+    pub fn digest(&self) -> Result<[u8; 32], StoreError> {
+        match self.digest_at {
+            Some((at, d)) if at == self.sm.last_applied() => Ok(d),
+            _ => self.sm.reader()?.digest(),
+        }
     }
 
     /// Applies entries, which must continue the applied log without a gap,
@@ -103,7 +142,7 @@ impl Seed {
             .collect();
         Ok(SeedInfo {
             applied: r.applied()?,
-            digest: r.digest()?,
+            digest: self.digest()?,
             clock_ms: keel_domain::apply::load_summary(&r)
                 .map_err(table)?
                 .clock_ms,
@@ -308,5 +347,94 @@ mod tests {
         let page = log.read_records(0, u64::MAX, 10, 1 << 20).unwrap();
         assert_eq!(page.purged, Some(applied));
         assert!(page.records.is_empty());
+    }
+
+    /// A seed holding `n` accounts at log indexes 0..n.
+    fn seed_with_accounts(dir: &Path, n: u32) -> Seed {
+        let seed = Seed::create(dir).unwrap();
+        let entries = (0..n)
+            .map(|i| entry(3, u64::from(i), 100 + u64::from(i), vec![open_account(i)]))
+            .collect();
+        seed.apply(entries).unwrap();
+        seed
+    }
+
+    #[test]
+    fn a_streamed_snapshot_installs_with_the_digest_of_the_state_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = seed_with_accounts(&dir.path().join("from"), 50);
+        let export = from.sm.export_snapshot().unwrap();
+
+        let mut to = Seed::create(&dir.path().join("to")).unwrap();
+        let file = std::fs::File::open(&export.path).unwrap();
+        let mut asked = None;
+        let header = to
+            .load_snapshot_from(&export.path, file, |h| {
+                asked = h.last_log_id;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(header.last_log_id, export.last_log_id);
+        assert_eq!(asked, export.last_log_id, "asked once the stream was whole");
+        assert_eq!(to.applied(), export.last_log_id);
+        // The digest taken on the way is the digest of the state written,
+        // and of the state it came from.
+        let scanned = to.reader().unwrap().digest().unwrap();
+        assert_eq!(to.digest().unwrap(), scanned);
+        assert_eq!(scanned, export.digest);
+        // Once an entry is applied after it, the digest is read again.
+        to.apply(vec![entry(3, 50, 900, vec![open_account(50)])])
+            .unwrap();
+        assert_ne!(to.digest().unwrap(), scanned);
+        assert_eq!(to.digest().unwrap(), to.reader().unwrap().digest().unwrap());
+    }
+
+    #[test]
+    fn a_refused_or_damaged_stream_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = seed_with_accounts(&dir.path().join("from"), 50);
+        let export = from.sm.export_snapshot().unwrap();
+        let bytes = std::fs::read(&export.path).unwrap();
+
+        let mut to = seed_with_accounts(&dir.path().join("to"), 3);
+        let before = to.reader().unwrap().digest().unwrap();
+        let before_applied = to.applied();
+        let still = |to: &Seed| {
+            assert_eq!(to.applied(), before_applied);
+            assert_eq!(to.reader().unwrap().digest().unwrap(), before);
+        };
+
+        // Whole and sound, but the caller's last check says no.
+        let e = to
+            .load_snapshot_from(&export.path, &bytes[..], |_| {
+                Err(StoreError::Refused {
+                    source_name: export.path.clone(),
+                    detail: "the repository's content checksum failed".into(),
+                })
+            })
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Refused { .. }), "{e}");
+        still(&to);
+
+        // Cut short: the caller is never asked.
+        let mut asked = false;
+        let e = to
+            .load_snapshot_from(&export.path, &bytes[..bytes.len() - 100], |_| {
+                asked = true;
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(e.is_corrupt(), "{e}");
+        assert!(!asked);
+        still(&to);
+
+        // A flipped bit in a row.
+        let mut flipped = bytes.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 0x10;
+        assert!(to
+            .load_snapshot_from(&export.path, &flipped[..], |_| Ok(()))
+            .is_err());
+        still(&to);
     }
 }

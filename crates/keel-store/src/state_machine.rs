@@ -4,7 +4,7 @@
 //! current one named in the state's metadata).
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -110,9 +110,20 @@ impl StateMachineStore {
     /// summary decode and that the current snapshot file exists, and
     /// removes files left in `snap_dir` by an interrupted build or receive.
     pub fn open(path: &Path, snap_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, snap_dir, STATE_CACHE_BYTES)
+    }
+
+    /// [`open`](Self::open) with a redb page cache of `cache_bytes`: a
+    /// restore, which writes a whole state in one transaction with no node
+    /// beside it, gives redb room to keep it in memory.
+    pub(crate) fn open_with_cache(
+        path: &Path,
+        snap_dir: &Path,
+        cache_bytes: usize,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(snap_dir).map_err(|e| StoreError::io(snap_dir, e))?;
         let db = redb::Builder::new()
-            .set_cache_size(STATE_CACHE_BYTES)
+            .set_cache_size(cache_bytes)
             .create(path)
             .map_err(|e| StoreError::db(path, e))?;
         let mut txn = db.begin_write().map_err(|e| StoreError::db(path, e))?;
@@ -409,13 +420,19 @@ impl StateMachineStore {
     }
 
     /// Replaces every table, the applied log id and the membership with the
-    /// snapshot in `file`, verified as it streams, in one fsynced
-    /// transaction; with `current`, that transaction also names it the
-    /// current snapshot. Returns the header and the snapshot it replaced.
+    /// snapshot read from `reader` (named `source` in errors), verified as
+    /// it streams, in one fsynced transaction; with `current`, that
+    /// transaction also names it the current snapshot. `digest`, if given,
+    /// is fed every row on the way. `before_commit` sees the header once
+    /// the whole stream has been read and verified, and can still refuse
+    /// it. Returns the header and the snapshot it replaced.
     fn replace_state_with(
         &self,
-        file: &Path,
+        source: &Path,
+        reader: impl Read,
         current: Option<&SnapshotRef>,
+        mut digest: Option<&mut Digester>,
+        before_commit: impl FnOnce(&SnapshotHeader) -> Result<(), StoreError>,
     ) -> Result<(SnapshotHeader, Option<SnapshotRef>), StoreError> {
         let path = &self.inner.path;
         let mut txn = self.inner.db.begin_write().map_err(|e| self.err(e))?;
@@ -432,9 +449,12 @@ impl StateMachineStore {
         }
         let header = {
             let mut tables = WriteTxnTables::open(&txn).map_err(|e| self.err(e))?;
-            // The file is checked again as it streams, and any error drops
-            // the transaction uncommitted.
-            let header = snapshot::read(file, |t, k, v| {
+            // The stream is checked as it is read, and any error drops the
+            // transaction uncommitted.
+            let header = snapshot::read_from(source, reader, |t, k, v| {
+                if let Some(d) = digest.as_deref_mut() {
+                    d.row(t, k, v);
+                }
                 keel_domain::WriteTables::put(&mut tables, t, k, v)
                     .map_err(|e| table_error(path, e))
             })?;
@@ -442,6 +462,7 @@ impl StateMachineStore {
             debug_check(&tables, path, "after installing a snapshot")?;
             header
         };
+        before_commit(&header)?;
         let mut meta = vec![
             (KEY_APPLIED, encode_meta(&header.last_log_id)),
             (KEY_MEMBERSHIP, encode_meta(&header.membership)),
@@ -456,11 +477,34 @@ impl StateMachineStore {
         Ok((header, old))
     }
 
-    /// Seeding a restore: the state becomes the snapshot in `file`.
-    pub(crate) fn load_snapshot_file(&self, file: &Path) -> Result<SnapshotHeader, StoreError> {
+    /// Seeding a restore: the state becomes the snapshot read from
+    /// `reader`, checked as it streams (a damaged stream changes nothing),
+    /// committed only if `before_commit` agrees once all of it was read.
+    /// Returns the header and the state's digest, taken on the way.
+    pub(crate) fn load_snapshot_stream(
+        &self,
+        source: &Path,
+        reader: impl Read,
+        before_commit: impl FnOnce(&SnapshotHeader) -> Result<(), StoreError>,
+    ) -> Result<(SnapshotHeader, [u8; 32]), StoreError> {
         let _guard = self.lock_snapshots()?;
-        snapshot::verify(file)?;
-        Ok(self.replace_state_with(file, None)?.0)
+        let mut digester = Digester::new();
+        let (header, _) =
+            self.replace_state_with(source, reader, None, Some(&mut digester), before_commit)?;
+        // The rows came in the header's table order; the digest walks
+        // `Table::ALL`. A file written by another table order (an older
+        // build) is digested by reading the state back.
+        let in_digest_order = header
+            .tables
+            .iter()
+            .map(String::as_str)
+            .eq(Table::ALL.iter().map(|t| t.name()));
+        let digest = if in_digest_order {
+            digester.finish()
+        } else {
+            self.reader()?.digest()?
+        };
+        Ok((header, digest))
     }
 
     /// Seeding a restore: applies entries that must follow the applied log
@@ -632,7 +676,10 @@ impl StateMachineStore {
         std::fs::rename(incoming, final_path).map_err(|e| StoreError::io(final_path, e))?;
         // fsync the directory: the state is about to name this file current.
         sync_dir(&self.inner.snap_dir)?;
-        let (_, old) = self.replace_state_with(final_path, Some(current))?;
+        let f = File::open(final_path).map_err(|e| StoreError::io(final_path, e))?;
+        let reader = BufReader::with_capacity(snapshot::IO_BUFFER_BYTES, f);
+        let (_, old) =
+            self.replace_state_with(final_path, reader, Some(current), None, |_| Ok(()))?;
         self.remove_old_snapshot(old, current);
         Ok(())
     }
