@@ -506,6 +506,6 @@ impl ChunkOut for QueueOut<'_> {
         self.0
             .send(Bytes::from(plain))
             .await
-            .map_err(|_| std::io::Error::other("the reader of the restored content stopped"))
+            .map_err(|_| std::io::Error::other("the queue's reader stopped"))
     }
 }

@@ -396,7 +396,10 @@ async fn relay_snapshot(
     let (vtx, vrx) = tokio::sync::mpsc::channel::<Bytes>(STREAM_QUEUE_CHUNKS);
     let source = url.clone();
     let verifier = tokio::task::spawn_blocking(move || {
-        let reader = std::io::BufReader::with_capacity(256 << 10, QueueReader::new(vrx));
+        let reader = std::io::BufReader::with_capacity(
+            keel_store::snapshot::IO_BUFFER_BYTES,
+            QueueReader::new(vrx),
+        );
         keel_store::snapshot::read_from(Path::new(&source), reader, |_, _, _| Ok(()))
     });
     let received: Result<(), String> = async {

@@ -234,8 +234,13 @@ pub fn read(
     path: &Path,
     row: impl FnMut(Table, &[u8], &[u8]) -> Result<(), StoreError>,
 ) -> Result<SnapshotHeader, StoreError> {
+    read_from(path, open_file(path)?, row)
+}
+
+/// A snapshot file opened for [`read_from`], buffered as [`read`] reads it.
+pub fn open_file(path: &Path) -> Result<BufReader<File>, StoreError> {
     let f = File::open(path).map_err(|e| StoreError::io(path, e))?;
-    read_from(path, BufReader::with_capacity(IO_BUFFER_BYTES, f), row)
+    Ok(BufReader::with_capacity(IO_BUFFER_BYTES, f))
 }
 
 /// [`read`] from any reader (a snapshot arriving over the network, checked

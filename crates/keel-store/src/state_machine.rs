@@ -4,7 +4,7 @@
 //! current one named in the state's metadata).
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -676,8 +676,7 @@ impl StateMachineStore {
         std::fs::rename(incoming, final_path).map_err(|e| StoreError::io(final_path, e))?;
         // fsync the directory: the state is about to name this file current.
         sync_dir(&self.inner.snap_dir)?;
-        let f = File::open(final_path).map_err(|e| StoreError::io(final_path, e))?;
-        let reader = BufReader::with_capacity(snapshot::IO_BUFFER_BYTES, f);
+        let reader = snapshot::open_file(final_path)?;
         let (_, old) =
             self.replace_state_with(final_path, reader, Some(current), None, |_| Ok(()))?;
         self.remove_old_snapshot(old, current);
