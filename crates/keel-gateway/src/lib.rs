@@ -15,7 +15,8 @@
 //!
 //! The shell around them is a hyper/axum reverse proxy ([`Gateway`]): the
 //! request path with retries (`proxy`), the node table and its locks
-//! (`pool`), probers and discovery (`server`), configuration ([`config`])
+//! (`pool`), connections to the nodes (`upstream`), probers and discovery
+//! (`server`), configuration ([`config`])
 //! and metrics.
 #![deny(missing_docs)]
 
@@ -30,6 +31,7 @@ mod problem;
 pub mod protect;
 mod proxy;
 mod server;
+mod upstream;
 
 pub use balance::{
     BackendSpec, Balancer, BalancerConfig, Policy, EWMA_DECAY_DEFAULT, RTT_INITIAL_DEFAULT,

@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use axum::http::HeaderValue;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde_json::{json, Value};
@@ -67,6 +68,10 @@ pub enum Verdict {
 
 struct NodeSlot {
     addr: String,
+    /// The address as attempts carry it, shared rather than copied.
+    shared_addr: Arc<str>,
+    /// The address as the `Host` the node is sent, validated once.
+    host: HeaderValue,
     weight: u32,
     /// False once discovery saw the node leave the cluster.
     member: bool,
@@ -98,7 +103,9 @@ pub struct Attempt {
     /// The node.
     pub node: NodeIndex,
     /// Its address, `host:port`.
-    pub addr: String,
+    pub addr: Arc<str>,
+    /// The same address as a header value, for `Host`.
+    pub host: HeaderValue,
     class: Class,
     started: Instant,
     finished: bool,
@@ -121,6 +128,8 @@ pub struct Pool {
     backoff: Backoff,
     /// Woken whenever another node is named leader.
     leader_named: tokio::sync::Notify,
+    /// Whether a rate limiter is configured (fixed at start).
+    rate_limits: bool,
 }
 
 impl Pool {
@@ -141,6 +150,7 @@ impl Pool {
             Some(b) => Some(RateLimiter::new(b, config.rate_limit.clients_max)?),
             None => None,
         };
+        let rate_limits = rate.is_some();
         let inner = Inner {
             nodes,
             outlier,
@@ -155,6 +165,7 @@ impl Pool {
             inner: Mutex::new(inner),
             backoff: Backoff::new(config.retry.backoff())?,
             leader_named: tokio::sync::Notify::new(),
+            rate_limits,
             config,
             metrics,
         }))
@@ -220,7 +231,8 @@ impl Pool {
             return Some(Attempt {
                 pool: Arc::clone(self),
                 node,
-                addr: inner.nodes[node.0].addr.clone(),
+                addr: inner.nodes[node.0].shared_addr.clone(),
+                host: inner.nodes[node.0].host.clone(),
                 class,
                 started: now,
                 finished: false,
@@ -512,6 +524,12 @@ impl Pool {
         })
     }
 
+    /// Whether clients are rate limited at all (so a request that is not
+    /// need not name its client).
+    pub fn rate_limited(&self) -> bool {
+        self.rate_limits
+    }
+
     /// Takes a token for `client`, when rate limiting is on.
     pub fn rate_check(&self, client: &str, now: Instant) -> RateDecision {
         let mut g = self.lock();
@@ -654,8 +672,14 @@ pub enum WeightError {
 }
 
 fn new_slot(config: &GatewayConfig, entry: &NodeEntry) -> Result<NodeSlot, ConfigError> {
+    let host = HeaderValue::from_str(&entry.addr).map_err(|_| ConfigError::Invalid {
+        field: "nodes.addr",
+        reason: "a node address must be a valid Host header (host:port)",
+    })?;
     Ok(NodeSlot {
         addr: entry.addr.clone(),
+        shared_addr: Arc::from(entry.addr.as_str()),
+        host,
         weight: entry.weight,
         member: true,
         health: ActiveHealth::new(config.health.active())?,
@@ -738,7 +762,7 @@ mod tests {
             let a = p
                 .pick(Class::Write, None, EligibleSet::empty(), now)
                 .unwrap();
-            assert_eq!(a.addr, B);
+            assert_eq!(&*a.addr, B);
             p.finish(a, Verdict::Answered);
         }
     }
@@ -751,7 +775,7 @@ mod tests {
         let a = p
             .pick(Class::Write, None, EligibleSet::empty(), now)
             .unwrap();
-        assert_eq!(a.addr, A);
+        assert_eq!(&*a.addr, A);
         p.finish(a, Verdict::Refused);
         assert_eq!(p.leader_addr(), None);
         let mut avoid = EligibleSet::empty();
@@ -760,7 +784,7 @@ mod tests {
             let a = p
                 .pick(Class::Write, None, EligibleSet::empty(), now)
                 .unwrap();
-            assert_ne!(a.addr, A, "a refused node is down until it passes probes");
+            assert_ne!(&*a.addr, A, "a refused node is down until it passes probes");
         }
         assert_eq!(p.eligible_count(now), 2);
     }
@@ -833,7 +857,7 @@ mod tests {
             let Some(a) = p.pick(Class::LocalRead, None, avoid, now) else {
                 break;
             };
-            if a.addr != B {
+            if &*a.addr != B {
                 p.finish(a, Verdict::Answered);
                 opened = true;
                 break;
@@ -848,7 +872,7 @@ mod tests {
         let a = p
             .pick(Class::Write, None, EligibleSet::empty(), now)
             .unwrap();
-        assert_eq!(a.addr, B, "writes go to the new leader at once");
+        assert_eq!(&*a.addr, B, "writes go to the new leader at once");
         p.finish(a, Verdict::Answered);
         // The same hint again changes nothing: a breaker that opens on
         // the leader afterwards stays open.

@@ -10,21 +10,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper::body::Incoming;
 
 use crate::metrics::{ClassLabel, ClassStatus, NodeEvent, Reason};
 use crate::pool::{Class, Pool, Verdict};
 use crate::problem::Problem;
 use crate::server::Shared;
-use crate::{EligibleSet, RateDecision};
-
-/// The HTTP client the gateway talks to nodes with.
-pub type Upstream = Client<HttpConnector, Full<Bytes>>;
+use crate::upstream::Upstream;
+use crate::{EligibleSet, NodeIndex, RateDecision};
 
 /// Header carrying a write's idempotency key (the API's contract).
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -98,7 +95,7 @@ enum Outcome {
 }
 
 /// Handles one proxied request.
-pub async fn handle(gw: Arc<Shared>, peer: SocketAddr, req: Request<Body>) -> Response {
+pub async fn handle(gw: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Response {
     let started = Instant::now();
     let class = classify(req.method(), req.uri().query());
     let response = match admit_and_forward(&gw, peer, class, req, started).await {
@@ -141,7 +138,7 @@ async fn admit_and_forward(
     gw: &Arc<Shared>,
     peer: SocketAddr,
     class: Class,
-    req: Request<Body>,
+    req: Request<Incoming>,
     started: Instant,
 ) -> Result<Response, Response> {
     let limits = &gw.config.limits;
@@ -149,10 +146,12 @@ async fn admit_and_forward(
         reject(gw, "overloaded");
         Problem::overloaded(limits.pending_max).into_response()
     })?;
-    let client = client_key(req.headers(), &gw.config.rate_limit.client_header, peer);
-    if let RateDecision::Limited { retry_after } = gw.pool.rate_check(&client, started) {
-        reject(gw, "rate_limited");
-        return Err(Problem::rate_limited(retry_after).into_response());
+    if gw.pool.rate_limited() {
+        let client = client_key(req.headers(), &gw.config.rate_limit.client_header, peer);
+        if let RateDecision::Limited { retry_after } = gw.pool.rate_check(&client, started) {
+            reject(gw, "rate_limited");
+            return Err(Problem::rate_limited(retry_after).into_response());
+        }
     }
     let (mut parts, body) = req.into_parts();
     let declared = parts
@@ -184,11 +183,13 @@ async fn admit_and_forward(
         .headers
         .get(gw.config.routing.hash_header.as_str())
         .map(|v| v.as_bytes().to_vec());
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-    let headers = forward_headers(&parts.headers, peer);
+    // Origin form for the next hop: the path and query, no scheme or host.
+    let target = match parts.uri.path_and_query() {
+        Some(p) if parts.uri.scheme().is_some() => Uri::from(p.clone()),
+        Some(_) => parts.uri.clone(),
+        None => Uri::from_static("/"),
+    };
+    let headers = forward_headers(parts.headers, peer);
 
     let _request = RequestGuard::new(&gw.pool);
     let deadline = started + Duration::from_millis(gw.config.retry.request_timeout_ms);
@@ -206,58 +207,52 @@ async fn admit_and_forward(
         let exchange = send(
             &gw.upstream,
             &attempt.addr,
+            &attempt.host,
             &parts.method,
-            &path_and_query,
+            &target,
             &headers,
             body.clone(),
-            budget,
             gw.config.limits.response_bytes_max,
         );
-        // An attempt stuck on a node the detectors have since given up on
-        // (a paused or cut-off leader) is abandoned at once rather than at
-        // its timeout, so the request moves on within the detection time.
-        // Likewise an attempt that may go again, sent to a leader that has
+        // An attempt ends at its timeout; and sooner when it is stuck on a
+        // node the detectors have since given up on (a paused or cut-off
+        // leader), so the request moves on within the detection time;
+        // likewise an attempt that may go again, sent to a leader that has
         // since been deposed (a cut-off leader still answers probes): the
         // new leader, named at a higher term, gets it now.
         let outcome = tokio::select! {
+            biased;
             o = exchange => o,
-            () = until_distrusted(&gw.pool, attempt.node) => Outcome::Lost(
-                "suspected",
-                format!("{}: abandoned, the node stopped answering probes", attempt.addr),
-            ),
-            () = until_deposed(&gw.pool, attempt.node, resend_ok) => Outcome::Moved(format!(
-                "{}: abandoned, another node leads at a higher term",
-                attempt.addr
-            )),
+            o = abandon_when(&gw.pool, attempt.node, &attempt.addr, resend_ok, budget) => o,
         };
         drop(retry_guard.take());
         let (verdict, event, retry_reason) = judge(&outcome, resend_ok);
         let node = attempt.node;
-        let addr = attempt.addr.clone();
-        gw.pool.finish(attempt, verdict);
+        let host = attempt.host.clone();
         gw.metrics
             .attempts
             .get_or_create(&NodeEvent {
-                node: addr.clone(),
+                node: attempt.addr.to_string(),
                 event,
             })
             .inc();
+        gw.pool.finish(attempt, verdict);
         if let Outcome::Reply(r) = &outcome {
             if let Some((hint, term)) = leader_hint(r.headers()) {
                 gw.pool.observe_leader(hint, term, Instant::now());
             }
         }
         let Some(reason) = retry_reason else {
-            return Ok(finish(outcome, &addr, retries + 1, key_added, is_write));
+            return Ok(finish(outcome, &host, retries + 1, key_added, is_write));
         };
         // Retry: on another node first, after a jittered backoff, within
         // the retry budget and the request's deadline.
         avoid.insert(node);
         let Some(delay) = gw.pool.backoff(retries) else {
-            return Err(finish(outcome, &addr, retries + 1, key_added, is_write));
+            return Err(finish(outcome, &host, retries + 1, key_added, is_write));
         };
         if Instant::now() + delay >= deadline {
-            return Err(finish(outcome, &addr, retries + 1, key_added, is_write));
+            return Err(finish(outcome, &host, retries + 1, key_added, is_write));
         }
         // A leader named meanwhile ends the wait: most retries are waiting
         // for exactly that (no leader, a deposed one), and a backoff of up
@@ -276,7 +271,7 @@ async fn admit_and_forward(
             }
             let wait = gw.pool.backoff_floor();
             if Instant::now() + wait >= deadline {
-                return Err(finish(outcome, &addr, retries + 1, key_added, is_write));
+                return Err(finish(outcome, &host, retries + 1, key_added, is_write));
             }
             tokio::time::sleep(wait).await;
         }
@@ -288,32 +283,45 @@ async fn admit_and_forward(
 /// How often an attempt in flight checks that its node is still trusted.
 pub const DISTRUST_POLL: Duration = Duration::from_millis(50);
 
-/// Completes once `node` fails its health checks or phi-accrual suspects it;
-/// never, if it was not trusted to begin with (an attempt in panic mode, on
-/// a node believed down, is how the gateway learns it is back).
-async fn until_distrusted(pool: &Pool, node: crate::NodeIndex) {
-    if !pool.is_trusted(node, Instant::now()) {
-        return std::future::pending().await;
-    }
+/// Completes when an attempt on `node` should no longer be waited for:
+/// `budget` has passed; `node` failed its health checks or phi-accrual
+/// suspects it, if it was trusted when the attempt began (an attempt in
+/// panic mode, on a node believed down, is how the gateway learns it is
+/// back); or another node is known to lead, if `node` led when the attempt
+/// began and the request may be sent again. One timer per attempt: most
+/// attempts end long before the first check.
+async fn abandon_when(
+    pool: &Pool,
+    node: NodeIndex,
+    addr: &str,
+    resend_ok: bool,
+    budget: Duration,
+) -> Outcome {
+    let began = Instant::now();
+    let deadline = began + budget;
+    let watch_trust = pool.is_trusted(node, began);
+    let watch_leader = resend_ok && pool.leader_node() == Some(node);
     loop {
-        tokio::time::sleep(DISTRUST_POLL).await;
-        if !pool.is_trusted(node, Instant::now()) {
-            return;
+        let now = Instant::now();
+        if now >= deadline {
+            return Outcome::Lost("timeout", format!("{addr}: no reply within {budget:?}"));
         }
-    }
-}
-
-/// Completes once another node is known to lead, if `node` was the leader
-/// when the attempt began and the request may be sent again; never
-/// otherwise.
-async fn until_deposed(pool: &Pool, node: crate::NodeIndex, resend_ok: bool) {
-    if !resend_ok || pool.leader_node() != Some(node) {
-        return std::future::pending().await;
-    }
-    loop {
-        tokio::time::sleep(DISTRUST_POLL).await;
-        if pool.leader_node().is_some_and(|l| l != node) {
-            return;
+        let wake = if watch_trust || watch_leader {
+            deadline.min(now + DISTRUST_POLL)
+        } else {
+            deadline
+        };
+        tokio::time::sleep_until(wake.into()).await;
+        if watch_trust && !pool.is_trusted(node, Instant::now()) {
+            return Outcome::Lost(
+                "suspected",
+                format!("{addr}: abandoned, the node stopped answering probes"),
+            );
+        }
+        if watch_leader && pool.leader_node().is_some_and(|l| l != node) {
+            return Outcome::Moved(format!(
+                "{addr}: abandoned, another node leads at a higher term"
+            ));
         }
     }
 }
@@ -353,7 +361,7 @@ fn judge(outcome: &Outcome, resend_ok: bool) -> (Verdict, &'static str, Option<&
 /// The client's response for an attempt's outcome.
 fn finish(
     outcome: Outcome,
-    addr: &str,
+    upstream: &HeaderValue,
     attempts: u32,
     key_added: Option<HeaderValue>,
     is_write: bool,
@@ -369,9 +377,7 @@ fn finish(
         }
     };
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(addr) {
-        h.insert(UPSTREAM_HEADER, v);
-    }
+    h.insert(UPSTREAM_HEADER, upstream.clone());
     h.insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
     // The key the gateway chose, so the client can ask again for the result
     // of a write whose outcome it did not learn.
@@ -381,62 +387,43 @@ fn finish(
     resp
 }
 
+/// One attempt: `target` (origin form) with `headers` and `body` to the
+/// node at `addr` (`host` as a header value), its reply read whole. The
+/// caller bounds its time.
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 async fn send(
     upstream: &Upstream,
     addr: &str,
+    host: &HeaderValue,
     method: &Method,
-    path_and_query: &str,
+    target: &Uri,
     headers: &HeaderMap,
     body: Bytes,
-    timeout: Duration,
     response_bytes_max: usize,
 ) -> Outcome {
     let mut req = Request::new(Full::new(body));
     *req.method_mut() = method.clone();
-    match format!("http://{addr}{path_and_query}").parse() {
-        Ok(uri) => *req.uri_mut() = uri,
-        Err(_) => return Outcome::NotSent(format!("bad upstream address {addr}")),
-    }
+    *req.uri_mut() = target.clone();
     *req.headers_mut() = headers.clone();
-    let exchange = async {
-        let resp = upstream.request(req).await.map_err(|e| {
-            if e.is_connect() {
-                Outcome::NotSent(format!("{addr}: {}", error_chain(&e)))
-            } else {
-                Outcome::Lost("lost", format!("{addr}: {}", error_chain(&e)))
-            }
-        })?;
-        let (mut parts, body) = resp.into_parts();
-        let bytes = Limited::new(body, response_bytes_max)
-            .collect()
-            .await
-            .map_err(|e| Outcome::Lost("lost", format!("{addr}: reply body: {e}")))?
-            .to_bytes();
-        for name in HOP_HEADERS {
-            parts.headers.remove(name);
+    // The node sees its own address as Host, as nginx's default
+    // `proxy_set_header Host $proxy_host`.
+    req.headers_mut().insert(header::HOST, host.clone());
+    match upstream.exchange(addr, req, response_bytes_max).await {
+        Ok(resp) => {
+            let (mut parts, bytes) = resp.into_parts();
+            remove_hop_headers(&mut parts.headers);
+            Outcome::Reply(Response::from_parts(parts, bytes))
         }
-        Ok::<_, Outcome>(Response::from_parts(parts, bytes))
-    };
-    match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok(r)) => Outcome::Reply(r),
-        Ok(Err(o)) => o,
-        Err(_) => Outcome::Lost("timeout", format!("{addr}: no reply within {timeout:?}")),
+        Err(e) if e.not_sent() => Outcome::NotSent(format!("{addr}: {e}")),
+        Err(e) => Outcome::Lost("lost", format!("{addr}: {e}")),
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
+async fn read_body(gw: &Shared, body: Incoming) -> Result<Bytes, Response> {
+    // Most requests are bodiless reads: nothing to wait for.
+    if hyper::body::Body::is_end_stream(&body) {
+        return Ok(Bytes::new());
     }
-    s
-}
-
-async fn read_body(gw: &Shared, body: Body) -> Result<Bytes, Response> {
     let limits = &gw.config.limits;
     let timeout = Duration::from_millis(limits.body_timeout_ms);
     match tokio::time::timeout(timeout, Limited::new(body, limits.body_bytes_max).collect()).await {
@@ -456,19 +443,14 @@ async fn read_body(gw: &Shared, body: Body) -> Result<Bytes, Response> {
     }
 }
 
-fn forward_headers(incoming: &HeaderMap, peer: SocketAddr) -> HeaderMap {
-    let mut h = incoming.clone();
-    for name in HOP_HEADERS {
-        h.remove(name);
-    }
-    // The node sees its own address as Host, as nginx's default
-    // `proxy_set_header Host $proxy_host`.
+/// The client's headers as the next hop gets them: without those of this
+/// connection, and with the client appended to `X-Forwarded-For`. `Host`
+/// is set per attempt to the node's address.
+fn forward_headers(mut h: HeaderMap, peer: SocketAddr) -> HeaderMap {
+    remove_hop_headers(&mut h);
     h.remove(header::HOST);
     let ip = peer.ip().to_string();
-    let xff = match incoming
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {ip}"),
         None => ip,
     };
@@ -476,6 +458,20 @@ fn forward_headers(incoming: &HeaderMap, peer: SocketAddr) -> HeaderMap {
         h.insert(HeaderName::from_static("x-forwarded-for"), v);
     }
     h
+}
+
+/// Removes [`HOP_HEADERS`]. Messages rarely carry one beyond
+/// `content-length`, so one pass over the names present decides whether
+/// any lookup is needed.
+fn remove_hop_headers(h: &mut HeaderMap) {
+    let hop = |n: &HeaderName| HOP_HEADERS.contains(&n.as_str());
+    if h.keys().any(|n| *n != header::CONTENT_LENGTH && hop(n)) {
+        for name in HOP_HEADERS {
+            h.remove(name);
+        }
+    } else {
+        h.remove(header::CONTENT_LENGTH);
+    }
 }
 
 /// Who a client is for rate limiting: the configured header's value, else
@@ -577,7 +573,7 @@ mod tests {
         h.insert("host", HeaderValue::from_static("gw"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("authorization", HeaderValue::from_static("Bearer t"));
-        let out = forward_headers(&h, "127.0.0.2:5000".parse().unwrap());
+        let out = forward_headers(h, "127.0.0.2:5000".parse().unwrap());
         assert!(out.get("connection").is_none());
         assert!(out.get("host").is_none());
         assert_eq!(out["x-forwarded-for"], "10.0.0.1, 127.0.0.2");

@@ -1,39 +1,38 @@
 //! The gateway's lifecycle: bind, serve (its own routes and the proxy),
 //! probe every node, follow the membership, and stop it all on shutdown.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::connect_info::Connected;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
-use axum::serve::{IncomingStream, Listener};
 use axum::{Json, Router};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tower::ServiceExt;
 
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
 use crate::pool::{Pool, ProbeFailure, WeightError};
 use crate::problem::Problem;
-use crate::proxy::{self, KeyMaker, Upstream};
+use crate::proxy::{self, KeyMaker};
+use crate::upstream::Upstream;
 use crate::{ConfigError, NodeIndex};
 
 /// How long shutdown waits for in-flight requests before dropping them.
@@ -44,6 +43,22 @@ pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest `/v1/cluster` reply the discovery poll reads.
 pub const DISCOVERY_BYTES_MAX: usize = 1 << 20;
+/// Largest probe reply read (a `/readyz` document is a few hundred bytes).
+pub const PROBE_BYTES_MAX: usize = 64 << 10;
+/// Longest a client may take to send a request's head once it started
+/// (slow-loris protection; the body has `limits.body_timeout_ms`).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long accepting pauses after the OS refused an accept (out of file
+/// descriptors and the like), rather than spinning.
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// The gateway's own routes; every other path is proxied.
+const OWN_ROUTES: [&str; 5] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/status",
+    "/gateway/weights",
+];
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +84,7 @@ pub struct Shared {
     pub pool: Arc<Pool>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Pooled HTTP/1.1 connections to the nodes.
+    /// Kept-alive HTTP/1.1 connections to the nodes.
     pub upstream: Upstream,
     /// Permits for requests in progress (`limits.pending_max`).
     pub pending: Arc<Semaphore>,
@@ -96,16 +111,11 @@ impl Gateway {
         // backoff jitter and the key prefix.
         let seed: u64 = rand::rngs::SmallRng::from_os_rng().random();
         let pool = Pool::new(config.clone(), metrics.clone(), seed)?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_millis(
-            config.limits.connect_timeout_ms,
-        )));
-        let upstream = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(UPSTREAM_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(config.limits.idle_connections_per_node)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let upstream = Upstream::new(
+            config.limits.idle_connections_per_node,
+            UPSTREAM_IDLE_TIMEOUT,
+            Duration::from_millis(config.limits.connect_timeout_ms),
+        );
         let shared = Arc::new(Shared {
             pending: Arc::new(Semaphore::new(config.limits.pending_max)),
             keys: KeyMaker::new(seed.rotate_left(17)),
@@ -125,24 +135,13 @@ impl Gateway {
             addr: config.listen,
             source,
         })?;
-        let listener = CappedListener {
-            inner: listener,
-            permits: Arc::new(Semaphore::new(config.limits.connections_max)),
-        };
         let (stop, stopped) = watch::channel(false);
-        let app = router(shared.clone()).into_make_service_with_connect_info::<ClientAddr>();
-        let mut stop_rx = stopped.clone();
-        let server = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(error = %e, "gateway server failed");
-            }
-        });
+        let server = tokio::spawn(serve(
+            listener,
+            Arc::new(Semaphore::new(config.limits.connections_max)),
+            shared.clone(),
+            stopped.clone(),
+        ));
         let mut tasks = JoinSet::new();
         tasks.spawn(probe_supervisor(shared.clone(), stopped.clone()));
         if config.discovery.enabled && config.admin_token.is_some() {
@@ -186,6 +185,77 @@ impl Gateway {
     }
 }
 
+/// Accepts clients until shutdown, each served over HTTP/1.1 on a task of
+/// its own that also proxies its requests; then lets requests in flight
+/// finish for up to [`SHUTDOWN_GRACE`]. At most `limits.connections_max`
+/// clients are served at once: past that, new ones wait in the kernel's
+/// listen backlog.
+async fn serve(
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    gw: Arc<Shared>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let router = router(gw.clone());
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let mut connections = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            () = until_stopped(&mut stopped) => break,
+            // The semaphore is never closed, so acquiring only waits.
+            p = permits.clone().acquire_owned() => p,
+        };
+        let (stream, peer) = tokio::select! {
+            () = until_stopped(&mut stopped) => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let _ = stream.set_nodelay(true);
+        let gw = gw.clone();
+        let router = router.clone();
+        let service = service_fn(move |req| dispatch(gw.clone(), router.clone(), peer, req));
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        connections.spawn(async move {
+            let _slot = permit;
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %peer, "client connection ended");
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+}
+
+/// Completes once shutdown was asked for.
+async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+/// The gateway's own routes go to its router; everything else is proxied.
+async fn dispatch(
+    gw: Arc<Shared>,
+    router: Router,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response, Infallible> {
+    if OWN_ROUTES.contains(&req.uri().path()) {
+        return router.oneshot(req.map(Body::new)).await;
+    }
+    Ok(proxy::handle(gw, peer, req).await)
+}
+
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -193,16 +263,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/gateway/weights", put(set_weight))
-        .fallback(forward)
         .with_state(shared)
-}
-
-async fn forward(
-    State(gw): State<Arc<Shared>>,
-    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
-    req: Request<Body>,
-) -> Response {
-    proxy::handle(gw, peer, req).await
 }
 
 async fn healthz() -> Response {
@@ -301,16 +362,9 @@ async fn probe_node(
 ) {
     let interval = Duration::from_millis(gw.config.health.interval_ms);
     let timeout = Duration::from_millis(gw.config.health.timeout_ms);
-    // Parsed once: the address and path do not change while it runs.
-    let uri = format!("http://{addr}{}", gw.config.health.path)
-        .parse::<hyper::Uri>()
-        .map_err(|e| format!("bad probe address: {e}"));
     loop {
         let next = tokio::time::Instant::now() + interval;
-        let answer = match &uri {
-            Ok(uri) => probe(&gw.upstream, uri.clone(), timeout).await,
-            Err(e) => Err(ProbeFailure::Other(e.clone())),
-        };
+        let answer = probe(&gw, &addr, timeout).await;
         let status = answer.as_ref().map(|(s, _)| *s).map_err(Clone::clone);
         if let Ok((_, Some((hint, term)))) = &answer {
             gw.pool.observe_leader(hint, *term, Instant::now());
@@ -324,45 +378,35 @@ async fn probe_node(
 }
 
 async fn probe(
-    upstream: &Upstream,
-    uri: hyper::Uri,
+    gw: &Shared,
+    addr: &str,
     timeout: Duration,
 ) -> Result<(u16, Option<(String, Option<u64>)>), ProbeFailure> {
-    let mut req = Request::new(Full::new(Bytes::new()));
-    *req.uri_mut() = uri;
-    let exchange = async {
-        let resp = upstream.request(req).await.map_err(|e| {
-            if e.is_connect() && refused(&e) {
-                ProbeFailure::Refused(format!("connect: {e}"))
-            } else {
-                ProbeFailure::Other(e.to_string())
-            }
-        })?;
-        let status = resp.status().as_u16();
-        let hint = proxy::leader_hint(resp.headers()).map(|(h, t)| (h.to_owned(), t));
-        // Drain the small body so the connection goes back to the pool.
-        let _ = resp.into_body().collect().await;
-        Ok((status, hint))
-    };
-    match tokio::time::timeout(timeout, exchange).await {
-        Ok(r) => r,
+    let req = node_request(addr, &gw.config.health.path, None)
+        .map_err(|e| ProbeFailure::Other(format!("bad probe address: {e}")))?;
+    match tokio::time::timeout(timeout, gw.upstream.exchange(addr, req, PROBE_BYTES_MAX)).await {
+        Ok(Ok(resp)) => {
+            let hint = proxy::leader_hint(resp.headers()).map(|(h, t)| (h.to_owned(), t));
+            Ok((resp.status().as_u16(), hint))
+        }
+        Ok(Err(e)) if e.refused() => Err(ProbeFailure::Refused(e.to_string())),
+        Ok(Err(e)) => Err(ProbeFailure::Other(e.to_string())),
         Err(_) => Err(ProbeFailure::Other(format!("no answer within {timeout:?}"))),
     }
 }
 
-/// Whether an error was caused by a refused connection (not a connect
-/// timeout, which a partition also gives and which counts toward `fall`).
-fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return true;
-            }
-        }
-        cur = err.source();
+/// A bodiless GET of `path` for the node at `addr`, with `auth` as its
+/// `Authorization`.
+fn node_request(
+    addr: &str,
+    path: &str,
+    auth: Option<&str>,
+) -> Result<Request<Full<Bytes>>, axum::http::Error> {
+    let mut b = Request::get(path).header(header::HOST, addr);
+    if let Some(a) = auth {
+        b = b.header(header::AUTHORIZATION, a);
     }
-    false
+    b.body(Full::new(Bytes::new()))
 }
 
 /// Follows the cluster's membership through `/v1/cluster`.
@@ -390,24 +434,18 @@ async fn discover_once(gw: &Shared) -> Result<(), String> {
             .map(|(_, a)| a.clone())
             .ok_or("no node")?,
     };
-    let mut req = Request::new(Full::new(Bytes::new()));
-    *req.uri_mut() = format!("http://{addr}/v1/cluster")
-        .parse()
-        .map_err(|e| format!("{e}"))?;
-    let auth = format!("Bearer {token}")
-        .parse()
-        .map_err(|_| "admin token is not a valid header value".to_owned())?;
-    req.headers_mut().insert(header::AUTHORIZATION, auth);
+    let req = node_request(&addr, "/v1/cluster", Some(&format!("Bearer {token}")))
+        .map_err(|e| format!("bad membership request: {e}"))?;
     let exchange = async {
-        let resp = gw.upstream.request(req).await.map_err(|e| e.to_string())?;
+        let resp = gw
+            .upstream
+            .exchange(&addr, req, DISCOVERY_BYTES_MAX)
+            .await
+            .map_err(|e| e.to_string())?;
         if resp.status() != StatusCode::OK {
             return Err(format!("{addr} answered {}", resp.status()));
         }
-        let body = http_body_util::Limited::new(resp.into_body(), DISCOVERY_BYTES_MAX)
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
+        let body = resp.into_body();
         let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
         let members: Vec<String> = v["members"]
             .as_array()
@@ -424,101 +462,4 @@ async fn discover_once(gw: &Shared) -> Result<(), String> {
     tokio::time::timeout(DISCOVERY_TIMEOUT, exchange)
         .await
         .map_err(|_| "timed out".to_owned())?
-}
-
-/// The peer address of a client connection.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientAddr(pub SocketAddr);
-
-impl Connected<IncomingStream<'_, CappedListener>> for ClientAddr {
-    fn connect_info(stream: IncomingStream<'_, CappedListener>) -> Self {
-        ClientAddr(*stream.remote_addr())
-    }
-}
-
-/// A listener that holds at most `limits.connections_max` client
-/// connections: past that, new ones wait in the kernel's listen backlog.
-pub struct CappedListener {
-    inner: TcpListener,
-    permits: Arc<Semaphore>,
-}
-
-impl Listener for CappedListener {
-    type Io = CappedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        // The semaphore is never closed, so acquiring only waits.
-        let permit = self.permits.clone().acquire_owned().await.ok();
-        loop {
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    return (
-                        CappedStream {
-                            stream,
-                            _permit: permit,
-                        },
-                        addr,
-                    );
-                }
-                // Out of file descriptors and the like: back off briefly
-                // rather than spin, as axum's own listener does.
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-/// A client connection holding its slot under the connection cap.
-pub struct CappedStream {
-    stream: TcpStream,
-    _permit: Option<OwnedSemaphorePermit>,
-}
-
-impl AsyncRead for CappedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for CappedStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
 }
