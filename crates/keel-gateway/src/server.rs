@@ -45,9 +45,11 @@ pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DISCOVERY_BYTES_MAX: usize = 1 << 20;
 /// Largest probe reply read (a `/readyz` document is a few hundred bytes).
 pub const PROBE_BYTES_MAX: usize = 64 << 10;
-/// Longest a client may take to send a request's head once it started
-/// (slow-loris protection; the body has `limits.body_timeout_ms`).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a client connection may sit between requests, or take to send a
+/// request's head, before the gateway closes it: nginx's `keepalive_timeout`
+/// (75 s). With the connection cap it bounds what idle or slow-loris
+/// clients hold; the body has `limits.body_timeout_ms`.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(75);
 /// How long accepting pauses after the OS refused an accept (out of file
 /// descriptors and the like), rather than spinning.
 pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
