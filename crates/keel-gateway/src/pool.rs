@@ -67,9 +67,8 @@ pub enum Verdict {
 }
 
 struct NodeSlot {
-    addr: String,
-    /// The address as attempts carry it, shared rather than copied.
-    shared_addr: Arc<str>,
+    /// `host:port`; shared with the attempts that carry it, not copied.
+    addr: Arc<str>,
     /// The address as the `Host` the node is sent, validated once.
     host: HeaderValue,
     weight: u32,
@@ -128,8 +127,6 @@ pub struct Pool {
     backoff: Backoff,
     /// Woken whenever another node is named leader.
     leader_named: tokio::sync::Notify,
-    /// Whether a rate limiter is configured (fixed at start).
-    rate_limits: bool,
 }
 
 impl Pool {
@@ -150,7 +147,6 @@ impl Pool {
             Some(b) => Some(RateLimiter::new(b, config.rate_limit.clients_max)?),
             None => None,
         };
-        let rate_limits = rate.is_some();
         let inner = Inner {
             nodes,
             outlier,
@@ -165,7 +161,6 @@ impl Pool {
             inner: Mutex::new(inner),
             backoff: Backoff::new(config.retry.backoff())?,
             leader_named: tokio::sync::Notify::new(),
-            rate_limits,
             config,
             metrics,
         }))
@@ -231,7 +226,7 @@ impl Pool {
             return Some(Attempt {
                 pool: Arc::clone(self),
                 node,
-                addr: inner.nodes[node.0].shared_addr.clone(),
+                addr: inner.nodes[node.0].addr.clone(),
                 host: inner.nodes[node.0].host.clone(),
                 class,
                 started: now,
@@ -370,7 +365,7 @@ impl Pool {
             }
             g.leader_term = t;
         }
-        let index = match g.nodes.iter().position(|n| n.addr == addr) {
+        let index = match g.nodes.iter().position(|n| *n.addr == *addr) {
             Some(i) => NodeIndex(i),
             None if self.config.discovery.enabled => match self.add_locked(&mut g, addr) {
                 Some(i) => i,
@@ -407,12 +402,12 @@ impl Pool {
     pub fn sync_members(&self, addrs: &[String]) {
         let mut g = self.lock();
         for addr in addrs {
-            if !g.nodes.iter().any(|n| &n.addr == addr) {
+            if !g.nodes.iter().any(|n| *n.addr == **addr) {
                 self.add_locked(&mut g, addr);
             }
         }
         for slot in g.nodes.iter_mut() {
-            let member = addrs.contains(&slot.addr);
+            let member = addrs.iter().any(|a| **a == *slot.addr);
             if member != slot.member {
                 tracing::info!(node = %slot.addr, member, "membership changed");
                 slot.member = member;
@@ -465,7 +460,7 @@ impl Pool {
         let node = g
             .nodes
             .iter()
-            .position(|n| n.addr == addr)
+            .position(|n| *n.addr == *addr)
             .ok_or(WeightError::UnknownNode)?;
         for b in g.balancers.iter_mut() {
             b.set_weight(NodeIndex(node), weight)
@@ -482,7 +477,7 @@ impl Pool {
         g.nodes
             .iter()
             .enumerate()
-            .map(|(i, n)| (NodeIndex(i), n.addr.clone()))
+            .map(|(i, n)| (NodeIndex(i), n.addr.to_string()))
             .collect()
     }
 
@@ -494,7 +489,7 @@ impl Pool {
     /// The believed leader's address.
     pub fn leader_addr(&self) -> Option<String> {
         let g = self.lock();
-        g.leader.map(|l| g.nodes[l.0].addr.clone())
+        g.leader.map(|l| g.nodes[l.0].addr.to_string())
     }
 
     /// Nodes that may receive traffic now.
@@ -527,7 +522,7 @@ impl Pool {
     /// Whether clients are rate limited at all (so a request that is not
     /// need not name its client).
     pub fn rate_limited(&self) -> bool {
-        self.rate_limits
+        self.config.rate_limit.bucket().is_some()
     }
 
     /// Takes a token for `client`, when rate limiting is on.
@@ -616,7 +611,7 @@ impl Pool {
                 };
                 let outstanding: u32 = g.balancers.iter().map(|b| b.outstanding(n)).sum();
                 json!({
-                    "addr": s.addr,
+                    "addr": &*s.addr,
                     "member": s.member,
                     "weight": s.weight,
                     "health": if s.health.is_up() { "up" } else { "down" },
@@ -635,7 +630,7 @@ impl Pool {
             })
             .collect();
         json!({
-            "leader": g.leader.map(|l| g.nodes[l.0].addr.clone()),
+            "leader": g.leader.map(|l| g.nodes[l.0].addr.to_string()),
             "eligible": (0..g.nodes.len()).filter(|&i| self.eligible(&g, NodeIndex(i), now)).count(),
             "nodes": nodes,
             "routing": {
@@ -677,8 +672,7 @@ fn new_slot(config: &GatewayConfig, entry: &NodeEntry) -> Result<NodeSlot, Confi
         reason: "a node address must be a valid Host header (host:port)",
     })?;
     Ok(NodeSlot {
-        addr: entry.addr.clone(),
-        shared_addr: Arc::from(entry.addr.as_str()),
+        addr: Arc::from(entry.addr.as_str()),
         host,
         weight: entry.weight,
         member: true,

@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, put, MethodRouter};
 use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -53,14 +53,6 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(75);
 /// How long accepting pauses after the OS refused an accept (out of file
 /// descriptors and the like), rather than spinning.
 pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
-/// The gateway's own routes; every other path is proxied.
-const OWN_ROUTES: [&str; 5] = [
-    "/healthz",
-    "/readyz",
-    "/metrics",
-    "/status",
-    "/gateway/weights",
-];
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -198,7 +190,7 @@ async fn serve(
     gw: Arc<Shared>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let router = router(gw.clone());
+    let own = Arc::new(OwnRoutes::new(gw.clone()));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -224,8 +216,8 @@ async fn serve(
         while connections.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
         let gw = gw.clone();
-        let router = router.clone();
-        let service = service_fn(move |req| dispatch(gw.clone(), router.clone(), peer, req));
+        let own = own.clone();
+        let service = service_fn(move |req| dispatch(gw.clone(), own.clone(), peer, req));
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         connections.spawn(async move {
             let _slot = permit;
@@ -248,24 +240,41 @@ async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
 /// The gateway's own routes go to its router; everything else is proxied.
 async fn dispatch(
     gw: Arc<Shared>,
-    router: Router,
+    own: Arc<OwnRoutes>,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response, Infallible> {
-    if OWN_ROUTES.contains(&req.uri().path()) {
-        return router.oneshot(req.map(Body::new)).await;
+    if own.paths.contains(&req.uri().path()) {
+        return own.router.clone().oneshot(req.map(Body::new)).await;
     }
     Ok(proxy::handle(gw, peer, req).await)
 }
 
-fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/status", get(status))
-        .route("/gateway/weights", put(set_weight))
-        .with_state(shared)
+/// The gateway's own routes: a router, and the paths it serves (every other
+/// path is proxied), built from one table so they cannot drift apart.
+struct OwnRoutes {
+    router: Router,
+    paths: Vec<&'static str>,
+}
+
+impl OwnRoutes {
+    fn new(shared: Arc<Shared>) -> Self {
+        let routes: [(&'static str, MethodRouter<Arc<Shared>>); 5] = [
+            ("/healthz", get(healthz)),
+            ("/readyz", get(readyz)),
+            ("/metrics", get(metrics)),
+            ("/status", get(status)),
+            ("/gateway/weights", put(set_weight)),
+        ];
+        let paths = routes.iter().map(|(path, _)| *path).collect();
+        let router = routes
+            .into_iter()
+            .fold(Router::new(), |r, (path, handler)| r.route(path, handler));
+        Self {
+            router: router.with_state(shared),
+            paths,
+        }
+    }
 }
 
 async fn healthz() -> Response {
