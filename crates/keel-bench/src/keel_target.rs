@@ -266,6 +266,7 @@ fn classify(e: &AttemptError) -> OpResult {
         AttemptError::NotSent(_) => OpResult::Error("connect".into()),
         AttemptError::Lost(m) if m.contains("timed out") => OpResult::Error("timeout".into()),
         AttemptError::Lost(_) => OpResult::Error("lost reply".into()),
+        AttemptError::Invalid(_) => OpResult::Error("invalid request".into()),
         AttemptError::Problem(p) => {
             let kind = p.kind().unwrap_or("unknown");
             if REFUSALS.contains(&kind) {
@@ -281,6 +282,7 @@ fn classify(e: &AttemptError) -> OpResult {
 fn moves_on(e: &AttemptError) -> bool {
     match e {
         AttemptError::NotSent(_) | AttemptError::Lost(_) => true,
+        AttemptError::Invalid(_) => false,
         AttemptError::Problem(p) => p.kind() == Some("unavailable"),
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use keel_client::{reqwest_method_delete, reqwest_method_post};
+use keel_client::{method_delete, method_post};
 use keel_harness::LocalCluster;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -437,7 +437,7 @@ impl<'a> Nemeses<'a> {
                 self.admin
                     .call_at(
                         &ep,
-                        reqwest_method_delete(),
+                        method_delete(),
                         &format!("/v1/cluster/members/{f}"),
                         None,
                         None,
@@ -524,7 +524,7 @@ impl<'a> Nemeses<'a> {
                     RECOVERY_TIMEOUT,
                     || async {
                         admin
-                            .call_at(&ep, reqwest_method_post(), path, Some(&body), None)
+                            .call_at(&ep, method_post(), path, Some(&body), None)
                             .await
                             .ok()
                             .map(|_| ())

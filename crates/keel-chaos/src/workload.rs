@@ -388,6 +388,7 @@ async fn perform(
         // gateway a refused connection to it is too. Either way nothing
         // reached a node.
         Err(AttemptError::NotSent(m)) => Outcome::Fail(format!("not_sent: {m}")),
+        Err(AttemptError::Invalid(m)) => Outcome::Fail(format!("invalid: {m}")),
         Err(AttemptError::Lost(m)) => Outcome::Unknown(m),
     };
     Op {
@@ -414,8 +415,8 @@ fn classify_problem(status: u16, kind: &str, op: &OpKind) -> Outcome {
 }
 
 fn request_of(kind: &OpKind, ttl_seconds: u32) -> (reqwest::Method, String, Option<Value>) {
-    let post = keel_client::reqwest_method_post();
-    let get = keel_client::reqwest_method_get();
+    let post = keel_client::method_post();
+    let get = keel_client::method_get();
     match kind {
         OpKind::PlaceOrder {
             customer, sku, qty, ..

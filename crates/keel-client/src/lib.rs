@@ -6,7 +6,13 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request};
+use keel_http_client::ConnPool;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -16,6 +22,12 @@ use keel_domain::{Account, Order, Summary};
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(6);
 /// Longest wait to connect to a node.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+/// Largest reply body read; a longer one is a lost reply.
+pub const REPLY_BYTES_MAX: usize = 64 << 20;
+/// Idle kept-alive connections per node.
+pub const IDLE_PER_NODE_MAX: usize = 64;
+/// How long an idle connection is kept before it is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most attempts of one call across endpoints.
 pub const ATTEMPTS_MAX: usize = 12;
 /// Overall deadline of one call, retries included.
@@ -52,6 +64,9 @@ pub enum ClientError {
     /// A success body did not decode as expected.
     #[error("unexpected response: {0}")]
     Decode(String),
+    /// The request could not be made (see [`AttemptError::Invalid`]).
+    #[error("invalid request: {0}")]
+    Invalid(String),
     /// Some commands of a `/v1/batch` were refused for good: for what they
     /// are (a 4xx), or still for the moment after every resend.
     #[error("{refused} of {total} commands refused, the first with {first}")]
@@ -98,26 +113,26 @@ impl Reply {
 
 /// A client of a Keel cluster.
 pub struct Client {
-    http: reqwest::Client,
+    pool: Arc<ConnPool>,
     endpoints: Vec<String>,
     token: Option<String>,
+    /// `Bearer <token>`, built once; `None` also when the token cannot be
+    /// a header value, which every call then reports.
+    auth: Option<HeaderValue>,
     current: AtomicUsize,
 }
 
 impl Client {
     /// A client for `endpoints` (`host:port`), authenticating with `token`.
     pub fn new(endpoints: Vec<String>, token: Option<String>) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(ATTEMPT_TIMEOUT)
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(64)
-            .build()
-            // Only fails when a TLS backend cannot initialise; none is compiled in.
-            .unwrap_or_else(|_| reqwest::Client::new());
         Self {
-            http,
+            pool: Arc::new(ConnPool::new(
+                IDLE_PER_NODE_MAX,
+                IDLE_TIMEOUT,
+                CONNECT_TIMEOUT,
+            )),
             endpoints,
+            auth: bearer(token.as_deref()),
             token,
             current: AtomicUsize::new(0),
         }
@@ -126,8 +141,9 @@ impl Client {
     /// The same cluster with another token.
     pub fn with_token(&self, token: Option<String>) -> Self {
         Self {
-            http: self.http.clone(),
+            pool: self.pool.clone(),
             endpoints: self.endpoints.clone(),
+            auth: bearer(token.as_deref()),
             token,
             current: AtomicUsize::new(self.current.load(Ordering::Relaxed)),
         }
@@ -147,25 +163,44 @@ impl Client {
         body: Option<&Value>,
         key: Option<&str>,
     ) -> Result<Reply, AttemptError> {
-        let mut req = self
-            .http
-            .request(method, format!("http://{endpoint}{path}"));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, endpoint);
+        match (&self.auth, &self.token) {
+            (Some(a), _) => req = req.header(AUTHORIZATION, a.clone()),
+            (None, Some(_)) => {
+                return Err(AttemptError::Invalid(
+                    "the token is not a valid header value".into(),
+                ))
+            }
+            (None, None) => {}
         }
         if let Some(k) = key {
             req = req.header("Idempotency-Key", k);
         }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req.send().await.map_err(|e| {
-            if e.is_connect() {
-                AttemptError::NotSent(e.to_string())
-            } else {
-                AttemptError::Lost(e.to_string())
+        let payload = match body {
+            Some(b) => {
+                req = req.header(CONTENT_TYPE, "application/json");
+                serde_json::to_vec(b).map_err(|e| AttemptError::Invalid(format!("body: {e}")))?
             }
-        })?;
+            None => Vec::new(),
+        };
+        // A path or key that is not a valid URI or header value.
+        let req = req
+            .body(Full::new(Bytes::from(payload)))
+            .map_err(|e| AttemptError::Invalid(format!("request: {e}")))?;
+        let exchange = self.pool.exchange(endpoint, req, REPLY_BYTES_MAX);
+        let resp = match tokio::time::timeout(ATTEMPT_TIMEOUT, exchange).await {
+            Err(_) => {
+                return Err(AttemptError::Lost(format!(
+                    "timed out: no reply within {ATTEMPT_TIMEOUT:?}"
+                )))
+            }
+            Ok(Err(e)) if e.not_sent() => return Err(AttemptError::NotSent(e.to_string())),
+            Ok(Err(e)) => return Err(AttemptError::Lost(e.to_string())),
+            Ok(Ok(r)) => r,
+        };
         let status = resp.status().as_u16();
         let replayed = resp.headers().contains_key("idempotent-replayed");
         let leader = resp
@@ -173,10 +208,7 @@ impl Client {
             .get("keel-leader")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| AttemptError::Lost(e.to_string()))?;
+        let bytes = resp.into_body();
         let body: Value = if bytes.is_empty() {
             Value::Null
         } else {
@@ -230,6 +262,7 @@ impl Client {
                     }
                     last = p.to_string();
                 }
+                Err(AttemptError::Invalid(m)) => return Err(ClientError::Invalid(m)),
                 Err(AttemptError::NotSent(m)) => last = m,
                 Err(AttemptError::Lost(m)) => {
                     if !retry_lost {
@@ -404,23 +437,55 @@ pub enum AttemptError {
     NotSent(String),
     /// The request may have reached the node; no reply came back.
     Lost(String),
+    /// The request could not be made (a path, key or token that HTTP cannot
+    /// carry): nothing was sent, and sending again would not help.
+    Invalid(String),
     /// The node answered with a problem.
     Problem(ClientError),
 }
 
-/// `GET`, for callers that use [`Client::call_at`] without depending on reqwest.
-pub fn reqwest_method_get() -> Method {
+/// `Authorization: Bearer <token>`, or none for no token or one that cannot
+/// be a header value.
+fn bearer(token: Option<&str>) -> Option<HeaderValue> {
+    token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
+}
+
+/// `GET`, for callers of [`Client::call_at`].
+pub fn method_get() -> Method {
     Method::GET
 }
 
-/// `POST`, for callers that use [`Client::call_at`] without depending on reqwest.
-pub fn reqwest_method_post() -> Method {
+/// `POST`, for callers of [`Client::call_at`].
+pub fn method_post() -> Method {
     Method::POST
 }
 
-/// `DELETE`, for callers that use [`Client::call_at`] without depending on reqwest.
-pub fn reqwest_method_delete() -> Method {
+/// `DELETE`, for callers of [`Client::call_at`].
+pub fn method_delete() -> Method {
     Method::DELETE
 }
 
-pub use reqwest::Method as HttpMethod;
+pub use hyper::Method as HttpMethod;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_http_cannot_carry_fails_at_once_and_is_not_retried() {
+        // Nothing listens on port 9 here; an attempt would be refused and
+        // retried. An invalid request must fail before any attempt.
+        let c = Client::new(vec!["127.0.0.1:9".into()], Some("bad\ntoken".into()));
+        let started = Instant::now();
+        match c.get("/v1/summary").await {
+            Err(ClientError::Invalid(m)) => assert!(m.contains("token"), "{m}"),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+        assert!(started.elapsed() < BACKOFF_FIRST, "no backoff, no retry");
+        let c = Client::new(vec!["127.0.0.1:9".into()], None);
+        match c.post("/v1/orders", &json!({}), "key\r\nx").await {
+            Err(ClientError::Invalid(_)) => {}
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+}

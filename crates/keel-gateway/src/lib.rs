@@ -15,7 +15,7 @@
 //!
 //! The shell around them is a hyper/axum reverse proxy ([`Gateway`]): the
 //! request path with retries (`proxy`), the node table and its locks
-//! (`pool`), connections to the nodes (`upstream`), probers and discovery
+//! (`pool`), connections to the nodes (`keel_http_client`), probers and discovery
 //! (`server`), configuration ([`config`])
 //! and metrics.
 #![deny(missing_docs)]
@@ -31,7 +31,6 @@ mod problem;
 pub mod protect;
 mod proxy;
 mod server;
-mod upstream;
 
 pub use balance::{
     BackendSpec, Balancer, BalancerConfig, Policy, EWMA_DECAY_DEFAULT, RTT_INITIAL_DEFAULT,

@@ -20,8 +20,8 @@ use crate::metrics::{ClassLabel, ClassStatus, NodeEvent, Reason};
 use crate::pool::{Class, Pool, Verdict};
 use crate::problem::Problem;
 use crate::server::Shared;
-use crate::upstream::Upstream;
 use crate::{EligibleSet, NodeIndex, RateDecision};
+use keel_http_client::ConnPool;
 
 /// Header carrying a write's idempotency key (the API's contract).
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -392,7 +392,7 @@ fn finish(
 /// caller bounds its time.
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 async fn send(
-    upstream: &Upstream,
+    upstream: &ConnPool,
     addr: &str,
     host: &HeaderValue,
     method: &Method,

@@ -32,8 +32,8 @@ use crate::metrics::Metrics;
 use crate::pool::{Pool, ProbeFailure, WeightError};
 use crate::problem::Problem;
 use crate::proxy::{self, KeyMaker};
-use crate::upstream::Upstream;
 use crate::{ConfigError, NodeIndex};
+use keel_http_client::ConnPool;
 
 /// How long shutdown waits for in-flight requests before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -79,7 +79,7 @@ pub struct Shared {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Kept-alive HTTP/1.1 connections to the nodes.
-    pub upstream: Upstream,
+    pub upstream: ConnPool,
     /// Permits for requests in progress (`limits.pending_max`).
     pub pending: Arc<Semaphore>,
     /// Keys for keyless writes.
@@ -105,7 +105,7 @@ impl Gateway {
         // backoff jitter and the key prefix.
         let seed: u64 = rand::rngs::SmallRng::from_os_rng().random();
         let pool = Pool::new(config.clone(), metrics.clone(), seed)?;
-        let upstream = Upstream::new(
+        let upstream = ConnPool::new(
             config.limits.idle_connections_per_node,
             UPSTREAM_IDLE_TIMEOUT,
             Duration::from_millis(config.limits.connect_timeout_ms),

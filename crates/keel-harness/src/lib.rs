@@ -586,16 +586,10 @@ impl LocalCluster {
     pub async fn status(&self, id: u64) -> Option<Value> {
         let c = self.node_client(id).ok()?;
         let ep = self.addr(id).ok()?;
-        c.call_at(
-            &ep,
-            keel_client::reqwest_method_get(),
-            "/v1/cluster",
-            None,
-            None,
-        )
-        .await
-        .ok()
-        .map(|r| r.body)
+        c.call_at(&ep, keel_client::method_get(), "/v1/cluster", None, None)
+            .await
+            .ok()
+            .map(|r| r.body)
     }
 
     /// The leader that a majority of running nodes agree on, if any.
@@ -650,20 +644,16 @@ impl LocalCluster {
         let c = self.node_client(id).map_err(|e| e.to_string())?;
         let ep = self.addr(id).map_err(|e| e.to_string())?;
         match c
-            .call_at(
-                &ep,
-                keel_client::reqwest_method_get(),
-                "/readyz",
-                None,
-                None,
-            )
+            .call_at(&ep, keel_client::method_get(), "/readyz", None, None)
             .await
         {
             Ok(_) => Ok(()),
             Err(keel_client::AttemptError::Problem(p)) => Err(p.to_string()),
-            Err(keel_client::AttemptError::NotSent(m) | keel_client::AttemptError::Lost(m)) => {
-                Err(m)
-            }
+            Err(
+                keel_client::AttemptError::NotSent(m)
+                | keel_client::AttemptError::Lost(m)
+                | keel_client::AttemptError::Invalid(m),
+            ) => Err(m),
         }
     }
 
@@ -680,13 +670,7 @@ impl LocalCluster {
         let c = self.node_client(id).ok()?;
         let ep = self.addr(id).ok()?;
         let r = c
-            .call_at(
-                &ep,
-                keel_client::reqwest_method_get(),
-                "/v1/digest",
-                None,
-                None,
-            )
+            .call_at(&ep, keel_client::method_get(), "/v1/digest", None, None)
             .await
             .ok()?;
         Some((
@@ -795,13 +779,7 @@ impl LocalCluster {
         let c = Client::new(vec![addr.clone()], None);
         self.wait_for("gateway ready with a leader", timeout, || async {
             let v = c
-                .call_at(
-                    &addr,
-                    keel_client::reqwest_method_get(),
-                    "/status",
-                    None,
-                    None,
-                )
+                .call_at(&addr, keel_client::method_get(), "/status", None, None)
                 .await
                 .ok()?
                 .body;

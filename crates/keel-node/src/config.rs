@@ -176,6 +176,11 @@ impl NodeConfig {
         if self.admin_token.len() < 8 || self.cluster_secret.len() < 8 {
             return bad("admin_token and cluster_secret must be at least 8 characters".into());
         }
+        // Both travel in HTTP headers: visible ASCII only.
+        let printable = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
+        if !printable(&self.admin_token) || !printable(&self.cluster_secret) {
+            return bad("admin_token and cluster_secret must be visible ASCII (no spaces)".into());
+        }
         Ok(())
     }
 }
@@ -206,6 +211,12 @@ mod tests {
         let mut c = NodeConfig::default();
         c.batch.commands_max = 5_000;
         assert!(c.validate().is_err());
+        // A secret with a space or a control byte cannot travel in a header.
+        for secret in ["cluster secret", "cluster\nsecret"] {
+            let mut c = NodeConfig::default();
+            c.cluster_secret = secret.into();
+            assert!(c.validate().is_err(), "{secret:?}");
+        }
         let c = NodeConfig {
             id: 0,
             ..NodeConfig::default()

@@ -17,6 +17,11 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::{de::DeserializeOwned, Serialize};
 
+use axum::http::header::{CONTENT_TYPE, HOST};
+use axum::http::{HeaderValue, Request};
+use bytes::Bytes;
+use http_body_util::Full;
+use keel_http_client::ConnPool;
 use keel_store::{NodeId, TypeConfig};
 
 use crate::election::ElectionSignals;
@@ -30,6 +35,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 pub const POOL_IDLE_PER_PEER_MAX: usize = 32;
 /// Largest internal RPC body accepted (a snapshot chunk or an entry batch).
 pub const RPC_BODY_BYTES_MAX: usize = 64 << 20;
+/// Content type of internal RPC bodies.
+pub const POSTCARD_CONTENT_TYPE: &str = "application/x-keel-postcard";
 
 /// Paths of the internal RPC endpoints.
 pub mod path {
@@ -62,32 +69,36 @@ pub enum CallError {
     Network(String),
 }
 
-/// A pooled HTTP client for calls to peers.
+/// How long an idle pooled connection to a peer is kept. Shorter than any
+/// server-side idle close, so a connection is rarely found closed at use.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A pooled HTTP client for calls to peers: kept-alive HTTP/1.1 connections,
+/// each driven by the call that holds it (`keel_http_client`).
 #[derive(Clone)]
 pub struct PeerClient {
-    http: reqwest::Client,
-    secret: String,
+    pool: Arc<ConnPool>,
+    secret: HeaderValue,
 }
 
 impl PeerClient {
     /// A client presenting `secret` on every call.
     pub fn new(secret: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .pool_max_idle_per_host(POOL_IDLE_PER_PEER_MAX)
-            .tcp_nodelay(true)
-            .http1_only()
-            .build()
-            // Building a client only fails when the TLS backend cannot
-            // initialise; this client has no TLS backend compiled in.
-            .unwrap_or_else(|_| reqwest::Client::new());
         Self {
-            http,
-            secret: secret.to_owned(),
+            pool: Arc::new(ConnPool::new(
+                POOL_IDLE_PER_PEER_MAX,
+                POOL_IDLE_TIMEOUT,
+                CONNECT_TIMEOUT,
+            )),
+            // The secret comes from configuration, which refuses one that is
+            // not a valid header value; an empty value then only fails the
+            // peer's check, as a wrong secret would.
+            secret: HeaderValue::from_str(secret).unwrap_or(HeaderValue::from_static("")),
         }
     }
 
-    /// POSTs `req` in postcard to `http://{addr}{path}` and decodes the reply.
+    /// POSTs `req` in postcard to `http://{addr}{path}` and decodes the
+    /// reply, all within `timeout`.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         addr: &str,
@@ -96,20 +107,18 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<Resp, CallError> {
         let body = postcard::to_stdvec(req).map_err(|e| CallError::Network(e.to_string()))?;
-        let sent = self
-            .http
-            .post(format!("http://{addr}{path}"))
-            .header(CLUSTER_SECRET_HEADER, &self.secret)
-            .header("content-type", "application/x-keel-postcard")
-            .timeout(timeout)
-            .body(body)
-            .send()
-            .await;
-        let resp = match sent {
-            Ok(r) => r,
-            Err(e) if e.is_timeout() => return Err(CallError::Timeout(timeout)),
-            Err(e) if e.is_connect() => return Err(CallError::Unreachable(e.to_string())),
-            Err(e) => return Err(CallError::Network(e.to_string())),
+        let request = Request::post(path)
+            .header(HOST, addr)
+            .header(CLUSTER_SECRET_HEADER, self.secret.clone())
+            .header(CONTENT_TYPE, POSTCARD_CONTENT_TYPE)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| CallError::Network(format!("request: {e}")))?;
+        let exchange = self.pool.exchange(addr, request, RPC_BODY_BYTES_MAX);
+        let resp = match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => return Err(CallError::Timeout(timeout)),
+            Ok(Err(e)) if e.not_sent() => return Err(CallError::Unreachable(e.to_string())),
+            Ok(Err(e)) => return Err(CallError::Network(e.to_string())),
+            Ok(Ok(r)) => r,
         };
         if !resp.status().is_success() {
             return Err(CallError::Network(format!(
@@ -117,12 +126,7 @@ impl PeerClient {
                 resp.status()
             )));
         }
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) if e.is_timeout() => return Err(CallError::Timeout(timeout)),
-            Err(e) => return Err(CallError::Network(e.to_string())),
-        };
-        postcard::from_bytes(&bytes).map_err(|e| CallError::Network(format!("bad reply: {e}")))
+        postcard::from_bytes(resp.body()).map_err(|e| CallError::Network(format!("bad reply: {e}")))
     }
 }
 

@@ -1,7 +1,7 @@
 //! `keel admin`: operator commands against a running cluster.
 
 use anyhow::{bail, Context};
-use keel_client::{reqwest_method_get, Client};
+use keel_client::{method_get, Client};
 use serde_json::Value;
 
 /// Arguments of `keel admin`.
@@ -71,13 +71,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         match args.cmd {
             Cmd::Status => {
                 let r = client
-                    .call_at(
-                        &args.endpoint,
-                        reqwest_method_get(),
-                        "/v1/cluster",
-                        None,
-                        None,
-                    )
+                    .call_at(&args.endpoint, method_get(), "/v1/cluster", None, None)
                     .await;
                 match r {
                     Ok(r) => print!("{}", status_table(&r.body)),

@@ -167,17 +167,12 @@ async fn post(
     match route {
         Route::Direct => c.post(path, body, key).await,
         Route::Gateway(gw) => c
-            .call_at(
-                gw,
-                keel_client::reqwest_method_post(),
-                path,
-                Some(body),
-                Some(key),
-            )
+            .call_at(gw, keel_client::method_post(), path, Some(body), Some(key))
             .await
             .map_err(|e| match e {
                 AttemptError::Problem(p) => p,
                 AttemptError::NotSent(m) | AttemptError::Lost(m) => ClientError::Unavailable(m),
+                AttemptError::Invalid(m) => ClientError::Invalid(m),
             }),
     }
 }
@@ -560,13 +555,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
 /// Retries the gateway made, summed over reasons, from its `/metrics`.
 async fn gateway_retries(c: &Client, gw: &str) -> Option<u64> {
     let r = c
-        .call_at(
-            gw,
-            keel_client::reqwest_method_get(),
-            "/metrics",
-            None,
-            None,
-        )
+        .call_at(gw, keel_client::method_get(), "/metrics", None, None)
         .await
         .ok()?;
     let text = r.body.as_str()?;

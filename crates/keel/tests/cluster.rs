@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keel_client::{
-    reqwest_method_delete, reqwest_method_get, reqwest_method_post, AttemptError, Client,
-};
+use keel_client::{method_delete, method_get, method_post, AttemptError, Client};
 use keel_domain::Order;
 use keel_harness::{ClusterSpec, LocalCluster};
 use serde_json::json;
@@ -88,7 +86,7 @@ async fn cluster_forms_elects_and_serves_writes_and_reads_through_any_node() {
     let r = via_follower
         .call_at(
             &ep,
-            reqwest_method_get(),
+            method_get(),
             "/v1/products/SKU-1?consistency=local",
             None,
             None,
@@ -105,7 +103,7 @@ async fn cluster_forms_elects_and_serves_writes_and_reads_through_any_node() {
     let bad = via_follower
         .call_at(
             &ep,
-            reqwest_method_post(),
+            method_post(),
             "/v1/orders",
             Some(&json!({"customer": "c0", "lines": []})),
             Some("bad-1"),
@@ -259,7 +257,7 @@ async fn a_fourth_node_joins_as_learner_and_is_promoted_and_unsafe_removal_is_re
     let addr = c.add_node(4).unwrap();
     lc.call_at(
         &lep,
-        reqwest_method_post(),
+        method_post(),
         "/v1/cluster/learners",
         Some(&json!({"id": 4, "addr": addr})),
         None,
@@ -269,7 +267,7 @@ async fn a_fourth_node_joins_as_learner_and_is_promoted_and_unsafe_removal_is_re
     let r = lc
         .call_at(
             &lep,
-            reqwest_method_post(),
+            method_post(),
             "/v1/cluster/members",
             Some(&json!({"id": 4})),
             None,
@@ -303,7 +301,7 @@ async fn a_fourth_node_joins_as_learner_and_is_promoted_and_unsafe_removal_is_re
     let refused = lc
         .call_at(
             &lep,
-            reqwest_method_delete(),
+            method_delete(),
             &format!("/v1/cluster/members/{healthy_other}"),
             None,
             None,

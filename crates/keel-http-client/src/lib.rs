@@ -1,5 +1,5 @@
-//! Kept-alive HTTP/1.1 connections to the nodes, each driven by the request
-//! that holds it.
+//! Kept-alive HTTP/1.1 client connections, each driven by the request that
+//! holds it.
 //!
 //! A pooled client that gives every connection a task of its own hands each
 //! request over a channel to that task and the reply back over another: two
@@ -8,7 +8,14 @@
 //! itself while it waits for the reply (as an nginx worker serves a client
 //! and its upstream in one event loop), and checks it back in once the
 //! reply is whole. The connection is idle between requests and no task
-//! polls it; a close by the node meanwhile is noticed at the next checkout.
+//! polls it; a close by the server meanwhile is noticed at the next checkout.
+//!
+//! The gateway reaches the nodes this way, the nodes reach each other
+//! (Raft's messages, forwarded writes) and the typed client reaches a
+//! cluster: on a machine whose cores the whole cluster shares, the hand-offs
+//! a pooled client with connection tasks makes cost as much CPU as a node's
+//! own work on a small request.
+#![deny(missing_docs)]
 
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
@@ -35,18 +42,18 @@ pub enum ExchangeError {
     /// The connect did not finish within its timeout: the request never left.
     #[error("connect: no connection within {0:?}")]
     ConnectTimeout(Duration),
-    /// The request may have reached the node, but no whole reply came back.
+    /// The request may have reached the server, but no whole reply came back.
     #[error("{0}")]
     Lost(String),
 }
 
 impl ExchangeError {
-    /// Whether the request certainly never reached the node.
+    /// Whether the request certainly never reached the server.
     pub fn not_sent(&self) -> bool {
         matches!(self, Self::Connect(_) | Self::ConnectTimeout(_))
     }
 
-    /// Whether the node refused the connection (nothing listens there).
+    /// Whether the server refused the connection (nothing listens there).
     pub fn refused(&self) -> bool {
         matches!(self, Self::Connect(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
     }
@@ -59,27 +66,27 @@ struct Idle {
     since: Instant,
 }
 
-/// The gateway's connections to the nodes, by node address.
-pub struct Upstream {
+/// Kept-alive connections, by server address (`host:port`).
+pub struct ConnPool {
     idle: Mutex<HashMap<String, Vec<Idle>>>,
-    idle_per_node: usize,
+    idle_per_server: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
 }
 
-impl Upstream {
-    /// Keeps at most `idle_per_node` idle connections to each node, each
+impl ConnPool {
+    /// Keeps at most `idle_per_server` idle connections to each server, each
     /// for at most `idle_timeout`; a connect may take `connect_timeout`.
-    pub fn new(idle_per_node: usize, idle_timeout: Duration, connect_timeout: Duration) -> Self {
+    pub fn new(idle_per_server: usize, idle_timeout: Duration, connect_timeout: Duration) -> Self {
         Self {
             idle: Mutex::new(HashMap::new()),
-            idle_per_node,
+            idle_per_server,
             idle_timeout,
             connect_timeout,
         }
     }
 
-    /// Sends `req` to the node at `addr` and reads its whole reply, up to
+    /// Sends `req` to the server at `addr` and reads its whole reply, up to
     /// `reply_bytes_max` bytes of body. `req`'s URI is sent as it is (origin
     /// form: a path and query) and its headers must already name the `Host`.
     /// No timeout of its own beyond the connect: the caller bounds the whole
@@ -144,10 +151,10 @@ impl Upstream {
             .take_while(|c| c.since.elapsed() >= self.idle_timeout)
             .count();
         list.drain(..expired);
-        if list.len() >= self.idle_per_node {
+        if list.len() >= self.idle_per_server {
             list.remove(0);
         }
-        if self.idle_per_node > 0 {
+        if self.idle_per_server > 0 {
             list.push(c);
         }
     }
@@ -210,7 +217,7 @@ async fn drive<T>(
 
 /// Whether an idle connection is still usable: one turn of hyper's state
 /// machine without waiting, which finishes the last reply's bookkeeping
-/// and finds a close the node sent while the connection sat idle.
+/// and finds a close the server sent while the connection sat idle.
 fn still_open(c: &mut Idle) -> bool {
     let mut cx = Context::from_waker(Waker::noop());
     c.conn.poll_without_shutdown(&mut cx).is_pending() && c.sender.is_ready()
@@ -242,7 +249,7 @@ mod tests {
             .unwrap()
     }
 
-    /// A node stand-in speaking raw HTTP/1.1: answers each request on a
+    /// A server speaking raw HTTP/1.1: answers each request on a
     /// connection with `body`, closing after `per_conn` replies; counts
     /// the connections it accepted.
     async fn server(per_conn: usize) -> (String, tokio::sync::mpsc::UnboundedReceiver<()>) {
@@ -283,8 +290,8 @@ mod tests {
         (addr, rx)
     }
 
-    fn upstream() -> Upstream {
-        Upstream::new(4, Duration::from_secs(60), Duration::from_secs(1))
+    fn upstream() -> ConnPool {
+        ConnPool::new(4, Duration::from_secs(60), Duration::from_secs(1))
     }
 
     #[tokio::test]
@@ -300,7 +307,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_connection_the_node_closed_is_not_reused() {
+    async fn a_connection_the_server_closed_is_not_reused() {
         // Closes after each reply, saying so: the next request reconnects.
         let (addr, mut accepted) = server(1).await;
         let up = upstream();
@@ -328,9 +335,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn idle_connections_are_capped_per_node() {
+    async fn idle_connections_are_capped_per_server() {
         let (addr, _accepted) = server(100).await;
-        let up = Upstream::new(2, Duration::from_secs(60), Duration::from_secs(1));
+        let up = ConnPool::new(2, Duration::from_secs(60), Duration::from_secs(1));
         let reqs = (0..5).map(|_| up.exchange(&addr, get("/", &addr), 1024));
         for r in futures_join_all(reqs).await {
             r.unwrap();
