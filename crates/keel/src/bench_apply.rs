@@ -1,6 +1,10 @@
-//! `keel bench apply`: throughput of the pure state machine on in-memory
-//! tables, for batches of place + pay. No disk, no network, no consensus:
-//! this is the ceiling the replicated path is measured against. It is a
+//! `keel bench apply`: throughput of the state machine for batches of
+//! place and pay. On in-memory tables (the default) there is no disk, no network and
+//! no consensus: this is the ceiling the replicated path is measured
+//! against. With `--tables redb` every batch goes through a replica's real
+//! state-machine store (`keel_store::StateMachineStore`: one redb write
+//! transaction per entry, committed as a node commits it) on a file, still
+//! without Raft or network: what one replica pays to apply. It is a
 //! benchmark (figures), not a test; it does check that every timed command
 //! succeeded and that the invariants hold afterwards, so a figure can never
 //! come from a run that was quietly refusing its orders.
@@ -11,14 +15,19 @@
 //! those orders (order ids are dense, so they are known in advance). Only
 //! `apply_batch` is timed; setup and building the commands are not.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use keel_domain::command::{BATCH_COMMANDS_MAX, DEPOSIT_MAX};
 use keel_domain::{
-    apply_batch, check_invariants, AccountId, AccountKind, Batch, Command, Currency, Envelope,
-    LineRequest, MemTables, Minor, OrderId, Principal, ProductName, RequestId, Sku,
+    apply_batch, check_invariants, AccountId, AccountKind, Applied, Batch, Command, Currency,
+    Envelope, LineRequest, MemTables, Minor, OrderId, Principal, ProductName, RequestId, Sku,
+    Summary, Violation,
 };
+use keel_store::{StateMachineStore, TypeConfig};
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 use serde_json::json;
 
 /// Unit price of every product in the benchmark (minor units).
@@ -45,9 +54,114 @@ pub struct Args {
     /// Timed runs per scenario; the median run is reported.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     runs: u32,
+    /// Where the state machine keeps its tables.
+    #[arg(long, value_enum, default_value_t = TablesKind::Memory)]
+    tables: TablesKind,
+    /// With `--tables redb`: the directory of the scratch database (wiped
+    /// before each run and removed after).
+    #[arg(long, default_value = "keel-data/bench-apply")]
+    data_dir: PathBuf,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// Where the state machine keeps its tables.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TablesKind {
+    /// `keel_domain::MemTables`: no disk.
+    Memory,
+    /// A replica's state-machine store on redb.
+    Redb,
+}
+
+impl TablesKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redb => "redb",
+        }
+    }
+}
+
+/// The tables a run applies to.
+trait RunTables {
+    /// Applies one batch (one Raft entry) and returns its results.
+    fn apply(&mut self, batch: Batch) -> anyhow::Result<Vec<Applied>>;
+    /// The domain summary now.
+    fn summary(&self) -> anyhow::Result<Summary>;
+    /// What `check_invariants` finds now.
+    fn violations(&self) -> anyhow::Result<Vec<Violation>>;
+}
+
+impl RunTables for MemTables {
+    fn apply(&mut self, batch: Batch) -> anyhow::Result<Vec<Applied>> {
+        Ok(apply_batch(self, &batch)?)
+    }
+    fn summary(&self) -> anyhow::Result<Summary> {
+        Ok(keel_domain::query::summary(self)?)
+    }
+    fn violations(&self) -> anyhow::Result<Vec<Violation>> {
+        Ok(check_invariants(self)?)
+    }
+}
+
+/// A replica's state-machine store, fed entries as openraft feeds them.
+struct RedbRun {
+    sm: StateMachineStore,
+    rt: tokio::runtime::Runtime,
+    dir: PathBuf,
+    next_index: u64,
+}
+
+impl RedbRun {
+    fn open(dir: &Path) -> anyhow::Result<Self> {
+        remove_dir(dir)?;
+        let sm = StateMachineStore::open(&dir.join("state.redb"), &dir.join("snapshots"))?;
+        // The store hands each apply to a blocking thread, as on a node.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(Self {
+            sm,
+            rt,
+            dir: dir.to_path_buf(),
+            next_index: 1,
+        })
+    }
+}
+
+impl Drop for RedbRun {
+    fn drop(&mut self) {
+        let _ = remove_dir(&self.dir);
+    }
+}
+
+fn remove_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl RunTables for RedbRun {
+    fn apply(&mut self, batch: Batch) -> anyhow::Result<Vec<Applied>> {
+        let entry = Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), self.next_index),
+            payload: EntryPayload::Normal(batch),
+        };
+        self.next_index += 1;
+        let mut out = self.rt.block_on(self.sm.apply([entry]))?;
+        out.pop().context("one result list per entry")
+    }
+    fn summary(&self) -> anyhow::Result<Summary> {
+        Ok(keel_domain::query::summary(&self.sm.reader()?)?)
+    }
+    fn violations(&self) -> anyhow::Result<Vec<Violation>> {
+        Ok(check_invariants(&self.sm.reader()?)?)
+    }
 }
 
 /// One scenario's shape.
@@ -109,7 +223,7 @@ fn customer_of(i: u64) -> anyhow::Result<AccountId> {
 
 /// Accounts, products, stock and deposits for one run; untimed. Every
 /// setup command must succeed.
-fn setup(s: Scenario, args: &Args, ids: &mut Ids) -> anyhow::Result<MemTables> {
+fn setup(s: Scenario, args: &Args, ids: &mut Ids) -> anyhow::Result<Box<dyn RunTables>> {
     let eur = Currency::new("EUR")?;
     let mut cmds = vec![
         ids.env(
@@ -173,15 +287,15 @@ fn setup(s: Scenario, args: &Args, ids: &mut Ids) -> anyhow::Result<MemTables> {
             },
         )?);
     }
-    let mut t = MemTables::new();
+    let mut t: Box<dyn RunTables> = match args.tables {
+        TablesKind::Memory => Box::new(MemTables::new()),
+        TablesKind::Redb => Box::new(RedbRun::open(&args.data_dir)?),
+    };
     for chunk in cmds.chunks(BATCH_COMMANDS_MAX) {
-        let out = apply_batch(
-            &mut t,
-            &Batch {
-                leader_time_ms: T0_MS,
-                commands: chunk.to_vec(),
-            },
-        )?;
+        let out = t.apply(Batch {
+            leader_time_ms: T0_MS,
+            commands: chunk.to_vec(),
+        })?;
         for (env, a) in chunk.iter().zip(out) {
             if let Err(e) = a.result {
                 anyhow::bail!("setup command {} refused: {e}", env.command.name());
@@ -195,7 +309,7 @@ fn setup(s: Scenario, args: &Args, ids: &mut Ids) -> anyhow::Result<MemTables> {
 fn run_once(s: Scenario, args: &Args) -> anyhow::Result<Run> {
     let mut ids = Ids(0);
     let mut t = setup(s, args, &mut ids)?;
-    let mut next_order = keel_domain::query::summary(&t)?.next_order_id;
+    let mut next_order = t.summary()?.next_order_id;
     let half = args.batch / 2;
     let mut placed = 0u64;
     let mut time_ms = T0_MS;
@@ -237,14 +351,15 @@ fn run_once(s: Scenario, args: &Args) -> anyhow::Result<Run> {
             leader_time_ms: time_ms,
             commands,
         };
+        let names: Vec<&'static str> = batch.commands.iter().map(|e| e.command.name()).collect();
         let start = Instant::now();
-        let out = apply_batch(&mut t, &batch)?;
+        let out = t.apply(batch)?;
         let took = start.elapsed();
         run.apply += took;
         run.batch_times.push(took);
-        for (env, a) in batch.commands.iter().zip(&out) {
+        for (name, a) in names.iter().zip(&out) {
             if let Err(e) = &a.result {
-                anyhow::bail!("timed command {} refused: {e}", env.command.name());
+                anyhow::bail!("timed command {name} refused: {e}");
             }
         }
         run.commands += 2 * k;
@@ -253,14 +368,14 @@ fn run_once(s: Scenario, args: &Args) -> anyhow::Result<Run> {
         placed += k;
     }
     run.batch_times.sort_unstable();
-    let summary = keel_domain::query::summary(&t)?;
+    let summary = t.summary()?;
     ensure!(
         summary.units_sold == args.orders,
         "benchmark sold {} of {} units",
         summary.units_sold,
         args.orders
     );
-    let violations = check_invariants(&t)?;
+    let violations = t.violations()?;
     ensure!(violations.is_empty(), "invariants broken: {violations:?}");
     Ok(run)
 }
@@ -315,7 +430,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "{}",
             json!({
                 "bench": "apply",
-                "tables": "memory",
+                "tables": args.tables.name(),
                 "orders": args.orders,
                 "batch_commands": args.batch,
                 "customers": args.customers,
@@ -327,12 +442,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     println!(
         "keel bench apply: {} orders placed and paid per run, {} commands per batch \
-         ({} place + {} pay), {} customers, in-memory tables, median of {} runs",
+         ({} place + {} pay), {} customers, {} tables, median of {} runs",
         args.orders,
         args.batch / 2 * 2,
         args.batch / 2,
         args.batch / 2,
         args.customers,
+        args.tables.name(),
         args.runs
     );
     println!(
