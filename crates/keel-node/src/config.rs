@@ -213,8 +213,10 @@ mod tests {
         assert!(c.validate().is_err());
         // A secret with a space or a control byte cannot travel in a header.
         for secret in ["cluster secret", "cluster\nsecret"] {
-            let mut c = NodeConfig::default();
-            c.cluster_secret = secret.into();
+            let c = NodeConfig {
+                cluster_secret: secret.into(),
+                ..NodeConfig::default()
+            };
             assert!(c.validate().is_err(), "{secret:?}");
         }
         let c = NodeConfig {

@@ -39,8 +39,8 @@ mod state_machine;
 pub use error::{StoreError, RECOVERY_HINT};
 pub use log_store::{
     decode_log_record, encode_log_record, push_log_frame, read_log_frame, LogPage, LogStore,
-    LOG_FRAME_RECORD_BYTES_MAX, LOG_RECORD_FORMAT_VERSION, REPLICATION_READ_BYTES_MAX,
-    REPLICATION_READ_ENTRIES_MAX,
+    LOG_FRAME_RECORD_BYTES_MAX, LOG_RECORD_FORMAT_VERSION, LOG_WRITE_GROUP_MAX,
+    LOG_WRITE_QUEUE_MAX, REPLICATION_READ_BYTES_MAX, REPLICATION_READ_ENTRIES_MAX,
 };
 pub use redb_tables::StateReader;
 pub use state_machine::{

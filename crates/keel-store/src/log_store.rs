@@ -9,10 +9,11 @@
 //!
 //! Every record is verified when read, and all of them at open.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use keel_domain::codec;
@@ -23,7 +24,8 @@ use redb::{
 };
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::error::blocking;
+use tokio::sync::{mpsc, oneshot};
+
 use crate::{NodeId, Observer, StoreError, TypeConfig};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -53,16 +55,142 @@ pub const REPLICATION_READ_BYTES_MAX: usize = 8 << 20;
 /// cache keeps three nodes on one laptop cheap (redb's default is 1 GiB).
 const LOG_CACHE_BYTES: usize = 32 << 20;
 
-/// The Raft log store. Cheap to clone; clones share the database.
+/// Most log writes (appends, saved commit points, truncations, purges,
+/// votes) queued for the writer thread; openraft waits to queue more.
+pub const LOG_WRITE_QUEUE_MAX: usize = 1_024;
+/// Most queued appends and commit points the writer commits together, in one
+/// transaction and one fsync (group commit).
+pub const LOG_WRITE_GROUP_MAX: usize = 64;
+
+/// The Raft log store. Cheap to clone; clones share the database and its
+/// writer thread.
+///
+/// Writes go through one writer thread, in the order openraft asked for
+/// them. An append returns as soon as its entries are queued and readable
+/// (openraft's storage-v2 contract): openraft then sends them to the
+/// followers while this node's own fsync runs, instead of after it, and the
+/// entries' `LogFlushed` callback fires once the fsync is done.
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Inner>,
+    writer: Arc<Writer>,
 }
 
 struct Inner {
     db: Database,
     path: PathBuf,
     fsync_observer: RwLock<Option<Observer>>,
+    /// Entries appended but not yet committed to `db`, by index: what
+    /// readers see on top of the database until the writer has written
+    /// them. Always a run of indexes above everything `db` holds.
+    unflushed: Mutex<BTreeMap<u64, Entry<TypeConfig>>>,
+}
+
+/// One queued write.
+enum Job {
+    Append {
+        entries: Vec<Entry<TypeConfig>>,
+        callback: LogFlushed<TypeConfig>,
+    },
+    /// openraft's commit point: not fsynced (see `save_committed`).
+    Committed(Option<LogId<NodeId>>),
+    Truncate {
+        index: u64,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Purge {
+        upto: LogId<NodeId>,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Vote {
+        vote: Vote<NodeId>,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// The queue to the writer thread. Dropping the last handle closes the
+/// queue; the thread writes what is left and ends, and the drop waits for
+/// it, so the database is closed when the last `LogStore` is gone.
+struct Writer {
+    queue: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Writer {
+    fn start(inner: Arc<Inner>) -> Result<Self, StoreError> {
+        let (tx, rx) = mpsc::channel(LOG_WRITE_QUEUE_MAX);
+        let path = inner.path.clone();
+        let thread = std::thread::Builder::new()
+            .name("keel-log-writer".into())
+            .spawn(move || write_loop(&inner, rx))
+            .map_err(|e| StoreError::io(&path, e))?;
+        Ok(Self {
+            queue: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn sender(&self) -> Option<mpsc::Sender<Job>> {
+        lock(&self.queue).clone()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        lock(&self.queue).take();
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A lock whose holder cannot leave its data half-changed (every critical
+/// section is a single map or option operation), so a poisoned one is used
+/// as it is.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The writer thread: takes jobs in order; runs of appends and commit
+/// points are committed together.
+fn write_loop(inner: &Inner, mut rx: mpsc::Receiver<Job>) {
+    // After a failed write the log on disk may lack entries openraft was
+    // told nothing about yet; nothing after it may be written or reported.
+    let mut failed: Option<String> = None;
+    let mut next: Option<Job> = None;
+    loop {
+        let Some(job) = next.take().or_else(|| rx.blocking_recv()) else {
+            return;
+        };
+        match job {
+            Job::Append { .. } | Job::Committed(_) => {
+                let mut group = vec![job];
+                while group.len() < LOG_WRITE_GROUP_MAX {
+                    match rx.try_recv() {
+                        Ok(j @ (Job::Append { .. } | Job::Committed(_))) => group.push(j),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                inner.write_group(group, &mut failed);
+            }
+            Job::Truncate { index, done } => {
+                let _ = done.send(inner.guarded(&mut failed, |i| i.truncate(index)));
+            }
+            Job::Purge { upto, done } => {
+                let _ = done.send(inner.guarded(&mut failed, |i| i.purge(upto)));
+            }
+            Job::Vote { vote, done } => {
+                // fsynced: see `save_vote`.
+                let _ = done.send(inner.guarded(&mut failed, |i| {
+                    i.put_meta(KEY_VOTE, &vote, Durability::Immediate)
+                }));
+            }
+        }
+    }
 }
 
 fn record_crc(index: u64, payload: &[u8]) -> u32 {
@@ -127,12 +255,13 @@ impl LogStore {
             db,
             path: path.to_path_buf(),
             fsync_observer: RwLock::new(None),
+            unflushed: Mutex::new(BTreeMap::new()),
         };
         inner.init_tables()?;
         inner.verify()?;
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        let inner = Arc::new(inner);
+        let writer = Arc::new(Writer::start(inner.clone())?);
+        Ok(Self { inner, writer })
     }
 
     /// Sets a callback that observes each append's commit-and-fsync time.
@@ -408,6 +537,9 @@ impl Inner {
     }
 
     fn log_state(&self) -> Result<LogState<TypeConfig>, StoreError> {
+        let pending = lock(&self.unflushed)
+            .last_key_value()
+            .map(|(_, e)| e.log_id);
         let txn = self.read_txn()?;
         let purged: Option<LogId<NodeId>> = self.meta(&txn, KEY_PURGED)?;
         let t = txn.open_table(LOG).map_err(|e| self.err(e))?;
@@ -418,7 +550,7 @@ impl Inner {
         Ok(LogState {
             last_purged_log_id: purged,
             // With every entry purged, the last log id is the purge point.
-            last_log_id: last.or(purged),
+            last_log_id: pending.or(last).or(purged),
         })
     }
 
@@ -431,16 +563,26 @@ impl Inner {
         end: Bound<u64>,
         limit: Option<(usize, usize)>,
     ) -> Result<Vec<Entry<TypeConfig>>, ReadError> {
+        // Unflushed entries first, then the database: an entry the writer
+        // commits in between is in this copy or in that (later) read view,
+        // and unflushed entries all lie above what the database held.
+        let unflushed: Vec<Entry<TypeConfig>> = lock(&self.unflushed)
+            .range((start, end))
+            .map(|(_, e)| e.clone())
+            .collect();
+        let full = |out: &Vec<Entry<TypeConfig>>, bytes: usize| {
+            limit.is_some_and(|(entries_max, bytes_max)| {
+                !out.is_empty() && (out.len() >= entries_max || bytes >= bytes_max)
+            })
+        };
         let txn = self.read_txn()?;
         let t = txn.open_table(LOG).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for row in t.range::<u64>((start, end)).map_err(|e| self.err(e))? {
             let (k, v) = row.map_err(|e| self.err(e))?;
-            if let Some((entries_max, bytes_max)) = limit {
-                if !out.is_empty() && (out.len() >= entries_max || bytes >= bytes_max) {
-                    break;
-                }
+            if full(&out, bytes) {
+                return Ok(out);
             }
             let index = k.value();
             bytes += v.value().len();
@@ -450,24 +592,82 @@ impl Inner {
             })?;
             out.push(e);
         }
+        let read_upto = out.last().map(|e| e.log_id.index);
+        for e in unflushed {
+            if read_upto.is_some_and(|i| e.log_id.index <= i) {
+                continue;
+            }
+            if full(&out, bytes) {
+                break;
+            }
+            bytes += postcard::experimental::serialized_size(&e).unwrap_or(0);
+            out.push(e);
+        }
         Ok(out)
     }
 
-    fn append(&self, entries: Vec<Entry<TypeConfig>>) -> Result<(), StoreError> {
-        if let Some(w) = entries
-            .windows(2)
-            .find(|w| w[0].log_id.index.checked_add(1) != Some(w[1].log_id.index))
-        {
+    /// Runs `f` unless an earlier write failed; a failure of `f` is
+    /// remembered so no later write is made.
+    fn guarded(
+        &self,
+        failed: &mut Option<String>,
+        f: impl FnOnce(&Self) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if let Some(why) = failed {
             return Err(StoreError::other(
                 &self.path,
-                format!(
-                    "refusing to append non-consecutive entries {} then {}",
-                    w[0].log_id, w[1].log_id
-                ),
+                format!("an earlier log write failed: {why}"),
             ));
         }
-        let mut records = Vec::with_capacity(entries.len());
-        for e in &entries {
+        let r = f(self);
+        if let Err(e) = &r {
+            *failed = Some(e.to_string());
+        }
+        r
+    }
+
+    /// Commits a run of appends and commit points in one transaction, then
+    /// reports each append flushed (or failed).
+    fn write_group(&self, group: Vec<Job>, failed: &mut Option<String>) {
+        let mut appends = Vec::new();
+        let mut committed = None;
+        for job in group {
+            match job {
+                Job::Append { entries, callback } => appends.push((entries, callback)),
+                Job::Committed(c) => committed = Some(c),
+                // write_loop only groups appends and commit points.
+                _ => {}
+            }
+        }
+        let result = self.guarded(failed, |i| {
+            i.commit_appends(appends.iter().map(|(e, _)| e.as_slice()), committed)
+        });
+        if result.is_ok() {
+            let mut unflushed = lock(&self.unflushed);
+            for (entries, _) in &appends {
+                for e in entries {
+                    unflushed.remove(&e.log_id.index);
+                }
+            }
+        }
+        for (_, callback) in appends {
+            // openraft stops the node on a failed flush.
+            callback.log_io_completed(
+                result
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| std::io::Error::other(e.to_string())),
+            );
+        }
+    }
+
+    fn commit_appends<'a>(
+        &self,
+        appends: impl Iterator<Item = &'a [Entry<TypeConfig>]>,
+        committed: Option<Option<LogId<NodeId>>>,
+    ) -> Result<(), StoreError> {
+        let mut records = Vec::new();
+        for e in appends.flatten() {
             let rec = encode_record(e).map_err(|err| {
                 StoreError::other(&self.path, format!("encoding {}: {err}", e.log_id))
             })?;
@@ -476,28 +676,52 @@ impl Inner {
             decode_record(&self.path, e.log_id.index, &rec)?;
             records.push((e.log_id.index, rec));
         }
+        if let Some(w) = records
+            .windows(2)
+            .find(|w| w[0].0.checked_add(1) != Some(w[1].0))
+        {
+            return Err(StoreError::other(
+                &self.path,
+                format!(
+                    "refusing to append non-consecutive entries {} then {}",
+                    w[0].0, w[1].0
+                ),
+            ));
+        }
         let start = Instant::now();
         let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        // fsync before openraft hears of it: the callback (after this
-        // returns) is what lets openraft count this node towards a quorum,
+        // fsync before openraft hears of it: the callbacks (after this
+        // returns) are what let openraft count this node towards a quorum,
         // so an entry reported committed is on a majority's disks. redb's
         // Immediate commit writes the new pages and a checksummed header,
         // then fsyncs; after a crash a commit whose pages did not all reach
         // the disk fails its checksum and redb falls back to the previous
-        // one. So the log holds the whole append or none of it, and the
-        // callback only ever follows a completed fsync.
-        txn.set_durability(APPEND_DURABILITY)
-            .map_err(|e| self.err(e))?;
+        // one. So the log holds the whole group or none of it, and a
+        // callback only ever follows a completed fsync. A group of commit
+        // points alone is not fsynced (see `save_committed`).
+        txn.set_durability(if records.is_empty() {
+            Durability::None
+        } else {
+            APPEND_DURABILITY
+        })
+        .map_err(|e| self.err(e))?;
         {
             let mut t = txn.open_table(LOG).map_err(|e| self.err(e))?;
             for (index, rec) in &records {
                 t.insert(*index, rec.as_slice()).map_err(|e| self.err(e))?;
             }
+            if let Some(c) = committed {
+                let mut m = txn.open_table(META).map_err(|e| self.err(e))?;
+                m.insert(KEY_COMMITTED, codec::encode(&c).as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
         }
         txn.commit().map_err(|e| self.err(e))?;
-        if let Ok(o) = self.fsync_observer.read() {
-            if let Some(f) = o.as_ref() {
-                f(start.elapsed());
+        if !records.is_empty() {
+            if let Ok(o) = self.fsync_observer.read() {
+                if let Some(f) = o.as_ref() {
+                    f(start.elapsed());
+                }
             }
         }
         Ok(())
@@ -605,17 +829,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let inner = self.inner.clone();
+        // fsynced before returning: a vote forgotten in a crash could let
+        // this node vote again in the same term for another candidate,
+        // electing two leaders. Written after every earlier log write, so
+        // it also makes any earlier non-durable write durable.
         let vote = *vote;
-        // fsync before returning: a vote forgotten in a crash could let this
-        // node vote again in the same term for another candidate, electing
-        // two leaders. The commit is ordered after every earlier log write,
-        // so it also makes any earlier non-durable write durable.
-        blocking(&self.inner.path, move || {
-            inner.put_meta(KEY_VOTE, &vote, Durability::Immediate)
-        })
-        .await
-        .map_err(|e| e.write_vote())
+        self.call(|done| Job::Vote { vote, done })
+            .await
+            .map_err(|e| e.write_vote())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
@@ -626,17 +847,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        let inner = self.inner.clone();
-        // Not fsynced. The committed id only lets a restarted node re-apply
-        // its log before hearing from a leader; if a crash loses it, the
-        // node restarts from an older value (or none), which is always safe:
-        // the leader re-sends the commit index with its next heartbeat. The
-        // next fsynced append or vote makes it durable anyway.
-        blocking(&self.inner.path, move || {
-            inner.put_meta(KEY_COMMITTED, &committed, Durability::None)
-        })
-        .await
-        .map_err(|e| e.write_logs())
+        // Queued, not waited for, and not fsynced. The committed id only
+        // lets a restarted node re-apply its log before hearing from a
+        // leader; if a crash loses it, the node restarts from an older value
+        // (or none), which is always safe: the leader re-sends the commit
+        // index with its next heartbeat. It is written after the appends
+        // queued before it, and the next fsynced write makes it durable.
+        self.queue(Job::Committed(committed))
+            .await
+            .map_err(|e| e.write_logs())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
@@ -647,9 +866,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .flatten())
     }
 
-    /// Appends and fsyncs, then reports the entries flushed. On failure the
-    /// callback is dropped unreported and the error returned: openraft
-    /// stops the node on a log write error.
+    /// Makes the entries readable and queues them for the writer, which
+    /// commits and fsyncs them (with any appends queued beside them) and
+    /// then reports them flushed through `callback`. Returns at once, as
+    /// storage-v2 asks: openraft replicates the entries meanwhile, and
+    /// counts this node towards their quorum only at the callback.
     async fn append<I>(
         &mut self,
         entries: I,
@@ -660,28 +881,56 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        if !entries.is_empty() {
-            let inner = self.inner.clone();
-            blocking(&self.inner.path, move || inner.append(entries))
-                .await
-                .map_err(|e| e.write_logs())?;
+        if entries.is_empty() {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
         }
-        callback.log_io_completed(Ok(()));
-        Ok(())
+        {
+            let mut unflushed = lock(&self.inner.unflushed);
+            for e in &entries {
+                unflushed.insert(e.log_id.index, e.clone());
+            }
+        }
+        self.queue(Job::Append { entries, callback })
+            .await
+            .map_err(|e| e.write_logs())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let inner = self.inner.clone();
-        blocking(&self.inner.path, move || inner.truncate(log_id.index))
+        // After every append queued before it. Appends made since are
+        // flushed by then, so no unflushed entry at or above the index is
+        // left for readers to see.
+        let index = log_id.index;
+        self.call(|done| Job::Truncate { index, done })
             .await
             .map_err(|e| e.write_logs())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let inner = self.inner.clone();
-        blocking(&self.inner.path, move || inner.purge(log_id))
+        self.call(|done| Job::Purge { upto: log_id, done })
             .await
             .map_err(|e| e.write_logs())
+    }
+}
+
+impl LogStore {
+    /// Queues a write without waiting for it.
+    async fn queue(&self, job: Job) -> Result<(), StoreError> {
+        let stopped = || StoreError::other(&self.inner.path, "the log writer has stopped");
+        let tx = self.writer.sender().ok_or_else(stopped)?;
+        tx.send(job).await.map_err(|_| stopped())
+    }
+
+    /// Queues a write and waits for its result.
+    async fn call(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Job,
+    ) -> Result<(), StoreError> {
+        let (done, result) = oneshot::channel();
+        self.queue(job(done)).await?;
+        result.await.map_err(|_| {
+            StoreError::other(&self.inner.path, "the log writer stopped before the write")
+        })?
     }
 }
 

@@ -305,6 +305,55 @@ fn a_wide_log_read_returns_the_whole_range_and_replication_reads_are_bounded() {
     });
 }
 
+#[test]
+fn concurrent_appends_are_flushed_in_order_and_survive_a_reopen() {
+    // openraft does not wait for one append's flush before the next: the
+    // writer takes them in the order they were made, commits runs of them
+    // together, and reports each flushed only once it is on disk.
+    let dir = tempfile::tempdir().unwrap();
+    let n = 3 * keel_store::LOG_WRITE_GROUP_MAX as u64 + 7;
+    // One thread: tasks first run in the order they were spawned, so the
+    // appends are queued in index order, all before the first is flushed.
+    let one_thread = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    one_thread.block_on(async {
+        let (log, _sm) = open(dir.path());
+        let appends: Vec<_> = (1..=n)
+            .map(|i| {
+                let mut log = log.clone();
+                tokio::spawn(async move {
+                    let e = Entry {
+                        log_id: log_id(i),
+                        payload: EntryPayload::Blank,
+                    };
+                    log.blocking_append([e]).await
+                })
+            })
+            .collect();
+        for a in appends {
+            a.await.unwrap().unwrap();
+        }
+        let mut reader = log.clone();
+        let got = reader.try_get_log_entries(1..=n).await.unwrap();
+        let indexes: Vec<u64> = got.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(indexes, (1..=n).collect::<Vec<_>>());
+    });
+    // Flushed means on disk: a fresh open of the files finds every entry.
+    rt().block_on(async {
+        let (mut log, _sm) = open(dir.path());
+        assert_eq!(
+            log.get_log_state().await.unwrap().last_log_id,
+            Some(log_id(n))
+        );
+        assert_eq!(
+            log.try_get_log_entries(1..=n).await.unwrap().len() as u64,
+            n
+        );
+    });
+}
+
 /// Streams a store's current snapshot into another store and installs it.
 async fn transfer(
     from: &mut StateMachineStore,
