@@ -17,8 +17,6 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use serde_json::json;
@@ -34,6 +32,7 @@ use crate::problem::Problem;
 use crate::proxy::{self, KeyMaker};
 use crate::{ConfigError, NodeIndex};
 use keel_http_client::ConnPool;
+use keel_http_server::ServeLimits;
 
 /// How long shutdown waits for in-flight requests before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -50,9 +49,6 @@ pub const PROBE_BYTES_MAX: usize = 64 << 10;
 /// (75 s). With the connection cap it bounds what idle or slow-loris
 /// clients hold; the body has `limits.body_timeout_ms`.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(75);
-/// How long accepting pauses after the OS refused an accept (out of file
-/// descriptors and the like), rather than spinning.
-pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +128,7 @@ impl Gateway {
         let (stop, stopped) = watch::channel(false);
         let server = tokio::spawn(serve(
             listener,
-            Arc::new(Semaphore::new(config.limits.connections_max)),
+            config.limits.connections_max,
             shared.clone(),
             stopped.clone(),
         ));
@@ -179,62 +175,26 @@ impl Gateway {
     }
 }
 
-/// Accepts clients until shutdown, each served over HTTP/1.1 on a task of
-/// its own that also proxies its requests; then lets requests in flight
-/// finish for up to [`SHUTDOWN_GRACE`]. At most `limits.connections_max`
-/// clients are served at once: past that, new ones wait in the kernel's
-/// listen backlog.
+/// Serves clients until shutdown (`keel_http_server`): each connection on a
+/// task of its own that also proxies its requests, at most
+/// `limits.connections_max` at once.
 async fn serve(
     listener: TcpListener,
-    permits: Arc<Semaphore>,
+    connections_max: usize,
     gw: Arc<Shared>,
-    mut stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
 ) {
     let own = Arc::new(OwnRoutes::new(gw.clone()));
-    let graceful = GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let mut connections = JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            () = until_stopped(&mut stopped) => break,
-            // The semaphore is never closed, so acquiring only waits.
-            p = permits.clone().acquire_owned() => p,
-        };
-        let (stream, peer) = tokio::select! {
-            () = until_stopped(&mut stopped) => break,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                    continue;
-                }
-            },
-        };
-        while connections.try_join_next().is_some() {}
-        let _ = stream.set_nodelay(true);
-        let gw = gw.clone();
-        let own = own.clone();
-        let service = service_fn(move |req| dispatch(gw.clone(), own.clone(), peer, req));
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        connections.spawn(async move {
-            let _slot = permit;
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, %peer, "client connection ended");
-            }
-        });
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
-    connections.abort_all();
-    while connections.join_next().await.is_some() {}
-}
-
-/// Completes once shutdown was asked for.
-async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
-    let _ = stopped.wait_for(|s| *s).await;
+    let limits = ServeLimits {
+        connections_max,
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        shutdown_grace: SHUTDOWN_GRACE,
+    };
+    let make = move |peer| {
+        let (gw, own) = (gw.clone(), own.clone());
+        service_fn(move |req| dispatch(gw.clone(), own.clone(), peer, req))
+    };
+    keel_http_server::serve(listener, limits, make, stopped).await;
 }
 
 /// The gateway's own routes go to its router; everything else is proxied.

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use hyper_util::service::TowerToHyperService;
 use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::watch;
@@ -40,6 +41,13 @@ pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 10_000;
 pub const APPEND_ENTRIES_MAX: u64 = 32;
 /// Longest graceful shutdown waits for in-flight HTTP requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Most HTTP connections a node serves at once (clients, gateways and
+/// peers together); more wait in the kernel's listen backlog.
+pub const HTTP_CONNECTIONS_MAX: usize = 4_096;
+/// Longest a connection may sit between requests, or take to send a
+/// request's head, before the node closes it (nginx's keepalive_timeout).
+/// Peers and the gateway keep their idle connections for less.
+pub const HTTP_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// Why a node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -141,14 +149,17 @@ pub async fn run(
             source,
         })?;
     let app = api::router(Api::new(node.clone())).merge(internal_router(node.clone()));
-    let mut http_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.changed().await;
-            })
-            .await
-    });
+    let limits = keel_http_server::ServeLimits {
+        connections_max: HTTP_CONNECTIONS_MAX,
+        header_read_timeout: HTTP_HEADER_READ_TIMEOUT,
+        shutdown_grace: SHUTDOWN_GRACE,
+    };
+    let server = tokio::spawn(keel_http_server::serve(
+        listener,
+        limits,
+        move |_peer| TowerToHyperService::new(app.clone()),
+        stop_rx.clone(),
+    ));
     tracing::info!(id = config.id, listen = %config.listen, "node serving");
 
     if let Some(members) = bootstrap {
@@ -166,7 +177,8 @@ pub async fn run(
     shutdown.await;
     tracing::info!(id = config.id, "shutting down");
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, server).await;
+    // The server itself gives requests in flight SHUTDOWN_GRACE.
+    let _ = server.await;
     let _ = ticker.await;
     let _ = elector.await;
     let _ = proposer_task.await;

@@ -1,0 +1,224 @@
+//! The accept loop Keel's processes serve HTTP/1.1 with: the gateway for
+//! its clients, a node for clients, the gateway and its peers.
+//!
+//! Each connection is served on a task of its own by hyper's HTTP/1.1
+//! server directly (no protocol sniffing: nothing here speaks HTTP/2). At
+//! most [`ServeLimits::connections_max`] connections are served at once;
+//! past that, new ones wait in the kernel's listen backlog, so a flood of
+//! clients costs a queue in the kernel rather than memory here. A client
+//! that sends no request head for [`ServeLimits::header_read_timeout`] is
+//! dropped, which also ends idle kept-alive connections. On stop, the
+//! listener closes, requests in flight may finish for
+//! [`ServeLimits::shutdown_grace`], and then every connection is dropped.
+#![deny(missing_docs)]
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Incoming};
+use hyper::service::HttpService;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// How long accepting pauses after the OS refused an accept (out of file
+/// descriptors, say), so a persistent failure does not spin a core.
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// The bounds of one server.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeLimits {
+    /// Most connections served at once.
+    pub connections_max: usize,
+    /// Longest wait for a request head, between requests too.
+    pub header_read_timeout: Duration,
+    /// Longest wait for requests in flight once stopping.
+    pub shutdown_grace: Duration,
+}
+
+/// Serves connections from `listener` until `stopped` turns true, each
+/// with the service `make` builds for its peer address.
+pub async fn serve<M, S, B>(
+    listener: TcpListener,
+    limits: ServeLimits,
+    mut make: M,
+    mut stopped: watch::Receiver<bool>,
+) where
+    M: FnMut(SocketAddr) -> S,
+    S: HttpService<Incoming, ResBody = B> + Send + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let permits = Arc::new(Semaphore::new(limits.connections_max.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let mut connections = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            () = until_stopped(&mut stopped) => break,
+            // The semaphore is never closed, so acquiring only waits.
+            p = permits.clone().acquire_owned() => p,
+        };
+        let (stream, peer) = tokio::select! {
+            () = until_stopped(&mut stopped) => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        // Reap finished connections so the set stays bounded by the cap.
+        while connections.try_join_next().is_some() {}
+        // Small requests and replies: no waiting for a full segment.
+        let _ = stream.set_nodelay(true);
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), make(peer)));
+        connections.spawn(async move {
+            let _slot = permit;
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %peer, "connection ended");
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await;
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+}
+
+/// Completes once shutdown was asked for (or its sender is gone).
+async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use hyper::{Request, Response};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::Notify;
+
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+
+    fn limits(connections_max: usize) -> ServeLimits {
+        ServeLimits {
+            connections_max,
+            header_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+
+    /// Reads one whole reply of the fixed body "ok" (or times out).
+    async fn reply(s: &mut TcpStream, within: Duration) -> Option<String> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        tokio::time::timeout(within, async {
+            while !got.ends_with(b"ok") {
+                let n = s.read(&mut buf).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            Some(String::from_utf8_lossy(&got).into_owned())
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// A server whose `/slow` requests say they started on `started` and
+    /// then wait for `gate`; every other request is answered at once.
+    async fn start(
+        connections_max: usize,
+        started: Arc<Notify>,
+        gate: Arc<Notify>,
+    ) -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let server = tokio::spawn(serve(
+            l,
+            limits(connections_max),
+            move |_| {
+                let (started, gate) = (started.clone(), gate.clone());
+                service_fn(move |req: Request<Incoming>| {
+                    let (started, gate) = (started.clone(), gate.clone());
+                    async move {
+                        if req.uri().path() == "/slow" {
+                            started.notify_one();
+                            gate.notified().await;
+                        }
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok"))))
+                    }
+                })
+            },
+            stopped,
+        ));
+        (addr, stop, server)
+    }
+
+    #[tokio::test]
+    async fn a_connection_past_the_cap_waits_until_one_closes() {
+        let idle = Arc::new(Notify::new());
+        let (addr, _stop, _server) = start(1, idle.clone(), idle).await;
+        let mut a = TcpStream::connect(addr).await.unwrap();
+        a.write_all(GET).await.unwrap();
+        assert!(reply(&mut a, Duration::from_secs(5)).await.is_some());
+        // `a` is kept alive and holds the only slot: `b` is not served.
+        let mut b = TcpStream::connect(addr).await.unwrap();
+        b.write_all(GET).await.unwrap();
+        assert!(reply(&mut b, Duration::from_millis(300)).await.is_none());
+        drop(a);
+        assert!(reply(&mut b, Duration::from_secs(5)).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_stop_lets_the_request_in_flight_finish_and_refuses_new_ones() {
+        let (started, gate) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let (addr, stop, server) = start(8, started.clone(), gate.clone()).await;
+        let mut a = TcpStream::connect(addr).await.unwrap();
+        a.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // Stop once the request is being served.
+        tokio::time::timeout(Duration::from_secs(5), started.notified())
+            .await
+            .unwrap();
+        stop.send(true).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        // New connections are refused once the listener is closed.
+        loop {
+            if TcpStream::connect(addr).await.is_err() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "listener still open"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert!(!server.is_finished(), "waits for the request in flight");
+        gate.notify_one();
+        assert!(reply(&mut a, Duration::from_secs(5)).await.is_some());
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
