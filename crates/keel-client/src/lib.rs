@@ -107,7 +107,8 @@ pub struct Reply {
 impl Reply {
     /// Decodes the body.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
-        serde_json::from_value(self.body.clone()).map_err(|e| ClientError::Decode(e.to_string()))
+        // Straight from the parsed tree, without copying it first.
+        T::deserialize(&self.body).map_err(|e| ClientError::Decode(e.to_string()))
     }
 }
 
