@@ -86,14 +86,14 @@ struct Inner {
     unflushed: Mutex<BTreeMap<u64, Entry<TypeConfig>>>,
 }
 
+/// `(index, record)` of an entry, encoded as it is stored.
+type Record = (u64, Vec<u8>);
+
 /// One queued write.
 enum Job {
-    Append {
-        entries: Vec<Entry<TypeConfig>>,
-        callback: LogFlushed<TypeConfig>,
-    },
-    /// openraft's commit point: not fsynced (see `save_committed`).
-    Committed(Option<LogId<NodeId>>),
+    /// An append or a commit point: queued runs of these are committed
+    /// together.
+    Grouped(Grouped),
     Truncate {
         index: u64,
         done: oneshot::Sender<Result<(), StoreError>>,
@@ -108,12 +108,25 @@ enum Job {
     },
 }
 
+/// A write the writer commits together with its neighbours.
+enum Grouped {
+    /// Entries encoded by `append`; the entries themselves wait in
+    /// `Inner::unflushed` for readers.
+    Append {
+        records: Vec<Record>,
+        callback: LogFlushed<TypeConfig>,
+    },
+    /// openraft's commit point: not fsynced (see `save_committed`).
+    Committed(Option<LogId<NodeId>>),
+}
+
 /// The queue to the writer thread. Dropping the last handle closes the
 /// queue; the thread writes what is left and ends, and the drop waits for
 /// it, so the database is closed when the last `LogStore` is gone.
 struct Writer {
-    queue: Mutex<Option<mpsc::Sender<Job>>>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// `None` only while dropping.
+    queue: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Writer {
@@ -125,28 +138,23 @@ impl Writer {
             .spawn(move || write_loop(&inner, rx))
             .map_err(|e| StoreError::io(&path, e))?;
         Ok(Self {
-            queue: Mutex::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
+            queue: Some(tx),
+            thread: Some(thread),
         })
-    }
-
-    fn sender(&self) -> Option<mpsc::Sender<Job>> {
-        lock(&self.queue).clone()
     }
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        lock(&self.queue).take();
-        if let Some(t) = lock(&self.thread).take() {
+        self.queue.take();
+        if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
 /// A lock whose holder cannot leave its data half-changed (every critical
-/// section is a single map or option operation), so a poisoned one is used
-/// as it is.
+/// section is a single map operation), so a poisoned one is used as it is.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -163,11 +171,12 @@ fn write_loop(inner: &Inner, mut rx: mpsc::Receiver<Job>) {
             return;
         };
         match job {
-            Job::Append { .. } | Job::Committed(_) => {
-                let mut group = vec![job];
-                while group.len() < LOG_WRITE_GROUP_MAX {
+            Job::Grouped(first) => {
+                let mut group = Group::default();
+                group.add(first);
+                for _ in 1..LOG_WRITE_GROUP_MAX {
                     match rx.try_recv() {
-                        Ok(j @ (Job::Append { .. } | Job::Committed(_))) => group.push(j),
+                        Ok(Job::Grouped(g)) => group.add(g),
                         Ok(other) => {
                             next = Some(other);
                             break;
@@ -189,6 +198,27 @@ fn write_loop(inner: &Inner, mut rx: mpsc::Receiver<Job>) {
                     i.put_meta(KEY_VOTE, &vote, Durability::Immediate)
                 }));
             }
+        }
+    }
+}
+
+/// Appends and commit points the writer commits together.
+#[derive(Default)]
+struct Group {
+    records: Vec<Record>,
+    callbacks: Vec<LogFlushed<TypeConfig>>,
+    /// The last commit point queued, if any.
+    committed: Option<Option<LogId<NodeId>>>,
+}
+
+impl Group {
+    fn add(&mut self, g: Grouped) {
+        match g {
+            Grouped::Append { records, callback } => {
+                self.records.extend(records);
+                self.callbacks.push(callback);
+            }
+            Grouped::Committed(c) => self.committed = Some(c),
         }
     }
 }
@@ -628,29 +658,20 @@ impl Inner {
 
     /// Commits a run of appends and commit points in one transaction, then
     /// reports each append flushed (or failed).
-    fn write_group(&self, group: Vec<Job>, failed: &mut Option<String>) {
-        let mut appends = Vec::new();
-        let mut committed = None;
-        for job in group {
-            match job {
-                Job::Append { entries, callback } => appends.push((entries, callback)),
-                Job::Committed(c) => committed = Some(c),
-                // write_loop only groups appends and commit points.
-                _ => {}
-            }
-        }
-        let result = self.guarded(failed, |i| {
-            i.commit_appends(appends.iter().map(|(e, _)| e.as_slice()), committed)
-        });
+    fn write_group(&self, group: Group, failed: &mut Option<String>) {
+        let Group {
+            records,
+            callbacks,
+            committed,
+        } = group;
+        let result = self.guarded(failed, |i| i.commit_appends(&records, committed));
         if result.is_ok() {
             let mut unflushed = lock(&self.unflushed);
-            for (entries, _) in &appends {
-                for e in entries {
-                    unflushed.remove(&e.log_id.index);
-                }
+            for (index, _) in &records {
+                unflushed.remove(index);
             }
         }
-        for (_, callback) in appends {
+        for callback in callbacks {
             // openraft stops the node on a failed flush.
             callback.log_io_completed(
                 result
@@ -661,21 +682,11 @@ impl Inner {
         }
     }
 
-    fn commit_appends<'a>(
+    fn commit_appends(
         &self,
-        appends: impl Iterator<Item = &'a [Entry<TypeConfig>]>,
+        records: &[Record],
         committed: Option<Option<LogId<NodeId>>>,
     ) -> Result<(), StoreError> {
-        let mut records = Vec::new();
-        for e in appends.flatten() {
-            let rec = encode_record(e).map_err(|err| {
-                StoreError::other(&self.path, format!("encoding {}: {err}", e.log_id))
-            })?;
-            // Pair assertion (debug builds): what goes to disk reads back.
-            #[cfg(debug_assertions)]
-            decode_record(&self.path, e.log_id.index, &rec)?;
-            records.push((e.log_id.index, rec));
-        }
         if let Some(w) = records
             .windows(2)
             .find(|w| w[0].0.checked_add(1) != Some(w[1].0))
@@ -707,7 +718,7 @@ impl Inner {
         .map_err(|e| self.err(e))?;
         {
             let mut t = txn.open_table(LOG).map_err(|e| self.err(e))?;
-            for (index, rec) in &records {
+            for (index, rec) in records {
                 t.insert(*index, rec.as_slice()).map_err(|e| self.err(e))?;
             }
             if let Some(c) = committed {
@@ -853,7 +864,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // (or none), which is always safe: the leader re-sends the commit
         // index with its next heartbeat. It is written after the appends
         // queued before it, and the next fsynced write makes it durable.
-        self.queue(Job::Committed(committed))
+        self.queue(Job::Grouped(Grouped::Committed(committed)))
             .await
             .map_err(|e| e.write_logs())
     }
@@ -885,13 +896,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback.log_io_completed(Ok(()));
             return Ok(());
         }
-        {
-            let mut unflushed = lock(&self.inner.unflushed);
-            for e in &entries {
-                unflushed.insert(e.log_id.index, e.clone());
-            }
+        let mut records = Vec::with_capacity(entries.len());
+        for e in &entries {
+            let rec = encode_record(e).map_err(|err| {
+                StoreError::other(&self.inner.path, format!("encoding {}: {err}", e.log_id))
+                    .write_logs()
+            })?;
+            // Pair assertion (debug builds): what goes to disk reads back.
+            #[cfg(debug_assertions)]
+            decode_record(&self.inner.path, e.log_id.index, &rec).map_err(|e| e.write_logs())?;
+            records.push((e.log_id.index, rec));
         }
-        self.queue(Job::Append { entries, callback })
+        lock(&self.inner.unflushed).extend(entries.into_iter().map(|e| (e.log_id.index, e)));
+        self.queue(Job::Grouped(Grouped::Append { records, callback }))
             .await
             .map_err(|e| e.write_logs())
     }
@@ -917,7 +934,7 @@ impl LogStore {
     /// Queues a write without waiting for it.
     async fn queue(&self, job: Job) -> Result<(), StoreError> {
         let stopped = || StoreError::other(&self.inner.path, "the log writer has stopped");
-        let tx = self.writer.sender().ok_or_else(stopped)?;
+        let tx = self.writer.queue.as_ref().ok_or_else(stopped)?;
         tx.send(job).await.map_err(|_| stopped())
     }
 
