@@ -116,10 +116,9 @@ impl Reply {
 pub struct Client {
     pool: Arc<ConnPool>,
     endpoints: Vec<String>,
-    token: Option<String>,
-    /// `Bearer <token>`, built once; `None` also when the token cannot be
-    /// a header value, which every call then reports.
-    auth: Option<HeaderValue>,
+    /// `Bearer <token>` (none without a token), built once; or why the
+    /// token cannot be a header value, which every call then reports.
+    auth: Result<Option<HeaderValue>, String>,
     current: AtomicUsize,
 }
 
@@ -134,7 +133,6 @@ impl Client {
             )),
             endpoints,
             auth: bearer(token.as_deref()),
-            token,
             current: AtomicUsize::new(0),
         }
     }
@@ -145,7 +143,6 @@ impl Client {
             pool: self.pool.clone(),
             endpoints: self.endpoints.clone(),
             auth: bearer(token.as_deref()),
-            token,
             current: AtomicUsize::new(self.current.load(Ordering::Relaxed)),
         }
     }
@@ -168,14 +165,10 @@ impl Client {
             .method(method)
             .uri(path)
             .header(HOST, endpoint);
-        match (&self.auth, &self.token) {
-            (Some(a), _) => req = req.header(AUTHORIZATION, a.clone()),
-            (None, Some(_)) => {
-                return Err(AttemptError::Invalid(
-                    "the token is not a valid header value".into(),
-                ))
-            }
-            (None, None) => {}
+        match &self.auth {
+            Ok(Some(a)) => req = req.header(AUTHORIZATION, a.clone()),
+            Ok(None) => {}
+            Err(why) => return Err(AttemptError::Invalid(why.clone())),
         }
         if let Some(k) = key {
             req = req.header("Idempotency-Key", k);
@@ -445,10 +438,13 @@ pub enum AttemptError {
     Problem(ClientError),
 }
 
-/// `Authorization: Bearer <token>`, or none for no token or one that cannot
-/// be a header value.
-fn bearer(token: Option<&str>) -> Option<HeaderValue> {
-    token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
+/// `Authorization: Bearer <token>`, none for no token, or why the token
+/// cannot be a header value.
+fn bearer(token: Option<&str>) -> Result<Option<HeaderValue>, String> {
+    token
+        .map(|t| HeaderValue::from_str(&format!("Bearer {t}")))
+        .transpose()
+        .map_err(|_| "the token is not a valid header value".to_owned())
 }
 
 /// `GET`, for callers of [`Client::call_at`].
