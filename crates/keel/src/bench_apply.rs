@@ -116,7 +116,7 @@ struct RedbRun {
 
 impl RedbRun {
     fn open(dir: &Path) -> anyhow::Result<Self> {
-        remove_dir(dir)?;
+        crate::clear_dir(dir)?;
         let sm = StateMachineStore::open(&dir.join("state.redb"), &dir.join("snapshots"))?;
         // The store hands each apply to a blocking thread, as on a node.
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -133,16 +133,7 @@ impl RedbRun {
 
 impl Drop for RedbRun {
     fn drop(&mut self) {
-        let _ = remove_dir(&self.dir);
-    }
-}
-
-fn remove_dir(dir: &Path) -> anyhow::Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("removing {}", dir.display()))
-        }
-        _ => Ok(()),
+        let _ = crate::clear_dir(&self.dir);
     }
 }
 

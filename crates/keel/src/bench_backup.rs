@@ -206,10 +206,7 @@ fn open_repo(root: &Path, layout: Layout) -> anyhow::Result<Repository> {
 
 async fn bench(args: Args) -> anyhow::Result<()> {
     let layout = crate::backup_cmd::parse_layout(&args.layout)?;
-    if args.data_dir.exists() {
-        std::fs::remove_dir_all(&args.data_dir)
-            .with_context(|| format!("clearing {}", args.data_dir.display()))?;
-    }
+    crate::clear_dir(&args.data_dir)?;
     std::fs::create_dir_all(&args.data_dir)?;
     let say = |s: String| {
         if !args.json {

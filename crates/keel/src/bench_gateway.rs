@@ -860,10 +860,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     // Before anything starts, so an install does not compete with the load.
     let nginx_bin = nginx_binary();
 
-    if args.data_dir.exists() {
-        std::fs::remove_dir_all(&args.data_dir)
-            .with_context(|| format!("clearing {}", args.data_dir.display()))?;
-    }
+    crate::clear_dir(&args.data_dir)?;
     let spec = local_spec(3, args.base_port, args.data_dir.clone(), ADMIN_TOKEN)?;
     let mut cluster = LocalCluster::start(spec)?;
     cluster

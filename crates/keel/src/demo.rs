@@ -252,10 +252,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn demo(args: Args) -> anyhow::Result<()> {
-    if args.data_dir.exists() {
-        std::fs::remove_dir_all(&args.data_dir)
-            .with_context(|| format!("clearing {}", args.data_dir.display()))?;
-    }
+    crate::clear_dir(&args.data_dir)?;
     let spec = local_spec(3, args.base_port, args.data_dir.clone(), "keel-admin-dev")?;
     println!(
         "Starting a 3-node Keel cluster on 127.0.0.1:{}..{} (data in {})",
