@@ -672,13 +672,16 @@ async fn summary(
 
 async fn digest(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
     admin(&api, &h)?;
-    let r = api
-        .node
-        .sm
-        .reader()
-        .map_err(|e| Problem::internal(e.to_string()))?;
-    let applied = r.applied().map_err(|e| Problem::internal(e.to_string()))?;
-    let d = r.digest().map_err(|e| Problem::internal(e.to_string()))?;
+    // Reading commits applied entries first and then hashes every table:
+    // a blocking thread.
+    let sm = api.node.sm.clone();
+    let (applied, d) = tokio::task::spawn_blocking(move || {
+        let r = sm.reader()?;
+        Ok::<_, keel_store::StoreError>((r.applied()?, r.digest()?))
+    })
+    .await
+    .map_err(|e| Problem::internal(format!("the digest did not run: {e}")))?
+    .map_err(|e| Problem::internal(e.to_string()))?;
     let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
     Ok(Json(json!({
         "node_id": api.node.id,

@@ -235,11 +235,16 @@ async fn expiry_ticker(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         }
         loop {
             let now = now_ms();
-            let due = node
-                .sm
-                .reader()
-                .ok()
-                .and_then(|r| keel_domain::query::next_expiry_ms(&r).ok().flatten());
+            // Reading may first commit applied entries: a blocking thread.
+            let sm = node.sm.clone();
+            let due = tokio::task::spawn_blocking(move || {
+                sm.reader()
+                    .ok()
+                    .and_then(|r| keel_domain::query::next_expiry_ms(&r).ok().flatten())
+            })
+            .await
+            .ok()
+            .flatten();
             if !matches!(due, Some(t) if t <= now) {
                 break;
             }

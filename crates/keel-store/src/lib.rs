@@ -44,8 +44,8 @@ pub use log_store::{
 };
 pub use redb_tables::StateReader;
 pub use state_machine::{
-    SnapshotExport, StateMachineStore, APPLY_COMMITS_PER_FSYNC_MAX,
-    DEBUG_INVARIANT_CHECK_ORDERS_MAX,
+    SnapshotExport, StateMachineStore, APPLY_COMMANDS_PER_COMMIT_MAX, APPLY_COMMANDS_PER_FSYNC_MAX,
+    APPLY_COMMITS_PER_FSYNC_MAX, DEBUG_INVARIANT_CHECK_ORDERS_MAX,
 };
 
 /// A node's id in the cluster.

@@ -1,5 +1,7 @@
 //! The state machine on redb (`state.redb`): applies committed entries with
-//! [`keel_domain::apply_batch`], one write transaction per `apply` call, and
+//! [`keel_domain::apply_batch`] into one write transaction that stays open
+//! across `apply` calls until it holds [`APPLY_COMMANDS_PER_COMMIT_MAX`]
+//! commands or anything else reads or writes the state, and
 //! builds and installs snapshots (files in the snapshot directory, the
 //! current one named in the state's metadata).
 
@@ -17,7 +19,7 @@ use openraft::{
     BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
     StoredMembership,
 };
-use redb::{Database, Durability, ReadableDatabase};
+use redb::{Database, Durability, ReadableDatabase, WriteTransaction};
 
 use crate::error::blocking;
 use crate::redb_tables::{
@@ -32,15 +34,29 @@ use crate::{NodeId, Observer, StoreError, TypeConfig};
 /// The check rescans every table, so above this it would turn test runs
 /// quadratic; release builds never run it on this path.
 pub const DEBUG_INVARIANT_CHECK_ORDERS_MAX: u64 = 5_000;
-/// Every this many `apply` commits, one is fsynced. Applying needs no fsync
-/// for safety (the log is replayed from the last durable commit), but redb
-/// frees pages replaced by non-durable commits only at the next durable one,
-/// so without this the file would grow by every page every apply touched
-/// until the next snapshot (measured: a one-command apply grows it by about
-/// 50 KiB; 2,000 of them took it from 33 MiB to 129 MiB, while with this
-/// limit it stayed at 33 MiB). One fsync per 256 applies is noise next to
-/// the log's fsync per append, and it also bounds the replay after a crash.
+/// `apply` keeps adding entries to one open write transaction and commits
+/// it once it holds this many commands, or earlier when anything else
+/// reads or writes the state (a query, a digest, a snapshot). One commit
+/// per entry cost about a quarter of applying (`keel bench apply --tables
+/// redb`), and an insert into a page the same transaction already copied
+/// is cheaper than copying it again. Bounds the memory the open
+/// transaction holds and the work a crash throws away (replayed from the
+/// log).
+pub const APPLY_COMMANDS_PER_COMMIT_MAX: u64 = 1024;
+/// Every this many commits of applied entries, one is fsynced. Applying
+/// needs no fsync for safety (the log is replayed from the last durable
+/// commit), but redb frees pages replaced by non-durable commits only at
+/// the next durable one, so without this the file would grow by every page
+/// every commit touched until the next snapshot (measured with one commit
+/// per one-command apply: each grew it by about 50 KiB; 2,000 of them took
+/// it from 33 MiB to 129 MiB, while with this limit it stayed at 33 MiB).
+/// One fsync per 256 commits is noise next to the log's fsync per append.
 pub const APPLY_COMMITS_PER_FSYNC_MAX: u64 = 256;
+/// A commit of applied entries is also fsynced once this many commands
+/// were committed since the last fsync: with up to
+/// [`APPLY_COMMANDS_PER_COMMIT_MAX`] commands a commit, the commit count
+/// alone would let the replay after a crash grow to 262,144 commands.
+pub const APPLY_COMMANDS_PER_FSYNC_MAX: u64 = 16_384;
 /// redb's page cache for the state: large enough that queries and applies
 /// of a working set of orders stay in memory, small enough for three nodes
 /// on one laptop (redb's default is 1 GiB).
@@ -69,7 +85,31 @@ struct Incoming {
     id: Option<FileId>,
 }
 
+/// Applied entries the state database does not hold yet.
+enum PendingApply {
+    /// Every applied entry is committed.
+    None,
+    /// Entries applied into `txn`, not yet committed: readers do not see
+    /// them until [`StateMachineStore::settle`] commits it.
+    Open {
+        /// Boxed: the transaction is large next to the other variants.
+        txn: Box<WriteTransaction>,
+        /// Commands applied into `txn`.
+        commands: u64,
+        /// The last applied log id the database holds, restored as the
+        /// applied one if `txn` is abandoned.
+        committed: Option<LogId<NodeId>>,
+    },
+    /// Committing applied entries failed: the state database is behind what
+    /// was reported applied, so it is neither read nor applied to again.
+    /// Restarting the node replays the log from the last durable commit.
+    Failed(String),
+}
+
 struct Inner {
+    /// Declared before `db` so an open transaction is dropped (aborted)
+    /// before the database it belongs to.
+    pending: Mutex<PendingApply>,
     db: Database,
     path: PathBuf,
     snap_dir: PathBuf,
@@ -82,6 +122,25 @@ struct Inner {
     next_seq: AtomicU64,
     incoming: Mutex<Vec<Incoming>>,
     commits_since_fsync: AtomicU64,
+    commands_since_fsync: AtomicU64,
+}
+
+impl Drop for Inner {
+    /// Commits (fsynced) the entries applied but not yet committed when
+    /// the last handle goes, so the next start has less of the log to
+    /// replay. Nothing is lost if this fails or never runs (a
+    /// crash): the log replays them.
+    fn drop(&mut self) {
+        let pending = match self.pending.get_mut() {
+            Ok(p) => std::mem::replace(p, PendingApply::None),
+            Err(_) => return,
+        };
+        if let PendingApply::Open { txn, .. } = pending {
+            if let Err(e) = txn.commit() {
+                tracing::warn!(error = %e, "could not commit applied entries at close; the log replays them");
+            }
+        }
+    }
 }
 
 /// The state-machine store. Cheap to clone; clones share the database.
@@ -138,6 +197,7 @@ impl StateMachineStore {
 
         let s = Self {
             inner: Arc::new(Inner {
+                pending: Mutex::new(PendingApply::None),
                 db,
                 path: path.to_path_buf(),
                 snap_dir: snap_dir.to_path_buf(),
@@ -147,6 +207,7 @@ impl StateMachineStore {
                 next_seq: AtomicU64::new(1),
                 incoming: Mutex::new(Vec::new()),
                 commits_since_fsync: AtomicU64::new(0),
+                commands_since_fsync: AtomicU64::new(0),
             }),
         };
         let r = s.reader()?;
@@ -176,8 +237,27 @@ impl StateMachineStore {
     }
 
     /// A consistent read view of the state (one redb read transaction),
-    /// implementing [`keel_domain::ReadTables`].
+    /// implementing [`keel_domain::ReadTables`]. It holds every entry
+    /// applied before the call.
     pub fn reader(&self) -> Result<StateReader, StoreError> {
+        drop(self.settle()?);
+        self.begin_reader()
+    }
+
+    /// [`reader`](Self::reader) when that needs neither a commit nor a
+    /// wait for an `apply` in progress, else `None`: async callers then
+    /// call `reader` on a blocking thread.
+    pub fn try_reader(&self) -> Option<Result<StateReader, StoreError>> {
+        match self.inner.pending.try_lock() {
+            Ok(g) if matches!(*g, PendingApply::None) => {
+                drop(g);
+                Some(self.begin_reader())
+            }
+            _ => None,
+        }
+    }
+
+    fn begin_reader(&self) -> Result<StateReader, StoreError> {
         let txn = self
             .inner
             .db
@@ -189,6 +269,16 @@ impl StateMachineStore {
     /// The last applied log id (`None` if nothing was applied), from memory.
     pub fn last_applied(&self) -> Option<LogId<NodeId>> {
         self.inner.applied.read().ok().and_then(|a| *a)
+    }
+
+    /// Commands applied but not yet committed to the state database (they
+    /// are committed before anything reads the state), for diagnostics and
+    /// tests; 0 if the lock is poisoned or a commit failed.
+    pub fn uncommitted_commands(&self) -> u64 {
+        match self.inner.pending.lock().as_deref() {
+            Ok(PendingApply::Open { commands, .. }) => *commands,
+            _ => 0,
+        }
     }
 
     /// Sets a callback that observes each `apply` call's duration.
@@ -240,7 +330,9 @@ impl StateMachineStore {
         Ok(())
     }
 
-    /// Applies `entries` in one write transaction. `at` tracks the entry
+    /// Applies `entries` into the open write transaction (beginning one if
+    /// none is open) and commits it once it holds
+    /// [`APPLY_COMMANDS_PER_COMMIT_MAX`] commands. `at` tracks the entry
     /// being applied, for the error report.
     fn apply_entries(
         &self,
@@ -268,33 +360,76 @@ impl StateMachineStore {
             prev = Some(e.log_id);
         }
 
-        let mut txn = self.inner.db.begin_write().map_err(|e| self.err(e))?;
-        let commits = self
-            .inner
-            .commits_since_fsync
-            .fetch_add(1, Ordering::Relaxed)
-            + 1;
-        let fsync = commits >= APPLY_COMMITS_PER_FSYNC_MAX;
-        // Not fsynced (but see APPLY_COMMITS_PER_FSYNC_MAX): after a crash
-        // redb recovers to its last durable commit, which holds the applied
-        // log id of exactly the state it holds, and openraft re-applies the
-        // log from there. The log is never purged past the last snapshot,
-        // and a snapshot is only reported after a durable commit covering it.
-        txn.set_durability(if fsync {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })
-        .map_err(|e| self.err(e))?;
+        let mut pending = self.lock_pending()?;
+        let (txn, held, committed) = match std::mem::replace(&mut *pending, PendingApply::None) {
+            PendingApply::Open {
+                txn,
+                commands,
+                committed,
+            } => (txn, commands, committed),
+            PendingApply::None => {
+                let txn = self.inner.db.begin_write().map_err(|e| self.err(e))?;
+                (Box::new(txn), 0, self.last_applied())
+            }
+            PendingApply::Failed(reason) => {
+                let e = self.failed(&reason);
+                *pending = PendingApply::Failed(reason);
+                return Err(e);
+            }
+        };
+        match self.apply_into(&txn, entries, at) {
+            Ok((out, commands)) => {
+                self.set_applied(Some(last));
+                let commands = held.saturating_add(commands);
+                if commands >= APPLY_COMMANDS_PER_COMMIT_MAX {
+                    self.commit_applied(&mut pending, txn, commands)?;
+                } else {
+                    *pending = PendingApply::Open {
+                        txn,
+                        commands,
+                        committed,
+                    };
+                }
+                Ok(out)
+            }
+            Err(e) => {
+                // Dropping the transaction aborts it, with the entries
+                // applied into it by earlier calls: the state is back at
+                // its last commit, and so is the applied log id. openraft
+                // stops the node on this error; a restart replays the log.
+                drop(txn);
+                self.set_applied(committed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies `entries` inside `txn`, with the applied log id and any new
+    /// membership. Returns each entry's results and the number of commands.
+    fn apply_into(
+        &self,
+        txn: &WriteTransaction,
+        entries: Vec<Entry<TypeConfig>>,
+        at: &mut Option<LogId<NodeId>>,
+    ) -> Result<(Vec<Vec<Applied>>, u64), StoreError> {
+        let path = &self.inner.path;
+        let mut last = None;
+        let mut commands = 0u64;
         let mut out = Vec::with_capacity(entries.len());
         let mut membership: Option<StoredMembership<NodeId, BasicNode>> = None;
         {
-            let mut tables = WriteTxnTables::open(&txn).map_err(|e| self.err(e))?;
+            let mut tables = WriteTxnTables::open(txn).map_err(|e| self.err(e))?;
             for e in entries {
                 *at = Some(e.log_id);
+                last = Some(e.log_id);
+                // An entry without commands still counts one, so blank and
+                // membership entries also bound the open transaction.
+                commands = commands.saturating_add(1);
                 match e.payload {
                     EntryPayload::Blank => out.push(Vec::new()),
                     EntryPayload::Normal(batch) => {
+                        commands =
+                            commands.saturating_add(batch.commands.len().saturating_sub(1) as u64);
                         let r = keel_domain::apply_batch(&mut tables, &batch)
                             .map_err(|err| table_error(path, err))?;
                         out.push(r);
@@ -308,17 +443,116 @@ impl StateMachineStore {
             #[cfg(all(debug_assertions, not(feature = "test-bug-oversell")))]
             debug_check(&tables, path, "after apply")?;
         }
-        let mut meta = vec![(KEY_APPLIED, encode_meta(&Some(last)))];
+        let mut meta = vec![(KEY_APPLIED, encode_meta(&last))];
         if let Some(m) = &membership {
             meta.push((KEY_MEMBERSHIP, encode_meta(m)));
         }
-        write_meta(&txn, path, &meta)?;
-        txn.commit().map_err(|e| self.err(e))?;
-        if fsync {
-            self.inner.commits_since_fsync.store(0, Ordering::Relaxed);
+        write_meta(txn, path, &meta)?;
+        Ok((out, commands))
+    }
+
+    fn lock_pending(&self) -> Result<MutexGuard<'_, PendingApply>, StoreError> {
+        self.inner
+            .pending
+            .lock()
+            .map_err(|_| StoreError::other(&self.inner.path, "applied-entries lock poisoned"))
+    }
+
+    fn failed(&self, reason: &str) -> StoreError {
+        StoreError::other(
+            &self.inner.path,
+            format!(
+                "an earlier commit of applied entries failed ({reason}); \
+                 restart the node to replay them from the log"
+            ),
+        )
+    }
+
+    /// Commits `txn`, which holds `commands` applied commands. Not fsynced
+    /// unless a fsync limit is reached (APPLY_COMMITS_PER_FSYNC_MAX,
+    /// APPLY_COMMANDS_PER_FSYNC_MAX): after a crash redb recovers to its
+    /// last durable commit, which holds the applied log id of exactly the
+    /// state it holds, and openraft re-applies the log from there. The log
+    /// is never purged past the last snapshot, and a snapshot is only
+    /// reported after a durable commit covering it. A failure leaves
+    /// `slot` failed: the entries were reported applied but are lost.
+    fn commit_applied(
+        &self,
+        slot: &mut PendingApply,
+        mut txn: Box<WriteTransaction>,
+        commands: u64,
+    ) -> Result<(), StoreError> {
+        let commits = self
+            .inner
+            .commits_since_fsync
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        let since = self
+            .inner
+            .commands_since_fsync
+            .fetch_add(commands, Ordering::Relaxed)
+            .saturating_add(commands);
+        let fsync = commits >= APPLY_COMMITS_PER_FSYNC_MAX || since >= APPLY_COMMANDS_PER_FSYNC_MAX;
+        let committed = txn
+            .set_durability(if fsync {
+                Durability::Immediate
+            } else {
+                Durability::None
+            })
+            .map_err(|e| self.err(e))
+            .and_then(|()| txn.commit().map_err(|e| self.err(e)));
+        match committed {
+            Ok(()) => {
+                if fsync {
+                    self.durable_commit_made();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "committing applied entries failed");
+                *slot = PendingApply::Failed(e.to_string());
+                Err(e)
+            }
         }
-        self.set_applied(Some(last));
-        Ok(out)
+    }
+
+    /// Commits the entries applied but not yet committed, so the state
+    /// database holds everything applied. Returns the lock on the pending
+    /// entries: while it is held, no `apply` can open a write transaction.
+    fn settle(&self) -> Result<MutexGuard<'_, PendingApply>, StoreError> {
+        let mut slot = self.lock_pending()?;
+        match std::mem::replace(&mut *slot, PendingApply::None) {
+            PendingApply::None => {}
+            PendingApply::Open { txn, commands, .. } => {
+                self.commit_applied(&mut slot, txn, commands)?;
+            }
+            PendingApply::Failed(reason) => {
+                let e = self.failed(&reason);
+                *slot = PendingApply::Failed(reason);
+                return Err(e);
+            }
+        }
+        Ok(slot)
+    }
+
+    /// A write transaction for something other than applying entries,
+    /// after committing the applied ones. It is begun while the pending
+    /// entries' lock is held, so an `apply` cannot open one first and keep
+    /// it open; an `apply` that comes later waits in redb until this
+    /// transaction ends. So the caller must not read or apply while it
+    /// holds the transaction.
+    fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
+        let settled = self.settle()?;
+        let txn = self.inner.db.begin_write().map_err(|e| self.err(e));
+        drop(settled);
+        txn
+    }
+
+    /// Resets the fsync counters after a durable commit: it made every
+    /// earlier commit durable too.
+    fn durable_commit_made(&self) {
+        self.inner.commits_since_fsync.store(0, Ordering::Relaxed);
+        self.inner.commands_since_fsync.store(0, Ordering::Relaxed);
     }
 
     /// Records `file` as the current snapshot and returns the one it
@@ -328,13 +562,13 @@ impl StateMachineStore {
         current: &SnapshotRef,
     ) -> Result<Option<SnapshotRef>, StoreError> {
         let path = &self.inner.path;
-        let mut txn = self.inner.db.begin_write().map_err(|e| self.err(e))?;
+        let mut txn = self.begin_write()?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| self.err(e))?;
         let old = read_meta_in::<SnapshotRef>(&txn, path, KEY_SNAPSHOT)?;
         write_meta(&txn, path, &[(KEY_SNAPSHOT, encode_meta(current))])?;
         txn.commit().map_err(|e| self.err(e))?;
-        self.inner.commits_since_fsync.store(0, Ordering::Relaxed);
+        self.durable_commit_made();
         Ok(old)
     }
 
@@ -435,7 +669,7 @@ impl StateMachineStore {
         before_commit: impl FnOnce(&SnapshotHeader) -> Result<(), StoreError>,
     ) -> Result<(SnapshotHeader, Option<SnapshotRef>), StoreError> {
         let path = &self.inner.path;
-        let mut txn = self.inner.db.begin_write().map_err(|e| self.err(e))?;
+        let mut txn = self.begin_write()?;
         // One fsynced transaction replaces every table, the applied log id,
         // the membership and the current snapshot's name: a crash before the
         // commit leaves the old state and snapshot, after it the new ones.
@@ -472,7 +706,7 @@ impl StateMachineStore {
         }
         write_meta(&txn, path, &meta)?;
         txn.commit().map_err(|e| self.err(e))?;
-        self.inner.commits_since_fsync.store(0, Ordering::Relaxed);
+        self.durable_commit_made();
         self.set_applied(header.last_log_id);
         Ok((header, old))
     }
@@ -532,7 +766,7 @@ impl StateMachineStore {
         membership: StoredMembership<NodeId, BasicNode>,
     ) -> Result<SnapshotMeta<NodeId, BasicNode>, StoreError> {
         let path = &self.inner.path;
-        let mut txn = self.inner.db.begin_write().map_err(|e| self.err(e))?;
+        let mut txn = self.begin_write()?;
         // fsynced: the node will start from this membership.
         txn.set_durability(Durability::Immediate)
             .map_err(|e| self.err(e))?;
@@ -543,12 +777,12 @@ impl StateMachineStore {
 
     /// A durable commit of everything applied so far.
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
-        let mut txn = self.inner.db.begin_write().map_err(|e| self.err(e))?;
+        let mut txn = self.begin_write()?;
         // fsync: a durable redb commit makes every earlier commit durable.
         txn.set_durability(Durability::Immediate)
             .map_err(|e| self.err(e))?;
         txn.commit().map_err(|e| self.err(e))?;
-        self.inner.commits_since_fsync.store(0, Ordering::Relaxed);
+        self.durable_commit_made();
         Ok(())
     }
 
@@ -790,8 +1024,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         ))
     }
 
-    /// Applies the entries in one transaction and returns each entry's
-    /// results (empty for blank and membership entries). A storage error or
+    /// Applies the entries (see [`APPLY_COMMANDS_PER_COMMIT_MAX`] for when
+    /// they are committed) and returns each entry's results (empty for blank and membership entries). A storage error or
     /// corruption is returned, never a panic; openraft then stops the node.
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Applied>>, StorageError<NodeId>>
     where
@@ -865,5 +1099,100 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta,
             snapshot: Box::new(tokio::fs::File::from_std(f)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // A failed unwrap is a failed test.
+
+    use keel_domain::{
+        Batch, Command, Currency, Envelope, Minor, Principal, ProductName, RequestId, Sku,
+    };
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    fn entry(index: u64, n: usize, command: Command) -> Entry<TypeConfig> {
+        let env = Envelope {
+            request_id: RequestId::new(format!("req-{n}")).unwrap(),
+            principal: Principal::Admin,
+            command,
+        };
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Batch {
+                leader_time_ms: 1_700_000_000_000,
+                commands: vec![env],
+            }),
+        }
+    }
+
+    fn restock(sku: &str, qty: u64) -> Command {
+        Command::Restock {
+            sku: Sku::new(sku).unwrap(),
+            qty,
+        }
+    }
+
+    fn on_hand(sm: &StateMachineStore, sku: &str) -> u64 {
+        let r = sm.reader().unwrap();
+        keel_domain::query::product(&r, &Sku::new(sku).unwrap())
+            .unwrap()
+            .expect("product")
+            .stock
+            .on_hand
+    }
+
+    #[test]
+    fn a_failed_apply_abandons_the_uncommitted_entries_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = StateMachineStore::open(&dir.path().join("state.redb"), &dir.path().join("snap"))
+            .unwrap();
+        let mut at = None;
+        let shop = ["A", "B"].iter().enumerate().flat_map(|(i, sku)| {
+            let upsert = Command::UpsertProduct {
+                sku: Sku::new(*sku).unwrap(),
+                name: ProductName::new(format!("product {sku}")).unwrap(),
+                price: Minor(100),
+                currency: Currency::new("EUR").unwrap(),
+                active: true,
+            };
+            let base = 2 * i as u64;
+            [
+                entry(base, 2 * i, upsert),
+                entry(base + 1, 2 * i + 1, restock(sku, 10)),
+            ]
+        });
+        sm.apply_entries(shop.collect(), &mut at).unwrap();
+        let committed = sm.reader().unwrap().applied().unwrap();
+        assert_eq!(committed.map(|l| l.index), Some(3));
+
+        sm.apply_entries(vec![entry(4, 4, restock("B", 5))], &mut at)
+            .unwrap();
+        assert_eq!(sm.uncommitted_commands(), 1);
+        // Fault injection: product A's row turns to garbage inside the open
+        // transaction, where the next apply meets it.
+        if let PendingApply::Open { txn, .. } = &*sm.lock_pending().unwrap() {
+            txn.open_table(def(Table::Products))
+                .unwrap()
+                .insert(b"A".as_slice(), b"garbage".as_slice())
+                .unwrap();
+        } else {
+            panic!("the restock of B should wait in an open transaction");
+        }
+        let err = sm
+            .apply_entries(vec![entry(5, 5, restock("A", 1))], &mut at)
+            .unwrap_err();
+        assert!(err.to_string().contains("table products"), "{err}");
+
+        // The restock of B shared the abandoned transaction: the state and
+        // the applied id are back at the last commit, for openraft to
+        // replay from after a restart.
+        assert_eq!(sm.uncommitted_commands(), 0);
+        assert_eq!(sm.last_applied(), committed);
+        assert_eq!(sm.reader().unwrap().applied().unwrap(), committed);
+        assert_eq!(on_hand(&sm, "B"), 10);
+        assert_eq!(on_hand(&sm, "A"), 10, "the garbage was never committed");
     }
 }

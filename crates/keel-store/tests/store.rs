@@ -736,6 +736,65 @@ fn a_corrupt_row_met_by_apply_is_a_storage_error_not_a_panic() {
     });
 }
 
+fn restock(n: usize, sku: &str, qty: u64) -> Envelope {
+    admin(
+        n,
+        Command::Restock {
+            sku: Sku::new(sku).unwrap(),
+            qty,
+        },
+    )
+}
+
+fn on_hand(sm: &StateMachineStore, sku: &str) -> u64 {
+    query::product(&sm.reader().unwrap(), &Sku::new(sku).unwrap())
+        .unwrap()
+        .expect("product")
+        .stock
+        .on_hand
+}
+
+#[test]
+fn applied_entries_wait_for_a_commit_but_every_reader_sees_them() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let (mut log, mut sm) = open(dir.path());
+        fill(&mut log, &mut sm).await;
+        let stock = on_hand(&sm, "A");
+        assert_eq!(sm.uncommitted_commands(), 0, "the reader committed them");
+
+        let one = entries(
+            vec![Batch {
+                leader_time_ms: T0 + 50,
+                commands: vec![restock(20, "A", 1)],
+            }],
+            6,
+        );
+        sm.apply(one).await.unwrap();
+        assert_eq!(sm.uncommitted_commands(), 1, "one command waits");
+        assert_eq!(on_hand(&sm, "A"), stock + 1, "and a reader sees it");
+        assert_eq!(sm.uncommitted_commands(), 0);
+
+        // Without readers, the open transaction is committed once it holds
+        // APPLY_COMMANDS_PER_COMMIT_MAX commands.
+        let max = keel_store::APPLY_COMMANDS_PER_COMMIT_MAX as usize;
+        let batches = (0..max)
+            .map(|i| Batch {
+                leader_time_ms: T0 + 60,
+                commands: vec![restock(100 + i, "A", 1)],
+            })
+            .collect::<Vec<_>>();
+        let mut pending = entries(batches, 7).into_iter();
+        for applied in 1..max {
+            sm.apply(pending.next()).await.unwrap();
+            assert_eq!(sm.uncommitted_commands(), applied as u64);
+        }
+        sm.apply(pending.next()).await.unwrap();
+        assert_eq!(sm.uncommitted_commands(), 0, "committed at the limit");
+        assert_eq!(on_hand(&sm, "A"), stock + 1 + max as u64);
+    });
+}
+
 #[cfg(debug_assertions)]
 #[test]
 fn broken_invariants_after_apply_are_a_storage_error_in_debug_builds() {
