@@ -82,10 +82,12 @@ pub struct BatchLimits {
     pub delay_us: u64,
     /// Batches proposed but not yet committed at once; more commands wait and
     /// fill the next batch. This is what makes batching adaptive. The
-    /// default is 1: on a CPU-bound node each entry's fixed cost (a log
-    /// commit and fsync and a state commit on every replica) outweighs the
-    /// overlap a deeper pipeline buys (`keel bench cluster`, 64 clients:
-    /// 6,631 orders/s at 1, 5,937 at 2, 5,342 at 4; see BENCHMARKS.md).
+    /// default is 2: one batch fills and replicates while the one before is
+    /// applied. It was 1 while each entry paid its own state commit on
+    /// every replica and the nodes were CPU-bound (`keel bench cluster`,
+    /// 64 clients: 6,631 orders/s at 1, 5,937 at 2); since applied entries
+    /// share a commit, 2 gives about 10 % more than 1, and 3 less than 2
+    /// (see BENCHMARKS.md).
     pub in_flight_max: usize,
     /// Commands waiting for a batch; beyond this the node answers 503.
     pub queue_max: usize,
@@ -97,7 +99,7 @@ impl Default for BatchLimits {
             commands_max: 1_000,
             bytes_max: 1 << 20,
             delay_us: 0,
-            in_flight_max: 1,
+            in_flight_max: 2,
             queue_max: 50_000,
         }
     }
