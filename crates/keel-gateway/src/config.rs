@@ -19,6 +19,10 @@ use crate::{
 pub struct GatewayConfig {
     /// Address clients connect to.
     pub listen: SocketAddr,
+    /// Threads serving clients, each with its own single-threaded runtime,
+    /// listening socket (`SO_REUSEPORT`) and node connections, as nginx
+    /// runs one worker process per core. 0 (the default): one per CPU core.
+    pub workers: usize,
     /// The nodes to start from. With discovery on, more are learnt from the
     /// cluster; with it off, this is the whole list.
     pub nodes: Vec<NodeEntry>,
@@ -49,10 +53,26 @@ pub struct GatewayConfig {
     pub backup: Option<BackupSection>,
 }
 
+/// Most client-serving threads a gateway runs (`workers`).
+pub const WORKERS_MAX: usize = 64;
+
+impl GatewayConfig {
+    /// How many client-serving threads to run: `workers`, or one per CPU
+    /// core when it is 0 (one if the count is unknown).
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .min(WORKERS_MAX)
+    }
+}
+
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7100)),
+            workers: 0,
             nodes: Vec::new(),
             admin_token: None,
             routing: RoutingConfig::default(),
@@ -607,6 +627,12 @@ impl GatewayConfig {
                     reason: "must be at least INTERVAL_MS_MIN (10 ms)",
                 });
             }
+        }
+        if self.workers > WORKERS_MAX {
+            return Err(ConfigError::Invalid {
+                field: "workers",
+                reason: "at most WORKERS_MAX (64); 0 means one per CPU core",
+            });
         }
         if self.limits.connections_max == 0 || self.limits.pending_max == 0 {
             return Err(ConfigError::Invalid {

@@ -20,8 +20,8 @@ use hyper::service::service_fn;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
@@ -32,10 +32,13 @@ use crate::problem::Problem;
 use crate::proxy::{self, KeyMaker};
 use crate::{ConfigError, NodeIndex};
 use keel_http_client::ConnPool;
-use keel_http_server::ServeLimits;
+use keel_http_server::{ConnectionSlots, ServeLimits};
 
 /// How long shutdown waits for in-flight requests before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How much longer than [`SHUTDOWN_GRACE`] shutdown waits for the worker
+/// threads to wind down before leaving them behind.
+pub const WORKER_STOP_MARGIN: Duration = Duration::from_secs(1);
 /// How long idle pooled connections to nodes are kept.
 pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a membership poll may take.
@@ -66,7 +69,8 @@ pub enum GatewayError {
     },
 }
 
-/// State every request handler shares.
+/// State every request handler shares. Each worker thread has its own copy
+/// whose `upstream` is its own; everything else is shared.
 pub struct Shared {
     /// The configuration.
     pub config: Arc<GatewayConfig>,
@@ -74,20 +78,27 @@ pub struct Shared {
     pub pool: Arc<Pool>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Kept-alive HTTP/1.1 connections to the nodes.
+    /// Kept-alive HTTP/1.1 connections to the nodes, opened on and only
+    /// used by one runtime: a connection is driven by the reactor it was
+    /// registered with, so each worker thread has its own pool.
     pub upstream: ConnPool,
     /// Permits for requests in progress (`limits.pending_max`).
     pub pending: Arc<Semaphore>,
-    /// Keys for keyless writes.
-    pub keys: KeyMaker,
+    /// Keys for keyless writes (one generator for every worker, so keys
+    /// stay unique).
+    pub keys: Arc<KeyMaker>,
 }
+
+/// Most connections a listening socket queues before they are accepted.
+pub const LISTEN_BACKLOG: u32 = 1024;
 
 /// A running gateway.
 pub struct Gateway {
     addr: SocketAddr,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<()>,
+    /// One per worker thread, completed when it has stopped serving.
+    workers: Vec<oneshot::Receiver<()>>,
     tasks: JoinSet<()>,
 }
 
@@ -101,48 +112,45 @@ impl Gateway {
         // backoff jitter and the key prefix.
         let seed: u64 = rand::rngs::SmallRng::from_os_rng().random();
         let pool = Pool::new(config.clone(), metrics.clone(), seed)?;
-        let upstream = ConnPool::new(
-            config.limits.idle_connections_per_node,
-            UPSTREAM_IDLE_TIMEOUT,
-            Duration::from_millis(config.limits.connect_timeout_ms),
-        );
         let shared = Arc::new(Shared {
             pending: Arc::new(Semaphore::new(config.limits.pending_max)),
-            keys: KeyMaker::new(seed.rotate_left(17)),
+            keys: Arc::new(KeyMaker::new(seed.rotate_left(17))),
             config: config.clone(),
             pool,
             metrics,
-            upstream,
+            upstream: upstream_pool(&config),
         });
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| GatewayError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-        let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
-            addr: config.listen,
-            source,
-        })?;
         let (stop, stopped) = watch::channel(false);
-        let server = tokio::spawn(serve(
-            listener,
-            config.limits.connections_max,
-            shared.clone(),
-            stopped.clone(),
-        ));
+        let slots = ConnectionSlots::new(config.limits.connections_max);
+        // The first worker binds the asked address (maybe port 0); the
+        // others bind the address it got, sharing it by SO_REUSEPORT.
+        let mut addr = config.listen;
+        let mut workers = Vec::new();
+        for i in 0..config.worker_count() {
+            let started = spawn_worker(i, addr, &shared, slots.clone(), stopped.clone());
+            match started.await {
+                Ok((bound, done)) => {
+                    addr = bound;
+                    workers.push(done);
+                }
+                Err(e) => {
+                    // Stops the workers already serving.
+                    let _ = stop.send(true);
+                    return Err(e);
+                }
+            }
+        }
         let mut tasks = JoinSet::new();
         tasks.spawn(probe_supervisor(shared.clone(), stopped.clone()));
         if config.discovery.enabled && config.admin_token.is_some() {
             tasks.spawn(discover(shared.clone(), stopped));
         }
-        tracing::info!(%addr, nodes = config.nodes.len(), "gateway listening");
+        tracing::info!(%addr, nodes = config.nodes.len(), workers = workers.len(), "gateway listening");
         Ok(Self {
             addr,
             shared,
             stop,
-            server,
+            workers,
             tasks,
         })
     }
@@ -167,26 +175,124 @@ impl Gateway {
     /// [`SHUTDOWN_GRACE`]), and stops every background task.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut self.server).await;
-        self.server.abort();
+        // Each worker drops its connections itself once SHUTDOWN_GRACE has
+        // passed; the margin covers its runtime winding down.
+        let workers = futures_join_all(std::mem::take(&mut self.workers));
+        if tokio::time::timeout(SHUTDOWN_GRACE + WORKER_STOP_MARGIN, workers)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a gateway worker did not stop in time");
+        }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
         tracing::info!("gateway stopped");
     }
 }
 
+/// Waits for every worker's completion signal (a dropped sender counts).
+async fn futures_join_all(workers: Vec<oneshot::Receiver<()>>) {
+    for w in workers {
+        let _ = w.await;
+    }
+}
+
+/// The node connections of one runtime.
+fn upstream_pool(config: &GatewayConfig) -> ConnPool {
+    ConnPool::new(
+        config.limits.idle_connections_per_node,
+        UPSTREAM_IDLE_TIMEOUT,
+        Duration::from_millis(config.limits.connect_timeout_ms),
+    )
+}
+
+/// A listening socket on `addr` that other workers may bind too.
+fn bind_shared(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Starts worker `i`: a thread with a single-threaded runtime that binds
+/// `addr` and serves clients until `stopped`, proxying with node
+/// connections of its own. Resolves to the bound address and a receiver
+/// completed once the worker has stopped.
+fn spawn_worker(
+    i: usize,
+    addr: SocketAddr,
+    shared: &Arc<Shared>,
+    slots: ConnectionSlots,
+    stopped: watch::Receiver<bool>,
+) -> impl Future<Output = Result<(SocketAddr, oneshot::Receiver<()>), GatewayError>> {
+    let gw = Arc::new(Shared {
+        config: shared.config.clone(),
+        pool: shared.pool.clone(),
+        metrics: shared.metrics.clone(),
+        upstream: upstream_pool(&shared.config),
+        pending: shared.pending.clone(),
+        keys: shared.keys.clone(),
+    });
+    let (bound_tx, bound_rx) = oneshot::channel::<std::io::Result<SocketAddr>>();
+    let (done_tx, done_rx) = oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("keel-gateway-{i}"))
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = bound_tx.send(Err(e));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let listener = match bind_shared(addr).and_then(|l| Ok((l.local_addr()?, l))) {
+                    Ok((bound, l)) => {
+                        let _ = bound_tx.send(Ok(bound));
+                        l
+                    }
+                    Err(e) => {
+                        let _ = bound_tx.send(Err(e));
+                        return;
+                    }
+                };
+                serve(listener, slots, gw, stopped).await;
+            });
+            let _ = done_tx.send(());
+        });
+    async move {
+        let bind_error = |source| GatewayError::Bind { addr, source };
+        spawned.map_err(bind_error)?;
+        match bound_rx.await {
+            Ok(Ok(bound)) => Ok((bound, done_rx)),
+            Ok(Err(e)) => Err(bind_error(e)),
+            Err(_) => Err(bind_error(std::io::Error::other(
+                "the worker thread ended before binding",
+            ))),
+        }
+    }
+}
+
 /// Serves clients until shutdown (`keel_http_server`): each connection on a
 /// task of its own that also proxies its requests, at most
-/// `limits.connections_max` at once.
+/// `limits.connections_max` at once across all workers (`slots`).
 async fn serve(
     listener: TcpListener,
-    connections_max: usize,
+    slots: ConnectionSlots,
     gw: Arc<Shared>,
     stopped: watch::Receiver<bool>,
 ) {
     let own = Arc::new(OwnRoutes::new(gw.clone()));
     let limits = ServeLimits {
-        connections_max,
+        connections: slots,
         header_read_timeout: HEADER_READ_TIMEOUT,
         shutdown_grace: SHUTDOWN_GRACE,
     };

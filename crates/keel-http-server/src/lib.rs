@@ -3,8 +3,9 @@
 //!
 //! Each connection is served on a task of its own by hyper's HTTP/1.1
 //! server directly (no protocol sniffing: nothing here speaks HTTP/2). At
-//! most [`ServeLimits::connections_max`] connections are served at once;
-//! past that, new ones wait in the kernel's listen backlog, so a flood of
+//! most [`ServeLimits::connections`] connections are served at once;
+//! past that, each accept loop holds one accepted connection until a slot
+//! frees and the rest wait in the kernel's listen backlog, so a flood of
 //! clients costs a queue in the kernel rather than memory here. A client
 //! that sends no request head for [`ServeLimits::header_read_timeout`] is
 //! dropped, which also ends idle kept-alive connections. On stop, the
@@ -30,11 +31,25 @@ use tokio::task::JoinSet;
 /// descriptors, say), so a persistent failure does not spin a core.
 pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
+/// The slots connections are served in: the cap on connections served at
+/// once, shared by every accept loop given a clone (a server that accepts
+/// on several threads keeps one cap).
+#[derive(Clone, Debug)]
+pub struct ConnectionSlots(Arc<Semaphore>);
+
+impl ConnectionSlots {
+    /// `max` slots (at least one).
+    pub fn new(max: usize) -> Self {
+        Self(Arc::new(Semaphore::new(max.max(1))))
+    }
+}
+
 /// The bounds of one server.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ServeLimits {
-    /// Most connections served at once.
-    pub connections_max: usize,
+    /// Most connections served at once, across every accept loop sharing
+    /// these slots.
+    pub connections: ConnectionSlots,
     /// Longest wait for a request head, between requests too.
     pub header_read_timeout: Duration,
     /// Longest wait for requests in flight once stopping.
@@ -55,18 +70,16 @@ pub async fn serve<M, S, B>(
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let permits = Arc::new(Semaphore::new(limits.connections_max.max(1)));
+    let permits = limits.connections.0.clone();
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     let mut connections = JoinSet::new();
     loop {
-        let permit = tokio::select! {
-            () = until_stopped(&mut stopped) => break,
-            // The semaphore is never closed, so acquiring only waits.
-            p = permits.clone().acquire_owned() => p,
-        };
+        // Accept first, then wait for a slot: a loop waiting for a slot
+        // with no connection in hand could hold one that another loop
+        // sharing the slots needs for a connection it has accepted.
         let (stream, peer) = tokio::select! {
             () = until_stopped(&mut stopped) => break,
             r = listener.accept() => match r {
@@ -77,6 +90,11 @@ pub async fn serve<M, S, B>(
                     continue;
                 }
             },
+        };
+        let permit = tokio::select! {
+            () = until_stopped(&mut stopped) => break,
+            // The semaphore is never closed, so acquiring only waits.
+            p = permits.clone().acquire_owned() => p,
         };
         // Reap finished connections so the set stays bounded by the cap.
         while connections.try_join_next().is_some() {}
@@ -117,7 +135,7 @@ mod tests {
 
     fn limits(connections_max: usize) -> ServeLimits {
         ServeLimits {
-            connections_max,
+            connections: ConnectionSlots::new(connections_max),
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
         }
@@ -186,6 +204,43 @@ mod tests {
         assert!(reply(&mut b, Duration::from_millis(300)).await.is_none());
         drop(a);
         assert!(reply(&mut b, Duration::from_secs(5)).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn accept_loops_sharing_slots_keep_one_cap_and_serve_whichever_gets_the_client() {
+        let slots = ConnectionSlots::new(1);
+        let (_stop, stopped) = watch::channel(false);
+        let mut addrs = Vec::new();
+        for _ in 0..2 {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addrs.push(l.local_addr().unwrap());
+            let limits = ServeLimits {
+                connections: slots.clone(),
+                ..limits(1)
+            };
+            tokio::spawn(serve(
+                l,
+                limits,
+                |_| {
+                    service_fn(|_req: Request<Incoming>| async {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok"))))
+                    })
+                },
+                stopped.clone(),
+            ));
+        }
+        // Whichever loop a client reaches serves it while the slot is free,
+        // and the other loop does not serve a second client past the cap.
+        for (first, second) in [(0, 1), (1, 0), (0, 1)] {
+            let mut a = TcpStream::connect(addrs[first]).await.unwrap();
+            a.write_all(GET).await.unwrap();
+            assert!(reply(&mut a, Duration::from_secs(5)).await.is_some());
+            let mut b = TcpStream::connect(addrs[second]).await.unwrap();
+            b.write_all(GET).await.unwrap();
+            assert!(reply(&mut b, Duration::from_millis(300)).await.is_none());
+            drop(a);
+            assert!(reply(&mut b, Duration::from_secs(5)).await.is_some());
+        }
     }
 
     #[tokio::test]

@@ -150,7 +150,7 @@ pub async fn run(
         })?;
     let app = api::router(Api::new(node.clone())).merge(internal_router(node.clone()));
     let limits = keel_http_server::ServeLimits {
-        connections_max: HTTP_CONNECTIONS_MAX,
+        connections: keel_http_server::ConnectionSlots::new(HTTP_CONNECTIONS_MAX),
         header_read_timeout: HTTP_HEADER_READ_TIMEOUT,
         shutdown_grace: SHUTDOWN_GRACE,
     };

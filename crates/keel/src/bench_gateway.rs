@@ -88,8 +88,8 @@ pub struct Args {
     /// SKUs read and ordered.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     skus: u64,
-    /// nginx worker processes (default: as many as the gateway's tokio
-    /// worker threads, i.e. the number of cores).
+    /// nginx worker processes (default: as many as the gateway's worker
+    /// threads, i.e. the number of cores).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
     nginx_workers: Option<u32>,
     /// Port of node 1 of the benchmark cluster.
@@ -853,8 +853,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 type NginxColumn = Result<String, String>;
 
 async fn bench(args: Args) -> anyhow::Result<()> {
-    // The gateway runs `tokio::runtime::Runtime::new()`: one worker thread
-    // per core.
+    // The gateway runs one worker thread per core (`workers` = 0).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
     let nginx_workers = args.nginx_workers.unwrap_or(cores);
     // Before anything starts, so an install does not compete with the load.
@@ -1041,7 +1040,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         args.duration_s,
         d.as_secs_f64() / 20.0
     );
-    println!("gateway: keel gateway, default settings, tokio multi-thread runtime with {cores} worker threads");
+    println!("gateway: keel gateway, default settings: {cores} worker threads, each a single-threaded tokio runtime");
     println!("nginx:   {nginx_note}");
     println!();
     print!(

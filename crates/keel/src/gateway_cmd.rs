@@ -21,6 +21,9 @@ pub struct Args {
     /// Address clients connect to.
     #[arg(long, env = "KEEL_GATEWAY_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Threads serving clients (0: one per CPU core).
+    #[arg(long, env = "KEEL_GATEWAY_WORKERS")]
+    workers: Option<usize>,
     /// Nodes to start from: `host:port[*weight],...`.
     #[arg(long, env = "KEEL_GATEWAY_NODES")]
     nodes: Option<String>,
@@ -77,6 +80,9 @@ pub fn config(args: &Args) -> anyhow::Result<GatewayConfig> {
     };
     if let Some(l) = args.listen {
         c.listen = l;
+    }
+    if let Some(w) = args.workers {
+        c.workers = w;
     }
     if let Some(n) = &args.nodes {
         c.nodes = n
@@ -156,7 +162,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let nodes: Vec<String> = config.nodes.iter().map(|n| n.addr.clone()).collect();
     let token = config.admin_token.clone().unwrap_or_default();
-    let rt = tokio::runtime::Runtime::new()?;
+    // Clients are served by the gateway's own worker threads; this runtime
+    // only runs the probes, discovery and the backup schedule's child.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let gw = Gateway::start(config).await?;
         println!("keel gateway listening on http://{}", gw.local_addr());
