@@ -319,16 +319,7 @@ impl Node {
         if consistency == Consistency::Linearizable {
             self.catch_up().await?;
         }
-        if let Some(r) = self.sm.try_reader() {
-            return Ok(r?);
-        }
-        // Applied entries wait for a commit, or an apply holds them: both
-        // block, so not on the async workers.
-        let sm = self.sm.clone();
-        tokio::task::spawn_blocking(move || sm.reader())
-            .await
-            .map_err(|e| ReadError::Unavailable(format!("the read did not run: {e}")))?
-            .map_err(ReadError::from)
+        Ok(self.sm.reader_async().await?)
     }
 
     /// Waits until this node has applied everything the cluster had

@@ -235,16 +235,12 @@ async fn expiry_ticker(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         }
         loop {
             let now = now_ms();
-            // Reading may first commit applied entries: a blocking thread.
-            let sm = node.sm.clone();
-            let due = tokio::task::spawn_blocking(move || {
-                sm.reader()
-                    .ok()
-                    .and_then(|r| keel_domain::query::next_expiry_ms(&r).ok().flatten())
-            })
-            .await
-            .ok()
-            .flatten();
+            let due = node
+                .sm
+                .reader_async()
+                .await
+                .ok()
+                .and_then(|r| keel_domain::query::next_expiry_ms(&r).ok().flatten());
             if !matches!(due, Some(t) if t <= now) {
                 break;
             }

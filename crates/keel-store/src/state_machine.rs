@@ -244,17 +244,18 @@ impl StateMachineStore {
         self.begin_reader()
     }
 
-    /// [`reader`](Self::reader) when that needs neither a commit nor a
-    /// wait for an `apply` in progress, else `None`: async callers then
-    /// call `reader` on a blocking thread.
-    pub fn try_reader(&self) -> Option<Result<StateReader, StoreError>> {
-        match self.inner.pending.try_lock() {
-            Ok(g) if matches!(*g, PendingApply::None) => {
+    /// [`reader`](Self::reader) for async callers: at once when it needs
+    /// neither a commit nor a wait for an `apply` in progress, else on the
+    /// blocking pool, so neither stalls the runtime's workers.
+    pub async fn reader_async(&self) -> Result<StateReader, StoreError> {
+        if let Ok(g) = self.inner.pending.try_lock() {
+            if matches!(*g, PendingApply::None) {
                 drop(g);
-                Some(self.begin_reader())
+                return self.begin_reader();
             }
-            _ => None,
         }
+        let me = self.clone();
+        blocking(&self.inner.path, move || me.reader()).await
     }
 
     fn begin_reader(&self) -> Result<StateReader, StoreError> {
@@ -424,12 +425,14 @@ impl StateMachineStore {
                 last = Some(e.log_id);
                 // An entry without commands still counts one, so blank and
                 // membership entries also bound the open transaction.
-                commands = commands.saturating_add(1);
+                let weight = match &e.payload {
+                    EntryPayload::Normal(batch) => batch.commands.len().max(1),
+                    _ => 1,
+                };
+                commands = commands.saturating_add(weight as u64);
                 match e.payload {
                     EntryPayload::Blank => out.push(Vec::new()),
                     EntryPayload::Normal(batch) => {
-                        commands =
-                            commands.saturating_add(batch.commands.len().saturating_sub(1) as u64);
                         let r = keel_domain::apply_batch(&mut tables, &batch)
                             .map_err(|err| table_error(path, err))?;
                         out.push(r);
