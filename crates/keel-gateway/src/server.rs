@@ -177,7 +177,7 @@ impl Gateway {
         let _ = self.stop.send(true);
         // Each worker drops its connections itself once SHUTDOWN_GRACE has
         // passed; the margin covers its runtime winding down.
-        let workers = futures_join_all(std::mem::take(&mut self.workers));
+        let workers = all_stopped(std::mem::take(&mut self.workers));
         if tokio::time::timeout(SHUTDOWN_GRACE + WORKER_STOP_MARGIN, workers)
             .await
             .is_err()
@@ -191,7 +191,7 @@ impl Gateway {
 }
 
 /// Waits for every worker's completion signal (a dropped sender counts).
-async fn futures_join_all(workers: Vec<oneshot::Receiver<()>>) {
+async fn all_stopped(workers: Vec<oneshot::Receiver<()>>) {
     for w in workers {
         let _ = w.await;
     }

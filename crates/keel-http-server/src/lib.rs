@@ -133,14 +133,6 @@ mod tests {
 
     const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
 
-    fn limits(connections_max: usize) -> ServeLimits {
-        ServeLimits {
-            connections: ConnectionSlots::new(connections_max),
-            header_read_timeout: Duration::from_secs(30),
-            shutdown_grace: Duration::from_secs(5),
-        }
-    }
-
     /// Reads one whole reply of the fixed body "ok" (or times out).
     async fn reply(s: &mut TcpStream, within: Duration) -> Option<String> {
         let mut got = Vec::new();
@@ -160,10 +152,11 @@ mod tests {
         .flatten()
     }
 
-    /// A server whose `/slow` requests say they started on `started` and
-    /// then wait for `gate`; every other request is answered at once.
+    /// A server on `slots` whose `/slow` requests say they started on
+    /// `started` and then wait for `gate`; every other request is answered
+    /// at once.
     async fn start(
-        connections_max: usize,
+        slots: ConnectionSlots,
         started: Arc<Notify>,
         gate: Arc<Notify>,
     ) -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
@@ -172,7 +165,11 @@ mod tests {
         let (stop, stopped) = watch::channel(false);
         let server = tokio::spawn(serve(
             l,
-            limits(connections_max),
+            ServeLimits {
+                connections: slots,
+                header_read_timeout: Duration::from_secs(30),
+                shutdown_grace: Duration::from_secs(5),
+            },
             move |_| {
                 let (started, gate) = (started.clone(), gate.clone());
                 service_fn(move |req: Request<Incoming>| {
@@ -191,15 +188,13 @@ mod tests {
         (addr, stop, server)
     }
 
-    #[tokio::test]
-    async fn a_connection_past_the_cap_waits_until_one_closes() {
-        let idle = Arc::new(Notify::new());
-        let (addr, _stop, _server) = start(1, idle.clone(), idle).await;
-        let mut a = TcpStream::connect(addr).await.unwrap();
+    /// A client of `first` is served; one of `second` is not while it
+    /// stays connected (the one slot is taken), and is once it goes.
+    async fn the_slot_passes_from_first_to_second(first: SocketAddr, second: SocketAddr) {
+        let mut a = TcpStream::connect(first).await.unwrap();
         a.write_all(GET).await.unwrap();
         assert!(reply(&mut a, Duration::from_secs(5)).await.is_some());
-        // `a` is kept alive and holds the only slot: `b` is not served.
-        let mut b = TcpStream::connect(addr).await.unwrap();
+        let mut b = TcpStream::connect(second).await.unwrap();
         b.write_all(GET).await.unwrap();
         assert!(reply(&mut b, Duration::from_millis(300)).await.is_none());
         drop(a);
@@ -207,46 +202,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_past_the_cap_waits_until_one_closes() {
+        let idle = Arc::new(Notify::new());
+        let (addr, _stop, _server) = start(ConnectionSlots::new(1), idle.clone(), idle).await;
+        // The first client is kept alive and holds the only slot.
+        the_slot_passes_from_first_to_second(addr, addr).await;
+    }
+
+    #[tokio::test]
     async fn accept_loops_sharing_slots_keep_one_cap_and_serve_whichever_gets_the_client() {
         let slots = ConnectionSlots::new(1);
-        let (_stop, stopped) = watch::channel(false);
-        let mut addrs = Vec::new();
-        for _ in 0..2 {
-            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            addrs.push(l.local_addr().unwrap());
-            let limits = ServeLimits {
-                connections: slots.clone(),
-                ..limits(1)
-            };
-            tokio::spawn(serve(
-                l,
-                limits,
-                |_| {
-                    service_fn(|_req: Request<Incoming>| async {
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok"))))
-                    })
-                },
-                stopped.clone(),
-            ));
-        }
+        let idle = Arc::new(Notify::new());
+        let (one, _stop_one, _one) = start(slots.clone(), idle.clone(), idle.clone()).await;
+        let (two, _stop_two, _two) = start(slots, idle.clone(), idle).await;
         // Whichever loop a client reaches serves it while the slot is free,
         // and the other loop does not serve a second client past the cap.
-        for (first, second) in [(0, 1), (1, 0), (0, 1)] {
-            let mut a = TcpStream::connect(addrs[first]).await.unwrap();
-            a.write_all(GET).await.unwrap();
-            assert!(reply(&mut a, Duration::from_secs(5)).await.is_some());
-            let mut b = TcpStream::connect(addrs[second]).await.unwrap();
-            b.write_all(GET).await.unwrap();
-            assert!(reply(&mut b, Duration::from_millis(300)).await.is_none());
-            drop(a);
-            assert!(reply(&mut b, Duration::from_secs(5)).await.is_some());
+        for (first, second) in [(one, two), (two, one), (one, two)] {
+            the_slot_passes_from_first_to_second(first, second).await;
         }
     }
 
     #[tokio::test]
     async fn a_stop_lets_the_request_in_flight_finish_and_refuses_new_ones() {
         let (started, gate) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-        let (addr, stop, server) = start(8, started.clone(), gate.clone()).await;
+        let (addr, stop, server) =
+            start(ConnectionSlots::new(8), started.clone(), gate.clone()).await;
         let mut a = TcpStream::connect(addr).await.unwrap();
         a.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
             .await
