@@ -13,6 +13,10 @@ for tool in rustfmt cargo-clippy; do
   fi
 done
 
+# A one-off build from a fresh clone gains nothing from incremental
+# compilation's caches, which would take gigabytes of disk beside it.
+export CARGO_INCREMENTAL=0
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
