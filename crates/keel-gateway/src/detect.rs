@@ -203,7 +203,20 @@ pub struct PhiAccrual {
     interval_sum_us: u128,
     interval_sq_sum_us: u128,
     heartbeat_last: Option<Instant>,
+    /// The silence (ms since the last heartbeat) at which phi reaches
+    /// `config.threshold` for the history as it is now: phi grows with the
+    /// silence, so every request's trust check away from this point is one
+    /// comparison instead of an `exp` and a `log10` per node.
+    suspect_after_ms: f64,
 }
+
+/// How near [`PhiAccrual`]'s cached crossing a silence must be for phi
+/// itself to decide (the crossing is found by bisection, exact to far less).
+const CROSSING_MARGIN_MS: f64 = 0.01;
+
+/// Halvings of the bracket around the crossing: from a bracket of days in
+/// milliseconds down to well under [`CROSSING_MARGIN_MS`].
+const CROSSING_BISECTIONS: u32 = 64;
 
 impl PhiAccrual {
     /// A detector that has seen no heartbeat yet.
@@ -238,6 +251,7 @@ impl PhiAccrual {
             interval_sum_us: 0,
             interval_sq_sum_us: 0,
             heartbeat_last: None,
+            suspect_after_ms: f64::INFINITY,
         })
     }
 
@@ -260,15 +274,39 @@ impl PhiAccrual {
             }
         }
         self.heartbeat_last = Some(now);
+        self.suspect_after_ms = self.crossing_ms(self.config.threshold);
     }
 
     /// The suspicion level at `now`: 0 before the first heartbeat, about 0.3
     /// at the mean interval (plus the acceptable pause), growing without
     /// bound (up to +∞) as the silence lengthens.
     pub fn phi(&self, now: Instant) -> f64 {
+        match self.heartbeat_last {
+            Some(last) => self.phi_after(millis_f64(now.saturating_duration_since(last))),
+            None => 0.0,
+        }
+    }
+
+    /// Whether the node is still trusted at `now` under `threshold` (use
+    /// [`PHI_THRESHOLD_DEFAULT`] unless tuned): `phi(now) < threshold`.
+    pub fn is_available(&self, now: Instant, threshold: f64) -> bool {
         let Some(last) = self.heartbeat_last else {
-            return 0.0;
+            return 0.0 < threshold;
         };
+        let silence_ms = millis_f64(now.saturating_duration_since(last));
+        if threshold == self.config.threshold {
+            if silence_ms < self.suspect_after_ms - CROSSING_MARGIN_MS {
+                return true;
+            }
+            if silence_ms > self.suspect_after_ms + CROSSING_MARGIN_MS {
+                return false;
+            }
+        }
+        self.phi_after(silence_ms) < threshold
+    }
+
+    /// Phi after `silence_ms` without a heartbeat, for the history as it is.
+    fn phi_after(&self, silence_ms: f64) -> f64 {
         let count = self.intervals_us.len() as f64;
         let mean_ms = self.interval_sum_us as f64 / count / 1000.0;
         let sq_mean_ms = self.interval_sq_sum_us as f64 / count / 1_000_000.0;
@@ -276,15 +314,33 @@ impl PhiAccrual {
         let std_ms = variance_ms
             .sqrt()
             .max(millis_f64(self.config.std_deviation_min));
-        let elapsed_ms = millis_f64(now.saturating_duration_since(last));
         let expected_ms = mean_ms + millis_f64(self.config.heartbeat_pause_acceptable);
-        phi_logistic(elapsed_ms, expected_ms, std_ms)
+        phi_logistic(silence_ms, expected_ms, std_ms)
     }
 
-    /// Whether the node is still trusted at `now` under `threshold` (use
-    /// [`PHI_THRESHOLD_DEFAULT`] unless tuned).
-    pub fn is_available(&self, now: Instant, threshold: f64) -> bool {
-        self.phi(now) < threshold
+    /// The silence at which phi reaches `threshold`, by bisection: phi never
+    /// falls as the silence grows. Infinite if it never does.
+    fn crossing_ms(&self, threshold: f64) -> f64 {
+        if self.phi_after(0.0) >= threshold {
+            return 0.0;
+        }
+        let mut hi = 1.0;
+        while self.phi_after(hi) < threshold {
+            hi *= 2.0;
+            if !hi.is_finite() {
+                return f64::INFINITY;
+            }
+        }
+        let mut lo = 0.0;
+        for _ in 0..CROSSING_BISECTIONS {
+            let mid = lo + (hi - lo) / 2.0;
+            if self.phi_after(mid) < threshold {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        hi
     }
 
     /// How many intervals the history holds (for metrics and tests).
@@ -855,5 +911,42 @@ mod tests {
             assert!(OutlierEjection::new(config, 3).is_err(), "{config:?}");
         }
         assert!(OutlierEjection::new(default, NODES_MAX + 1).is_err());
+    }
+
+    proptest::proptest! {
+        /// The cached crossing never changes a verdict: for any history and
+        /// any silence, `is_available` is exactly `phi < threshold`, at the
+        /// configured threshold (the cached path) and at others.
+        #[test]
+        fn availability_is_exactly_phi_under_the_threshold(
+            intervals_ms in proptest::collection::vec(1u64..5_000, 1..40),
+            silences_us in proptest::collection::vec(0u64..120_000_000, 1..40),
+            std_min_ms in 1u64..500,
+            pause_ms in 0u64..3_000,
+            threshold in 0.5f64..20.0,
+        ) {
+            let mut d = PhiAccrual::new(PhiAccrualConfig {
+                std_deviation_min: ms(std_min_ms),
+                heartbeat_pause_acceptable: ms(pause_ms),
+                threshold,
+                ..PhiAccrualConfig::default()
+            })
+            .unwrap();
+            let mut now = Instant::now();
+            d.heartbeat(now);
+            for i in intervals_ms {
+                now += ms(i);
+                d.heartbeat(now);
+            }
+            // Silences right at the crossing too, where the cache defers.
+            let crossing = Duration::from_secs_f64(d.suspect_after_ms.min(1e9) / 1000.0);
+            let near = [crossing.saturating_sub(Duration::from_nanos(1)), crossing, crossing + Duration::from_nanos(1)];
+            for silence in silences_us.into_iter().map(Duration::from_micros).chain(near) {
+                let at = now + silence;
+                for t in [threshold, PHI_THRESHOLD_DEFAULT] {
+                    proptest::prop_assert_eq!(d.is_available(at, t), d.phi(at) < t, "silence {:?}, threshold {}", silence, t);
+                }
+            }
+        }
     }
 }
