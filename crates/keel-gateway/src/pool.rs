@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderValue;
+use prometheus_client::metrics::counter::Counter;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde_json::{json, Value};
@@ -79,6 +80,9 @@ struct NodeSlot {
     breaker: CircuitBreaker,
     /// The last probe's answer, for `/status`.
     probe_last: Option<String>,
+    /// Its `upstream_attempts{event="ok"}` counter, looked up once rather
+    /// than by label on every attempt.
+    answered: Counter,
 }
 
 struct Inner {
@@ -108,7 +112,29 @@ pub struct Attempt {
     class: Class,
     started: Instant,
     finished: bool,
+    answered: Counter,
 }
+
+impl Attempt {
+    /// Counts the attempt in `upstream_attempts` under `event`.
+    pub fn count(&self, event: &'static str) {
+        if event == EVENT_ANSWERED {
+            self.answered.inc();
+        } else {
+            self.pool
+                .metrics
+                .attempts
+                .get_or_create(&NodeEvent {
+                    node: self.addr.to_string(),
+                    event,
+                })
+                .inc();
+        }
+    }
+}
+
+/// The `upstream_attempts` event of an attempt the node answered normally.
+pub const EVENT_ANSWERED: &str = "ok";
 
 impl Drop for Attempt {
     fn drop(&mut self) {
@@ -139,7 +165,7 @@ impl Pool {
     ) -> Result<Arc<Self>, ConfigError> {
         let mut nodes = Vec::with_capacity(config.nodes.len());
         for entry in &config.nodes {
-            nodes.push(new_slot(&config, entry)?);
+            nodes.push(new_slot(&config, &metrics, entry)?);
         }
         let outlier = OutlierEjection::new(config.outlier.rule(), nodes.len())?;
         let balancers = build_balancers(&config, &nodes, seed)?;
@@ -231,6 +257,7 @@ impl Pool {
                 class,
                 started: now,
                 finished: false,
+                answered: inner.nodes[node.0].answered.clone(),
             });
         }
         None
@@ -424,7 +451,7 @@ impl Pool {
             addr: addr.to_owned(),
             weight: 1,
         };
-        let slot = match new_slot(&self.config, &entry) {
+        let slot = match new_slot(&self.config, &self.metrics, &entry) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(node = %addr, error = %e, "not added");
@@ -666,7 +693,11 @@ pub enum WeightError {
     Invalid(ConfigError),
 }
 
-fn new_slot(config: &GatewayConfig, entry: &NodeEntry) -> Result<NodeSlot, ConfigError> {
+fn new_slot(
+    config: &GatewayConfig,
+    metrics: &Metrics,
+    entry: &NodeEntry,
+) -> Result<NodeSlot, ConfigError> {
     let host = HeaderValue::from_str(&entry.addr).map_err(|_| ConfigError::Invalid {
         field: "nodes.addr",
         reason: "a node address must be a valid Host header (host:port)",
@@ -680,6 +711,13 @@ fn new_slot(config: &GatewayConfig, entry: &NodeEntry) -> Result<NodeSlot, Confi
         phi: PhiAccrual::new(config.health.phi())?,
         breaker: CircuitBreaker::new(config.breaker.rule())?,
         probe_last: None,
+        answered: metrics
+            .attempts
+            .get_or_create(&NodeEvent {
+                node: entry.addr.clone(),
+                event: EVENT_ANSWERED,
+            })
+            .clone(),
     })
 }
 

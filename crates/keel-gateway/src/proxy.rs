@@ -16,8 +16,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
-use crate::metrics::{ClassLabel, ClassStatus, NodeEvent, Reason};
-use crate::pool::{Class, Pool, Verdict};
+use crate::metrics::{ClassLabel, ClassStatus, Reason};
+use crate::pool::{Class, Pool, Verdict, EVENT_ANSWERED};
 use crate::problem::Problem;
 use crate::server::Shared;
 use crate::{EligibleSet, NodeIndex, RateDecision};
@@ -94,11 +94,32 @@ enum Outcome {
     Moved(String),
 }
 
+/// A client connection as the proxy sees it: its address, and its IP as the
+/// value appended to `X-Forwarded-For`, made once per connection rather than
+/// once per request.
+#[derive(Clone, Debug)]
+pub struct Client {
+    addr: SocketAddr,
+    /// `None` only if an IP address's text were not a valid header value,
+    /// which it always is.
+    ip: Option<HeaderValue>,
+}
+
+impl Client {
+    /// The client connected from `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            ip: HeaderValue::from_str(&addr.ip().to_string()).ok(),
+        }
+    }
+}
+
 /// Handles one proxied request.
-pub async fn handle(gw: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Response {
+pub async fn handle(gw: Arc<Shared>, client: &Client, req: Request<Incoming>) -> Response {
     let started = Instant::now();
     let class = classify(req.method(), req.uri().query());
-    let response = match admit_and_forward(&gw, peer, class, req, started).await {
+    let response = match admit_and_forward(&gw, client, class, req, started).await {
         Ok(r) | Err(r) => r,
     };
     let m = &gw.metrics;
@@ -136,7 +157,7 @@ fn keyable(path: &str) -> bool {
 
 async fn admit_and_forward(
     gw: &Arc<Shared>,
-    peer: SocketAddr,
+    client: &Client,
     class: Class,
     req: Request<Incoming>,
     started: Instant,
@@ -147,7 +168,11 @@ async fn admit_and_forward(
         Problem::overloaded(limits.pending_max).into_response()
     })?;
     if gw.pool.rate_limited() {
-        let client = client_key(req.headers(), &gw.config.rate_limit.client_header, peer);
+        let client = client_key(
+            req.headers(),
+            &gw.config.rate_limit.client_header,
+            client.addr,
+        );
         if let RateDecision::Limited { retry_after } = gw.pool.rate_check(&client, started) {
             reject(gw, "rate_limited");
             return Err(Problem::rate_limited(retry_after).into_response());
@@ -189,7 +214,7 @@ async fn admit_and_forward(
         Some(_) => parts.uri.clone(),
         None => Uri::from_static("/"),
     };
-    let headers = forward_headers(parts.headers, peer);
+    let headers = forward_headers(parts.headers, client);
 
     let _request = RequestGuard::new(&gw.pool);
     let deadline = started + Duration::from_millis(gw.config.retry.request_timeout_ms);
@@ -229,13 +254,7 @@ async fn admit_and_forward(
         let (verdict, event, retry_reason) = judge(&outcome, resend_ok);
         let node = attempt.node;
         let host = attempt.host.clone();
-        gw.metrics
-            .attempts
-            .get_or_create(&NodeEvent {
-                node: attempt.addr.to_string(),
-                event,
-            })
-            .inc();
+        attempt.count(event);
         gw.pool.finish(attempt, verdict);
         if let Outcome::Reply(r) = &outcome {
             if let Some((hint, term)) = leader_hint(r.headers()) {
@@ -353,7 +372,7 @@ fn judge(outcome: &Outcome, resend_ok: bool) -> (Verdict, &'static str, Option<&
             StatusCode::INTERNAL_SERVER_ERROR => {
                 (Verdict::Failed, "internal", resend_ok.then_some("internal"))
             }
-            _ => (Verdict::Answered, "ok", None),
+            _ => (Verdict::Answered, EVENT_ANSWERED, None),
         },
     }
 }
@@ -446,19 +465,24 @@ async fn read_body(gw: &Shared, body: Incoming) -> Result<Bytes, Response> {
 /// The client's headers as the next hop gets them: without those of this
 /// connection, and with the client appended to `X-Forwarded-For`. `Host`
 /// is set per attempt to the node's address.
-fn forward_headers(mut h: HeaderMap, peer: SocketAddr) -> HeaderMap {
+fn forward_headers(mut h: HeaderMap, client: &Client) -> HeaderMap {
     remove_hop_headers(&mut h);
     h.remove(header::HOST);
-    let ip = peer.ip().to_string();
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
+    let Some(ip) = &client.ip else {
+        return h;
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert(HeaderName::from_static("x-forwarded-for"), v);
+    let xff = match h.get(X_FORWARDED_FOR).map(|prev| prev.to_str()) {
+        Some(Ok(prev)) => HeaderValue::from_str(&format!("{prev}, {}", client.addr.ip())).ok(),
+        // Not text: replaced, as a value no proxy could append to.
+        Some(Err(_)) | None => Some(ip.clone()),
+    };
+    if let Some(v) = xff {
+        h.insert(X_FORWARDED_FOR, v);
     }
     h
 }
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Removes [`HOP_HEADERS`]. Messages rarely carry one beyond
 /// `content-length`, so one pass over the names present decides whether
@@ -573,7 +597,7 @@ mod tests {
         h.insert("host", HeaderValue::from_static("gw"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("authorization", HeaderValue::from_static("Bearer t"));
-        let out = forward_headers(h, "127.0.0.2:5000".parse().unwrap());
+        let out = forward_headers(h, &Client::new("127.0.0.2:5000".parse().unwrap()));
         assert!(out.get("connection").is_none());
         assert!(out.get("host").is_none());
         assert_eq!(out["x-forwarded-for"], "10.0.0.1, 127.0.0.2");

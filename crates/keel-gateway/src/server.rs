@@ -29,7 +29,7 @@ use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
 use crate::pool::{Pool, ProbeFailure, WeightError};
 use crate::problem::Problem;
-use crate::proxy::{self, KeyMaker};
+use crate::proxy::{self, Client, KeyMaker};
 use crate::{ConfigError, NodeIndex};
 use keel_http_client::ConnPool;
 use keel_http_server::{ConnectionSlots, ServeLimits};
@@ -297,23 +297,21 @@ async fn serve(
         shutdown_grace: SHUTDOWN_GRACE,
     };
     let make = move |peer| {
-        let (gw, own) = (gw.clone(), own.clone());
-        service_fn(move |req| dispatch(gw.clone(), own.clone(), peer, req))
+        let (gw, own, client) = (gw.clone(), own.clone(), Client::new(peer));
+        service_fn(move |req: Request<Incoming>| {
+            // The gateway's own routes go to its router; everything else is
+            // proxied.
+            let own = own.paths.contains(&req.uri().path()).then(|| own.clone());
+            let (gw, client) = (gw.clone(), client.clone());
+            async move {
+                Ok::<_, Infallible>(match own {
+                    Some(own) => own.router.clone().oneshot(req.map(Body::new)).await?,
+                    None => proxy::handle(gw, &client, req).await,
+                })
+            }
+        })
     };
     keel_http_server::serve(listener, limits, make, stopped).await;
-}
-
-/// The gateway's own routes go to its router; everything else is proxied.
-async fn dispatch(
-    gw: Arc<Shared>,
-    own: Arc<OwnRoutes>,
-    peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Result<Response, Infallible> {
-    if own.paths.contains(&req.uri().path()) {
-        return own.router.clone().oneshot(req.map(Body::new)).await;
-    }
-    Ok(proxy::handle(gw, peer, req).await)
 }
 
 /// The gateway's own routes: a router, and the paths it serves (every other
