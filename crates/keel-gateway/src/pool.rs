@@ -113,6 +113,10 @@ pub struct Attempt {
     started: Instant,
     finished: bool,
     answered: Counter,
+    /// Whether the detectors trusted the node when it was picked.
+    pub trusted: bool,
+    /// Whether the node was the believed leader when it was picked.
+    pub led: bool,
 }
 
 impl Attempt {
@@ -258,6 +262,9 @@ impl Pool {
                 started: now,
                 finished: false,
                 answered: inner.nodes[node.0].answered.clone(),
+                // A healthy tier's node is eligible, so trusted.
+                trusted: !panic_mode || self.trusted(inner, node, now),
+                led: inner.leader == Some(node),
             });
         }
         None
@@ -540,7 +547,10 @@ impl Pool {
     /// and not suspected by phi-accrual (ejection and the breaker are about
     /// new requests, not ones in flight).
     pub fn is_trusted(&self, node: NodeIndex, now: Instant) -> bool {
-        let g = self.lock();
+        self.trusted(&self.lock(), node, now)
+    }
+
+    fn trusted(&self, g: &Inner, node: NodeIndex, now: Instant) -> bool {
         g.nodes.get(node.0).is_some_and(|s| {
             s.health.is_up() && s.phi.is_available(now, self.config.health.phi_threshold)
         })

@@ -17,10 +17,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::metrics::{ClassLabel, ClassStatus, Reason};
-use crate::pool::{Class, Pool, Verdict, EVENT_ANSWERED};
+use crate::pool::{Attempt, Class, Pool, Verdict, EVENT_ANSWERED};
 use crate::problem::Problem;
 use crate::server::Shared;
-use crate::{EligibleSet, NodeIndex, RateDecision};
+use crate::{EligibleSet, RateDecision};
 use keel_http_client::ConnPool;
 
 /// Header carrying a write's idempotency key (the API's contract).
@@ -163,7 +163,7 @@ async fn admit_and_forward(
     started: Instant,
 ) -> Result<Response, Response> {
     let limits = &gw.config.limits;
-    let _pending = gw.pending.clone().try_acquire_owned().map_err(|_| {
+    let _pending = gw.pending.try_acquire().map_err(|_| {
         reject(gw, "overloaded");
         Problem::overloaded(limits.pending_max).into_response()
     })?;
@@ -248,7 +248,7 @@ async fn admit_and_forward(
         let outcome = tokio::select! {
             biased;
             o = exchange => o,
-            o = abandon_when(&gw.pool, attempt.node, &attempt.addr, resend_ok, budget) => o,
+            o = abandon_when(&gw.pool, &attempt, resend_ok, budget) => o,
         };
         drop(retry_guard.take());
         let (verdict, event, retry_reason) = judge(&outcome, resend_ok);
@@ -302,24 +302,22 @@ async fn admit_and_forward(
 /// How often an attempt in flight checks that its node is still trusted.
 pub const DISTRUST_POLL: Duration = Duration::from_millis(50);
 
-/// Completes when an attempt on `node` should no longer be waited for:
-/// `budget` has passed; `node` failed its health checks or phi-accrual
-/// suspects it, if it was trusted when the attempt began (an attempt in
-/// panic mode, on a node believed down, is how the gateway learns it is
-/// back); or another node is known to lead, if `node` led when the attempt
-/// began and the request may be sent again. One timer per attempt: most
-/// attempts end long before the first check.
+/// Completes when `attempt` should no longer be waited for: `budget` has
+/// passed; its node failed its health checks or phi-accrual suspects it, if
+/// it was trusted when picked (an attempt in panic mode, on a node believed
+/// down, is how the gateway learns it is back); or another node is known to
+/// lead, if the node led when picked and the request may be sent again. One
+/// timer per attempt: most attempts end long before the first check.
 async fn abandon_when(
     pool: &Pool,
-    node: NodeIndex,
-    addr: &str,
+    attempt: &Attempt,
     resend_ok: bool,
     budget: Duration,
 ) -> Outcome {
-    let began = Instant::now();
-    let deadline = began + budget;
-    let watch_trust = pool.is_trusted(node, began);
-    let watch_leader = resend_ok && pool.leader_node() == Some(node);
+    let (node, addr) = (attempt.node, &attempt.addr);
+    let deadline = Instant::now() + budget;
+    let watch_trust = attempt.trusted;
+    let watch_leader = resend_ok && attempt.led;
     loop {
         let now = Instant::now();
         if now >= deadline {
