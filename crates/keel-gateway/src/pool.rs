@@ -537,8 +537,7 @@ impl Pool {
     fn eligible(&self, g: &Inner, n: NodeIndex, now: Instant) -> bool {
         let s = &g.nodes[n.0];
         s.member
-            && s.health.is_up()
-            && s.phi.is_available(now, self.config.health.phi_threshold)
+            && self.trusted(g, n, now)
             && !g.outlier.is_ejected(n, now)
             && s.breaker.allows_request(now)
     }
