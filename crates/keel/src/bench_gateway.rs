@@ -853,9 +853,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 type NginxColumn = Result<String, String>;
 
 async fn bench(args: Args) -> anyhow::Result<()> {
-    // The gateway runs one worker thread per core (`workers` = 0).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    let nginx_workers = args.nginx_workers.unwrap_or(cores);
+    // The gateway runs with its defaults: one worker thread per core.
+    let gateway_workers = keel_gateway::GatewayConfig::default().worker_count() as u32;
+    let nginx_workers = args.nginx_workers.unwrap_or(gateway_workers);
     // Before anything starts, so an install does not compete with the load.
     let nginx_bin = nginx_binary();
 
@@ -1004,7 +1005,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 "duration_s": args.duration_s,
                 "skus": args.skus,
                 "order": "each workload: direct, gateway, nginx, nginx, gateway, direct; duration_s / 2 each",
-                "gateway": {"worker_threads": cores, "settings": "defaults"},
+                "gateway": {"worker_threads": gateway_workers, "settings": "defaults"},
                 "nginx": nginx_json,
                 "results": rows.iter().map(|(_, r)| r.json()).collect::<Vec<_>>(),
                 "probe": {
@@ -1040,7 +1041,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         args.duration_s,
         d.as_secs_f64() / 20.0
     );
-    println!("gateway: keel gateway, default settings: {cores} worker threads, each a single-threaded tokio runtime");
+    println!("gateway: keel gateway, default settings: {gateway_workers} worker threads, each a single-threaded tokio runtime");
     println!("nginx:   {nginx_note}");
     println!();
     print!(
