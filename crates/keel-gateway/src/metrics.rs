@@ -3,6 +3,7 @@
 //! scrape time, so they are never stale by more than one scrape.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::OnceLock;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -192,11 +193,95 @@ impl Metrics {
         }
     }
 
+    /// The per-request series of the request class labelled `class`.
+    pub fn class_series(&self, class: &'static str) -> ClassSeries {
+        ClassSeries {
+            class,
+            requests: self.requests.clone(),
+            seconds: self
+                .request_seconds
+                .get_or_create(&ClassLabel { class })
+                .clone(),
+            by_status: (STATUS_MIN..=STATUS_MAX).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The lowest and highest status a [`ClassSeries`] keeps a counter of at
+/// hand: every status HTTP defines. Others are looked up in the family.
+const STATUS_MIN: u16 = 100;
+const STATUS_MAX: u16 = 599;
+
+/// The per-request series of one request class (`requests` by status and
+/// `request_seconds`), looked up once: recording a request then costs the
+/// metrics' own atomic adds, not a read lock and a hash lookup in each
+/// family, on a path every request of every worker takes.
+pub struct ClassSeries {
+    class: &'static str,
+    requests: Family<ClassStatus, Counter>,
+    seconds: Histogram,
+    /// `requests{class, status}`, indexed by `status - STATUS_MIN`, each
+    /// looked up in the family the first time that status is recorded (so a
+    /// status never answered has no series, as before).
+    by_status: Box<[OnceLock<Counter>]>,
+}
+
+impl ClassSeries {
+    /// Records a request of this class answered with `status` after
+    /// `seconds`.
+    pub fn record(&self, status: u16, seconds: f64) {
+        self.seconds.observe(seconds);
+        let label = || ClassStatus {
+            class: self.class,
+            status,
+        };
+        let at_hand = status
+            .checked_sub(STATUS_MIN)
+            .and_then(|i| self.by_status.get(usize::from(i)));
+        match at_hand {
+            Some(c) => c
+                .get_or_init(|| self.requests.get_or_create(&label()).clone())
+                .inc(),
+            None => self.requests.get_or_create(&label()).inc(),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_series_count_into_the_families_by_status() {
+        let m = Metrics::new();
+        let s = m.class_series("local_read");
+        for status in [200, 200, 404, 99, 600] {
+            s.record(status, 0.001);
+        }
+        let count = |status| {
+            m.requests
+                .get_or_create(&ClassStatus {
+                    class: "local_read",
+                    status,
+                })
+                .get()
+        };
+        assert_eq!(
+            [count(200), count(404), count(99), count(600), count(503)],
+            [2, 1, 1, 1, 0]
+        );
+        let text = m.render();
+        assert!(
+            text.contains("keel_gateway_request_seconds_count{class=\"local_read\"} 5"),
+            "{text}"
+        );
     }
 }

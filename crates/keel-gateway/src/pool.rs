@@ -33,6 +33,9 @@ pub enum Class {
 }
 
 impl Class {
+    /// Every class, in [`slot`](Self::slot) order.
+    pub const ALL: [Class; 3] = [Class::Write, Class::LinearizableRead, Class::LocalRead];
+
     /// Label used in metrics and logs.
     pub fn label(self) -> &'static str {
         match self {
@@ -42,7 +45,8 @@ impl Class {
         }
     }
 
-    fn slot(self) -> usize {
+    /// The class's index in [`ALL`](Self::ALL), and in per-class arrays.
+    pub fn slot(self) -> usize {
         match self {
             Class::Write => 0,
             Class::LinearizableRead => 1,
@@ -110,7 +114,8 @@ pub struct Attempt {
     /// The same address as a header value, for `Host`.
     pub host: HeaderValue,
     class: Class,
-    started: Instant,
+    /// When it was picked.
+    pub started: Instant,
     finished: bool,
     answered: Counter,
     /// Whether the detectors trusted the node when it was picked.
@@ -143,10 +148,24 @@ pub const EVENT_ANSWERED: &str = "ok";
 impl Drop for Attempt {
     fn drop(&mut self) {
         if !self.finished {
-            self.pool
-                .end_attempt(self.node, self.class, self.started, Verdict::Abandoned);
+            let pool = &self.pool;
+            pool.end_attempt(&mut pool.lock(), self, Verdict::Abandoned, Instant::now());
         }
     }
+}
+
+/// How an attempt ended, for [`Pool::finish`].
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptEnd<'a> {
+    /// What the attempt says about the node.
+    pub verdict: Verdict,
+    /// When it ended.
+    pub now: Instant,
+    /// The leader hint and term its reply carried, if any.
+    pub leader_hint: Option<(&'a str, Option<u64>)>,
+    /// Whether it was the request's last attempt, which ends the request
+    /// for the retry budget.
+    pub last: bool,
 }
 
 /// The gateway's view of the cluster.
@@ -205,13 +224,18 @@ impl Pool {
 
     /// Chooses a node for an attempt of a `class` request, avoiding `avoid`
     /// (nodes this request already failed on) while others remain. `None`
-    /// only when the pool has no member at all.
+    /// only when the pool has no member at all. For a request's `first`
+    /// attempt, a pick also starts counting the request as live for the
+    /// retry budget, until a [`finish`](Self::finish) that is its last or
+    /// [`request_ended`](Self::request_ended): under the same lock, as the
+    /// pool's lock is the one line every worker's requests contend for.
     pub fn pick(
         self: &Arc<Self>,
         class: Class,
         key: Option<&[u8]>,
         avoid: EligibleSet,
         now: Instant,
+        first: bool,
     ) -> Option<Attempt> {
         let mut g = self.lock();
         let inner = &mut *g;
@@ -253,6 +277,9 @@ impl Pool {
                 }
             }
             inner.balancers[class.slot()].on_request_start(node);
+            if first {
+                inner.budget.on_request_start();
+            }
             return Some(Attempt {
                 pool: Arc::clone(self),
                 node,
@@ -270,16 +297,24 @@ impl Pool {
         None
     }
 
-    /// Records how an attempt ended.
-    pub fn finish(&self, mut attempt: Attempt, verdict: Verdict) {
+    /// Records how an attempt ended (`end`): the node's verdict, the leader
+    /// hint its reply carried (as [`observe_leader`](Self::observe_leader)
+    /// takes one) and, if it was the request's last attempt, the request's
+    /// end for the retry budget. All under one lock.
+    pub fn finish(&self, mut attempt: Attempt, end: AttemptEnd<'_>) {
         attempt.finished = true;
-        self.end_attempt(attempt.node, attempt.class, attempt.started, verdict);
+        let mut g = self.lock();
+        self.end_attempt(&mut g, &attempt, end.verdict, end.now);
+        if let Some((hint, term)) = end.leader_hint {
+            self.observe_leader_locked(&mut g, hint, term, end.now);
+        }
+        if end.last {
+            g.budget.on_request_end();
+        }
     }
 
-    fn end_attempt(&self, node: NodeIndex, class: Class, started: Instant, verdict: Verdict) {
-        let now = Instant::now();
-        let mut g = self.lock();
-        let inner = &mut *g;
+    fn end_attempt(&self, inner: &mut Inner, attempt: &Attempt, verdict: Verdict, now: Instant) {
+        let (node, class, started) = (attempt.node, attempt.class, attempt.started);
         inner.balancers[class.slot()].on_request_end(
             node,
             now.saturating_duration_since(started),
@@ -389,10 +424,13 @@ impl Pool {
     /// writes on nodes that can only forward them or, if deposed, hang
     /// until the heal. Probes and phi-accrual still judge it as before.
     pub fn observe_leader(&self, hint: &str, term: Option<u64>, now: Instant) {
+        self.observe_leader_locked(&mut self.lock(), hint, term, now);
+    }
+
+    fn observe_leader_locked(&self, g: &mut Inner, hint: &str, term: Option<u64>, now: Instant) {
         let Some((_, addr)) = hint.split_once('=') else {
             return;
         };
-        let mut g = self.lock();
         if let Some(t) = term {
             if t < g.leader_term {
                 return;
@@ -401,7 +439,7 @@ impl Pool {
         }
         let index = match g.nodes.iter().position(|n| *n.addr == *addr) {
             Some(i) => NodeIndex(i),
-            None if self.config.discovery.enabled => match self.add_locked(&mut g, addr) {
+            None if self.config.discovery.enabled => match self.add_locked(g, addr) {
                 Some(i) => i,
                 None => return,
             },
@@ -412,11 +450,10 @@ impl Pool {
             tracing::info!(leader = %addr, "leader changed");
             self.metrics.leader_changes.inc();
             self.leader_named.notify_waiters();
-            let inner = &mut *g;
-            if inner.outlier.reinstate(index, now) {
+            if g.outlier.reinstate(index, now) {
                 tracing::info!(node = %addr, "ejection lifted: elected leader");
             }
-            if let Some(slot) = inner.nodes.get_mut(index.0) {
+            if let Some(slot) = g.nodes.get_mut(index.0) {
                 if slot.breaker.close() {
                     tracing::info!(node = %addr, "circuit breaker closed: elected leader");
                 }
@@ -570,12 +607,8 @@ impl Pool {
         }
     }
 
-    /// A client request began (for the retry budget).
-    pub fn request_started(&self) {
-        self.lock().budget.on_request_start();
-    }
-
-    /// A client request ended.
+    /// A client request counted live by its first [`pick`](Self::pick)
+    /// ended without a last [`finish`](Self::finish).
     pub fn request_ended(&self) {
         self.lock().budget.on_request_end();
     }
@@ -790,6 +823,56 @@ mod tests {
         Pool::new(Arc::new(config), Arc::new(Metrics::new()), 7).unwrap()
     }
 
+    /// The end of an attempt that is not its request's last, with no hint.
+    fn ended(verdict: Verdict) -> AttemptEnd<'static> {
+        AttemptEnd {
+            verdict,
+            now: Instant::now(),
+            leader_hint: None,
+            last: false,
+        }
+    }
+
+    #[test]
+    fn a_request_is_live_from_its_first_pick_to_its_last_finish() {
+        let p = pool(&[A, B, C]);
+        let now = Instant::now();
+        let live = |p: &Pool| p.lock().budget.requests_active();
+        let first = p
+            .pick(Class::LocalRead, None, EligibleSet::empty(), now, true)
+            .unwrap();
+        assert_eq!(live(&p), 1);
+        p.finish(first, ended(Verdict::Failed));
+        let retry = p
+            .pick(Class::LocalRead, None, EligibleSet::empty(), now, false)
+            .unwrap();
+        assert_eq!(
+            live(&p),
+            1,
+            "a retry's pick does not count the request again"
+        );
+        let hint = format!("3={C}");
+        p.finish(
+            retry,
+            AttemptEnd {
+                leader_hint: Some((&hint, Some(2))),
+                last: true,
+                ..ended(Verdict::Answered)
+            },
+        );
+        assert_eq!(live(&p), 0);
+        assert_eq!(
+            p.leader_addr().as_deref(),
+            Some(C),
+            "the reply's hint was taken"
+        );
+        // A request left between its picks and its last finish ends apart.
+        let _ = p.pick(Class::LocalRead, None, EligibleSet::empty(), now, true);
+        assert_eq!(live(&p), 1);
+        p.request_ended();
+        assert_eq!(live(&p), 0);
+    }
+
     const A: &str = "127.0.0.1:7101";
     const B: &str = "127.0.0.1:7102";
     const C: &str = "127.0.0.1:7103";
@@ -801,10 +884,10 @@ mod tests {
         p.observe_leader(&format!("2={B}"), None, now);
         for _ in 0..5 {
             let a = p
-                .pick(Class::Write, None, EligibleSet::empty(), now)
+                .pick(Class::Write, None, EligibleSet::empty(), now, false)
                 .unwrap();
             assert_eq!(&*a.addr, B);
-            p.finish(a, Verdict::Answered);
+            p.finish(a, ended(Verdict::Answered));
         }
     }
 
@@ -814,16 +897,16 @@ mod tests {
         let now = Instant::now();
         p.observe_leader(&format!("1={A}"), None, now);
         let a = p
-            .pick(Class::Write, None, EligibleSet::empty(), now)
+            .pick(Class::Write, None, EligibleSet::empty(), now, false)
             .unwrap();
         assert_eq!(&*a.addr, A);
-        p.finish(a, Verdict::Refused);
+        p.finish(a, ended(Verdict::Refused));
         assert_eq!(p.leader_addr(), None);
         let mut avoid = EligibleSet::empty();
         avoid.insert(NodeIndex(0));
         for _ in 0..6 {
             let a = p
-                .pick(Class::Write, None, EligibleSet::empty(), now)
+                .pick(Class::Write, None, EligibleSet::empty(), now, false)
                 .unwrap();
             assert_ne!(&*a.addr, A, "a refused node is down until it passes probes");
         }
@@ -845,7 +928,7 @@ mod tests {
         }
         assert_eq!(p.eligible_count(now), 0);
         assert!(p
-            .pick(Class::LocalRead, None, EligibleSet::empty(), now)
+            .pick(Class::LocalRead, None, EligibleSet::empty(), now, false)
             .is_some());
     }
 
@@ -895,15 +978,15 @@ mod tests {
             let mut avoid = EligibleSet::empty();
             avoid.insert(NodeIndex(0));
             avoid.insert(NodeIndex(2));
-            let Some(a) = p.pick(Class::LocalRead, None, avoid, now) else {
+            let Some(a) = p.pick(Class::LocalRead, None, avoid, now, false) else {
                 break;
             };
             if &*a.addr != B {
-                p.finish(a, Verdict::Answered);
+                p.finish(a, ended(Verdict::Answered));
                 opened = true;
                 break;
             }
-            p.finish(a, Verdict::Failed);
+            p.finish(a, ended(Verdict::Failed));
         }
         assert!(opened, "B's failures open its breaker and eject it");
         assert_eq!(p.eligible_count(now), 2);
@@ -911,17 +994,17 @@ mod tests {
         p.observe_leader(&format!("2={B}"), Some(4), now);
         assert_eq!(p.eligible_count(now), 3);
         let a = p
-            .pick(Class::Write, None, EligibleSet::empty(), now)
+            .pick(Class::Write, None, EligibleSet::empty(), now, false)
             .unwrap();
         assert_eq!(&*a.addr, B, "writes go to the new leader at once");
-        p.finish(a, Verdict::Answered);
+        p.finish(a, ended(Verdict::Answered));
         // The same hint again changes nothing: a breaker that opens on
         // the leader afterwards stays open.
         for _ in 0..5 {
             let a = p
-                .pick(Class::Write, None, EligibleSet::empty(), now)
+                .pick(Class::Write, None, EligibleSet::empty(), now, false)
                 .unwrap();
-            p.finish(a, Verdict::Failed);
+            p.finish(a, ended(Verdict::Failed));
         }
         p.observe_leader(&format!("2={B}"), Some(4), now);
         assert_eq!(p.eligible_count(now), 2);
@@ -1011,7 +1094,7 @@ mod tests {
         let p = pool(&[A]);
         let now = Instant::now();
         let a = p
-            .pick(Class::LocalRead, None, EligibleSet::empty(), now)
+            .pick(Class::LocalRead, None, EligibleSet::empty(), now, false)
             .unwrap();
         assert_eq!(p.status(now)["nodes"][0]["outstanding"], 1);
         drop(a);

@@ -497,6 +497,11 @@ impl RetryBudget {
         self.retries_active = self.retries_active.saturating_sub(1);
     }
 
+    /// Client requests in flight, which the allowance is a share of.
+    pub fn requests_active(&self) -> u32 {
+        self.requests_active
+    }
+
     /// Most retries that may be in flight right now.
     pub fn retries_allowed(&self) -> u32 {
         let by_percent =

@@ -5,7 +5,7 @@
 //! node dying mid-reply can still be retried for reads and keyed writes.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,8 +16,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
-use crate::metrics::{ClassLabel, ClassStatus, Reason};
-use crate::pool::{Attempt, Class, Pool, Verdict, EVENT_ANSWERED};
+use crate::metrics::Reason;
+use crate::pool::{Attempt, AttemptEnd, Class, Pool, Verdict, EVENT_ANSWERED};
 use crate::problem::Problem;
 use crate::server::Shared;
 use crate::{EligibleSet, RateDecision};
@@ -122,18 +122,7 @@ pub async fn handle(gw: Arc<Shared>, client: &Client, req: Request<Incoming>) ->
     let response = match admit_and_forward(&gw, client, class, req, started).await {
         Ok(r) | Err(r) => r,
     };
-    let m = &gw.metrics;
-    m.requests
-        .get_or_create(&ClassStatus {
-            class: class.label(),
-            status: response.status().as_u16(),
-        })
-        .inc();
-    m.request_seconds
-        .get_or_create(&ClassLabel {
-            class: class.label(),
-        })
-        .observe(started.elapsed().as_secs_f64());
+    gw.series[class.slot()].record(response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }
 
@@ -163,7 +152,7 @@ async fn admit_and_forward(
     started: Instant,
 ) -> Result<Response, Response> {
     let limits = &gw.config.limits;
-    let _pending = gw.pending.try_acquire().map_err(|_| {
+    let _pending = gw.pending.try_take().ok_or_else(|| {
         reject(gw, "overloaded");
         Problem::overloaded(limits.pending_max).into_response()
     })?;
@@ -216,7 +205,7 @@ async fn admit_and_forward(
     };
     let headers = forward_headers(parts.headers, client);
 
-    let _request = RequestGuard::new(&gw.pool);
+    let mut live = LiveRequest(&gw.pool, false);
     let deadline = started + Duration::from_millis(gw.config.retry.request_timeout_ms);
     let attempt_timeout = Duration::from_millis(gw.config.retry.attempt_timeout_ms);
     let mut avoid = EligibleSet::empty();
@@ -224,9 +213,11 @@ async fn admit_and_forward(
     let mut retry_guard: Option<RetryGuard<'_>> = None;
     loop {
         let now = Instant::now();
-        let Some(attempt) = gw.pool.pick(class, hash_key.as_deref(), avoid, now) else {
+        let first = !live.1;
+        let Some(attempt) = gw.pool.pick(class, hash_key.as_deref(), avoid, now, first) else {
             return Err(Problem::no_backend().into_response());
         };
+        live.1 = true;
         let remaining = deadline.saturating_duration_since(now);
         let budget = attempt_timeout.min(remaining);
         let exchange = send(
@@ -248,19 +239,28 @@ async fn admit_and_forward(
         let outcome = tokio::select! {
             biased;
             o = exchange => o,
-            o = abandon_when(&gw.pool, &attempt, resend_ok, budget) => o,
+            o = abandon_when(&gw.pool, &attempt, resend_ok, now + budget) => o,
         };
         drop(retry_guard.take());
         let (verdict, event, retry_reason) = judge(&outcome, resend_ok);
         let node = attempt.node;
         let host = attempt.host.clone();
         attempt.count(event);
-        gw.pool.finish(attempt, verdict);
-        if let Outcome::Reply(r) = &outcome {
-            if let Some((hint, term)) = leader_hint(r.headers()) {
-                gw.pool.observe_leader(hint, term, Instant::now());
-            }
-        }
+        let last = retry_reason.is_none();
+        gw.pool.finish(
+            attempt,
+            AttemptEnd {
+                verdict,
+                now: Instant::now(),
+                leader_hint: match &outcome {
+                    Outcome::Reply(r) => leader_hint(r.headers()),
+                    _ => None,
+                },
+                last,
+            },
+        );
+        // The request's end was counted with its last attempt.
+        live.1 &= !last;
         let Some(reason) = retry_reason else {
             return Ok(finish(outcome, &host, retries + 1, key_added, is_write));
         };
@@ -302,7 +302,7 @@ async fn admit_and_forward(
 /// How often an attempt in flight checks that its node is still trusted.
 pub const DISTRUST_POLL: Duration = Duration::from_millis(50);
 
-/// Completes when `attempt` should no longer be waited for: `budget` has
+/// Completes when `attempt` should no longer be waited for: `deadline` has
 /// passed; its node failed its health checks or phi-accrual suspects it, if
 /// it was trusted when picked (an attempt in panic mode, on a node believed
 /// down, is how the gateway learns it is back); or another node is known to
@@ -312,15 +312,17 @@ async fn abandon_when(
     pool: &Pool,
     attempt: &Attempt,
     resend_ok: bool,
-    budget: Duration,
+    deadline: Instant,
 ) -> Outcome {
     let (node, addr) = (attempt.node, &attempt.addr);
-    let deadline = Instant::now() + budget;
     let watch_trust = attempt.trusted;
     let watch_leader = resend_ok && attempt.led;
+    // The attempt was picked at `attempt.started`: no clock read before the
+    // first wait, which most attempts never finish.
+    let mut now = attempt.started;
     loop {
-        let now = Instant::now();
         if now >= deadline {
+            let budget = deadline.saturating_duration_since(attempt.started);
             return Outcome::Lost("timeout", format!("{addr}: no reply within {budget:?}"));
         }
         let wake = if watch_trust || watch_leader {
@@ -329,7 +331,8 @@ async fn abandon_when(
             deadline
         };
         tokio::time::sleep_until(wake.into()).await;
-        if watch_trust && !pool.is_trusted(node, Instant::now()) {
+        now = Instant::now();
+        if watch_trust && !pool.is_trusted(node, now) {
             return Outcome::Lost(
                 "suspected",
                 format!("{addr}: abandoned, the node stopped answering probes"),
@@ -509,19 +512,57 @@ fn reject(gw: &Shared, reason: &'static str) {
     gw.metrics.rejected.get_or_create(&Reason { reason }).inc();
 }
 
-/// Counts a request as live for the retry budget until dropped.
-struct RequestGuard<'a>(&'a Pool);
+/// The cap on requests in progress across every worker
+/// (`limits.pending_max`). A request past it is refused at once and never
+/// waits, so it needs no queue: a count taken and given back with one atomic
+/// add each way, where a semaphore's release also takes its waiters' lock.
+pub struct PendingCap {
+    max: usize,
+    taken: AtomicUsize,
+}
 
-impl<'a> RequestGuard<'a> {
-    fn new(pool: &'a Pool) -> Self {
-        pool.request_started();
-        Self(pool)
+impl PendingCap {
+    /// A cap of `max` requests in progress.
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            taken: AtomicUsize::new(0),
+        }
+    }
+
+    /// One of the places, held until the slot is dropped; `None` at the cap.
+    pub fn try_take(&self) -> Option<PendingSlot<'_>> {
+        // Each request admitted saw fewer than `max` taken, its own add
+        // included in the count until it leaves: at most `max` are in.
+        if self.taken.fetch_add(1, Ordering::Relaxed) < self.max {
+            Some(PendingSlot(self))
+        } else {
+            self.taken.fetch_sub(1, Ordering::Relaxed);
+            None
+        }
     }
 }
 
-impl Drop for RequestGuard<'_> {
+/// A place under a [`PendingCap`], given back when dropped.
+pub struct PendingSlot<'a>(&'a PendingCap);
+
+impl Drop for PendingSlot<'_> {
     fn drop(&mut self) {
-        self.0.request_ended();
+        self.0.taken.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether a request counts as live for the retry budget: its first pick
+/// starts the count and its last attempt's finish ends it, each under the
+/// lock that call takes anyway; a request left between the two (out of
+/// retries, past its deadline, or its client gone) ends it when dropped.
+struct LiveRequest<'a>(&'a Pool, bool);
+
+impl Drop for LiveRequest<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.request_ended();
+        }
     }
 }
 
@@ -600,6 +641,19 @@ mod tests {
         assert!(out.get("host").is_none());
         assert_eq!(out["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
         assert_eq!(out["authorization"], "Bearer t");
+    }
+
+    #[test]
+    fn the_pending_cap_admits_up_to_its_max_and_frees_on_drop() {
+        let cap = PendingCap::new(2);
+        let a = cap.try_take().unwrap();
+        let b = cap.try_take().unwrap();
+        assert!(cap.try_take().is_none());
+        drop(a);
+        let c = cap.try_take().unwrap();
+        assert!(cap.try_take().is_none());
+        drop((b, c));
+        assert_eq!(cap.taken.load(Ordering::Relaxed), 0);
     }
 
     #[test]

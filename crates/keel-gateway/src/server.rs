@@ -21,15 +21,15 @@ use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use crate::config::GatewayConfig;
-use crate::metrics::Metrics;
-use crate::pool::{Pool, ProbeFailure, WeightError};
+use crate::metrics::{ClassSeries, Metrics};
+use crate::pool::{Class, Pool, ProbeFailure, WeightError};
 use crate::problem::Problem;
-use crate::proxy::{self, Client, KeyMaker};
+use crate::proxy::{self, Client, KeyMaker, PendingCap};
 use crate::{ConfigError, NodeIndex};
 use keel_http_client::ConnPool;
 use keel_http_server::{ConnectionSlots, ServeLimits};
@@ -82,11 +82,14 @@ pub struct Shared {
     /// used by one runtime: a connection is driven by the reactor it was
     /// registered with, so each worker thread has its own pool.
     pub upstream: ConnPool,
-    /// Permits for requests in progress (`limits.pending_max`).
-    pub pending: Arc<Semaphore>,
+    /// The cap on requests in progress (`limits.pending_max`).
+    pub pending: Arc<PendingCap>,
     /// Keys for keyless writes (one generator for every worker, so keys
     /// stay unique).
     pub keys: Arc<KeyMaker>,
+    /// Each request class's `requests` and `request_seconds` series, by
+    /// [`Class::slot`].
+    pub series: Arc<[ClassSeries; 3]>,
 }
 
 /// Most connections a listening socket queues before they are accepted.
@@ -113,8 +116,9 @@ impl Gateway {
         let seed: u64 = rand::rngs::SmallRng::from_os_rng().random();
         let pool = Pool::new(config.clone(), metrics.clone(), seed)?;
         let shared = Arc::new(Shared {
-            pending: Arc::new(Semaphore::new(config.limits.pending_max)),
+            pending: Arc::new(PendingCap::new(config.limits.pending_max)),
             keys: Arc::new(KeyMaker::new(seed.rotate_left(17))),
+            series: Arc::new(Class::ALL.map(|c| metrics.class_series(c.label()))),
             config: config.clone(),
             pool,
             metrics,
@@ -237,6 +241,7 @@ fn spawn_worker(
         upstream: upstream_pool(&shared.config),
         pending: shared.pending.clone(),
         keys: shared.keys.clone(),
+        series: shared.series.clone(),
     });
     let (bound_tx, bound_rx) = oneshot::channel::<std::io::Result<SocketAddr>>();
     let (done_tx, done_rx) = oneshot::channel();
