@@ -82,6 +82,12 @@ pub struct Args {
     /// after a warm-up of a tenth of it.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=3600))]
     duration_s: u64,
+    /// Times each workload's sequence of targets runs, `duration_s` per
+    /// target each time. Each round's gateway-to-nginx ratio is printed
+    /// beside the ratio of the totals, so a comparison shows its
+    /// run-to-run spread on a noisy machine.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
     /// Sequential local reads per target in the one-client latency probe.
     #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
     probe_requests: u64,
@@ -178,6 +184,15 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// Requests answered per second.
+    fn rate(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.ok as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
     /// Adds another run of the same workload and target.
     fn merge(&mut self, other: &Outcome) -> anyhow::Result<()> {
         self.ok += other.ok;
@@ -185,6 +200,24 @@ impl Outcome {
         self.seconds += other.seconds;
         self.hist.add(&other.hist)?;
         Ok(())
+    }
+}
+
+/// Adds `o` to the accumulated outcome in `acc`, or makes it the first.
+fn merge_into(acc: &mut Option<Outcome>, o: &Outcome) -> anyhow::Result<()> {
+    match acc {
+        Some(a) => a.merge(o),
+        None => {
+            let mut first = Outcome {
+                ok: 0,
+                errors: 0,
+                seconds: 0.0,
+                hist: new_hist()?,
+            };
+            first.merge(o)?;
+            *acc = Some(first);
+            Ok(())
+        }
     }
 }
 
@@ -298,11 +331,7 @@ impl Row {
         Self {
             workload: workload.label(),
             target,
-            req_per_s: if o.seconds > 0.0 {
-                o.ok as f64 / o.seconds
-            } else {
-                0.0
-            },
+            req_per_s: o.rate(),
             p50_us: o.hist.value_at_quantile(0.5),
             p99_us: o.hist.value_at_quantile(0.99),
             p999_us: o.hist.value_at_quantile(0.999),
@@ -914,6 +943,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         .context("no follower")?;
     let d = Duration::from_secs(args.duration_s);
     let mut rows = Vec::new();
+    // Per workload, the gateway-to-nginx ratio of each round.
+    let mut round_ratios: Vec<(&str, Vec<Option<f64>>)> = Vec::new();
     for workload in [Workload::LocalRead, Workload::Write] {
         let direct = match workload {
             Workload::LocalRead => (follower, "follower"),
@@ -935,17 +966,28 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             ));
         }
         let mut outcomes: Vec<Option<Outcome>> = targets.iter().map(|_| None).collect();
-        for (slot, j) in palindrome(targets.len()).into_iter().enumerate() {
-            let (target, addr, label) = &targets[j];
-            let tag = format!("{}-{target:?}-{slot}", workload.label());
-            let o = load(addr, workload, args.clients, args.skus, d / 2, &tag)
-                .await
-                .with_context(|| format!("{} via {label}", workload.label()))?;
-            match &mut outcomes[j] {
-                Some(acc) => acc.merge(&o)?,
-                none => *none = Some(o),
+        let mut ratios_by_round = Vec::new();
+        for round in 0..args.rounds {
+            let mut this_round: Vec<Option<Outcome>> = targets.iter().map(|_| None).collect();
+            for (slot, j) in palindrome(targets.len()).into_iter().enumerate() {
+                let (target, addr, label) = &targets[j];
+                let tag = format!("{}-{target:?}-{round}-{slot}", workload.label());
+                let o = load(addr, workload, args.clients, args.skus, d / 2, &tag)
+                    .await
+                    .with_context(|| format!("{} via {label}", workload.label()))?;
+                merge_into(&mut this_round[j], &o)?;
+                merge_into(&mut outcomes[j], &o)?;
             }
+            let rate_of = |t: Target| {
+                let j = targets.iter().position(|(tt, _, _)| *tt == t)?;
+                this_round[j].as_ref().map(Outcome::rate)
+            };
+            ratios_by_round.push(match (rate_of(Target::Gateway), rate_of(Target::Nginx)) {
+                (Some(g), Some(n)) => ratio(g, n),
+                _ => None,
+            });
         }
+        round_ratios.push((workload.label(), ratios_by_round));
         for ((target, _, label), o) in targets.into_iter().zip(outcomes) {
             let o = o.context("every target runs in the schedule")?;
             rows.push((target, Row::new(workload, label, &o)));
@@ -1004,7 +1046,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 "clients": args.clients,
                 "duration_s": args.duration_s,
                 "skus": args.skus,
-                "order": "each workload: direct, gateway, nginx, nginx, gateway, direct; duration_s / 2 each",
+                "order": "each workload, each round: direct, gateway, nginx, nginx, gateway, direct; duration_s / 2 each",
+                "rounds": args.rounds,
                 "gateway": {"worker_threads": gateway_workers, "settings": "defaults"},
                 "nginx": nginx_json,
                 "results": rows.iter().map(|(_, r)| r.json()).collect::<Vec<_>>(),
@@ -1017,6 +1060,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                     "nginx_added_median_us": added(2),
                 },
                 "throughput_gateway_over_nginx": ratios.iter().map(|(w, r)| (w.to_string(), json!(r))).collect::<serde_json::Map<_, _>>(),
+                "throughput_gateway_over_nginx_by_round": round_ratios.iter().map(|(w, r)| (w.to_string(), json!(r))).collect::<serde_json::Map<_, _>>(),
                 "failover": {
                     "clients": FAILOVER_CLIENTS,
                     "killed_node": fo.killed,
@@ -1035,10 +1079,11 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 
     println!(
         "keel bench gateway: 3 nodes on 127.0.0.1 (fsync on), {cores} cores shared by nodes, proxies and load generator; \
-         {} closed-loop clients, {} s per workload and target (two halves, order direct-gateway-nginx-nginx-gateway-direct, \
+         {} closed-loop clients, {} s per workload and target in each of {} round(s) (two halves, order direct-gateway-nginx-nginx-gateway-direct, \
          each after a {} s warm-up)",
         args.clients,
         args.duration_s,
+        args.rounds,
         d.as_secs_f64() / 20.0
     );
     println!("gateway: keel gateway, default settings: {gateway_workers} worker threads, each a single-threaded tokio runtime");
@@ -1055,7 +1100,18 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     println!();
     let fmt_ratio = |r: Option<f64>| r.map_or("n/a".to_owned(), |r| format!("{r:.2}"));
     for (w, r) in &ratios {
-        println!("throughput gateway / nginx, {w}: {}", fmt_ratio(*r));
+        let by_round = round_ratios
+            .iter()
+            .find(|(rw, _)| rw == w)
+            .filter(|_| args.rounds > 1)
+            .map_or(String::new(), |(_, rs)| {
+                let each: Vec<String> = rs.iter().map(|r| fmt_ratio(*r)).collect();
+                format!(" (rounds: {})", each.join(", "))
+            });
+        println!(
+            "throughput gateway / nginx, {w}: {}{by_round}",
+            fmt_ratio(*r)
+        );
     }
     println!();
     println!(
@@ -1270,6 +1326,22 @@ mod tests {
         a.merge(&b).expect("merge");
         assert_eq!((a.ok, a.errors, a.seconds), (5, 1, 2.5));
         assert_eq!(a.hist.len(), 2);
+    }
+
+    #[test]
+    fn merging_into_nothing_starts_the_total() {
+        let one = |ok| Outcome {
+            ok,
+            errors: 0,
+            seconds: 2.0,
+            hist: new_hist().expect("hist"),
+        };
+        let mut acc = None;
+        merge_into(&mut acc, &one(10)).expect("merge");
+        merge_into(&mut acc, &one(30)).expect("merge");
+        let acc = acc.expect("a total");
+        assert_eq!((acc.ok, acc.seconds, acc.rate()), (40, 4.0, 10.0));
+        assert_eq!(one(0).rate(), 0.0);
     }
 
     #[test]
