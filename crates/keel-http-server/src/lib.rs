@@ -160,6 +160,16 @@ mod tests {
         started: Arc<Notify>,
         gate: Arc<Notify>,
     ) -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        start_with(slots, Duration::from_secs(30), started, gate).await
+    }
+
+    /// [`start`] with a header-read timeout of `head_within`.
+    async fn start_with(
+        slots: ConnectionSlots,
+        head_within: Duration,
+        started: Arc<Notify>,
+        gate: Arc<Notify>,
+    ) -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let (stop, stopped) = watch::channel(false);
@@ -167,7 +177,7 @@ mod tests {
             l,
             ServeLimits {
                 connections: slots,
-                header_read_timeout: Duration::from_secs(30),
+                header_read_timeout: head_within,
                 shutdown_grace: Duration::from_secs(5),
             },
             move |_| {
@@ -199,6 +209,45 @@ mod tests {
         assert!(reply(&mut b, Duration::from_millis(300)).await.is_none());
         drop(a);
         assert!(reply(&mut b, Duration::from_secs(5)).await.is_some());
+    }
+
+    /// Whether the server closes `s` (end of stream or reset) within
+    /// `within`, without sending anything more.
+    async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(within, s.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn a_client_that_sends_no_whole_head_in_time_is_dropped() {
+        let idle = Arc::new(Notify::new());
+        let (addr, _stop, _server) = start_with(
+            ConnectionSlots::new(8),
+            Duration::from_millis(200),
+            idle.clone(),
+            idle,
+        )
+        .await;
+        // A head begun and never finished (a slow-loris client).
+        let mut partial = TcpStream::connect(addr).await.unwrap();
+        partial.write_all(b"GET / HTTP/1.1\r\nho").await.unwrap();
+        // A kept-alive client idle after its one request.
+        let mut kept = TcpStream::connect(addr).await.unwrap();
+        kept.write_all(GET).await.unwrap();
+        assert!(reply(&mut kept, Duration::from_secs(5)).await.is_some());
+        assert!(closed_within(&mut partial, Duration::from_secs(5)).await);
+        assert!(closed_within(&mut kept, Duration::from_secs(5)).await);
+        // The timeout is per head: a client that keeps sending whole
+        // requests within it is served across many timeouts' worth.
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        for _ in 0..6 {
+            busy.write_all(GET).await.unwrap();
+            assert!(reply(&mut busy, Duration::from_secs(5)).await.is_some());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     #[tokio::test]
