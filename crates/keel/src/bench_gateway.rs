@@ -176,6 +176,7 @@ fn request(w: Workload, skus: u64, t: u64, i: u64, tag: &str) -> Req {
 }
 
 /// What one closed-loop run measured.
+#[derive(Clone)]
 struct Outcome {
     ok: u64,
     errors: u64,
@@ -208,17 +209,34 @@ fn merge_into(acc: &mut Option<Outcome>, o: &Outcome) -> anyhow::Result<()> {
     match acc {
         Some(a) => a.merge(o),
         None => {
-            let mut first = Outcome {
-                ok: 0,
-                errors: 0,
-                seconds: 0.0,
-                hist: new_hist()?,
-            };
-            first.merge(o)?;
-            *acc = Some(first);
+            *acc = Some(o.clone());
             Ok(())
         }
     }
+}
+
+/// The gateway's throughput over nginx's among `outcomes`, one per target
+/// of `targets` in order (`None` when nginx did not run).
+fn gateway_over_nginx(
+    targets: &[(Target, String, String)],
+    outcomes: &[Option<Outcome>],
+) -> Option<f64> {
+    let rate = |t: Target| {
+        targets
+            .iter()
+            .position(|(tt, _, _)| *tt == t)
+            .and_then(|j| outcomes.get(j)?.as_ref())
+            .map_or(0.0, Outcome::rate)
+    };
+    ratio(rate(Target::Gateway), rate(Target::Nginx))
+}
+
+/// A workload's gateway-to-nginx throughput ratio over the whole run and in
+/// each round.
+struct WorkloadRatios {
+    workload: &'static str,
+    total: Option<f64>,
+    by_round: Vec<Option<f64>>,
 }
 
 /// The order in which `n` targets run: each once forward, then once
@@ -943,8 +961,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         .context("no follower")?;
     let d = Duration::from_secs(args.duration_s);
     let mut rows = Vec::new();
-    // Per workload, the gateway-to-nginx ratio of each round.
-    let mut round_ratios: Vec<(&str, Vec<Option<f64>>)> = Vec::new();
+    let mut ratios = Vec::new();
     for workload in [Workload::LocalRead, Workload::Write] {
         let direct = match workload {
             Workload::LocalRead => (follower, "follower"),
@@ -978,19 +995,16 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 merge_into(&mut this_round[j], &o)?;
                 merge_into(&mut outcomes[j], &o)?;
             }
-            let rate_of = |t: Target| {
-                let j = targets.iter().position(|(tt, _, _)| *tt == t)?;
-                this_round[j].as_ref().map(Outcome::rate)
-            };
-            ratios_by_round.push(match (rate_of(Target::Gateway), rate_of(Target::Nginx)) {
-                (Some(g), Some(n)) => ratio(g, n),
-                _ => None,
-            });
+            ratios_by_round.push(gateway_over_nginx(&targets, &this_round));
         }
-        round_ratios.push((workload.label(), ratios_by_round));
-        for ((target, _, label), o) in targets.into_iter().zip(outcomes) {
+        ratios.push(WorkloadRatios {
+            workload: workload.label(),
+            total: gateway_over_nginx(&targets, &outcomes),
+            by_round: ratios_by_round,
+        });
+        for ((_, _, label), o) in targets.into_iter().zip(outcomes) {
             let o = o.context("every target runs in the schedule")?;
-            rows.push((target, Row::new(workload, label, &o)));
+            rows.push(Row::new(workload, label, &o));
         }
     }
 
@@ -1011,23 +1025,6 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     drop(nginx);
     cluster.stop_all();
 
-    let rps = |w: &str, t: Target| {
-        rows.iter()
-            .find(|(tt, r)| *tt == t && r.workload == w)
-            .map_or(0.0, |(_, r)| r.req_per_s)
-    };
-    let ratios: Vec<(&str, Option<f64>)> = [Workload::LocalRead, Workload::Write]
-        .into_iter()
-        .map(|w| {
-            (
-                w.label(),
-                ratio(
-                    rps(w.label(), Target::Gateway),
-                    rps(w.label(), Target::Nginx),
-                ),
-            )
-        })
-        .collect();
     let gap_ms = fo.gap.longest_us as f64 / 1_000.0;
     let gap_end_after_kill_ms = (fo.gap.longest_end_us as f64 - fo.kill_us as f64) / 1_000.0;
     let (nginx_json, nginx_note) = match &column {
@@ -1050,7 +1047,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 "rounds": args.rounds,
                 "gateway": {"worker_threads": gateway_workers, "settings": "defaults"},
                 "nginx": nginx_json,
-                "results": rows.iter().map(|(_, r)| r.json()).collect::<Vec<_>>(),
+                "results": rows.iter().map(Row::json).collect::<Vec<_>>(),
                 "probe": {
                     "requests_per_target": args.probe_requests,
                     "direct_p50_us": p50.first(),
@@ -1059,8 +1056,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                     "gateway_added_median_us": added(1),
                     "nginx_added_median_us": added(2),
                 },
-                "throughput_gateway_over_nginx": ratios.iter().map(|(w, r)| (w.to_string(), json!(r))).collect::<serde_json::Map<_, _>>(),
-                "throughput_gateway_over_nginx_by_round": round_ratios.iter().map(|(w, r)| (w.to_string(), json!(r))).collect::<serde_json::Map<_, _>>(),
+                "throughput_gateway_over_nginx": ratios.iter().map(|r| (r.workload.to_owned(), json!(r.total))).collect::<serde_json::Map<_, _>>(),
+                "throughput_gateway_over_nginx_by_round": ratios.iter().map(|r| (r.workload.to_owned(), json!(r.by_round))).collect::<serde_json::Map<_, _>>(),
                 "failover": {
                     "clients": FAILOVER_CLIENTS,
                     "killed_node": fo.killed,
@@ -1089,28 +1086,24 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     println!("gateway: keel gateway, default settings: {gateway_workers} worker threads, each a single-threaded tokio runtime");
     println!("nginx:   {nginx_note}");
     println!();
-    print!(
-        "{}",
-        format_table(&rows.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>())
-    );
+    print!("{}", format_table(&rows));
     println!(
         "(write: direct and the gateway send every write to the leader; nginx round-robins over all three nodes and \
          followers forward to the leader, one more hop for two writes in three)"
     );
     println!();
     let fmt_ratio = |r: Option<f64>| r.map_or("n/a".to_owned(), |r| format!("{r:.2}"));
-    for (w, r) in &ratios {
-        let by_round = round_ratios
-            .iter()
-            .find(|(rw, _)| rw == w)
-            .filter(|_| args.rounds > 1)
-            .map_or(String::new(), |(_, rs)| {
-                let each: Vec<String> = rs.iter().map(|r| fmt_ratio(*r)).collect();
-                format!(" (rounds: {})", each.join(", "))
-            });
+    for r in &ratios {
+        let by_round = if args.rounds > 1 {
+            let each: Vec<String> = r.by_round.iter().map(|x| fmt_ratio(*x)).collect();
+            format!(" (rounds: {})", each.join(", "))
+        } else {
+            String::new()
+        };
         println!(
-            "throughput gateway / nginx, {w}: {}{by_round}",
-            fmt_ratio(*r)
+            "throughput gateway / nginx, {}: {}{by_round}",
+            r.workload,
+            fmt_ratio(r.total)
         );
     }
     println!();
@@ -1342,6 +1335,29 @@ mod tests {
         let acc = acc.expect("a total");
         assert_eq!((acc.ok, acc.seconds, acc.rate()), (40, 4.0, 10.0));
         assert_eq!(one(0).rate(), 0.0);
+    }
+
+    #[test]
+    fn the_gateway_is_compared_with_nginx_only_when_nginx_ran() {
+        let run = |ok| {
+            Some(Outcome {
+                ok,
+                errors: 0,
+                seconds: 1.0,
+                hist: new_hist().expect("hist"),
+            })
+        };
+        let target = |t| (t, String::new(), String::new());
+        let all = [
+            target(Target::Direct),
+            target(Target::Gateway),
+            target(Target::Nginx),
+        ];
+        assert_eq!(
+            gateway_over_nginx(&all, &[run(9), run(3), run(4)]),
+            Some(0.75)
+        );
+        assert_eq!(gateway_over_nginx(&all[..2], &[run(9), run(3)]), None);
     }
 
     #[test]
