@@ -205,7 +205,10 @@ async fn admit_and_forward(
     };
     let headers = forward_headers(parts.headers, client);
 
-    let mut live = LiveRequest(&gw.pool, false);
+    let mut live = LiveRequest {
+        pool: &gw.pool,
+        counted: false,
+    };
     let deadline = started + Duration::from_millis(gw.config.retry.request_timeout_ms);
     let attempt_timeout = Duration::from_millis(gw.config.retry.attempt_timeout_ms);
     let mut avoid = EligibleSet::empty();
@@ -213,11 +216,11 @@ async fn admit_and_forward(
     let mut retry_guard: Option<RetryGuard<'_>> = None;
     loop {
         let now = Instant::now();
-        let first = !live.1;
+        let first = !live.counted;
         let Some(attempt) = gw.pool.pick(class, hash_key.as_deref(), avoid, now, first) else {
             return Err(Problem::no_backend().into_response());
         };
-        live.1 = true;
+        live.counted = true;
         let remaining = deadline.saturating_duration_since(now);
         let budget = attempt_timeout.min(remaining);
         let exchange = send(
@@ -260,7 +263,7 @@ async fn admit_and_forward(
             },
         );
         // The request's end was counted with its last attempt.
-        live.1 &= !last;
+        live.counted &= !last;
         let Some(reason) = retry_reason else {
             return Ok(finish(outcome, &host, retries + 1, key_added, is_write));
         };
@@ -556,12 +559,16 @@ impl Drop for PendingSlot<'_> {
 /// starts the count and its last attempt's finish ends it, each under the
 /// lock that call takes anyway; a request left between the two (out of
 /// retries, past its deadline, or its client gone) ends it when dropped.
-struct LiveRequest<'a>(&'a Pool, bool);
+struct LiveRequest<'a> {
+    pool: &'a Pool,
+    /// Whether the pool counts the request live now.
+    counted: bool,
+}
 
 impl Drop for LiveRequest<'_> {
     fn drop(&mut self) {
-        if self.1 {
-            self.0.request_ended();
+        if self.counted {
+            self.pool.request_ended();
         }
     }
 }
