@@ -34,6 +34,16 @@ pub const IDEMPOTENCY_PRUNE_PER_BATCH_MAX: usize = 1_000;
 /// Most orders one `ExpireDue` expires; the leader proposes again while
 /// more are due.
 pub const EXPIRE_PER_COMMAND_MAX: usize = 1_000;
+/// Furthest one entry may move the state clock forward (ms). The clock
+/// decides expiries and idempotency pruning, so a leader whose wall clock is
+/// hours ahead must not be able to jump it there in one entry. The nodes
+/// keep a leader's clock within `clock_offset_max_ms` of the majority's
+/// (the first guard); this bound holds even if that guard fails. An honest
+/// leader's consecutive entries are milliseconds apart, and an idle leader
+/// proposes a tick whenever the state clock lags its own by a second, so a
+/// minute is never reached in normal operation; after a whole-cluster
+/// outage the clock catches up a minute per tick.
+pub const CLOCK_STEP_MAX_MS: u64 = 60_000;
 
 /// What a command produced when it succeeded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,17 +95,59 @@ pub fn apply_batch<T: WriteTables>(
     batch: &Batch,
 ) -> Result<Vec<Applied>, TableError> {
     let mut st = State::load(tables)?;
-    // Leader clocks are not synchronised: after a failover the new leader's
-    // time may be behind. The state machine's clock never goes backwards.
-    st.summary.clock_ms = st.summary.clock_ms.max(batch.leader_time_ms);
-    let now = st.summary.clock_ms;
-    prune_idempotency(st.t, now)?;
+    let clock = StateClock::advance(st.summary.clock_ms, batch.leader_time_ms);
+    st.summary.clock_ms = clock.now;
+    prune_idempotency(st.t, clock.now)?;
     let mut out = Vec::with_capacity(batch.commands.len().min(BATCH_COMMANDS_MAX));
     for env in &batch.commands {
-        out.push(st.apply_one(env, now)?);
+        out.push(st.apply_one(env, clock)?);
     }
     st.t.put(Table::Meta, keys::META_SUMMARY, &encode(&st.summary))?;
     Ok(out)
+}
+
+/// The two times an entry gives its commands, both pure functions of the
+/// stored clock and the entry's leader time.
+///
+/// Leader clocks are not synchronised and one may be wrong by days, so the
+/// two are biased in opposite directions, each the safe way for what it
+/// decides:
+/// - `now` decides (what is due to expire, which idempotency records are
+///   old enough to prune, whether a reservation may still be paid): it
+///   never goes backwards (a new leader may be behind) and moves forward by
+///   at most [`CLOCK_STEP_MAX_MS`] per entry (a leader may be far ahead), so
+///   nothing is decided early.
+/// - `deadline_base` starts deadlines (a reservation's expiry, an
+///   idempotency record's retention): the later of `now` and the leader's
+///   own time. When the state clock lags real time (it is catching up after
+///   an outage), a deadline counted from the lagging clock would come early
+///   once it caught up; counted from the leader's time it cannot. A leader
+///   that is ahead only makes deadlines later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateClock {
+    /// The state machine's clock after this entry (ms).
+    pub now: u64,
+    /// Where deadlines set by this entry's commands count from (ms).
+    pub deadline_base: u64,
+}
+
+impl StateClock {
+    /// The clock after an entry stamped `leader_time_ms` is applied to a
+    /// state whose clock reads `clock_ms`. A state that has never applied a
+    /// timed entry (clock 0) takes the first leader time as it is: there is
+    /// nothing earlier to bound it by, and a leader stands for election only
+    /// while its clock agrees with a majority's.
+    pub fn advance(clock_ms: u64, leader_time_ms: u64) -> Self {
+        let now = if clock_ms == 0 {
+            leader_time_ms
+        } else {
+            clock_ms.max(leader_time_ms.min(clock_ms.saturating_add(CLOCK_STEP_MAX_MS)))
+        };
+        Self {
+            now,
+            deadline_base: now.max(leader_time_ms),
+        }
+    }
 }
 
 /// The summary as stored, or the initial one for empty tables.
@@ -203,7 +255,7 @@ impl<'a, T: WriteTables> State<'a, T> {
         Ok(Self { t, summary })
     }
 
-    fn apply_one(&mut self, env: &Envelope, now: u64) -> Result<Applied, TableError> {
+    fn apply_one(&mut self, env: &Envelope, clock: StateClock) -> Result<Applied, TableError> {
         let rid = env.request_id.as_str().as_bytes();
         let fingerprint = env.fingerprint();
         if let Some(rec) = get::<_, IdempotencyRecord>(self.t, Table::Idempotency, rid)? {
@@ -220,20 +272,22 @@ impl<'a, T: WriteTables> State<'a, T> {
                 replayed: false,
             });
         }
-        let result = match self.execute(env, now) {
+        let result = match self.execute(env, clock) {
             Ok(o) => Ok(o),
             Err(Fail::Domain(e)) => Err(e),
             Err(Fail::Table(e)) => return Err(e),
         };
+        // Retention counts from the deadline base, so a record is never
+        // pruned before it is a full retention old in real time.
         let rec = IdempotencyRecord {
             fingerprint,
-            at_ms: now,
+            at_ms: clock.deadline_base,
             result: result.clone(),
         };
         self.t.put(Table::Idempotency, rid, &encode(&rec))?;
         self.t.put(
             Table::IdempotencyByTime,
-            &keys::idempotency_by_time(now, env.request_id.as_str()),
+            &keys::idempotency_by_time(clock.deadline_base, env.request_id.as_str()),
             &[],
         )?;
         Ok(Applied {
@@ -242,7 +296,8 @@ impl<'a, T: WriteTables> State<'a, T> {
         })
     }
 
-    fn execute(&mut self, env: &Envelope, now: u64) -> Step<Outcome> {
+    fn execute(&mut self, env: &Envelope, clock: StateClock) -> Step<Outcome> {
+        let now = clock.now;
         env.command.validate().map_err(DomainError::from)?;
         let p = &env.principal;
         match &env.command {
@@ -278,7 +333,7 @@ impl<'a, T: WriteTables> State<'a, T> {
                 ttl_seconds,
             } => {
                 owner_or_admin(p, customer)?;
-                self.place(customer, lines, *ttl_seconds, now)
+                self.place(customer, lines, *ttl_seconds, clock)
             }
             Command::PayOrder { order } => self.pay(p, *order, now),
             Command::CancelOrder { order } => {
@@ -599,8 +654,9 @@ impl<'a, T: WriteTables> State<'a, T> {
         customer_id: &AccountId,
         lines: &[LineRequest],
         ttl_seconds: Option<u32>,
-        now: u64,
+        clock: StateClock,
     ) -> Step<Outcome> {
+        let now = clock.now;
         let customer = self.account(customer_id)?;
         if customer.kind != AccountKind::Customer {
             return Err(DomainError::validation(
@@ -684,7 +740,12 @@ impl<'a, T: WriteTables> State<'a, T> {
             return Err(DomainError::OutOfStock { lines: short }.into());
         }
         let ttl_ms = u64::from(ttl_seconds.unwrap_or(ORDER_TTL_DEFAULT_S)) * 1000;
-        let expires_at_ms = now.checked_add(ttl_ms).ok_or_else(|| ovf("expires_at"))?;
+        // From the deadline base, not `now`: a reservation is never due
+        // before its whole lifetime has passed in real time (StateClock).
+        let expires_at_ms = clock
+            .deadline_base
+            .checked_add(ttl_ms)
+            .ok_or_else(|| ovf("expires_at"))?;
         let units: u64 = products.values().map(|(_, w)| *w).sum();
         let units_reserved = self
             .summary

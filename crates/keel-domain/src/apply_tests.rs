@@ -42,6 +42,13 @@ fn lines(ls: &[(&str, u64)]) -> Vec<LineRequest> {
         })
         .collect()
 }
+fn place_cmd_ttl(who: &str, ls: &[(&str, u64)], ttl_seconds: u32) -> Command {
+    Command::PlaceOrder {
+        customer: acct(who),
+        lines: lines(ls),
+        ttl_seconds: Some(ttl_seconds),
+    }
+}
 fn place_cmd(who: &str, ls: &[(&str, u64)]) -> Command {
     Command::PlaceOrder {
         customer: acct(who),
@@ -173,6 +180,7 @@ impl World {
     }
 
     fn apply_unchecked(&mut self, commands: Vec<Envelope>) -> Vec<Applied> {
+        self.catch_up_clock();
         let n = commands.len();
         let out = apply_batch(
             &mut self.t,
@@ -184,6 +192,21 @@ impl World {
         .unwrap();
         assert_eq!(out.len(), n, "one result per command");
         out
+    }
+
+    /// Does what an idle leader's ticks do when the state clock lags its
+    /// own by more than one entry may move it: empty entries until the
+    /// clock is within a step of `now_ms`.
+    fn catch_up_clock(&mut self) {
+        while self.summary().clock_ms != 0
+            && self.now_ms > self.summary().clock_ms + CLOCK_STEP_MAX_MS
+        {
+            let b = Batch {
+                leader_time_ms: self.now_ms,
+                commands: Vec::new(),
+            };
+            apply_batch(&mut self.t, &b).unwrap();
+        }
     }
 
     fn assert_invariants(&self) {
@@ -244,6 +267,13 @@ impl World {
     /// Alice places an order (as herself).
     fn place(&mut self, ls: &[(&str, u64)]) -> Order {
         match self.ok_as(customer("alice"), place_cmd("alice", ls)) {
+            Outcome::Order(o) => o,
+            other => panic!("not an order: {other:?}"),
+        }
+    }
+
+    fn place_with_ttl(&mut self, ls: &[(&str, u64)], ttl_seconds: u32) -> Order {
+        match self.ok_as(customer("alice"), place_cmd_ttl("alice", ls, ttl_seconds)) {
             Outcome::Order(o) => o,
             other => panic!("not an order: {other:?}"),
         }
@@ -1252,6 +1282,116 @@ fn a_leader_clock_going_backwards_does_not_move_the_state_clock_back() {
     w.now_ms = T0 + 20_000;
     w.apply(vec![]);
     assert_eq!(w.summary().clock_ms, T0 + 20_000);
+}
+
+/// Two days: how far off the clocks of the bug report were.
+const TWO_DAYS_MS: u64 = 2 * 24 * 3600 * 1000;
+
+#[test]
+fn a_leader_two_days_ahead_moves_the_clock_one_step_and_expires_nothing_early() {
+    let mut w = World::new();
+    let start = w.summary().clock_ms;
+    // A one-hour reservation, and a keyed request that must keep its record.
+    let o = w.place_with_ttl(&[("A", 1)], 3_600);
+    let key = format!("r{}", w.n);
+    // A leader whose wall clock is two days ahead stamps entries: each moves
+    // the state clock at most one step, whatever it claims.
+    let far = start + TWO_DAYS_MS;
+    for i in 1..=3u64 {
+        let b = Batch {
+            leader_time_ms: far,
+            commands: vec![w.env(Principal::System, Command::ExpireDue { now_ms: far })],
+        };
+        let out = apply_batch(&mut w.t, &b).unwrap();
+        assert_eq!(w.summary().clock_ms, start + i * CLOCK_STEP_MAX_MS);
+        assert_eq!(
+            out[0].result,
+            Ok(Outcome::Expired {
+                orders: vec![],
+                more_due: false
+            }),
+            "nothing is due after {i} steps"
+        );
+    }
+    assert_eq!(w.order(o.id).status, OrderStatus::Reserved);
+    assert!(w
+        .t
+        .get(Table::Idempotency, key.as_bytes())
+        .unwrap()
+        .is_some());
+    w.assert_invariants();
+}
+
+#[test]
+fn a_deadline_set_while_the_clock_lags_counts_from_the_leaders_time() {
+    let mut w = World::new();
+    let start = w.summary().clock_ms;
+    // The whole cluster was down for an hour: the first leader after it is
+    // an hour ahead of the state clock, which may catch up one step only.
+    w.now_ms = start + 3_600_000;
+    let b = Batch {
+        leader_time_ms: w.now_ms,
+        commands: vec![w.env(customer("alice"), place_cmd_ttl("alice", &[("A", 1)], 600))],
+    };
+    let out = apply_batch(&mut w.t, &b).unwrap();
+    let Ok(Outcome::Order(o)) = &out[0].result else {
+        panic!("{out:?}")
+    };
+    assert_eq!(w.summary().clock_ms, start + CLOCK_STEP_MAX_MS);
+    // Ten minutes from the leader's time, not from the lagging clock: once
+    // the clock has caught up, the reservation still has its whole life.
+    assert_eq!(o.expires_at_ms, w.now_ms + 600_000);
+    let rec: IdempotencyRecord = decode(
+        Table::Idempotency,
+        format!("r{}", w.n).as_bytes(),
+        &w.t.get(Table::Idempotency, format!("r{}", w.n).as_bytes())
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        rec.at_ms, w.now_ms,
+        "retention counts from the leader's time"
+    );
+    w.assert_invariants();
+}
+
+#[test]
+fn the_first_timed_entry_sets_the_clock_and_later_ones_are_bounded() {
+    assert_eq!(StateClock::advance(0, T0).now, T0);
+    let c = StateClock::advance(T0, T0 + TWO_DAYS_MS);
+    assert_eq!(c.now, T0 + CLOCK_STEP_MAX_MS);
+    assert_eq!(c.deadline_base, T0 + TWO_DAYS_MS);
+    let c = StateClock::advance(T0, T0 - TWO_DAYS_MS);
+    assert_eq!((c.now, c.deadline_base), (T0, T0));
+    let c = StateClock::advance(T0, T0 + 5);
+    assert_eq!((c.now, c.deadline_base), (T0 + 5, T0 + 5));
+}
+
+mod clock_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever times leaders stamp, the state clock never goes back,
+        /// never moves more than a step per entry, and deadlines never
+        /// start before it.
+        #[test]
+        fn the_state_clock_is_monotonic_and_bounded_per_entry(
+            start in 1u64..u64::MAX / 4,
+            stamps in proptest::collection::vec(0u64..u64::MAX / 2, 1..64),
+        ) {
+            let mut clock = start;
+            for t in stamps {
+                let c = StateClock::advance(clock, t);
+                prop_assert!(c.now >= clock);
+                prop_assert!(c.now - clock <= CLOCK_STEP_MAX_MS);
+                prop_assert!(c.deadline_base >= c.now);
+                prop_assert!(c.deadline_base >= t.min(c.deadline_base));
+                clock = c.now;
+            }
+        }
+    }
 }
 
 // ----- who may do what --------------------------------------------------------

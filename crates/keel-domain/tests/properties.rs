@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use keel_domain::apply::IDEMPOTENCY_RETENTION_MS;
+use keel_domain::apply::{StateClock, CLOCK_STEP_MAX_MS, IDEMPOTENCY_RETENTION_MS};
 use keel_domain::query::digest;
 use keel_domain::{
     apply_batch, check_invariants, AccountId, AccountKind, Applied, Batch, Command, CommandResult,
@@ -342,7 +342,8 @@ impl Run {
     /// Applies a batch to the tables and the replica, and checks everything
     /// that must hold after it.
     fn apply(&mut self, batch: Batch) -> Result<Vec<Applied>, TestCaseError> {
-        self.clock_ms = self.clock_ms.max(batch.leader_time_ms);
+        let clock = StateClock::advance(self.clock_ms, batch.leader_time_ms);
+        self.clock_ms = clock.now;
         // The model forgets what the state machine prunes (the universe is
         // far below the per-batch pruning bound).
         if let Some(cutoff) = self.clock_ms.checked_sub(IDEMPOTENCY_RETENTION_MS) {
@@ -376,7 +377,7 @@ impl Run {
                         Remembered {
                             fingerprint,
                             result: applied.result.clone(),
-                            at_ms: self.clock_ms,
+                            at_ms: clock.deadline_base,
                         },
                     );
                 }
@@ -397,6 +398,25 @@ impl Run {
         Ok(out)
     }
 
+    /// What the leader's ticks do when the state clock lags its time by
+    /// more than one entry may move it: empty entries, on both tables and
+    /// in the log, until it is within a step (checked by the next batch).
+    fn catch_up_clock(&mut self) {
+        while self.leader_ms > self.clock_ms.saturating_add(CLOCK_STEP_MAX_MS) {
+            let tick = Batch {
+                leader_time_ms: self.leader_ms,
+                commands: Vec::new(),
+            };
+            apply_batch(&mut self.t, &tick).unwrap();
+            apply_batch(&mut self.replica, &tick).unwrap();
+            self.clock_ms = StateClock::advance(self.clock_ms, self.leader_ms).now;
+            self.log.push(tick);
+        }
+        if let Some(cutoff) = self.clock_ms.checked_sub(IDEMPOTENCY_RETENTION_MS) {
+            self.remembered.retain(|_, r| r.at_ms >= cutoff);
+        }
+    }
+
     fn run(&mut self, spec: Spec) -> Result<(), TestCaseError> {
         match spec {
             Spec::Mixed(clock, steps) => {
@@ -405,6 +425,7 @@ impl Run {
                     Clock::Back(d) => self.leader_ms - d,
                     Clock::PastRetention => self.clock_ms + IDEMPOTENCY_RETENTION_MS + 1,
                 };
+                self.catch_up_clock();
                 let commands = steps.into_iter().filter_map(|s| self.envelope(s)).collect();
                 self.apply(Batch {
                     leader_time_ms: self.leader_ms,
