@@ -670,6 +670,39 @@ async fn summary(
     Ok(local_header(Json(json!(s)).into_response(), &r))
 }
 
+/// `GET /v1/clock`: this node's wall clock and what it knows of its peers',
+/// so an operator (or the chaos suite's clock nemesis) can see a skew and
+/// why a node does not lead.
+async fn clock(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
+    admin(&api, &h)?;
+    let node = &api.node;
+    let now = std::time::Instant::now();
+    let peers: serde_json::Map<String, Value> = node
+        .clock
+        .samples()
+        .into_iter()
+        .map(|(id, s)| {
+            (
+                id.to_string(),
+                json!({
+                    "offset_ms": s.offset_ms,
+                    "rtt_ms": s.rtt.as_secs_f64() * 1e3,
+                    "age_ms": now.saturating_duration_since(s.at).as_millis() as u64,
+                }),
+            )
+        })
+        .collect();
+    Ok(Json(json!({
+        "node_id": node.id,
+        "wall_ms": crate::clock::wall_ms(),
+        "clock_offset_max_ms": node.config.clock_offset_max_ms,
+        "may_lead": node.clock.may_lead(),
+        "stepping_down": node.clock.stepping_down(),
+        "peers": peers,
+    }))
+    .into_response())
+}
+
 async fn digest(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
     admin(&api, &h)?;
     // Reading commits applied entries first and then hashes every table:
@@ -857,6 +890,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/batch", post(batch))
         .route("/v1/summary", get(summary))
         .route("/v1/digest", get(digest))
+        .route("/v1/clock", get(clock))
         .route("/v1/backup/snapshot", get(crate::backup::snapshot))
         .route("/v1/backup/log", get(crate::backup::log))
         .route("/v1/cluster", get(cluster))

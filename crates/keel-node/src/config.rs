@@ -6,6 +6,12 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// Largest `clock_offset_max_ms` accepted: the state machine moves its clock
+/// at most `keel_domain::apply::CLOCK_STEP_MAX_MS` per entry, and an offset
+/// limit beyond that would let the first guard pass what the second must
+/// then catch.
+pub const CLOCK_OFFSET_MAX_MS_LIMIT: u64 = keel_domain::apply::CLOCK_STEP_MAX_MS;
+
 /// Everything a node needs to run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -27,6 +33,10 @@ pub struct NodeConfig {
     pub raft: RaftTiming,
     /// Proposer batching limits.
     pub batch: BatchLimits,
+    /// Largest offset of this node's wall clock from a majority of the
+    /// voters' (ms) with which it may stand for election and lead; past it
+    /// the node steps down and says why (see `crate::clock`).
+    pub clock_offset_max_ms: u64,
 }
 
 /// Raft timing. The heartbeat interval is also openraft 0.9's AppendEntries
@@ -116,6 +126,7 @@ impl Default for NodeConfig {
             cluster_secret: "keel-cluster-dev".into(),
             raft: RaftTiming::default(),
             batch: BatchLimits::default(),
+            clock_offset_max_ms: crate::clock::CLOCK_OFFSET_MAX_MS_DEFAULT,
         }
     }
 }
@@ -155,6 +166,11 @@ impl NodeConfig {
         }
         if r.snapshot_every_entries == 0 {
             return bad("raft.snapshot_every_entries must be > 0".into());
+        }
+        if !(1..=CLOCK_OFFSET_MAX_MS_LIMIT).contains(&self.clock_offset_max_ms) {
+            return bad(format!(
+                "clock_offset_max_ms must be 1 to {CLOCK_OFFSET_MAX_MS_LIMIT}"
+            ));
         }
         let b = &self.batch;
         if b.commands_max == 0 || b.commands_max > keel_domain::command::BATCH_COMMANDS_MAX {

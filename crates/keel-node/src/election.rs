@@ -34,6 +34,8 @@ use openraft::raft::{VoteRequest, VoteResponse};
 
 use keel_store::{NodeId, TypeConfig};
 
+use crate::clock::ClockGuard;
+
 /// How often the election clock is checked.
 pub const ELECTION_POLL: Duration = Duration::from_millis(10);
 
@@ -228,6 +230,7 @@ pub async fn run(
     id: NodeId,
     raft: Raft<TypeConfig>,
     signals: Arc<ElectionSignals>,
+    clock_guard: Arc<ClockGuard>,
     (min_ms, max_ms): (u64, u64),
     mut stop: watch::Receiver<bool>,
 ) {
@@ -248,6 +251,16 @@ pub async fn run(
         let now = Instant::now();
         let waited = now.saturating_duration_since(clock.since);
         if clock.poll(now, &s, standing) {
+            // A node whose wall clock does not agree with a majority's
+            // never stands: it would stamp its time on entries as leader.
+            // The round still counts, so it is timed again from now.
+            if !clock_guard.may_lead() {
+                tracing::debug!(
+                    id,
+                    "election timeout passed; not standing: clock may not lead"
+                );
+                continue;
+            }
             tracing::info!(
                 id,
                 ?standing,

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod backup;
+pub mod clock;
 pub mod config;
 pub mod election;
 pub mod metrics;

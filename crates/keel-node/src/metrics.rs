@@ -31,6 +31,13 @@ pub struct Role {
     pub role: String,
 }
 
+/// Labels of a per-peer gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Peer {
+    /// The peer's node id.
+    pub peer: u64,
+}
+
 /// All metrics of a node.
 pub struct Metrics {
     /// Commands per proposed Raft entry.
@@ -55,6 +62,13 @@ pub struct Metrics {
     pub applied_index: Gauge,
     /// Current leader id (0 when unknown).
     pub leader_id: Gauge,
+    /// Each peer's wall clock minus this node's, at its latest reading (ms).
+    pub clock_offset: Family<Peer, Gauge>,
+    /// Median of this node's offset from the voters it measured, itself
+    /// included (ms; positive when this node is ahead).
+    pub clock_offset_from_majority_ms: Gauge,
+    /// 1 while this node's clock agrees with a majority's (it may lead).
+    pub clock_ok: Gauge,
     registry: Registry,
 }
 
@@ -124,6 +138,24 @@ impl Metrics {
             "Current leader id, 0 if unknown",
             leader_id.clone(),
         );
+        let clock_offset = Family::<Peer, Gauge>::default();
+        registry.register(
+            "clock_offset_ms",
+            "Peer's wall clock minus this node's at the latest reading",
+            clock_offset.clone(),
+        );
+        let clock_offset_from_majority_ms = Gauge::default();
+        registry.register(
+            "clock_offset_from_majority_ms",
+            "Median offset of this node's clock from the voters' (positive: ahead)",
+            clock_offset_from_majority_ms.clone(),
+        );
+        let clock_ok = Gauge::default();
+        registry.register(
+            "clock_ok",
+            "1 while this node's clock agrees with a majority's and it may lead",
+            clock_ok.clone(),
+        );
         Self {
             batch_commands,
             requests,
@@ -136,8 +168,16 @@ impl Metrics {
             commit_index,
             applied_index,
             leader_id,
+            clock_offset,
+            clock_offset_from_majority_ms,
+            clock_ok,
             registry,
         }
+    }
+
+    /// The offset gauge of `peer`.
+    pub fn clock_offset_ms(&self, peer: u64) -> Gauge {
+        self.clock_offset.get_or_create(&Peer { peer }).clone()
     }
 
     /// The Prometheus text exposition of every metric.

@@ -164,6 +164,8 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     /// What the internal RPC tells the election clock.
     pub election: Arc<crate::election::ElectionSignals>,
+    /// Whether this node's wall clock may lead ([`crate::clock`]).
+    pub clock: Arc<crate::clock::ClockGuard>,
 }
 
 /// The role name of a server state.
@@ -242,7 +244,7 @@ impl Node {
             let leader = self.leader();
             let tried = leader.as_ref().map(|(id, _)| *id);
             let attempt = match leader {
-                Some((id, _)) if id == self.id => self.proposer.propose(env.clone()).await,
+                Some((id, _)) if id == self.id => self.propose_here(env.clone()).await,
                 // A leader that stops answering (paused, cut off) would
                 // hold the forward until its timeout; once another leader
                 // is known, give up on it and send again there. The same
@@ -295,10 +297,22 @@ impl Node {
         }
     }
 
+    /// Proposes on this node, which leads: only while its clock may stamp
+    /// entries ([`crate::clock`]). A refusal proposed nothing, so the write
+    /// is retried on the leader elected in its place.
+    async fn propose_here(&self, env: Envelope) -> Result<Applied, ProposeError> {
+        if !self.clock.may_lead() || self.clock.stepping_down() {
+            return Err(ProposeError::ClockUnsafe(
+                "its clock does not agree with a majority's".into(),
+            ));
+        }
+        self.proposer.propose(env).await
+    }
+
     /// The leader's side of a forwarded write.
     pub async fn propose_forwarded(&self, env: Envelope) -> Result<Applied, ProposeError> {
         match self.leader() {
-            Some((id, _)) if id == self.id => self.proposer.propose(env).await,
+            Some((id, _)) if id == self.id => self.propose_here(env).await,
             leader => Err(ProposeError::NotLeader { leader }),
         }
     }
@@ -306,6 +320,11 @@ impl Node {
     /// The leader's side of a follower read: confirms leadership with a
     /// quorum and returns the index the reader must have applied.
     pub async fn read_index(&self) -> Result<u64, ProposeError> {
+        // Confirming leadership sends AppendEntries, which would keep the
+        // followers from electing the leader that replaces this one.
+        if self.clock.stepping_down() {
+            return Err(ProposeError::NotLeader { leader: None });
+        }
         match self.raft.get_read_log_id().await {
             Ok((read, _)) => Ok(read.map(|l| l.index).unwrap_or(0)),
             Err(_) => Err(ProposeError::NotLeader {

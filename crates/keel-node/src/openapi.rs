@@ -38,6 +38,7 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc { method: "post", path: "/v1/batch", who: "admin", summary: "Up to 1,000 commands, results in order", body: true },
     RouteDoc { method: "get", path: "/v1/summary", who: "admin", summary: "Counts and totals for conservation checks", body: false },
     RouteDoc { method: "get", path: "/v1/digest", who: "admin", summary: "This replica's state digest at its applied index", body: false },
+    RouteDoc { method: "get", path: "/v1/clock", who: "admin", summary: "This node's wall clock, its peers' offsets and whether its clock may lead", body: false },
     RouteDoc { method: "get", path: "/v1/backup/snapshot", who: "admin", summary: "Hot backup: stream a snapshot of one consistent state of every acknowledged write (headers: log id, digest, clock)", body: false },
     RouteDoc { method: "get", path: "/v1/backup/log", who: "admin", summary: "Backup: committed log records after=N[&upto=M][&barrier=true: catch up to the commit first], one page; 410 log_purged when gone", body: false },
     RouteDoc { method: "get", path: "/v1/cluster", who: "admin", summary: "Members, roles, term, leader, indexes, lag, health", body: false },

@@ -9,7 +9,7 @@
 //! with load by themselves and a lone command is proposed at once.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::Raft;
@@ -42,6 +42,10 @@ pub enum ProposeError {
     /// The node is shutting down; nothing was proposed.
     #[error("shutting down")]
     ShuttingDown,
+    /// This node leads but its wall clock does not agree with a majority's,
+    /// so it stamps nothing and is stepping down; nothing was proposed.
+    #[error("leader's clock may not lead: {0}")]
+    ClockUnsafe(String),
 }
 
 struct Pending {
@@ -83,15 +87,6 @@ impl Proposer {
         rx.await
             .unwrap_or_else(|_| Err(ProposeError::Indeterminate("proposer stopped".into())))
     }
-}
-
-fn now_ms() -> u64 {
-    // Before 1970 only on a broken clock; 0 is then as good as any value,
-    // and the state machine never lets its clock go backwards anyway.
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 async fn run(
@@ -166,7 +161,11 @@ async fn run(
             let (envs, replies): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|p| (p.env, p.reply)).unzip();
             let entry = Batch {
-                leader_time_ms: now_ms(),
+                // The only place wall time enters the log. The node proposes
+                // only while its clock agrees with a majority's
+                // (`Node::propose_here`), and the state machine bounds what
+                // one entry can do with it (`StateClock`).
+                leader_time_ms: crate::clock::wall_ms(),
                 commands: envs,
             };
             let res = raft.client_write(entry).await;

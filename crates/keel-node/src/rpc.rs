@@ -52,6 +52,8 @@ pub mod path {
     pub const READ_INDEX: &str = "/internal/read-index";
     /// A node's own status, for health probes.
     pub const SELF: &str = "/internal/self";
+    /// A node's wall clock (ms since the epoch), for clock offsets.
+    pub const CLOCK: &str = "/internal/clock";
 }
 
 /// Why an internal call failed, before any Raft semantics.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -22,6 +22,7 @@ use keel_domain::{Command, Envelope, Principal, RequestId};
 use keel_store::NodeId;
 
 use crate::api::{self, Api};
+use crate::clock::ClockGuard;
 use crate::config::{ConfigError, NodeConfig};
 use crate::election::ElectionSignals;
 use crate::metrics::{Metrics, Role};
@@ -31,6 +32,17 @@ use crate::rpc::{path, NetworkFactory, PeerClient, CLUSTER_SECRET_HEADER, RPC_BO
 
 /// How often the leader looks for reservations due to expire.
 pub const EXPIRE_TICK: Duration = Duration::from_millis(250);
+/// How far the state clock may lag the leader's before the leader ticks it
+/// forward with an entry of its own (ms). Deadlines count from the leader's
+/// time, not the lagging clock (`keel_domain::apply::StateClock`), so a lag
+/// delays expiries and pruning but never brings them early; this keeps the
+/// delay and the times stamped on new orders within ten seconds in an idle
+/// cluster, at one entry per ten idle seconds.
+pub const CLOCK_TICK_LAG_MS: u64 = 10_000;
+/// Most clock ticks the leader proposes per [`EXPIRE_TICK`] while catching
+/// up after an outage: with a minute per entry, about an hour of lag per
+/// second.
+pub const CLOCK_CATCH_UP_TICKS_MAX: u32 = 16;
 /// Longest a snapshot install may take on a follower.
 pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 10_000;
 /// Most log entries in one AppendEntries. openraft 0.9 bounds every
@@ -110,6 +122,7 @@ pub async fn run(
 
     let peers = PeerClient::new(&config.cluster_secret);
     let election = ElectionSignals::new();
+    let clock = ClockGuard::new(config.clock_offset_max_ms);
     let network = NetworkFactory {
         id: config.id,
         client: peers.clone(),
@@ -138,8 +151,9 @@ pub async fn run(
         backup_exports: Arc::new(tokio::sync::Semaphore::new(crate::backup::EXPORTS_MAX)),
         proposer,
         peers,
-        metrics,
+        metrics: metrics.clone(),
         election: election.clone(),
+        clock: clock.clone(),
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -170,7 +184,16 @@ pub async fn run(
         config.id,
         raft.clone(),
         election,
+        clock.clone(),
         (r.election_min_ms, r.election_max_ms),
+        stop_rx.clone(),
+    ));
+    let clock_prober = tokio::spawn(crate::clock::run(
+        config.id,
+        raft.clone(),
+        node.peers.clone(),
+        clock,
+        metrics,
         stop_rx.clone(),
     ));
 
@@ -181,6 +204,7 @@ pub async fn run(
     let _ = server.await;
     let _ = ticker.await;
     let _ = elector.await;
+    let _ = clock_prober.await;
     let _ = proposer_task.await;
     raft.shutdown()
         .await
@@ -213,16 +237,15 @@ async fn bootstrap_cluster(
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// The leader proposes `ExpireDue` with its own time when a reservation is
 /// due; every replica then expires exactly the same orders at the same log
 /// position. Followers do nothing: their clocks decide nothing.
+///
+/// The same command is the leader's clock tick: when the state clock lags
+/// the leader's by more than [`CLOCK_TICK_LAG_MS`] (an idle cluster, or one
+/// back from an outage, whose clock moves at most
+/// `keel_domain::apply::CLOCK_STEP_MAX_MS` per entry), it is proposed even
+/// with nothing due, up to [`CLOCK_CATCH_UP_TICKS_MAX`] times per tick.
 async fn expiry_ticker(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     let mut n = 0u64;
     loop {
@@ -230,20 +253,26 @@ async fn expiry_ticker(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(EXPIRE_TICK) => {}
             _ = stop.changed() => return,
         }
-        if !matches!(node.leader(), Some((id, _)) if id == node.id) {
+        if !matches!(node.leader(), Some((id, _)) if id == node.id) || !node.clock.may_lead() {
             continue;
         }
+        let mut ticks = 0;
         loop {
-            let now = now_ms();
-            let due = node
-                .sm
-                .reader_async()
-                .await
-                .ok()
-                .and_then(|r| keel_domain::query::next_expiry_ms(&r).ok().flatten());
-            if !matches!(due, Some(t) if t <= now) {
+            let now = crate::clock::wall_ms();
+            let (due, clock) = match node.sm.reader_async().await {
+                Ok(r) => (
+                    keel_domain::query::next_expiry_ms(&r).ok().flatten(),
+                    keel_domain::apply::load_summary(&r).map_or(0, |s| s.clock_ms),
+                ),
+                Err(_) => (None, 0),
+            };
+            let lagging = clock != 0 && now > clock.saturating_add(CLOCK_TICK_LAG_MS);
+            let is_due = matches!(due, Some(t) if t <= now);
+            let tick = lagging && ticks < CLOCK_CATCH_UP_TICKS_MAX;
+            if !(is_due || tick) {
                 break;
             }
+            ticks += 1;
             n += 1;
             let Ok(request_id) = RequestId::new(format!("expire-{}-{now}-{n}", node.id)) else {
                 break;
@@ -260,10 +289,10 @@ async fn expiry_ticker(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
                 ),
                 Err(e) => {
                     tracing::warn!(error = %e, "expire_due not applied; will retry");
-                    false
+                    break;
                 }
             };
-            if !more || *stop.borrow() {
+            if !(more || lagging) || *stop.borrow() {
                 break;
             }
         }
@@ -384,6 +413,7 @@ rpc_handler!(rpc_forward, |node, req: Envelope| node
     .await);
 rpc_handler!(rpc_read_index, |node, _req: ()| node.read_index().await);
 rpc_handler!(rpc_self, |node, _req: ()| node.self_status());
+rpc_handler!(rpc_clock, |_node, _req: ()| crate::clock::wall_ms());
 
 fn internal_router(node: Arc<Node>) -> Router {
     Router::new()
@@ -393,6 +423,7 @@ fn internal_router(node: Arc<Node>) -> Router {
         .route(path::FORWARD, post(rpc_forward))
         .route(path::READ_INDEX, post(rpc_read_index))
         .route(path::SELF, post(rpc_self))
+        .route(path::CLOCK, post(rpc_clock))
         .layer(axum::extract::DefaultBodyLimit::max(RPC_BODY_BYTES_MAX))
         .with_state(node)
 }

@@ -66,6 +66,10 @@ pub struct Args {
     /// once when the pipeline has room.
     #[arg(long, env = "KEEL_BATCH_DELAY_US")]
     batch_delay_us: Option<u64>,
+    /// Largest offset (ms) of this node's wall clock from a majority of the
+    /// voters' with which it may stand for election and lead (default 500).
+    #[arg(long, env = "KEEL_CLOCK_OFFSET_MAX_MS")]
+    clock_offset_max_ms: Option<u64>,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -125,6 +129,9 @@ fn build_config(a: &Args) -> anyhow::Result<NodeConfig> {
     }
     if let Some(v) = a.heartbeat_ms {
         c.raft.heartbeat_ms = v;
+    }
+    if let Some(v) = a.clock_offset_max_ms {
+        c.clock_offset_max_ms = v;
     }
     if let Some(v) = a.election_min_ms {
         c.raft.election_min_ms = v;
