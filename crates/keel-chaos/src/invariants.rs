@@ -110,7 +110,46 @@ pub fn check_invariants(history: &History, state: &FinalState) -> Vec<Finding> {
         check_stock_matches_orders(&state.stock, &state.orders, &state.supplied),
         check_money_conserved(&state.accounts),
         check_replicas_agree(&state.replicas),
+        check_no_early_expiry(history, &state.orders),
     ]
+}
+
+/// No reservation expired: every order of a chaos run is placed with a
+/// lifetime longer than the run (its length plus an hour), so an order seen
+/// expired, by a read during the run or in the final state, expired early.
+/// That is what a state clock moved forward by a leader whose wall clock is
+/// far ahead does (the clock-skew nemesis skews by more than any lifetime
+/// and than the idempotency retention).
+pub fn check_no_early_expiry(history: &History, orders: &[FinalOrder]) -> Finding {
+    let mut problems: Vec<String> = orders
+        .iter()
+        .filter(|o| o.status == OrderStatus::Expired)
+        .map(|o| format!("order {} is expired at the end of the run", o.id.0))
+        .collect();
+    for op in history.ops() {
+        let seen = match (&op.kind, &op.outcome) {
+            (OpKind::ReadOrder { order }, Outcome::Ok(OpResult::Order { status: Some(s) })) => {
+                Some((*order, *s))
+            }
+            (
+                OpKind::Pay { order, .. } | OpKind::Cancel { order, .. },
+                Outcome::Ok(OpResult::Status { status }),
+            ) => Some((*order, *status)),
+            _ => None,
+        };
+        if let Some((order, OrderStatus::Expired)) = seen {
+            problems.push(format!(
+                "order {} read expired at {:.3} s",
+                order.0,
+                op.complete_ns as f64 / 1e9
+            ));
+        }
+    }
+    Finding::from_problems(
+        "no reservation expired early",
+        "no order expired: every lifetime outlasts the run".to_string(),
+        &problems,
+    )
 }
 
 /// Everything the run set up before the first fault (products, accounts)

@@ -122,7 +122,7 @@ fn good_run() -> (History, FinalState) {
 fn a_good_run_passes_every_check() {
     let (h, state) = good_run();
     let findings = check_invariants(&h, &state);
-    assert_eq!(findings.len(), 7);
+    assert_eq!(findings.len(), 8);
     for f in &findings {
         assert!(f.ok, "{f}");
     }
@@ -263,4 +263,30 @@ fn diverging_replicas_fail_and_none_is_skipped() {
 
     let f = check_replicas_agree(&[]);
     assert!(f.skipped && !f.ok);
+}
+
+#[test]
+fn an_order_seen_expired_in_a_run_shorter_than_every_lifetime_is_flagged() {
+    let read = |i: usize, status| Op {
+        process: 0,
+        invoke_ns: 10 * i as u64,
+        complete_ns: 10 * i as u64 + 5,
+        kind: OpKind::ReadOrder { order: OrderId(1) },
+        outcome: Outcome::Ok(OpResult::Order {
+            status: Some(status),
+        }),
+    };
+    let h = history(vec![
+        place(0, "c", 1, placed(1, 1)),
+        read(1, OrderStatus::Reserved),
+    ]);
+    assert!(check_no_early_expiry(&h, &[order(1, "c", 1, OrderStatus::Reserved)]).ok);
+    let f = check_no_early_expiry(&h, &[order(1, "c", 1, OrderStatus::Expired)]);
+    assert!(!f.ok && f.detail.contains("order 1"), "{}", f.detail);
+    let h = history(vec![
+        place(0, "c", 1, placed(1, 1)),
+        read(1, OrderStatus::Expired),
+    ]);
+    let f = check_no_early_expiry(&h, &[order(1, "c", 1, OrderStatus::Cancelled)]);
+    assert!(!f.ok && f.detail.contains("read expired"), "{}", f.detail);
 }

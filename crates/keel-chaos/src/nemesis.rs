@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use keel_client::{method_delete, method_post};
+use keel_client::{method_delete, method_get, method_post};
 use keel_harness::LocalCluster;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -61,8 +61,9 @@ pub enum Nemesis {
     /// again at the heal), through the link proxies.
     DropConnections,
     /// The leader's wall clock jumps [`CLOCK_SKEW_S`] seconds ahead or
-    /// behind (seeded), through libfaketime; only the time it stamps on
-    /// entries changes, which the state machine must tolerate.
+    /// behind (seeded), through libfaketime, more than any reservation's
+    /// lifetime and the idempotency retention: the node must stop leading
+    /// and nothing may expire or be forgotten early.
     ClockSkew,
 }
 
@@ -73,8 +74,16 @@ pub enum Nemesis {
 /// (measured: 2.3 s without a write through a 2 s fault).
 pub const SLOW_LINK_LATENCY_MS: u64 = 15;
 
-/// How far a [`Nemesis::ClockSkew`] moves the leader's wall clock.
-pub const CLOCK_SKEW_S: i64 = 90;
+/// How far a [`Nemesis::ClockSkew`] moves the leader's wall clock: two
+/// days, beyond a chaos run's reservation lifetimes (the run plus an hour)
+/// and the 24-hour idempotency retention, so a skewed clock that reached
+/// the state would expire reservations and forget keys the checkers see.
+pub const CLOCK_SKEW_S: i64 = 2 * 24 * 3600;
+
+/// How close a node's clock, read back through `/v1/clock`, must come to
+/// the skew the nemesis set before the fault counts as in force (ms):
+/// libfaketime rereads its offset file every second.
+pub const CLOCK_SKEW_READ_BACK_TOLERANCE_MS: i64 = 5_000;
 
 /// Share of packets between nodes a [`Nemesis::LossyLinks`] fault drops.
 pub const LOSSY_DROP_PROBABILITY: f64 = 0.2;
@@ -179,6 +188,14 @@ impl Nemesis {
         }
         Ok(out)
     }
+}
+
+/// This process's wall clock, ms since the epoch.
+fn local_wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// SplitMix64: the schedule's generator, so a seed replays the same faults
@@ -428,6 +445,7 @@ impl<'a> Nemeses<'a> {
                 let l = self.leader().await?;
                 let sign = if self.rng.below(2) == 0 { 1 } else { -1 };
                 self.cluster.set_clock_offset(l, sign * CLOCK_SKEW_S)?;
+                self.confirm_clock(l, sign * CLOCK_SKEW_S).await?;
                 vec![l]
             }
             Nemesis::MembershipChurn => {
@@ -483,6 +501,7 @@ impl<'a> Nemeses<'a> {
             Nemesis::ClockSkew => {
                 for id in &active.targets {
                     self.cluster.set_clock_offset(*id, 0)?;
+                    self.confirm_clock(*id, 0).await?;
                 }
             }
             Nemesis::SlowLinks => self.links()?.set_latency_ms(0),
@@ -504,6 +523,36 @@ impl<'a> Nemeses<'a> {
             healed_ns,
             recovered_ns,
         })
+    }
+
+    /// Waits until node `id` reports a wall clock `skew_s` off this
+    /// process's: a skew that never reached the node is a fault that did
+    /// not take effect, and the run says so instead of passing.
+    async fn confirm_clock(&self, id: u64, skew_s: i64) -> Result<(), ChaosError> {
+        let addr = self.cluster.addr(id)?;
+        let admin = &self.admin;
+        let mut last = String::from("no answer");
+        let deadline = Instant::now() + RECOVERY_TIMEOUT;
+        while Instant::now() < deadline {
+            let expected = local_wall_ms() + skew_s * 1_000;
+            match admin
+                .call_at(&addr, method_get(), "/v1/clock", None, None)
+                .await
+            {
+                Ok(r) => match r.body["wall_ms"].as_i64() {
+                    Some(w) if (w - expected).abs() <= CLOCK_SKEW_READ_BACK_TOLERANCE_MS => {
+                        return Ok(())
+                    }
+                    Some(w) => last = format!("node reads {} s off", (w - local_wall_ms()) / 1_000),
+                    None => last = format!("no wall_ms in {}", r.body),
+                },
+                Err(e) => last = format!("{e:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(ChaosError::Fault(format!(
+            "node {id}'s clock never read {skew_s} s off ({last}): the skew did not take effect"
+        )))
     }
 
     /// Brings a wiped node back: start it empty, add it as a learner, and

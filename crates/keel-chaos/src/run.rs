@@ -128,7 +128,7 @@ const FAKETIME_GLOB_DIRS: &str = "/usr/lib";
 
 /// The multi-threaded libfaketime, installing Debian's `faketime` package
 /// when it is missing; the reason when it cannot be had.
-fn ensure_faketime() -> Result<PathBuf, String> {
+pub fn ensure_faketime() -> Result<PathBuf, String> {
     let find = || -> Option<PathBuf> {
         let dirs = std::fs::read_dir(FAKETIME_GLOB_DIRS).ok()?;
         dirs.filter_map(Result::ok)
@@ -138,9 +138,16 @@ fn ensure_faketime() -> Result<PathBuf, String> {
     if let Some(p) = find() {
         return Ok(p);
     }
+    // Tests that need it run on threads of one process: one install at a
+    // time, and the others then find it.
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = find() {
+        return Ok(p);
+    }
     tracing::info!("installing faketime (apt-get) for clock skew");
     let ok = std::process::Command::new("apt-get")
-        .args(["install", "-y", "faketime"])
+        .args(["-o", "DPkg::Lock::Timeout=120", "install", "-y", "faketime"])
         .env("DEBIAN_FRONTEND", "noninteractive")
         .stdout(std::process::Stdio::null())
         .status()
