@@ -285,12 +285,13 @@ impl Client {
         self.call(Method::POST, path, Some(body), Some(key)).await
     }
 
-    /// Runs `/v1/batch` until every command is applied. A batch's commands
-    /// are submitted one by one, so a leader change in the middle refuses
-    /// some of them for the moment (a 5xx); the batch is then sent again
-    /// with the same key, at most [`BATCH_RESENDS_MAX`] times. That is safe
-    /// because each command's key derives from the batch's: the ones already
-    /// applied answer from their stored result instead of applying twice.
+    /// Runs `/v1/batch` until every command is applied. A node applies a
+    /// batch's commands as one unit, in order, but a leader change it
+    /// cannot ride out refuses them for the moment (a 5xx); the batch is
+    /// then sent again with the same key, at most [`BATCH_RESENDS_MAX`]
+    /// times. That is safe because each command's key derives from the
+    /// batch's: the ones already applied answer from their stored result
+    /// instead of applying twice.
     pub async fn batch(&self, cmds: &[Value], key: &str) -> Result<Reply, ClientError> {
         let body = Value::Array(cmds.to_vec());
         let mut resends = 0;

@@ -42,6 +42,9 @@ pub struct Peer {
 pub struct Metrics {
     /// Commands per proposed Raft entry.
     pub batch_commands: Histogram,
+    /// Writes this node forwarded to the leader: one per forwarded request,
+    /// so a `/v1/batch` counts once (retries count again).
+    pub forwards: Counter,
     /// Requests by route and status.
     pub requests: Family<RouteStatus, Counter>,
     /// Request latency by route (seconds).
@@ -87,6 +90,12 @@ impl Metrics {
             "batch_commands",
             "Commands per proposed Raft entry",
             batch_commands.clone(),
+        );
+        let forwards = Counter::default();
+        registry.register(
+            "forwarded_writes",
+            "Write requests forwarded to the leader (a batch is one)",
+            forwards.clone(),
         );
         let requests = Family::<RouteStatus, Counter>::default();
         registry.register(
@@ -158,6 +167,7 @@ impl Metrics {
         );
         Self {
             batch_commands,
+            forwards,
             requests,
             request_seconds,
             fsync_seconds,

@@ -15,7 +15,7 @@ use keel_store::{NodeId, StateMachineStore, StateReader, TypeConfig};
 
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
-use crate::proposer::{ProposeError, Proposer};
+use crate::proposer::{only_result, Group, ProposeError, Proposer};
 use crate::rpc::{path, CallError, PeerClient};
 
 /// Longest a write may take end to end inside the cluster, forwarding and
@@ -232,6 +232,19 @@ impl Node {
     /// proposes it, a follower forwards it. Retries across leader changes
     /// with the same request id, so it has at most one effect.
     pub async fn submit(&self, env: Envelope) -> Result<Applied, SubmitError> {
+        self.submit_group(Group::one(env))
+            .await?
+            .pop()
+            .ok_or_else(|| SubmitError::Indeterminate("missing result".into()))
+    }
+
+    /// Applies a group of commands through the cluster as one unit, from
+    /// any node: contiguously and in order in one Raft entry, with one
+    /// result per command in the same order. A follower forwards the whole
+    /// group in one request. Retries across leader changes with the same
+    /// request ids until [`WRITE_DEADLINE`], so each command has at most
+    /// one effect and a retried group answers from the stored results.
+    pub async fn submit_group(&self, group: Group) -> Result<Vec<Applied>, SubmitError> {
         let deadline = Instant::now() + WRITE_DEADLINE;
         let mut backoff = SUBMIT_BACKOFF_FIRST;
         let mut maybe_proposed = false;
@@ -244,13 +257,13 @@ impl Node {
             let leader = self.leader();
             let tried = leader.as_ref().map(|(id, _)| *id);
             let attempt = match leader {
-                Some((id, _)) if id == self.id => self.propose_here(env.clone()).await,
+                Some((id, _)) if id == self.id => self.propose_here(group.clone()).await,
                 // A leader that stops answering (paused, cut off) would
                 // hold the forward until its timeout; once another leader
                 // is known, give up on it and send again there. The same
-                // request id keeps that exactly-once.
+                // request ids keep that exactly-once.
                 Some((id, addr)) => tokio::select! {
-                    r = self.forward(&addr, &env, left) => r,
+                    r = self.forward(&addr, &group, left) => r,
                     () = self.other_leader(Some(id)) => Err(ProposeError::Indeterminate(
                         format!("leader {id} was replaced while the write was forwarded to it"),
                     )),
@@ -279,15 +292,33 @@ impl Node {
         }
     }
 
+    /// Sends a group to the leader at `addr` in one request: a single
+    /// command over [`path::FORWARD`], more over [`path::FORWARD_BATCH`].
     async fn forward(
         &self,
         addr: &str,
-        env: &Envelope,
+        group: &Group,
         left: Duration,
-    ) -> Result<Applied, ProposeError> {
-        let res: Result<Result<Applied, ProposeError>, CallError> =
-            self.peers.call(addr, path::FORWARD, env, left).await;
+    ) -> Result<Vec<Applied>, ProposeError> {
+        self.metrics.forwards.inc();
+        let res: Result<Result<Vec<Applied>, ProposeError>, CallError> = match group.envelopes() {
+            [env] => self
+                .peers
+                .call::<_, Result<Applied, ProposeError>>(addr, path::FORWARD, env, left)
+                .await
+                .map(|r| r.map(|a| vec![a])),
+            _ => {
+                self.peers
+                    .call(addr, path::FORWARD_BATCH, group, left)
+                    .await
+            }
+        };
         match res {
+            Ok(Ok(a)) if a.len() != group.len() => Err(ProposeError::Indeterminate(format!(
+                "the leader answered {} results for {} commands",
+                a.len(),
+                group.len()
+            ))),
             Ok(r) => r,
             // The connection was never made: the leader never saw it.
             Err(CallError::Unreachable(m)) => Err(ProposeError::NotLeader {
@@ -297,22 +328,30 @@ impl Node {
         }
     }
 
-    /// Proposes on this node, which leads: only while its clock may stamp
-    /// entries ([`crate::clock`]). A refusal proposed nothing, so the write
-    /// is retried on the leader elected in its place.
-    async fn propose_here(&self, env: Envelope) -> Result<Applied, ProposeError> {
+    /// Proposes a group on this node, which leads: only while its clock may
+    /// stamp entries ([`crate::clock`]). A refusal proposed nothing, so the
+    /// write is retried on the leader elected in its place.
+    async fn propose_here(&self, group: Group) -> Result<Vec<Applied>, ProposeError> {
         if !self.clock.may_lead() || self.clock.stepping_down() {
             return Err(ProposeError::ClockUnsafe(
                 "its clock does not agree with a majority's".into(),
             ));
         }
-        self.proposer.propose(env).await
+        self.proposer.propose_group(group).await
     }
 
-    /// The leader's side of a forwarded write.
+    /// The leader's side of a forwarded command.
     pub async fn propose_forwarded(&self, env: Envelope) -> Result<Applied, ProposeError> {
+        only_result(self.propose_forwarded_group(Group::one(env)).await)
+    }
+
+    /// The leader's side of a forwarded group: one entry, results in order.
+    pub async fn propose_forwarded_group(
+        &self,
+        group: Group,
+    ) -> Result<Vec<Applied>, ProposeError> {
         match self.leader() {
-            Some((id, _)) if id == self.id => self.propose_here(env).await,
+            Some((id, _)) if id == self.id => self.propose_here(group).await,
             leader => Err(ProposeError::NotLeader { leader }),
         }
     }

@@ -35,7 +35,7 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc { method: "post", path: "/v1/orders", who: "owner, admin", summary: "Place an order: {customer, lines:[{sku, qty}], ttl_seconds?}; 409 out_of_stock lists short lines", body: true },
     RouteDoc { method: "get", path: "/v1/orders/{id}", who: "owner, admin", summary: "One order", body: false },
     RouteDoc { method: "post", path: "/v1/orders/{id}/{action}", who: "pay/cancel: owner or admin; ship/deliver/refund: admin", summary: "Transition: action is pay, cancel, ship, deliver or refund ({restock})", body: false },
-    RouteDoc { method: "post", path: "/v1/batch", who: "admin", summary: "Up to 1,000 commands, results in order", body: true },
+    RouteDoc { method: "post", path: "/v1/batch", who: "admin", summary: "Up to 1,000 commands, applied in order as one unit, a result each", body: true },
     RouteDoc { method: "get", path: "/v1/summary", who: "admin", summary: "Counts and totals for conservation checks", body: false },
     RouteDoc { method: "get", path: "/v1/digest", who: "admin", summary: "This replica's state digest at its applied index", body: false },
     RouteDoc { method: "get", path: "/v1/clock", who: "admin", summary: "This node's wall clock, its peers' offsets and whether its clock may lead", body: false },

@@ -48,6 +48,9 @@ pub mod path {
     pub const SNAPSHOT: &str = "/internal/raft/snapshot";
     /// A follower forwards a client command to the leader.
     pub const FORWARD: &str = "/internal/forward";
+    /// A follower forwards a whole group of commands (a `/v1/batch`) to
+    /// the leader, to be proposed as one unit in one entry.
+    pub const FORWARD_BATCH: &str = "/internal/forward-batch";
     /// A follower asks the leader for a linearizable read index.
     pub const READ_INDEX: &str = "/internal/read-index";
     /// A node's own status, for health probes.

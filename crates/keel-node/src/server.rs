@@ -411,6 +411,9 @@ rpc_handler!(
 rpc_handler!(rpc_forward, |node, req: Envelope| node
     .propose_forwarded(req)
     .await);
+rpc_handler!(rpc_forward_batch, |node, req: crate::proposer::Group| node
+    .propose_forwarded_group(req)
+    .await);
 rpc_handler!(rpc_read_index, |node, _req: ()| node.read_index().await);
 rpc_handler!(rpc_self, |node, _req: ()| node.self_status());
 rpc_handler!(rpc_clock, |_node, _req: ()| crate::clock::wall_ms());
@@ -421,6 +424,7 @@ fn internal_router(node: Arc<Node>) -> Router {
         .route(path::VOTE, post(rpc_vote))
         .route(path::SNAPSHOT, post(rpc_snapshot))
         .route(path::FORWARD, post(rpc_forward))
+        .route(path::FORWARD_BATCH, post(rpc_forward_batch))
         .route(path::READ_INDEX, post(rpc_read_index))
         .route(path::SELF, post(rpc_self))
         .route(path::CLOCK, post(rpc_clock))

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_client::{method_delete, method_get, method_post, AttemptError, Client};
+use keel_domain::command::BATCH_COMMANDS_MAX;
 use keel_domain::Order;
 use keel_harness::{ClusterSpec, LocalCluster};
 use serde_json::json;
@@ -115,6 +116,107 @@ async fn cluster_forms_elects_and_serves_writes_and_reads_through_any_node() {
     }
     let s = via_follower.summary().await.unwrap();
     assert_eq!(s.next_order_id, 2);
+}
+
+/// Batches sent to each node in the batch ordering test.
+const BATCH_ROUNDS: u64 = 5;
+
+/// This node's count of writes forwarded to the leader, from `/metrics`.
+async fn forwarded_writes(c: &Client, ep: &str) -> u64 {
+    let r = c
+        .call_at(ep, method_get(), "/metrics", None, None)
+        .await
+        .unwrap();
+    let text = r.body.as_str().unwrap_or_default().to_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("keel_forwarded_writes_total "))
+        .unwrap_or_else(|| panic!("no forwarded-writes counter in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_is_applied_in_order_through_any_node_and_forwarded_once() {
+    let (_d, c) = cluster(3, &[]);
+    let leader = c.wait_ready(READY).await.unwrap();
+    keel_harness::seed_test_shop(&c.admin_client(), 1, 10, 1_000_000_000)
+        .await
+        .unwrap();
+    for id in c.ids() {
+        let role = if id == leader { "leader" } else { "follower" };
+        let node = c.node_client(id).unwrap();
+        let ep = c.addr(id).unwrap();
+        let forwards_before = forwarded_writes(&node, &ep).await;
+        for round in 0..BATCH_ROUNDS {
+            // Each command needs the one before it: the product, its
+            // stock, then orders that take all of that stock.
+            let sku = format!("B{id}-{round}");
+            let cmds = json!([
+                {"upsert_product": {"sku": sku, "name": "batched", "price": 100, "currency": "EUR"}},
+                {"restock": {"sku": sku, "qty": 5}},
+                {"place_order": {"customer": "c0", "lines": [{"sku": sku, "qty": 2}]}},
+                {"place_order": {"customer": "c0", "lines": [{"sku": sku, "qty": 3}]}},
+            ]);
+            let key = format!("batch-{id}-{round}");
+            let r = node
+                .call_at(&ep, method_post(), "/v1/batch", Some(&cmds), Some(&key))
+                .await
+                .unwrap();
+            let results = r.body["results"].as_array().unwrap();
+            let statuses: Vec<u64> = results
+                .iter()
+                .map(|x| x["status"].as_u64().unwrap())
+                .collect();
+            assert!(
+                statuses.iter().all(|s| (200..300).contains(s)),
+                "{role} {id}, batch {round}: {statuses:?} {results:?}"
+            );
+            assert_eq!(results[0]["body"]["sku"], json!(sku));
+            assert_eq!(results[0]["body"]["available"], json!(0));
+            assert_eq!(results[1]["body"]["available"], json!(5));
+            for (i, qty) in [(2, 2), (3, 3)] {
+                let o = &results[i]["body"];
+                assert_eq!(o["status"], json!("reserved"), "{o}");
+                assert_eq!(o["lines"][0]["sku"], json!(sku), "{o}");
+                assert_eq!(o["lines"][0]["qty"], json!(qty), "{o}");
+            }
+        }
+        // A full batch: a product, then restocks whose results count up.
+        let sku = format!("B{id}-full");
+        let mut cmds = vec![
+            json!({"upsert_product": {"sku": sku, "name": "full", "price": 100, "currency": "EUR"}}),
+        ];
+        cmds.resize(
+            BATCH_COMMANDS_MAX,
+            json!({"restock": {"sku": sku, "qty": 1}}),
+        );
+        let r = node
+            .call_at(
+                &ep,
+                method_post(),
+                "/v1/batch",
+                Some(&json!(cmds)),
+                Some(&format!("batch-{id}-full")),
+            )
+            .await
+            .unwrap();
+        let available: Vec<u64> = r.body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["body"]["available"].as_u64().unwrap())
+            .collect();
+        let counting: Vec<u64> = (0..BATCH_COMMANDS_MAX as u64).collect();
+        assert_eq!(available, counting, "{role} {id}: a full batch in order");
+        // A follower forwards each batch to the leader as one request (a
+        // leader change would add retries, so count only under one leader).
+        let forwards = forwarded_writes(&node, &ep).await - forwards_before;
+        if c.leader().await == Some(leader) {
+            let want = if id == leader { 0 } else { BATCH_ROUNDS + 1 };
+            assert_eq!(forwards, want, "forwards from {role} {id}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
