@@ -23,6 +23,7 @@ use crate::model::{
 };
 use crate::money::Minor;
 use crate::tables::{Direction, ReadTables, Table, WriteTables};
+use crate::test_bugs::{self, TestBug};
 
 /// How long an idempotency record is kept, in leader time (24 h, as Stripe).
 /// A constant rather than configuration: every replica must prune the same
@@ -258,7 +259,12 @@ impl<'a, T: WriteTables> State<'a, T> {
     fn apply_one(&mut self, env: &Envelope, clock: StateClock) -> Result<Applied, TableError> {
         let rid = env.request_id.as_str().as_bytes();
         let fingerprint = env.fingerprint();
-        if let Some(rec) = get::<_, IdempotencyRecord>(self.t, Table::Idempotency, rid)? {
+        let stored = if test_bugs::on(TestBug::SkipIdempotency) {
+            None
+        } else {
+            get::<_, IdempotencyRecord>(self.t, Table::Idempotency, rid)?
+        };
+        if let Some(rec) = stored {
             if rec.fingerprint == fingerprint {
                 return Ok(Applied {
                     result: rec.result,
@@ -735,8 +741,7 @@ impl<'a, T: WriteTables> State<'a, T> {
                 available: p.stock.available(),
             })
             .collect();
-        // The test-only bug of `test-bug-oversell`: the refusal is skipped.
-        if !short.is_empty() && !cfg!(feature = "test-bug-oversell") {
+        if !short.is_empty() && !test_bugs::on(TestBug::Oversell) {
             return Err(DomainError::OutOfStock { lines: short }.into());
         }
         let ttl_ms = u64::from(ttl_seconds.unwrap_or(ORDER_TTL_DEFAULT_S)) * 1000;
@@ -872,6 +877,13 @@ impl<'a, T: WriteTables> State<'a, T> {
         }
         let units: u64 = qty.values().sum();
         self.transfer(&mut customer, &mut merchant, o.total)?;
+        if test_bugs::on(TestBug::FreePayment) && o.id.0 % test_bugs::FREE_PAYMENT_EVERY == 0 {
+            customer.balance = customer
+                .balance
+                .checked_add(o.total)
+                .map_err(|_| ovf("balance"))?;
+            self.put_account(&customer)?;
+        }
         for prod in &products {
             self.put_product(prod)?;
         }

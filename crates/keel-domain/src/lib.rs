@@ -25,6 +25,7 @@ pub mod model;
 pub mod money;
 pub mod query;
 pub mod tables;
+pub mod test_bugs;
 
 pub use apply::{apply_batch, Applied, CommandResult, Outcome};
 pub use command::{Batch, Command, Envelope, LineRequest, Principal};

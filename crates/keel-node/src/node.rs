@@ -374,7 +374,8 @@ impl Node {
 
     /// A consistent read view at the asked consistency.
     pub async fn read(&self, consistency: Consistency) -> Result<StateReader, ReadError> {
-        if consistency == Consistency::Linearizable {
+        let stale = keel_domain::test_bugs::on(keel_domain::test_bugs::TestBug::StaleRead);
+        if consistency == Consistency::Linearizable && !stale {
             self.catch_up().await?;
         }
         Ok(self.sm.reader_async().await?)

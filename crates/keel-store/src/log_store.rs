@@ -464,15 +464,19 @@ pub fn decode_log_record(
 }
 
 /// How an append commits: fsynced, as the comment in `append` explains.
-#[cfg(not(feature = "test-bug-ack-before-fsync"))]
-const APPEND_DURABILITY: Durability = Durability::Immediate;
-/// The deliberate bug of the `test-bug-ack-before-fsync` feature: appends
-/// are not fsynced, so openraft counts this node towards a quorum while the
-/// entry is not on disk (redb keeps such commits in its own memory until a
+/// The deliberate bug `ack-before-fsync` (`keel_domain::test_bugs`) does
+/// not fsync, so openraft counts this node towards a quorum while the entry
+/// is not on disk (redb keeps such commits in its own memory until a
 /// durable one). Losing power on a majority then loses acknowledged writes,
 /// which the chaos suite's `lose-unsynced` nemesis must catch.
-#[cfg(feature = "test-bug-ack-before-fsync")]
-const APPEND_DURABILITY: Durability = Durability::None;
+fn append_durability() -> Durability {
+    use keel_domain::test_bugs::{on, TestBug};
+    if on(TestBug::AckBeforeFsync) {
+        Durability::None
+    } else {
+        Durability::Immediate
+    }
+}
 
 impl Inner {
     fn err(&self, e: impl Into<redb::Error>) -> StoreError {
@@ -713,7 +717,7 @@ impl Inner {
         txn.set_durability(if records.is_empty() {
             Durability::None
         } else {
-            APPEND_DURABILITY
+            append_durability()
         })
         .map_err(|e| self.err(e))?;
         {

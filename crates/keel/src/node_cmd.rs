@@ -70,6 +70,10 @@ pub struct Args {
     /// voters' with which it may stand for election and lead (default 500).
     #[arg(long, env = "KEEL_CLOCK_OFFSET_MAX_MS")]
     clock_offset_max_ms: Option<u64>,
+    /// Deliberate bugs to switch on, for the tests that prove the chaos
+    /// checkers catch them; refused unless built with the test-bugs feature.
+    #[arg(long, hide = true)]
+    test_bugs: Option<String>,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -158,6 +162,16 @@ fn build_config(a: &Args) -> anyhow::Result<NodeConfig> {
 /// Runs the node until SIGTERM or Ctrl-C.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = build_config(&args)?;
+    if let Some(list) = &args.test_bugs {
+        use keel_domain::test_bugs::{enable, TestBug};
+        let bugs = TestBug::parse_list(list).map_err(anyhow::Error::msg)?;
+        enable(&bugs).map_err(anyhow::Error::msg)?;
+        eprintln!(
+            "node {}: DELIBERATE BUGS ON: {}",
+            config.id,
+            bugs.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
+        );
+    }
     let bootstrap = args.bootstrap.as_deref().map(parse_members).transpose()?;
     if let (Some(seed), Some(members)) = (&args.from_seed, &bootstrap) {
         if let Some(at) =

@@ -71,10 +71,9 @@ async fn every_nemesis_once_and_no_checker_finds_a_violation() {
     }
 }
 
-/// Builds `keel` with both deliberate bugs (places skip the stock check;
-/// log appends are acknowledged before they are fsynced) into its own
-/// target directory, so it never replaces the binary the other tests run.
-/// One build serves both tests: each bug shows only under its own faults.
+/// Builds `keel` with its deliberate bugs compiled in (each test switches
+/// its own on with `--test-bugs`) into its own target directory, so it
+/// never replaces the binary the other tests run.
 fn buggy_binary() -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let target = workspace.join("target/test-bugs");
@@ -85,7 +84,7 @@ fn buggy_binary() -> PathBuf {
             "-p",
             "keel",
             "--features",
-            "test-bug-oversell,test-bug-ack-before-fsync",
+            "test-bugs",
             "--target-dir",
         ])
         .arg(&target)
@@ -96,6 +95,11 @@ fn buggy_binary() -> PathBuf {
         "building the deliberately buggy keel failed"
     );
     target.join("debug/keel")
+}
+
+/// `keel node` flags that switch `list` of the deliberate bugs on.
+fn bugs(list: &str) -> Vec<String> {
+    vec!["--test-bugs".into(), list.into()]
 }
 
 /// Names of the checks that ran and failed.
@@ -112,7 +116,8 @@ fn failed_checks(report: &keel_chaos::run::Report) -> Vec<String> {
 async fn the_checkers_catch_a_build_that_oversells() {
     let binary = buggy_binary();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(binary, dir.path(), vec![Nemesis::KillLeader], 4);
+    let mut cfg = config(binary, dir.path(), vec![Nemesis::KillLeader], 4);
+    cfg.node_args = bugs("oversell");
     let (report, _) = run(cfg).await.unwrap();
     assert!(!report.ok, "an overselling build passed every check");
     let failed = failed_checks(&report);
@@ -135,6 +140,7 @@ async fn the_checkers_catch_a_build_that_acknowledges_before_fsync() {
     let binary = buggy_binary();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(binary, dir.path(), vec![Nemesis::LoseUnsynced], 6);
+    cfg.node_args = bugs("ack-before-fsync");
     // A longer quiet spell lets more acknowledged orders pile up unsynced
     // before the power goes.
     cfg.quiet = Duration::from_millis(1_500);
