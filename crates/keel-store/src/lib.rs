@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod error;
+mod log_backend;
 mod log_store;
 mod redb_tables;
 pub mod seed;

@@ -26,6 +26,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::log_backend::LogBackend;
 use crate::{NodeId, Observer, StoreError, TypeConfig};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -277,9 +278,10 @@ impl LogStore {
     /// Opens (creating if needed) the log at `path` and verifies every
     /// record and the metadata.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let backend = LogBackend::open(path).map_err(|e| StoreError::db(path, e))?;
         let db = redb::Builder::new()
             .set_cache_size(LOG_CACHE_BYTES)
-            .create(path)
+            .create_with_backend(backend)
             .map_err(|e| StoreError::db(path, e))?;
         let inner = Inner {
             db,
@@ -464,19 +466,12 @@ pub fn decode_log_record(
 }
 
 /// How an append commits: fsynced, as the comment in `append` explains.
-/// The deliberate bug `ack-before-fsync` (`keel_domain::test_bugs`) does
-/// not fsync, so openraft counts this node towards a quorum while the entry
-/// is not on disk (redb keeps such commits in its own memory until a
-/// durable one). Losing power on a majority then loses acknowledged writes,
-/// which the chaos suite's `lose-unsynced` nemesis must catch.
-fn append_durability() -> Durability {
-    use keel_domain::test_bugs::{on, TestBug};
-    if on(TestBug::AckBeforeFsync) {
-        Durability::None
-    } else {
-        Durability::Immediate
-    }
-}
+/// (The deliberate bug `ack-before-fsync` of `keel_domain::test_bugs` skips
+/// the fsync underneath, in [`LogBackend`]: the commit reaches the OS, so a
+/// killed process keeps it, but not the disk, so a power loss that drops
+/// unsynced writes loses acknowledged entries, which only the chaos suite's
+/// `lose-unsynced` nemesis can show.)
+const APPEND_DURABILITY: Durability = Durability::Immediate;
 
 impl Inner {
     fn err(&self, e: impl Into<redb::Error>) -> StoreError {
@@ -717,7 +712,7 @@ impl Inner {
         txn.set_durability(if records.is_empty() {
             Durability::None
         } else {
-            append_durability()
+            APPEND_DURABILITY
         })
         .map_err(|e| self.err(e))?;
         {
