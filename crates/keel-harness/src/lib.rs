@@ -280,6 +280,36 @@ impl LocalCluster {
         Ok(fs.drop_unsynced().bytes)
     }
 
+    /// Makes node `id`'s disk fail as `fault` says (or work again with
+    /// [`keel_lazyfs::DiskFault::Healthy`]); the cluster must have been
+    /// started with [`ClusterSpec::lazyfs`].
+    pub fn set_disk_fault(
+        &self,
+        id: u64,
+        fault: keel_lazyfs::DiskFault,
+    ) -> Result<(), HarnessError> {
+        let fs = self.lazy.get(&id).ok_or_else(|| {
+            HarnessError::Process(format!(
+                "node {id} has no lazy filesystem; start the cluster with lazyfs"
+            ))
+        })?;
+        fs.set_fault(fault);
+        Ok(())
+    }
+
+    /// Whether node `id`'s process has exited by itself (it is reaped then;
+    /// [`restart`](Self::restart) starts it again).
+    pub fn has_exited(&mut self, id: u64) -> Result<bool, HarnessError> {
+        let n = self.nodes.get_mut(&id).ok_or(HarnessError::NoNode(id))?;
+        match n.child.as_mut() {
+            None => Ok(false),
+            Some(c) => Ok(c
+                .try_wait()
+                .map_err(|e| HarnessError::Process(format!("node {id}: {e}")))?
+                .is_some()),
+        }
+    }
+
     /// The log file of node `id`.
     pub fn log_file(&self, id: u64) -> PathBuf {
         self.spec.base_dir.join(format!("node-{id}.log"))

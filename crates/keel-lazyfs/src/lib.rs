@@ -111,6 +111,25 @@ impl Default for Limits {
     }
 }
 
+/// A failing disk, as [`LazyFs::set_fault`] injects it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DiskFault {
+    /// Every call does what it should.
+    #[default]
+    Healthy,
+    /// Every write fails with `ENOSPC`: the disk is full.
+    NoSpaceOnWrite,
+    /// Every write fails with `EIO`.
+    IoErrorOnWrite,
+    /// Every fsync fails with `EIO`, and the data it was to make durable is
+    /// gone, as Linux drops the dirty pages of a failed writeback (so a
+    /// program that retries the fsync and sees it succeed has lost data).
+    IoErrorOnFsync,
+    /// Every fsync fails with `ENOSPC` (a thin-provisioned or network disk
+    /// finds no room at writeback), losing the data as `IoErrorOnFsync`.
+    NoSpaceOnFsync,
+}
+
 /// What [`LazyFs::drop_unsynced`] forgot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dropped {
@@ -226,6 +245,12 @@ impl LazyFs {
     /// no process has the files open (after the process using them was SIGKILLed and reaped).
     pub fn drop_unsynced(&self) -> Dropped {
         self.shared.lock().drop_unsynced()
+    }
+
+    /// Makes every later write or fsync fail as `fault` says, until set
+    /// back to [`DiskFault::Healthy`]; reads and metadata are unaffected.
+    pub fn set_fault(&self, fault: DiskFault) {
+        self.shared.lock().set_fault(fault);
     }
 
     /// Bytes written but not yet durable.

@@ -18,7 +18,7 @@ use nix::sys::statvfs::Statvfs;
 use nix::sys::time::TimeSpec;
 
 use crate::overlay::{Backing, Overlay};
-use crate::{Dropped, Limits};
+use crate::{DiskFault, Dropped, Limits};
 
 /// Result of one filesystem operation; the error is what the caller's syscall returns.
 pub(crate) type OpResult<T> = Result<T, Errno>;
@@ -81,6 +81,8 @@ pub(crate) struct State {
     next_fh: u64,
     /// Sum of every overlay's dirty bytes.
     dirty_bytes: u64,
+    /// The injected disk failure, if any.
+    fault: DiskFault,
 }
 
 impl State {
@@ -99,11 +101,16 @@ impl State {
             dirs: HashMap::new(),
             next_fh: 1,
             dirty_bytes: 0,
+            fault: DiskFault::Healthy,
         }
     }
 
     pub(crate) fn dirty_bytes(&self) -> u64 {
         self.dirty_bytes
+    }
+
+    pub(crate) fn set_fault(&mut self, fault: DiskFault) {
+        self.fault = fault;
     }
 
     pub(crate) fn drop_unsynced(&mut self) -> Dropped {
@@ -304,6 +311,11 @@ impl State {
         append: bool,
     ) -> OpResult<u32> {
         let written = u32::try_from(data.len()).map_err(|_| Errno::EINVAL)?;
+        match self.fault {
+            DiskFault::NoSpaceOnWrite => return Err(Errno::ENOSPC),
+            DiskFault::IoErrorOnWrite => return Err(Errno::EIO),
+            _ => {}
+        }
         let node = self.nodes.get_mut(&ino).ok_or(Errno::ENOENT)?;
         let file = backing_file(node.file.as_ref(), node.path.as_deref(), &self.backing)?;
         let backing_len = file.len().map_err(Errno::from)?;
@@ -351,6 +363,16 @@ impl State {
     /// Makes the file's data and length durable: the only way anything written gets there.
     pub(crate) fn fsync(&mut self, ino: u64, datasync: bool) -> OpResult<()> {
         let node = self.nodes.get_mut(&ino).ok_or(Errno::ENOENT)?;
+        let failed = match self.fault {
+            DiskFault::IoErrorOnFsync => Some(Errno::EIO),
+            DiskFault::NoSpaceOnFsync => Some(Errno::ENOSPC),
+            _ => None,
+        };
+        if let Some(errno) = failed {
+            // The writeback failed: what it was to make durable is gone.
+            self.dirty_bytes -= node.overlay.clear();
+            return Err(errno);
+        }
         let file = backing_file(node.file.as_ref(), node.path.as_deref(), &self.backing)?;
         let applied = node.overlay.apply(&*file).map_err(Errno::from)?;
         self.dirty_bytes -= applied;

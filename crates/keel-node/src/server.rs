@@ -73,6 +73,10 @@ pub enum NodeError {
     /// Raft could not start.
     #[error("raft: {0}")]
     Raft(String),
+    /// Storage failed while running (a failed fsync, a full disk): the node
+    /// stopped; restarted once the disk works, it recovers from disk.
+    #[error("storage failed, node stopped: {0}")]
+    Storage(String),
     /// The listen address could not be bound or the server failed.
     #[error("http server on {addr}: {source}")]
     Http {
@@ -197,8 +201,25 @@ pub async fn run(
         stop_rx.clone(),
     ));
 
-    shutdown.await;
-    tracing::info!(id = config.id, "shutting down");
+    // A storage failure (a failed fsync, a full disk) stops openraft for
+    // good, and redb refuses every later write to a database whose commit
+    // failed: after a failed fsync nothing says what reached the disk (the
+    // kernel may have dropped the pages). So the node stops and says why; a
+    // restart (its supervisor's) recovers from what is durable, once the
+    // disk works again. Nothing unpersisted was acknowledged: only a
+    // completed fsync lets openraft count this node.
+    let fatal = tokio::select! {
+        () = shutdown => None,
+        f = raft_fatal(&raft) => Some(f),
+    };
+    match &fatal {
+        None => tracing::info!(id = config.id, "shutting down"),
+        Some(why) => tracing::error!(
+            id = config.id,
+            error = %why,
+            "storage failed: the node stops; restart it once the disk works, and it recovers from what is on disk"
+        ),
+    }
     let _ = stop_tx.send(true);
     // The server itself gives requests in flight SHUTDOWN_GRACE.
     let _ = server.await;
@@ -206,10 +227,26 @@ pub async fn run(
     let _ = elector.await;
     let _ = clock_prober.await;
     let _ = proposer_task.await;
-    raft.shutdown()
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let stopped = raft.shutdown().await;
+    if let Some(why) = fatal {
+        return Err(NodeError::Storage(why));
+    }
+    stopped.map_err(|e| NodeError::Raft(e.to_string()))?;
     Ok(())
+}
+
+/// Completes with the reason once openraft has stopped on a fatal error
+/// (a storage failure, or a panic in its core).
+async fn raft_fatal(raft: &Raft<keel_store::TypeConfig>) -> String {
+    let mut rx = raft.metrics();
+    loop {
+        if let Err(f) = &rx.borrow_and_update().running_state {
+            return f.to_string();
+        }
+        if rx.changed().await.is_err() {
+            return "raft stopped".into();
+        }
+    }
 }
 
 async fn bootstrap_cluster(
