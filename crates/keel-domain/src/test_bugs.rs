@@ -25,6 +25,10 @@ pub enum TestBug {
     /// Linearizable reads are served from the replica's own state without
     /// a read index: a follower answers stale reads.
     StaleRead,
+    /// A fault injector rather than a bug: the first snapshot chunk this
+    /// node sends has one byte flipped, as a damaged link would, so a test
+    /// can see the receiver refuse it and fetch it again.
+    CorruptSnapshotSend,
 }
 
 /// How rare [`TestBug::FreePayment`] is: one order in this many, by id.
@@ -32,12 +36,13 @@ pub const FREE_PAYMENT_EVERY: u64 = 16;
 
 impl TestBug {
     /// Every bug, in a fixed order.
-    pub const ALL: [TestBug; 5] = [
+    pub const ALL: [TestBug; 6] = [
         TestBug::Oversell,
         TestBug::AckBeforeFsync,
         TestBug::SkipIdempotency,
         TestBug::FreePayment,
         TestBug::StaleRead,
+        TestBug::CorruptSnapshotSend,
     ];
 
     /// The name used by `--test-bugs`.
@@ -48,6 +53,7 @@ impl TestBug {
             TestBug::SkipIdempotency => "skip-idempotency",
             TestBug::FreePayment => "free-payment",
             TestBug::StaleRead => "stale-read",
+            TestBug::CorruptSnapshotSend => "corrupt-snapshot-send",
         }
     }
 

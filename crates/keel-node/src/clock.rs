@@ -284,8 +284,10 @@ pub async fn run(
                     offset_from_majority_ms = verdict.offset_from_majority_ms,
                     "clock agrees with a majority; may lead"
                 );
-            } else {
+            } else if voters.contains(&id) {
                 tracing::warn!(id, reason = %verdict.reason, "clock may not lead");
+            } else {
+                tracing::info!(id, reason = %verdict.reason, "clock may not lead");
             }
             last_ok = Some(verdict.ok);
         }

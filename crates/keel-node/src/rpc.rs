@@ -204,6 +204,21 @@ impl PeerNetwork {
     }
 }
 
+/// The `corrupt-snapshot-send` fault injector of `keel_domain::test_bugs`:
+/// flips one byte of the first non-empty snapshot chunk this process sends.
+fn corrupt_first_snapshot_chunk(data: &mut [u8]) {
+    use keel_domain::test_bugs::{on, TestBug};
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !on(TestBug::CorruptSnapshotSend) || data.is_empty() {
+        return;
+    }
+    if !DONE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        let mid = data.len() / 2;
+        data[mid] ^= 0xFF;
+        tracing::warn!("test fault: flipped a byte of an outgoing snapshot chunk");
+    }
+}
+
 #[derive(Debug)]
 struct Msg(String);
 impl std::fmt::Display for Msg {
@@ -225,12 +240,13 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
 
     async fn install_snapshot(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
+        mut rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
+        corrupt_first_snapshot_chunk(&mut rpc.data);
         self.raft_call(path::SNAPSHOT, RPCTypes::InstallSnapshot, &rpc, &option)
             .await
     }

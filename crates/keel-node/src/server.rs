@@ -437,14 +437,53 @@ rpc_handler!(
 rpc_handler!(
     rpc_snapshot,
     |node, req: openraft::raft::InstallSnapshotRequest<keel_store::TypeConfig>| {
-        let at = std::time::Instant::now();
-        let r = node.raft.install_snapshot(req).await;
-        if r.is_ok() {
-            node.election.heard_from_leader(at);
-        }
-        r
+        install_snapshot_chunk(&node, req).await
     }
 );
+
+type SnapshotChunk = openraft::raft::InstallSnapshotRequest<keel_store::TypeConfig>;
+type SnapshotReply = Result<
+    openraft::raft::InstallSnapshotResponse<NodeId>,
+    openraft::error::RaftError<NodeId, openraft::error::InstallSnapshotError>,
+>;
+
+/// One chunk of a snapshot from the leader. The last one is checked with
+/// the bytes before it as a whole snapshot before openraft sees it
+/// (`StateMachineStore::verify_incoming`): a snapshot damaged on the way is
+/// refused as a mismatch, which makes the leader send it again from the
+/// start, instead of failing openraft's install, which would stop it.
+async fn install_snapshot_chunk(node: &Node, req: SnapshotChunk) -> SnapshotReply {
+    use openraft::error::{InstallSnapshotError, RaftError, SnapshotMismatch};
+    use openraft::SnapshotSegmentId;
+    let at = std::time::Instant::now();
+    if req.done {
+        let id = req.meta.snapshot_id.clone();
+        if let Err(e) = node
+            .sm
+            .verify_incoming(&id, req.offset, req.data.clone())
+            .await
+        {
+            tracing::warn!(snapshot = %id, error = %e, "refusing a damaged snapshot; the leader sends it again");
+            return Err(RaftError::APIError(InstallSnapshotError::SnapshotMismatch(
+                SnapshotMismatch {
+                    expect: SnapshotSegmentId {
+                        id: id.clone(),
+                        offset: 0,
+                    },
+                    got: SnapshotSegmentId {
+                        id,
+                        offset: req.offset,
+                    },
+                },
+            )));
+        }
+    }
+    let r = node.raft.install_snapshot(req).await;
+    if r.is_ok() {
+        node.election.heard_from_leader(at);
+    }
+    r
+}
 rpc_handler!(rpc_forward, |node, req: Envelope| node
     .propose_forwarded(req)
     .await);

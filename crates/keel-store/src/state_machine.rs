@@ -244,6 +244,53 @@ impl StateMachineStore {
         self.begin_reader()
     }
 
+    /// Checks the snapshot being received before its last chunk (`last`,
+    /// at `offset`, not yet written) is handed to openraft: the bytes
+    /// received so far and `last` must read as a whole snapshot (format,
+    /// every row, the closing BLAKE3) named `snapshot_id`. openraft treats
+    /// an error from its install as fatal, so a snapshot damaged on the way
+    /// must be refused here; the leader then sends it again.
+    pub async fn verify_incoming(
+        &self,
+        snapshot_id: &str,
+        offset: u64,
+        last: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let me = self.clone();
+        let id = snapshot_id.to_owned();
+        blocking(&self.inner.snap_dir, move || {
+            me.verify_incoming_blocking(&id, offset, &last)
+        })
+        .await
+    }
+
+    fn verify_incoming_blocking(
+        &self,
+        snapshot_id: &str,
+        offset: u64,
+        last: &[u8],
+    ) -> Result<(), StoreError> {
+        let dir = &self.inner.snap_dir;
+        if offset == 0 {
+            // The whole snapshot in one chunk: openraft has not opened a
+            // file for it yet.
+            let header = snapshot::read_from(dir, last, |_, _, _| Ok(()))?;
+            return check_incoming_id(dir, &header, snapshot_id);
+        }
+        let path = self
+            .inner
+            .incoming
+            .lock()
+            .map_err(|_| StoreError::other(dir, "incoming snapshot list poisoned"))?
+            .last()
+            .map(|i| i.path.clone())
+            .ok_or_else(|| StoreError::other(dir, "no snapshot is being received"))?;
+        let file = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
+        let received = std::io::BufReader::new(file).take(offset);
+        let header = snapshot::read_from(&path, received.chain(last), |_, _, _| Ok(()))?;
+        check_incoming_id(&path, &header, snapshot_id)
+    }
+
     /// [`reader`](Self::reader) for async callers: at once when it needs
     /// neither a commit nor a wait for an `apply` in progress, else on the
     /// blocking pool, so neither stalls the runtime's workers.
@@ -980,6 +1027,25 @@ impl Drop for SnapshotExport {
         // Best effort: a file left behind is removed at the next open.
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// A received snapshot must be the one the leader said it sent.
+fn check_incoming_id(
+    path: &Path,
+    header: &SnapshotHeader,
+    snapshot_id: &str,
+) -> Result<(), StoreError> {
+    if header.snapshot_id == snapshot_id {
+        return Ok(());
+    }
+    Err(StoreError::corrupt(
+        path,
+        "received snapshot",
+        format!(
+            "it is {:?}, the leader sent {snapshot_id:?}",
+            header.snapshot_id
+        ),
+    ))
 }
 
 #[cfg(debug_assertions)]
