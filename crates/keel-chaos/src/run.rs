@@ -31,6 +31,19 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const FINAL_STATE_TIMEOUT: Duration = Duration::from_secs(180);
 /// Name of the finding that the cluster healed after the last fault.
 pub const HEALED: &str = "cluster healed";
+/// Name of the finding that every fault window saw writes succeed.
+pub const FAULT_WINDOWS: &str = "writes in every fault window";
+/// Fewest writes that must succeed in a fault's window (its injection to
+/// its recovery plus [`FAULT_WINDOW_GRACE`]). Even a fault that stops every
+/// write (a power loss) leaves the grace after recovery, in which a healthy
+/// cluster under the workload acknowledges hundreds; none or a handful means
+/// the clients went quiet and the run judged nothing.
+pub const FAULT_WINDOW_WRITES_MIN: u64 = 10;
+/// Time after a fault's recovery still counted in its window: the clients'
+/// first requests after the heal find the new leader through the gateway.
+/// The run keeps the workload going at least this long after its last
+/// fault.
+pub const FAULT_WINDOW_GRACE: Duration = Duration::from_secs(3);
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -61,6 +74,10 @@ pub struct RunConfig {
     /// Where the nodes' links live, which decides whether link faults can
     /// run.
     pub network: NetMode,
+    /// Customers opened for each client before the run
+    /// ([`workload::CUSTOMERS_SEEDED_PER_CLIENT`] by default); few of them
+    /// make the clients open their own early.
+    pub customers_seeded_per_client: u64,
 }
 
 /// Where a run's nodes talk to each other.
@@ -233,6 +250,13 @@ pub struct FaultReport {
     pub errors: u64,
     /// From the heal until the cluster was ready again (ms).
     pub recovery_ms: Option<f64>,
+    /// Requests invoked between the fault and the cluster's recovery.
+    #[serde(default)]
+    pub ops: u64,
+    /// Writes invoked after the fault that succeeded by its recovery plus
+    /// [`FAULT_WINDOW_GRACE`].
+    #[serde(default)]
+    pub writes_ok: u64,
 }
 
 /// The report of a run.
@@ -331,7 +355,7 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         cluster.addr(cluster.leader().await.unwrap_or(1))?
     };
     let admin = cluster.admin_client();
-    workload::seed(&admin, config.clients).await?;
+    workload::seed(&admin, config.clients, config.customers_seeded_per_client).await?;
 
     let recorder = Arc::new(Recorder::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -343,6 +367,7 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
             token: ADMIN_TOKEN.to_owned(),
             seed: config.seed,
             ttl_seconds: u32::try_from(config.duration.as_secs() + 3_600).unwrap_or(u32::MAX),
+            customers_seeded_per_client: config.customers_seeded_per_client,
         },
         t0,
         stop.clone(),
@@ -373,7 +398,8 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
             faults.push(record);
         }
     }
-    tokio::time::sleep(config.quiet).await;
+    // The last fault's window runs until the grace after its recovery.
+    tokio::time::sleep(config.quiet.max(FAULT_WINDOW_GRACE)).await;
     stop.store(true, Ordering::Relaxed);
     let _ = work.await;
     let seconds = t0.elapsed().as_secs_f64();
@@ -402,7 +428,7 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
     }
     let state = match tokio::time::timeout(
         FINAL_STATE_TIMEOUT,
-        final_state(&cluster, &admin, config.clients, &recorder),
+        final_state(&cluster, &admin, &config, &recorder),
     )
     .await
     {
@@ -438,6 +464,11 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         "every replayed request answered as the first",
         &mismatches,
     ));
+    let faults: Vec<FaultReport> = faults
+        .into_iter()
+        .map(|f| availability(f, &history))
+        .collect();
+    findings.push(fault_windows(&faults));
     let report = Report {
         seed: config.seed,
         nodes: config.nodes,
@@ -447,10 +478,7 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         ops: count_outcomes(&history),
         replays: recorder.replays.load(Ordering::Relaxed),
         latency_p99_ms: latency_p99_ms(&history),
-        faults: faults
-            .into_iter()
-            .map(|f| availability(f, &history))
-            .collect(),
+        faults,
         ok: findings.iter().all(|f| f.ok),
         findings,
     };
@@ -461,7 +489,7 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
 async fn final_state(
     cluster: &LocalCluster,
     admin: &Client,
-    clients: u64,
+    config: &RunConfig,
     recorder: &Recorder,
 ) -> Result<FinalState, ChaosError> {
     let read = |e: keel_client::ClientError| ChaosError::Setup(format!("reading final state: {e}"));
@@ -492,7 +520,7 @@ async fn final_state(
         });
         state.supplied.insert(p.sku, qty);
     }
-    let (must, may) = recorder.customers(clients);
+    let (must, may) = recorder.customers(config.clients, config.customers_seeded_per_client);
     let mut account_ids: Vec<(String, bool)> =
         vec![("shop".to_owned(), true), ("world".to_owned(), true)];
     account_ids.extend(
@@ -622,26 +650,70 @@ fn is_error(op: &Op) -> bool {
     }
 }
 
+fn is_write(op: &Op) -> bool {
+    matches!(
+        op.kind,
+        OpKind::PlaceOrder { .. } | OpKind::Pay { .. } | OpKind::Cancel { .. }
+    )
+}
+
+/// The run's verdict on its fault windows: each must see at least
+/// [`FAULT_WINDOW_WRITES_MIN`] writes succeed, else the workload was not
+/// there to judge the fault.
+pub fn fault_windows(faults: &[FaultReport]) -> Finding {
+    let problems: Vec<String> = faults
+        .iter()
+        .filter(|f| f.writes_ok < FAULT_WINDOW_WRITES_MIN)
+        .map(|f| {
+            format!(
+                "{} at {:.1}s: {} writes succeeded, {} ops invoked (at least {FAULT_WINDOW_WRITES_MIN} writes expected)",
+                f.record.nemesis.name(),
+                f.record.injected_ns as f64 / 1e9,
+                f.writes_ok,
+                f.ops
+            )
+        })
+        .collect();
+    Finding::from_problems(
+        FAULT_WINDOWS,
+        format!(
+            "each of {} faults saw at least {FAULT_WINDOW_WRITES_MIN} writes succeed by {:?} after its recovery",
+            faults.len(),
+            FAULT_WINDOW_GRACE
+        ),
+        &problems,
+    )
+}
+
 /// The availability figures of one fault, from the history.
 pub fn availability(record: FaultRecord, history: &History) -> FaultReport {
     let from = record.injected_ns;
     let until = record.recovered_ns.unwrap_or(record.healed_ns);
+    let window_end = until.saturating_add(FAULT_WINDOW_GRACE.as_nanos() as u64);
     // The first write sent after the fault that succeeded: reads served
     // by a replica, or writes already on their way, say nothing of
     // whether the cluster takes new writes.
     let first_ok = history
         .ops()
         .iter()
-        .filter(|o| {
-            matches!(o.outcome, Outcome::Ok(_))
-                && o.invoke_ns >= from
-                && matches!(
-                    o.kind,
-                    OpKind::PlaceOrder { .. } | OpKind::Pay { .. } | OpKind::Cancel { .. }
-                )
-        })
+        .filter(|o| matches!(o.outcome, Outcome::Ok(_)) && o.invoke_ns >= from && is_write(o))
         .map(|o| o.complete_ns)
         .min();
+    let ops = history
+        .ops()
+        .iter()
+        .filter(|o| (from..=until).contains(&o.invoke_ns))
+        .count() as u64;
+    let writes_ok = history
+        .ops()
+        .iter()
+        .filter(|o| {
+            matches!(o.outcome, Outcome::Ok(_))
+                && is_write(o)
+                && o.invoke_ns >= from
+                && o.complete_ns <= window_end
+        })
+        .count() as u64;
     let errors = history
         .ops()
         .iter()
@@ -653,6 +725,8 @@ pub fn availability(record: FaultRecord, history: &History) -> FaultReport {
             .recovered_ns
             .map(|r| r.saturating_sub(record.healed_ns) as f64 / 1e6),
         errors,
+        ops,
+        writes_ok,
         record,
     }
 }
@@ -720,5 +794,45 @@ mod tests {
         assert_eq!(r.unavailable_ms, Some(600.0));
         assert_eq!(r.errors, 1);
         assert_eq!(r.recovery_ms, Some(100.0));
+        // Invoked in the window: the read and both places after the fault.
+        assert_eq!(r.ops, 3);
+        assert_eq!(r.writes_ok, 1);
+    }
+
+    fn fault_at(injected_ms: u64, recovered_ms: u64) -> FaultRecord {
+        FaultRecord {
+            nemesis: Nemesis::PowerLoss,
+            targets: vec![1, 2, 3],
+            injected_ns: injected_ms * MS,
+            healed_ns: (recovered_ms - 100) * MS,
+            recovered_ns: Some(recovered_ms * MS),
+        }
+    }
+
+    #[test]
+    fn a_fault_window_with_too_few_successful_writes_fails_the_run_naming_the_fault() {
+        let grace_ms = FAULT_WINDOW_GRACE.as_millis() as u64;
+        // Writes that succeed in the grace after recovery count; one
+        // finishing after it, or failing, does not.
+        let mut ops: Vec<Op> = (0..FAULT_WINDOW_WRITES_MIN)
+            .map(|i| place(5_000 + i, 5_010 + i, true))
+            .collect();
+        ops.push(place(6_000, 5_000 + grace_ms + 10, true));
+        ops.push(place(6_001, 6_002, false));
+        let history = History::from_ops(ops).unwrap();
+        let enough = availability(fault_at(1_000, 5_000), &history);
+        assert_eq!(enough.writes_ok, FAULT_WINDOW_WRITES_MIN);
+        assert!(fault_windows(&[enough.clone()]).ok);
+        // A second fault after the clients went quiet.
+        let quiet = availability(fault_at(20_000, 21_000), &history);
+        assert_eq!((quiet.writes_ok, quiet.ops), (0, 0));
+        let f = fault_windows(&[enough, quiet]);
+        assert!(!f.ok && !f.skipped);
+        assert_eq!(f.name, FAULT_WINDOWS);
+        assert!(
+            f.detail.contains("power-loss at 20.0s: 0 writes"),
+            "{}",
+            f.detail
+        );
     }
 }

@@ -28,10 +28,11 @@ pub const COLD_SKUS: [&str; 3] = ["COLD-A", "COLD-B", "COLD-C"];
 pub const COLD_STOCK: u64 = 1_000_000;
 /// Largest quantity one order asks for.
 pub const QTY_MAX: u64 = 3;
-/// Fresh customers opened per client before the run. Each (customer, SKU,
-/// qty) is placed once at most, which lets the checkers tell orders apart; a
-/// client moves to its next customer when the current one has used every
-/// combination, and opens more itself when these run out.
+/// Fresh customers opened per client before the run, unless the run says
+/// otherwise ([`WorkloadConfig::customers_seeded_per_client`]). Each
+/// (customer, SKU, qty) is placed once at most, which lets the checkers tell
+/// orders apart; a client moves to its next customer when the current one
+/// has used every combination, and opens more itself when these run out.
 pub const CUSTOMERS_SEEDED_PER_CLIENT: u64 = 64;
 /// Most customers one client uses in a run; past them it stops.
 pub const CUSTOMERS_PER_CLIENT_MAX: u64 = 100_000;
@@ -63,7 +64,7 @@ pub fn supplied() -> BTreeMap<String, u64> {
 
 /// Opens the merchant, the external account, the SKUs and every client's
 /// customers (funded), with keyed batches so a retried seed is harmless.
-pub async fn seed(admin: &Client, clients: u64) -> Result<(), ChaosError> {
+pub async fn seed(admin: &Client, clients: u64, seeded_per_client: u64) -> Result<(), ChaosError> {
     let mut cmds: Vec<Value> = vec![
         json!({"open_account": {"id": "shop", "kind": "merchant", "currency": "EUR"}}),
         json!({"open_account": {"id": "world", "kind": "external", "currency": "EUR"}}),
@@ -73,7 +74,7 @@ pub async fn seed(admin: &Client, clients: u64) -> Result<(), ChaosError> {
         cmds.push(json!({"restock": {"sku": sku, "qty": qty}}));
     }
     for p in 0..clients {
-        for n in 0..CUSTOMERS_SEEDED_PER_CLIENT {
+        for n in 0..seeded_per_client {
             cmds.extend(open_customer_commands(p, n));
         }
     }
@@ -109,6 +110,9 @@ pub struct WorkloadConfig {
     /// Reservation lifetime: longer than the run, so nothing expires (the
     /// linearizability model has no expiry).
     pub ttl_seconds: u32,
+    /// Customers opened for each client before the run; the rest it opens
+    /// itself.
+    pub customers_seeded_per_client: u64,
 }
 
 /// What the clients saw, shared by all of them.
@@ -133,11 +137,11 @@ pub type CustomerRef = (u64, u64);
 
 impl Recorder {
     /// Every customer that must exist, then every one that may.
-    pub fn customers(&self, clients: u64) -> (Vec<CustomerRef>, Vec<CustomerRef>) {
+    pub fn customers(&self, clients: u64, seeded: u64) -> (Vec<CustomerRef>, Vec<CustomerRef>) {
         let opened = self.opened.lock().map(|o| o.clone()).unwrap_or_default();
         let must = (0..clients)
             .flat_map(|p| {
-                let n = CUSTOMERS_SEEDED_PER_CLIENT + opened.get(&p).copied().unwrap_or(0);
+                let n = seeded + opened.get(&p).copied().unwrap_or(0);
                 (0..n).map(move |i| (p, i))
             })
             .collect();
@@ -203,7 +207,7 @@ async fn client_loop(
                 if customer_n >= CUSTOMERS_PER_CLIENT_MAX {
                     break;
                 }
-                if customer_n >= CUSTOMERS_SEEDED_PER_CLIENT
+                if customer_n >= config.customers_seeded_per_client
                     && !open_customer(&client, process, customer_n, &stop, &recorder).await
                 {
                     break;
@@ -472,7 +476,7 @@ mod tests {
         let r = Recorder::default();
         r.opened.lock().unwrap().insert(1, 2);
         r.opened_in_doubt.lock().unwrap().push((1, 66));
-        let (must, may) = r.customers(2);
+        let (must, may) = r.customers(2, CUSTOMERS_SEEDED_PER_CLIENT);
         let seeded = CUSTOMERS_SEEDED_PER_CLIENT;
         assert_eq!(must.len() as u64, 2 * seeded + 2);
         assert!(must.contains(&(0, seeded - 1)) && !must.contains(&(0, seeded)));

@@ -52,6 +52,11 @@ pub struct RunArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Customers opened for each client before the run; a client opens
+    /// more itself once it has used them up.
+    #[arg(long, default_value_t = keel_chaos::workload::CUSTOMERS_SEEDED_PER_CLIENT,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    customers_per_client: u64,
     /// Runs, with seeds --seed, --seed + 1, …; after them, unavailability
     /// per nemesis across all runs (p50, p99, max).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
@@ -126,6 +131,7 @@ fn one_run(
         through_gateway: !a.direct,
         node_args: Vec::new(),
         network: keel_chaos::run::NetMode::parse(&a.network)?,
+        customers_seeded_per_client: a.customers_per_client,
     };
     let (report, history) = rt.block_on(run(config))?;
     let history_path = dir.join("history.jsonl");
@@ -195,13 +201,20 @@ pub fn render(r: &Report) -> String {
         r.latency_p99_ms
     ));
     s.push_str(&format!(
-        "  {:<18} {:<8} {:>9} {:>14} {:>8} {:>12}\n",
-        "fault", "targets", "at (s)", "unavail. (ms)", "errors", "recovery (ms)"
+        "  {:<18} {:<8} {:>9} {:>14} {:>8} {:>12} {:>7} {:>9}\n",
+        "fault",
+        "targets",
+        "at (s)",
+        "unavail. (ms)",
+        "errors",
+        "recovery (ms)",
+        "ops",
+        "writes ok"
     ));
     for f in &r.faults {
         let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
         s.push_str(&format!(
-            "  {:<18} {:<8} {:>9.1} {:>14} {:>8} {:>12}\n",
+            "  {:<18} {:<8} {:>9.1} {:>14} {:>8} {:>12} {:>7} {:>9}\n",
             f.record.nemesis.name(),
             f.record
                 .targets
@@ -212,7 +225,9 @@ pub fn render(r: &Report) -> String {
             f.record.injected_ns as f64 / 1e9,
             ms(f.unavailable_ms),
             f.errors,
-            ms(f.recovery_ms)
+            ms(f.recovery_ms),
+            f.ops,
+            f.writes_ok
         ));
     }
     s.push('\n');

@@ -25,6 +25,7 @@ fn config(binary: PathBuf, dir: &Path, nemeses: Vec<Nemesis>, duration_s: u64) -
         through_gateway: true,
         node_args: Vec::new(),
         network: NetMode::Auto,
+        customers_seeded_per_client: keel_chaos::workload::CUSTOMERS_SEEDED_PER_CLIENT,
     }
 }
 
@@ -67,6 +68,45 @@ async fn every_nemesis_once_and_no_checker_finds_a_violation() {
             f.record.recovered_ns.is_some(),
             "{:?} never recovered",
             f.record.nemesis
+        );
+    }
+}
+
+/// A fault that outlasts a client's patience with opening a new customer
+/// must not silence the workload: with one seeded customer each, the
+/// clients open their own from the start, the power stays off longer than
+/// an open is retried, and afterwards every client must still be at work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_keep_working_through_a_fault_longer_than_an_open_is_retried() {
+    use keel_chaos::workload::{RESOLVE_ATTEMPTS_MAX, RESOLVE_BACKOFF};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(
+        env!("CARGO_BIN_EXE_keel").into(),
+        dir.path(),
+        vec![Nemesis::PowerLoss],
+        1,
+    );
+    cfg.network = NetMode::Loopback;
+    cfg.clients = 4;
+    cfg.customers_seeded_per_client = 1;
+    cfg.quiet = Duration::from_secs(3);
+    cfg.hold = RESOLVE_BACKOFF * RESOLVE_ATTEMPTS_MAX + Duration::from_secs(2);
+    let (report, history) = run(cfg).await.unwrap();
+    let windows = report
+        .findings
+        .iter()
+        .find(|f| f.name == keel_chaos::run::FAULT_WINDOWS)
+        .unwrap();
+    assert!(windows.ok, "{}", windows.detail);
+    let recovered_ns = report.faults[0].record.recovered_ns.unwrap();
+    let after = recovered_ns + Duration::from_secs(1).as_nanos() as u64;
+    for p in 0..4 {
+        assert!(
+            history
+                .ops()
+                .iter()
+                .any(|o| o.process == p && o.invoke_ns >= after),
+            "client {p} sent nothing in the last seconds of the run"
         );
     }
 }
