@@ -17,7 +17,7 @@ use crate::history::{History, Op, OpKind, Outcome};
 use crate::invariants::{
     check_invariants, FinalAccount, FinalLine, FinalOrder, FinalState, FinalStock, ReplicaDigest,
 };
-use crate::nemesis::{schedule, FaultRecord, Nemeses, Nemesis};
+use crate::nemesis::{schedule, FaultRecord, Nemeses, Nemesis, RECOVERY_TIMEOUT};
 use crate::workload::{self, Recorder, WorkloadConfig};
 use crate::{check_all, ChaosError, Finding};
 
@@ -355,28 +355,31 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         cluster.addr(cluster.leader().await.unwrap_or(1))?
     };
     let admin = cluster.admin_client();
-    workload::seed(&admin, config.clients, config.customers_seeded_per_client).await?;
+    let step = config.quiet + config.hold;
+    let steps = (config.duration.as_nanos() / step.as_nanos().max(1)) as usize;
+    let plan = schedule(&chosen, steps.max(chosen.len()), config.seed);
+    let seconds_max = seconds_max(&config, plan.len());
+    let workload_config = WorkloadConfig {
+        clients: config.clients,
+        endpoint,
+        token: ADMIN_TOKEN.to_owned(),
+        seed: config.seed,
+        // Longer than the run, so nothing expires.
+        ttl_seconds: u32::try_from(seconds_max + 3_600).unwrap_or(u32::MAX),
+        customers_seeded_per_client: config.customers_seeded_per_client,
+        seconds_max,
+    };
+    workload::seed(&admin, &workload_config).await?;
 
     let recorder = Arc::new(Recorder::default());
     let stop = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
     let work = tokio::spawn(workload::run(
-        WorkloadConfig {
-            clients: config.clients,
-            endpoint,
-            token: ADMIN_TOKEN.to_owned(),
-            seed: config.seed,
-            ttl_seconds: u32::try_from(config.duration.as_secs() + 3_600).unwrap_or(u32::MAX),
-            customers_seeded_per_client: config.customers_seeded_per_client,
-        },
+        workload_config.clone(),
         t0,
         stop.clone(),
         recorder.clone(),
     ));
-
-    let step = config.quiet + config.hold;
-    let steps = (config.duration.as_nanos() / step.as_nanos().max(1)) as usize;
-    let plan = schedule(&chosen, steps.max(chosen.len()), config.seed);
     let mut faults = Vec::new();
     {
         let mut nemeses = Nemeses::new(&mut cluster, config.seed, t0);
@@ -428,7 +431,7 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
     }
     let state = match tokio::time::timeout(
         FINAL_STATE_TIMEOUT,
-        final_state(&cluster, &admin, &config, &recorder),
+        final_state(&cluster, &admin, &workload_config, &recorder),
     )
     .await
     {
@@ -449,7 +452,8 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         Err(e) => return Err(e),
     }
     findings.insert(0, healed);
-    let initial: BTreeMap<Sku, u64> = workload::supplied()
+    let initial: BTreeMap<Sku, u64> = workload_config
+        .supplied()
         .into_iter()
         .filter_map(|(sku, qty)| Some((Sku::new(&sku).ok()?, qty)))
         .collect();
@@ -469,6 +473,10 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         .map(|f| availability(f, &history))
         .collect();
     findings.push(fault_windows(&faults));
+    findings.push(never_ran_dry(
+        &history,
+        recorder.places_skipped.load(Ordering::Relaxed),
+    ));
     let report = Report {
         seed: config.seed,
         nodes: config.nodes,
@@ -489,12 +497,12 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
 async fn final_state(
     cluster: &LocalCluster,
     admin: &Client,
-    config: &RunConfig,
+    config: &WorkloadConfig,
     recorder: &Recorder,
 ) -> Result<FinalState, ChaosError> {
     let read = |e: keel_client::ClientError| ChaosError::Setup(format!("reading final state: {e}"));
     let mut state = FinalState::default();
-    for (sku, qty) in workload::supplied() {
+    for (sku, qty) in config.supplied() {
         let p: Product = match admin
             .get(&format!("/v1/products/{sku}"))
             .await
@@ -520,7 +528,7 @@ async fn final_state(
         });
         state.supplied.insert(p.sku, qty);
     }
-    let (must, may) = recorder.customers(config.clients, config.customers_seeded_per_client);
+    let (must, may) = recorder.customers(config);
     let mut account_ids: Vec<(String, bool)> =
         vec![("shop".to_owned(), true), ("world".to_owned(), true)];
     account_ids.extend(
@@ -648,6 +656,49 @@ fn is_error(op: &Op) -> bool {
             !(refusal || absent)
         }
     }
+}
+
+/// Longest the run can last (s), for the workload's bounds that could run
+/// out: the duration, or every planned fault's quiet, hold and the waits of
+/// its injection and heal (at most [`RECOVERY_TIMEOUT`] per node and once
+/// more), then the final quiet.
+fn seconds_max(config: &RunConfig, faults: usize) -> u64 {
+    let waits = RECOVERY_TIMEOUT * (u32::try_from(config.nodes).unwrap_or(u32::MAX) + 1);
+    let per_fault = config.quiet + config.hold + waits;
+    let faults = u32::try_from(faults).unwrap_or(u32::MAX);
+    let planned = config.duration.max(per_fault.saturating_mul(faults));
+    (planned + config.quiet.max(FAULT_WINDOW_GRACE)).as_secs() + 1
+}
+
+/// Name of the finding that the workload never ran out of what it needs.
+pub const NEVER_RAN_DRY: &str = "workload never ran dry";
+
+/// The run's verdict on the workload's own bounds: no client was left
+/// without a customer to place for, and no cold SKU ran out of stock.
+/// Either would change the mix of requests partway through.
+pub fn never_ran_dry(history: &History, places_skipped: u64) -> Finding {
+    let cold_out = history
+        .ops()
+        .iter()
+        .filter(|o| {
+            matches!(&o.kind, OpKind::PlaceOrder { sku, .. } if sku.as_str() != workload::HOT_SKU)
+                && matches!(&o.outcome, Outcome::Fail(k) if k == crate::history::fail::OUT_OF_STOCK)
+        })
+        .count();
+    let mut problems = Vec::new();
+    if places_skipped > 0 {
+        problems.push(format!(
+            "{places_skipped} turns found no customer left to place for"
+        ));
+    }
+    if cold_out > 0 {
+        problems.push(format!("{cold_out} places found a cold SKU out of stock"));
+    }
+    Finding::from_problems(
+        NEVER_RAN_DRY,
+        "every client had a customer to place for and cold stock to place",
+        &problems,
+    )
 }
 
 fn is_write(op: &Op) -> bool {
@@ -834,5 +885,28 @@ mod tests {
             "{}",
             f.detail
         );
+    }
+
+    #[test]
+    fn a_workload_that_ran_dry_fails_the_run() {
+        let cold_out = |sku: &str| Op {
+            process: 1,
+            invoke_ns: MS,
+            complete_ns: 2 * MS,
+            kind: OpKind::PlaceOrder {
+                customer: AccountId::new("c1").unwrap(),
+                sku: Sku::new(sku).unwrap(),
+                qty: 1,
+                key: RequestId::new(format!("k-{sku}")).unwrap(),
+            },
+            outcome: Outcome::Fail(crate::history::fail::OUT_OF_STOCK.into()),
+        };
+        let hot = History::from_ops(vec![cold_out("HOT")]).unwrap();
+        assert!(never_ran_dry(&hot, 0).ok, "the hot SKU is meant to run out");
+        let f = never_ran_dry(&hot, 3);
+        assert!(!f.ok && f.detail.contains("3 turns found no customer"), "{}", f.detail);
+        let cold = History::from_ops(vec![cold_out("COLD-B")]).unwrap();
+        let f = never_ran_dry(&cold, 0);
+        assert!(!f.ok && f.detail.contains("cold SKU out of stock"), "{}", f.detail);
     }
 }

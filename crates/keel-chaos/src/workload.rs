@@ -20,26 +20,48 @@ use crate::ChaosError;
 /// The SKU every client wants and few get.
 pub const HOT_SKU: &str = "HOT";
 /// Units of the hot SKU: scarce, so out-of-stock answers and the oversell
-/// check both get exercised.
+/// check both get exercised. Meant to run out: cancels give units back.
 pub const HOT_STOCK: u64 = 60;
-/// The other SKUs and their (plentiful) stock.
+/// The other SKUs, whose stock must never run out
+/// ([`WorkloadConfig::cold_stock`]).
 pub const COLD_SKUS: [&str; 3] = ["COLD-A", "COLD-B", "COLD-C"];
-/// Units of each cold SKU.
-pub const COLD_STOCK: u64 = 1_000_000;
+/// Least units of each cold SKU, whatever the run's length.
+pub const COLD_STOCK_MIN: u64 = 1_000_000;
 /// Largest quantity one order asks for.
 pub const QTY_MAX: u64 = 3;
+/// The (SKU, qty) combinations one customer places, each at most once.
+pub const COMBINATIONS_PER_CUSTOMER: u64 = (1 + COLD_SKUS.len() as u64) * QTY_MAX;
+/// Most places one client makes per second: it waits for each answer, and
+/// a place is a write a quorum commits (an fsync on each), well over 100 µs
+/// even on loopback. What cold stock and customers per client are scaled
+/// by, so neither runs out however long the run.
+pub const CLIENT_PLACES_PER_SECOND_MAX: u64 = 10_000;
 /// Fresh customers opened per client before the run, unless the run says
 /// otherwise ([`WorkloadConfig::customers_seeded_per_client`]). Each
 /// (customer, SKU, qty) is placed once at most, which lets the checkers tell
 /// orders apart; a client moves to its next customer when the current one
 /// has used every combination, and opens more itself when these run out.
 pub const CUSTOMERS_SEEDED_PER_CLIENT: u64 = 64;
-/// Most customers one client uses in a run; past them it stops.
-pub const CUSTOMERS_PER_CLIENT_MAX: u64 = 100_000;
-/// Money each customer starts with: enough to pay for everything it orders.
-pub const CUSTOMER_FUNDS: i64 = 1_000_000_000;
 /// Price of every SKU (minor units).
 pub const PRICE: i64 = 100;
+/// Money each customer starts with: more than it can ever pay for, which is
+/// every combination paid (24 units at [`PRICE`]), so pays never run out of
+/// funds.
+pub const CUSTOMER_FUNDS: i64 = 1_000_000_000;
+const _: () = assert!(CUSTOMER_FUNDS >= (1 + COLD_SKUS.len() as i64) * 6 * PRICE);
+/// Most reserved orders one client keeps to pay, cancel or read. Each place
+/// adds one and only some pays and cancels take one away, so without a
+/// bound the list grows with the run; past it a random one is forgotten
+/// (it stays reserved, its reservation outliving the run), which keeps the
+/// mix of requests the same.
+pub const RESERVED_PER_CLIENT_MAX: usize = 1_024;
+/// Share of turns (percent) on which a client places an order.
+pub const PLACE_PERCENT: usize = 45;
+/// Pause after a turn whose request failed or was lost: bounds the requests
+/// a client sends while the cluster is down (a refused connection fails at
+/// once), so a long fault does not fill the history, and stays short beside
+/// the unavailability it measures.
+pub const ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 /// Times a lost write is asked about again before it is left `Unknown`.
 pub const RESOLVE_ATTEMPTS_MAX: u32 = 100;
 /// Wait between those questions.
@@ -52,29 +74,19 @@ pub fn customer_id(process: u64, n: u64) -> String {
     format!("chaos-{process}-{n}")
 }
 
-/// Every SKU the workload uses and its starting stock.
-pub fn supplied() -> BTreeMap<String, u64> {
-    let mut m = BTreeMap::new();
-    m.insert(HOT_SKU.to_owned(), HOT_STOCK);
-    for s in COLD_SKUS {
-        m.insert(s.to_owned(), COLD_STOCK);
-    }
-    m
-}
-
 /// Opens the merchant, the external account, the SKUs and every client's
 /// customers (funded), with keyed batches so a retried seed is harmless.
-pub async fn seed(admin: &Client, clients: u64, seeded_per_client: u64) -> Result<(), ChaosError> {
+pub async fn seed(admin: &Client, config: &WorkloadConfig) -> Result<(), ChaosError> {
     let mut cmds: Vec<Value> = vec![
         json!({"open_account": {"id": "shop", "kind": "merchant", "currency": "EUR"}}),
         json!({"open_account": {"id": "world", "kind": "external", "currency": "EUR"}}),
     ];
-    for (sku, qty) in supplied() {
+    for (sku, qty) in config.supplied() {
         cmds.push(json!({"upsert_product": {"sku": sku, "name": "chaos", "price": PRICE, "currency": "EUR"}}));
         cmds.push(json!({"restock": {"sku": sku, "qty": qty}}));
     }
-    for p in 0..clients {
-        for n in 0..seeded_per_client {
+    for p in 0..config.clients {
+        for n in 0..config.customers_seeded_per_client {
             cmds.extend(open_customer_commands(p, n));
         }
     }
@@ -113,6 +125,41 @@ pub struct WorkloadConfig {
     /// Customers opened for each client before the run; the rest it opens
     /// itself.
     pub customers_seeded_per_client: u64,
+    /// Longest the run may last (s): what the stock and customers that
+    /// could run out are scaled to.
+    pub seconds_max: u64,
+}
+
+impl WorkloadConfig {
+    /// Units of each cold SKU: more than every client could place in
+    /// [`seconds_max`](Self::seconds_max).
+    pub fn cold_stock(&self) -> u64 {
+        self.clients
+            .saturating_mul(CLIENT_PLACES_PER_SECOND_MAX)
+            .saturating_mul(QTY_MAX)
+            .saturating_mul(self.seconds_max)
+            .max(COLD_STOCK_MIN)
+    }
+
+    /// Most customers one client uses: more than it could use up in
+    /// [`seconds_max`](Self::seconds_max). Past them it places no more
+    /// (counted in [`Recorder::places_skipped`]) but goes on with the rest.
+    pub fn customers_per_client_max(&self) -> u64 {
+        let used = CLIENT_PLACES_PER_SECOND_MAX
+            .saturating_mul(self.seconds_max)
+            .div_ceil(COMBINATIONS_PER_CUSTOMER);
+        self.customers_seeded_per_client.saturating_add(used)
+    }
+
+    /// Every SKU the workload uses and its starting stock.
+    pub fn supplied(&self) -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        m.insert(HOT_SKU.to_owned(), HOT_STOCK);
+        for s in COLD_SKUS {
+            m.insert(s.to_owned(), self.cold_stock());
+        }
+        m
+    }
 }
 
 /// What the clients saw, shared by all of them.
@@ -130,6 +177,10 @@ pub struct Recorder {
     /// Customers whose opening was sent but never acknowledged (the run
     /// ended first): they may or may not exist.
     pub opened_in_doubt: Mutex<Vec<CustomerRef>>,
+    /// Turns on which a client wanted to place but had used every customer
+    /// it may ([`WorkloadConfig::customers_per_client_max`]): the workload
+    /// ran dry.
+    pub places_skipped: AtomicU64,
 }
 
 /// A customer as `(client, n)`, named by [`customer_id`].
@@ -137,9 +188,10 @@ pub type CustomerRef = (u64, u64);
 
 impl Recorder {
     /// Every customer that must exist, then every one that may.
-    pub fn customers(&self, clients: u64, seeded: u64) -> (Vec<CustomerRef>, Vec<CustomerRef>) {
+    pub fn customers(&self, config: &WorkloadConfig) -> (Vec<CustomerRef>, Vec<CustomerRef>) {
         let opened = self.opened.lock().map(|o| o.clone()).unwrap_or_default();
-        let must = (0..clients)
+        let seeded = config.customers_seeded_per_client;
+        let must = (0..config.clients)
             .flat_map(|p| {
                 let n = seeded + opened.get(&p).copied().unwrap_or(0);
                 (0..n).map(move |i| (p, i))
@@ -181,8 +233,57 @@ pub async fn run(
     }
 }
 
-/// One customer's life: mostly places, then pays or cancels what it got,
-/// with reads in between, and now and then the same request again.
+/// A client's customers: the one it places for, the (SKU, qty)
+/// combinations it has left, and the next one, which past the seeded ones
+/// must be opened first.
+struct Customers {
+    current: u64,
+    unused: Vec<(usize, u64)>,
+    next: u64,
+    /// `next` was sent for opening and not yet acknowledged: if the run
+    /// ends now, it may or may not exist.
+    opening: bool,
+}
+
+impl Customers {
+    /// A combination to place for, moving to the next customer (opening it,
+    /// one attempt per turn) when the current one has used them all; `None`
+    /// when the next customer cannot be had this turn.
+    async fn take(
+        &mut self,
+        client: &Client,
+        config: &WorkloadConfig,
+        process: u64,
+        rng: &mut SplitMix64,
+        recorder: &Recorder,
+    ) -> Option<(u64, usize, u64)> {
+        if self.unused.is_empty() {
+            if self.next >= config.customers_per_client_max() {
+                recorder.places_skipped.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            if self.next >= config.customers_seeded_per_client {
+                self.opening = true;
+                if !open_customer(client, config, process, self.next, recorder).await {
+                    return None;
+                }
+                self.opening = false;
+            }
+            self.current = self.next;
+            self.next += 1;
+            self.unused = (0..=COLD_SKUS.len())
+                .flat_map(|s| (1..=QTY_MAX).map(move |q| (s, q)))
+                .collect();
+        }
+        let (s, qty) = self.unused.swap_remove(rng.below(self.unused.len()));
+        Some((self.current, s, qty))
+    }
+}
+
+/// One client's life: mostly places, then pays or cancels what it got,
+/// with reads in between, and now and then the same request again. It
+/// never ends on an error: a turn that cannot place (no customer to be
+/// had yet) does one of the other requests instead.
 async fn client_loop(
     client: Arc<Client>,
     config: WorkloadConfig,
@@ -193,61 +294,43 @@ async fn client_loop(
 ) {
     let mut rng = SplitMix64::new(config.seed ^ (process + 1).wrapping_mul(0x9E37_79B9));
     let skus: Vec<&str> = std::iter::once(HOT_SKU).chain(COLD_SKUS).collect();
-    // Unused (sku, qty) combinations of the current customer.
-    let mut customer_n = 0;
-    let mut unused: Vec<(usize, u64)> = Vec::new();
+    let mut customers = Customers {
+        current: 0,
+        unused: Vec::new(),
+        next: 0,
+        opening: false,
+    };
     let mut reserved: Vec<OrderId> = Vec::new();
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
         seq += 1;
         let key = format!("chaos-{}-{process}-{seq}", config.seed);
-        let roll = rng.below(100);
-        let kind = if roll < 45 || reserved.is_empty() {
-            if unused.is_empty() {
-                if customer_n >= CUSTOMERS_PER_CLIENT_MAX {
-                    break;
-                }
-                if customer_n >= config.customers_seeded_per_client
-                    && !open_customer(&client, process, customer_n, &stop, &recorder).await
-                {
-                    break;
-                }
-                unused = (0..skus.len())
-                    .flat_map(|s| (1..=QTY_MAX).map(move |q| (s, q)))
-                    .collect();
-                customer_n += 1;
+        let mut roll = rng.below(100);
+        let mut place = None;
+        if roll < PLACE_PERCENT || reserved.is_empty() {
+            place = customers
+                .take(&client, &config, process, &mut rng, &recorder)
+                .await;
+            if place.is_none() {
+                roll = PLACE_PERCENT + rng.below(100 - PLACE_PERCENT);
             }
-            let (s, qty) = unused.swap_remove(rng.below(unused.len()));
-            let Some(kind) = place_kind(process, customer_n - 1, skus[s], qty, &key) else {
-                continue;
-            };
-            kind
-        } else if roll < 65 {
-            let order = reserved.swap_remove(rng.below(reserved.len()));
-            match RequestId::new(key) {
-                Ok(key) => OpKind::Pay { order, key },
-                Err(_) => continue,
-            }
-        } else if roll < 75 {
-            let order = reserved.swap_remove(rng.below(reserved.len()));
-            match RequestId::new(key) {
-                Ok(key) => OpKind::Cancel { order, key },
-                Err(_) => continue,
-            }
-        } else if roll < 90 {
-            let sku = skus[rng.below(skus.len())];
-            match Sku::new(sku) {
-                Ok(sku) => OpKind::ReadStock { sku },
-                Err(_) => continue,
-            }
-        } else {
-            OpKind::ReadOrder {
-                order: reserved[rng.below(reserved.len())],
-            }
+        }
+        let kind = match place {
+            Some((n, s, qty)) => place_kind(process, n, skus[s], qty, &key),
+            None => other_kind(roll, &key, &skus, &mut reserved, &mut rng),
+        };
+        let Some(kind) = kind else {
+            continue;
         };
         let mut op = perform(&client, &config, process, t0, kind).await;
         resolve(&client, &config, t0, &stop, &mut op).await;
+        if !matches!(op.outcome, Outcome::Ok(_)) || customers.opening {
+            tokio::time::sleep(ERROR_PAUSE).await;
+        }
         if let Outcome::Ok(OpResult::Placed { order, .. }) = &op.outcome {
+            if reserved.len() >= RESERVED_PER_CLIENT_MAX {
+                reserved.swap_remove(rng.below(reserved.len()));
+            }
             reserved.push(*order);
         }
         // Now and then the very same write again, same key: it must answer
@@ -268,40 +351,84 @@ async fn client_loop(
             }
         }
     }
+    if customers.opening {
+        if let Ok(mut d) = recorder.opened_in_doubt.lock() {
+            d.push((process, customers.next));
+        }
+    }
 }
 
-/// Opens client `process`'s customer `n` in the middle of the run, asking
-/// again with the same key until it is acknowledged; false when the run
-/// ends (or the asks run out) first, which leaves it in doubt. Not a
-/// recorded op: like the seeding, it is setup, checked at the end.
+/// A request other than a place for a turn that rolled `roll`
+/// (`PLACE_PERCENT..100`): below 65 a pay, below 75 a cancel (each of one
+/// of the `reserved` orders), below 90 a read of a SKU's stock (always,
+/// when none is reserved), else a read of a reserved order.
+fn other_kind(
+    roll: usize,
+    key: &str,
+    skus: &[&str],
+    reserved: &mut Vec<OrderId>,
+    rng: &mut SplitMix64,
+) -> Option<OpKind> {
+    if reserved.is_empty() || (75..90).contains(&roll) {
+        let sku = skus[rng.below(skus.len())];
+        return Some(OpKind::ReadStock {
+            sku: Sku::new(sku).ok()?,
+        });
+    }
+    if roll >= 90 {
+        return Some(OpKind::ReadOrder {
+            order: reserved[rng.below(reserved.len())],
+        });
+    }
+    let order = reserved.swap_remove(rng.below(reserved.len()));
+    let key = RequestId::new(key).ok()?;
+    Some(if roll < 65 {
+        OpKind::Pay { order, key }
+    } else {
+        OpKind::Cancel { order, key }
+    })
+}
+
+/// Opens client `process`'s customer `n` in the middle of the run: one
+/// attempt, with the customer's own key, so a later turn asks again and a
+/// first attempt that took effect answers from its stored result. True when
+/// acknowledged. Not a recorded op: like the seeding, it is setup, checked
+/// at the end.
 async fn open_customer(
     client: &Client,
+    config: &WorkloadConfig,
     process: u64,
     n: u64,
-    stop: &AtomicBool,
     recorder: &Recorder,
 ) -> bool {
-    let cmds = open_customer_commands(process, n);
+    let cmds = Value::Array(open_customer_commands(process, n).to_vec());
     let key = format!("chaos-open-{process}-{n}");
-    for _ in 0..RESOLVE_ATTEMPTS_MAX {
-        match client.batch(&cmds, &key).await {
-            Ok(_) => {
-                if let Ok(mut o) = recorder.opened.lock() {
-                    *o.entry(process).or_insert(0) += 1;
-                }
-                return true;
-            }
-            Err(e) => tracing::debug!(process, n, error = %e, "opening a customer"),
+    let reply = client
+        .call_at(
+            &config.endpoint,
+            keel_client::method_post(),
+            "/v1/batch",
+            Some(&cmds),
+            Some(&key),
+        )
+        .await;
+    let applied = match &reply {
+        Ok(r) => r.body["results"].as_array().is_some_and(|results| {
+            results
+                .iter()
+                .all(|x| x["status"].as_u64().is_some_and(|s| s < 300))
+        }),
+        Err(e) => {
+            tracing::debug!(process, n, error = ?e, "opening a customer");
+            false
         }
-        if stop.load(Ordering::Relaxed) {
-            break;
+    };
+    if applied {
+        if let Ok(mut o) = recorder.opened.lock() {
+            *o.entry(process).or_insert(0) += 1;
         }
-        tokio::time::sleep(RESOLVE_BACKOFF).await;
     }
-    if let Ok(mut d) = recorder.opened_in_doubt.lock() {
-        d.push((process, n));
-    }
-    false
+    applied
 }
 
 /// Asks again, with the same key, about a write whose outcome was lost,
@@ -476,11 +603,107 @@ mod tests {
         let r = Recorder::default();
         r.opened.lock().unwrap().insert(1, 2);
         r.opened_in_doubt.lock().unwrap().push((1, 66));
-        let (must, may) = r.customers(2, CUSTOMERS_SEEDED_PER_CLIENT);
+        let config = WorkloadConfig {
+            clients: 2,
+            endpoint: String::new(),
+            token: String::new(),
+            seed: 1,
+            ttl_seconds: 60,
+            customers_seeded_per_client: CUSTOMERS_SEEDED_PER_CLIENT,
+            seconds_max: 60,
+        };
+        let (must, may) = r.customers(&config);
         let seeded = CUSTOMERS_SEEDED_PER_CLIENT;
         assert_eq!(must.len() as u64, 2 * seeded + 2);
         assert!(must.contains(&(0, seeded - 1)) && !must.contains(&(0, seeded)));
         assert!(must.contains(&(1, seeded + 1)) && !must.contains(&(1, seeded + 2)));
         assert_eq!(may, vec![(1, 66)]);
+    }
+
+    fn config(clients: u64, seeded: u64, seconds_max: u64, endpoint: String) -> WorkloadConfig {
+        WorkloadConfig {
+            clients,
+            endpoint,
+            token: "t".into(),
+            seed: 1,
+            ttl_seconds: 60,
+            customers_seeded_per_client: seeded,
+            seconds_max,
+        }
+    }
+
+    #[test]
+    fn what_could_run_out_scales_with_the_run() {
+        let short = config(16, 64, 60, String::new());
+        let long = config(16, 64, 86_400, String::new());
+        for c in [&short, &long] {
+            let places = c.clients * CLIENT_PLACES_PER_SECOND_MAX * c.seconds_max;
+            assert!(c.cold_stock() >= places * QTY_MAX);
+            assert!(c.supplied()["COLD-A"] == c.cold_stock());
+            let per_client = CLIENT_PLACES_PER_SECOND_MAX * c.seconds_max;
+            assert!(
+                (c.customers_per_client_max() - 64) * COMBINATIONS_PER_CUSTOMER >= per_client
+            );
+        }
+        assert!(long.cold_stock() > short.cold_stock());
+        assert_eq!(config(1, 1, 0, String::new()).cold_stock(), COLD_STOCK_MIN);
+    }
+
+    #[test]
+    fn turns_that_cannot_place_keep_the_rest_of_the_mix() {
+        let mut rng = SplitMix64::new(3);
+        let skus = ["HOT", "COLD-A"];
+        let kind = |roll, reserved: &mut Vec<OrderId>, rng: &mut SplitMix64| {
+            other_kind(roll, "k1", &skus, reserved, rng).unwrap()
+        };
+        let mut none = Vec::new();
+        for roll in [45, 70, 80, 95] {
+            assert!(matches!(kind(roll, &mut none, &mut rng), OpKind::ReadStock { .. }));
+        }
+        let mut some = vec![OrderId(1), OrderId(2), OrderId(3)];
+        assert!(matches!(kind(50, &mut some, &mut rng), OpKind::Pay { .. }));
+        assert!(matches!(kind(70, &mut some, &mut rng), OpKind::Cancel { .. }));
+        assert!(matches!(kind(80, &mut some, &mut rng), OpKind::ReadStock { .. }));
+        assert!(matches!(kind(95, &mut some, &mut rng), OpKind::ReadOrder { .. }));
+        // A pay and a cancel took their orders; reads leave them.
+        assert_eq!(some.len(), 1);
+    }
+
+    /// A client whose customers cannot be opened (nothing listens) keeps
+    /// sending its other requests, turn after turn, and never ends before
+    /// the run does; the open it kept asking about is left in doubt.
+    #[tokio::test]
+    async fn a_client_that_cannot_open_a_customer_keeps_working_until_the_run_stops() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let recorder = Arc::new(Recorder::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let work = tokio::spawn(run(
+            config(2, 0, 60, endpoint),
+            Instant::now(),
+            stop.clone(),
+            recorder.clone(),
+        ));
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while recorder.ops.lock().unwrap().len() < 20 {
+            assert!(Instant::now() < deadline, "the clients sent nothing");
+            assert!(!work.is_finished(), "a client ended before the run");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(!work.is_finished(), "a client ended before the run");
+        stop.store(true, Ordering::Relaxed);
+        tokio::time::timeout(std::time::Duration::from_secs(10), work)
+            .await
+            .unwrap()
+            .unwrap();
+        let ops = recorder.ops.lock().unwrap();
+        for p in 0..2 {
+            assert!(ops.iter().any(|o| o.process == p), "client {p} sent nothing");
+        }
+        assert!(ops.iter().all(|o| !matches!(o.outcome, Outcome::Ok(_))));
+        let mut doubt = recorder.opened_in_doubt.lock().unwrap().clone();
+        doubt.sort_unstable();
+        assert_eq!(doubt, vec![(0, 0), (1, 0)]);
     }
 }
