@@ -57,6 +57,8 @@ const _: () = assert!(CUSTOMER_FUNDS >= (1 + COLD_SKUS.len() as i64) * 6 * PRICE
 pub const RESERVED_PER_CLIENT_MAX: usize = 1_024;
 /// Share of turns (percent) on which a client places an order.
 pub const PLACE_PERCENT: usize = 45;
+/// One write in this many is sent a second time with the same key.
+pub const REPLAY_ONE_IN: usize = 20;
 /// Pause after a turn whose request failed or was lost: bounds the requests
 /// a client sends while the cluster is down (a refused connection fails at
 /// once), so a long fault does not fill the history, and stays short beside
@@ -324,6 +326,18 @@ async fn client_loop(
         };
         let mut op = perform(&client, &config, process, t0, kind).await;
         resolve(&client, &config, t0, &stop, &mut op).await;
+        // Now and then the very same write again, same key: it must answer
+        // as the first did and change nothing. The history keeps one op per
+        // key, so the second answer is folded into the op.
+        if op.kind.key().is_some() && rng.below(REPLAY_ONE_IN) == 0 {
+            recorder.replays.fetch_add(1, Ordering::Relaxed);
+            let again = perform(&client, &config, process, t0, op.kind.clone()).await;
+            if let Some(m) = fold_again(&mut op, again) {
+                if let Ok(mut ms) = recorder.replay_mismatches.lock() {
+                    ms.push(m);
+                }
+            }
+        }
         if !matches!(op.outcome, Outcome::Ok(_)) || customers.opening {
             tokio::time::sleep(ERROR_PAUSE).await;
         }
@@ -333,23 +347,7 @@ async fn client_loop(
             }
             reserved.push(*order);
         }
-        // Now and then the very same write again, same key: it must answer
-        // with the first one's result and change nothing. The history keeps
-        // one op per key, so the replay is compared here, not recorded.
-        let replay = op.kind.key().is_some() && rng.below(20) == 0;
-        let first = op.clone();
         push(&recorder, op);
-        if replay {
-            recorder.replays.fetch_add(1, Ordering::Relaxed);
-            let again = perform(&client, &config, process, t0, first.kind.clone()).await;
-            if let (Outcome::Ok(a), Outcome::Ok(b)) = (&first.outcome, &again.outcome) {
-                if a != b {
-                    if let Ok(mut m) = recorder.replay_mismatches.lock() {
-                        m.push(format!("{:?}: first {a:?}, again {b:?}", first.kind));
-                    }
-                }
-            }
-        }
     }
     if customers.opening {
         if let Ok(mut d) = recorder.opened_in_doubt.lock() {
@@ -443,31 +441,61 @@ async fn resolve(
     stop: &AtomicBool,
     op: &mut Op,
 ) {
-    if op.kind.key().is_none() {
+    if !matches!(op.outcome, Outcome::Unknown(_)) || op.kind.key().is_none() {
         return;
     }
     for _ in 0..RESOLVE_ATTEMPTS_MAX {
-        if !matches!(op.outcome, Outcome::Unknown(_)) || stop.load(Ordering::Relaxed) {
+        if is_stored_answer(&op.outcome) || stop.load(Ordering::Relaxed) {
             return;
         }
         tokio::time::sleep(RESOLVE_BACKOFF).await;
         let again = perform(client, config, op.process, t0, op.kind.clone()).await;
-        let settled = match &again.outcome {
-            Outcome::Ok(_) => true,
-            // A refusal is stored with the key, so it is the first
-            // attempt's too; `unavailable` only says this attempt did
-            // nothing.
-            Outcome::Fail(kind) => matches!(
-                kind.as_str(),
-                "out_of_stock" | "invalid_transition" | "insufficient_funds" | "not_found"
-            ),
-            Outcome::Unknown(_) => false,
-        };
-        if settled {
-            op.outcome = again.outcome;
-            op.complete_ns = again.complete_ns;
-        }
+        fold_again(op, again);
     }
+}
+
+/// Whether an outcome is the answer the cluster keeps with the request's
+/// key, which every later attempt with that key must get back: a success,
+/// or a refusal that says why the state did not allow it. `unavailable`
+/// and the like prove only that one attempt did nothing, a lost reply not
+/// even that.
+fn is_stored_answer(outcome: &Outcome) -> bool {
+    use crate::history::fail;
+    match outcome {
+        Outcome::Ok(_) => true,
+        Outcome::Fail(kind) => [
+            fail::OUT_OF_STOCK,
+            fail::INVALID_TRANSITION,
+            fail::INSUFFICIENT_FUNDS,
+            fail::NOT_FOUND,
+        ]
+        .contains(&kind.as_str()),
+        Outcome::Unknown(_) => false,
+    }
+}
+
+/// Folds `again`, the same request sent again with the same key, into
+/// `op`, what its first attempt(s) saw. Two stored answers must be equal,
+/// whatever they are (two successes, a success and a refusal, two
+/// refusals): else the mismatch is returned. When `op` holds no stored
+/// answer yet, `again` is one more attempt of the same request, which may
+/// be the one that applies it: the op then ends when `again` did, with its
+/// answer if it is a stored one and unknown if it may have applied.
+pub fn fold_again(op: &mut Op, again: Op) -> Option<String> {
+    if is_stored_answer(&op.outcome) {
+        if is_stored_answer(&again.outcome) && op.outcome != again.outcome {
+            return Some(format!(
+                "{}: first {:?}, again {:?}",
+                op.kind, op.outcome, again.outcome
+            ));
+        }
+        return None;
+    }
+    op.complete_ns = op.complete_ns.max(again.complete_ns);
+    if is_stored_answer(&again.outcome) || matches!(again.outcome, Outcome::Unknown(_)) {
+        op.outcome = again.outcome;
+    }
+    None
 }
 
 fn place_kind(process: u64, customer_n: u64, sku: &str, qty: u64, key: &str) -> Option<OpKind> {
@@ -705,5 +733,71 @@ mod tests {
         let mut doubt = recorder.opened_in_doubt.lock().unwrap().clone();
         doubt.sort_unstable();
         assert_eq!(doubt, vec![(0, 0), (1, 0)]);
+    }
+
+    fn place_op(invoke_ns: u64, complete_ns: u64, outcome: Outcome) -> Op {
+        Op {
+            process: 0,
+            invoke_ns,
+            complete_ns,
+            kind: place_kind(0, 0, HOT_SKU, 1, "k").unwrap(),
+            outcome,
+        }
+    }
+
+    fn placed(order: u64) -> Outcome {
+        Outcome::Ok(OpResult::Placed {
+            order: OrderId(order),
+            qty: 1,
+        })
+    }
+
+    fn refused(kind: &str) -> Outcome {
+        Outcome::Fail(kind.to_owned())
+    }
+
+    /// A place refused for the moment (`unavailable`: nothing applied) and
+    /// sent again with its key may be applied by the second attempt: the
+    /// op must then say so, or a correct cluster's order would match a
+    /// failed place and fail the run.
+    #[test]
+    fn a_request_sent_again_after_a_failed_attempt_is_recorded_with_the_second_answer() {
+        for first in [refused("unavailable"), refused("not_sent: refused"), Outcome::Unknown("lost".into())] {
+            let mut op = place_op(10, 20, first.clone());
+            assert_eq!(fold_again(&mut op, place_op(30, 40, placed(7))), None);
+            assert_eq!((op.invoke_ns, op.complete_ns), (10, 40), "after {first:?}");
+            assert_eq!(op.outcome, placed(7), "after {first:?}");
+            // The second attempt lost too: it may have applied.
+            let mut op = place_op(10, 20, first.clone());
+            fold_again(&mut op, place_op(30, 40, Outcome::Unknown("timeout".into())));
+            assert!(matches!(op.outcome, Outcome::Unknown(_)), "after {first:?}");
+        }
+        // Neither attempt did anything: still a failure, over both.
+        let mut op = place_op(10, 20, refused("unavailable"));
+        fold_again(&mut op, place_op(30, 40, refused("overloaded")));
+        assert_eq!((op.complete_ns, op.outcome.clone()), (40, refused("unavailable")));
+        // A lost first attempt stays unknown when the second proves nothing.
+        let mut op = place_op(10, 20, Outcome::Unknown("lost".into()));
+        fold_again(&mut op, place_op(30, 40, refused("unavailable")));
+        assert!(matches!(op.outcome, Outcome::Unknown(_)));
+    }
+
+    #[test]
+    fn same_key_same_answer_compares_every_pair_of_stored_answers() {
+        let mismatch = |first: Outcome, again: Outcome| {
+            let mut op = place_op(10, 20, first.clone());
+            let m = fold_again(&mut op, place_op(30, 40, again));
+            assert_eq!((op.complete_ns, op.outcome), (20, first), "the first answer stands");
+            m
+        };
+        assert!(mismatch(placed(1), placed(2)).is_some());
+        assert!(mismatch(placed(1), refused("out_of_stock")).is_some());
+        assert!(mismatch(refused("out_of_stock"), placed(1)).is_some());
+        assert!(mismatch(refused("out_of_stock"), refused("not_found")).is_some());
+        assert!(mismatch(placed(1), placed(1)).is_none());
+        assert!(mismatch(refused("out_of_stock"), refused("out_of_stock")).is_none());
+        // An answer that proves nothing is no mismatch.
+        assert!(mismatch(placed(1), refused("unavailable")).is_none());
+        assert!(mismatch(placed(1), Outcome::Unknown("lost".into())).is_none());
     }
 }
