@@ -31,6 +31,16 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const FINAL_STATE_TIMEOUT: Duration = Duration::from_secs(180);
 /// Name of the finding that the cluster healed after the last fault.
 pub const HEALED: &str = "cluster healed";
+/// Name of the finding that every requested nemesis struck.
+pub const NEMESES_STRUCK: &str = "every requested nemesis struck";
+/// Name of the finding that every fault took effect.
+pub const FAULTS_TOOK_EFFECT: &str = "every fault took effect";
+/// Name of the finding that the workload ran and was answered.
+pub const WORKLOAD_RAN: &str = "workload ran";
+/// Name of the finding that the replicas converged after the run.
+pub const REPLICAS_CONVERGED: &str = "replicas converged";
+/// Name of the finding that every replica's digest was read.
+pub const REPLICAS_READ: &str = "every replica's digest read";
 /// Name of the finding that every fault window saw writes succeed.
 pub const FAULT_WINDOWS: &str = "writes in every fault window";
 /// Fewest writes that must succeed in a fault's window (its injection to
@@ -74,6 +84,9 @@ pub struct RunConfig {
     /// Where the nodes' links live, which decides whether link faults can
     /// run.
     pub network: NetMode,
+    /// Accept nemeses skipped for want of root, FUSE, libfaketime or
+    /// iptables; else a skipped one fails the run.
+    pub allow_skip: bool,
     /// Customers opened for each client before the run
     /// ([`workload::CUSTOMERS_SEEDED_PER_CLIENT`] by default); few of them
     /// make the clients open their own early.
@@ -195,7 +208,7 @@ fn plan_lazyfs(nemeses: &[Nemesis]) -> (bool, Option<String>) {
 }
 
 /// Decides namespaces or loopback and which nemeses can run there; the
-/// third value says what was skipped and why, for the report.
+/// third value says why the rest cannot, if any were left out.
 fn plan_network(
     mode: NetMode,
     nemeses: &[Nemesis],
@@ -223,18 +236,37 @@ fn plan_network(
             why_not.unwrap_or_else(|| "loopback was chosen".into())
         )));
     }
-    let note = (!skipped.is_empty()).then(|| {
-        format!(
-            "skipped {} ({})",
-            skipped
-                .iter()
-                .map(|n| n.name())
-                .collect::<Vec<_>>()
-                .join(", "),
-            why_not.unwrap_or_else(|| "loopback was chosen".into())
-        )
-    });
-    Ok((netns, kept, note))
+    let why =
+        (!skipped.is_empty()).then(|| why_not.unwrap_or_else(|| "loopback was chosen".into()));
+    Ok((netns, kept, why))
+}
+
+/// The requested nemeses that will not run, each with why: those needing a
+/// clock, a lazy filesystem or cut links (`why` in that order) that this
+/// machine cannot give.
+fn skipped_nemeses(
+    requested: &[Nemesis],
+    chosen: &[Nemesis],
+    why: [Option<&str>; 3],
+) -> Vec<(Nemesis, String)> {
+    let requested: std::collections::BTreeSet<Nemesis> = requested.iter().copied().collect();
+    requested
+        .into_iter()
+        .filter(|n| !chosen.contains(n))
+        .map(|n| {
+            let [clock, lazy, links] = why;
+            let reason = if n.needs_faketime() {
+                clock
+            } else if n.needs_lazyfs() {
+                lazy
+            } else if n.needs_network() {
+                links
+            } else {
+                None
+            };
+            (n, reason.unwrap_or("cannot run here").to_owned())
+        })
+        .collect()
 }
 
 /// Availability around one fault, from the history.
@@ -318,7 +350,16 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
                 .join("; ")
         )));
     }
-    let (netns, chosen, skipped) = plan_network(config.network, &usable)?;
+    let (netns, chosen, no_links) = plan_network(config.network, &usable)?;
+    let skipped = skipped_nemeses(
+        &config.nemeses,
+        &chosen,
+        [
+            no_clock.as_deref(),
+            no_lazyfs.as_deref(),
+            no_links.as_deref(),
+        ],
+    );
     let mut spec = ClusterSpec::new(&config.binary, &config.base_dir, config.nodes);
     spec.admin_token = ADMIN_TOKEN.to_owned();
     spec.extra_args = config.node_args.clone();
@@ -334,19 +375,14 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
                 .into()
         }
     };
-    let network = match skipped {
-        Some(s) => format!("{network}; link faults {s}"),
-        None => network,
+    let network = if lazyfs {
+        format!("{network}; data directories on lazy filesystems")
+    } else {
+        network
     };
-    let network = match no_clock {
-        Some(why) => format!("{network}; clock-skew skipped ({why})"),
-        None => network,
-    };
-    let network = match no_lazyfs {
-        Some(why) => format!("{network}; lose-unsynced skipped ({why})"),
-        None if lazyfs => format!("{network}; data directories on lazy filesystems"),
-        None => network,
-    };
+    let network = skipped.iter().fold(network, |n, (nemesis, why)| {
+        format!("{n}; {} skipped ({why})", nemesis.name())
+    });
     cluster.wait_ready(READY_TIMEOUT).await?;
     let endpoint = if config.through_gateway {
         cluster.start_gateway(0, &[])?;
@@ -426,9 +462,17 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         }
     };
     let ids = cluster.ids();
-    if healed.ok {
-        let _ = cluster.wait_converged(&ids, CONVERGE_TIMEOUT).await;
-    }
+    let converged = if healed.ok {
+        match cluster.wait_converged(&ids, CONVERGE_TIMEOUT).await {
+            Ok((index, digest)) => Finding::pass(
+                REPLICAS_CONVERGED,
+                format!("{} replicas at index {index}, digest {digest}", ids.len()),
+            ),
+            Err(e) => Finding::fail(REPLICAS_CONVERGED, e.to_string()),
+        }
+    } else {
+        Finding::skip(REPLICAS_CONVERGED, "the cluster did not heal")
+    };
     let state = match tokio::time::timeout(
         FINAL_STATE_TIMEOUT,
         final_state(&cluster, &admin, &workload_config, &recorder),
@@ -445,8 +489,13 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
     let ops = recorder.ops.lock().map(|o| o.clone()).unwrap_or_default();
     let history = History::from_ops(ops)?;
     let mut findings = Vec::new();
+    findings.push(workload_ran(&history));
+    findings.push(converged);
     match state {
-        Ok(state) => findings.extend(check_invariants(&history, &state)),
+        Ok(state) => {
+            findings.push(digests_read(&ids, &state.replicas));
+            findings.extend(check_invariants(&history, &state));
+        }
         // Unhealed, the state may be unreadable; the run has failed already.
         Err(e) if !healed.ok => findings.push(Finding::skip("final state", e.to_string())),
         Err(e) => return Err(e),
@@ -472,6 +521,13 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         .into_iter()
         .map(|f| availability(f, &history))
         .collect();
+    findings.push(nemeses_struck(
+        &config.nemeses,
+        &skipped,
+        config.allow_skip,
+        &faults,
+    ));
+    findings.push(faults_took_effect(&faults));
     findings.push(fault_windows(&faults));
     findings.push(never_ran_dry(
         &history,
@@ -658,6 +714,111 @@ fn is_error(op: &Op) -> bool {
     }
 }
 
+/// The run's verdict on its nemeses: each requested one struck, unless it
+/// was skipped for want of what it needs and `allow_skip` accepts that.
+pub fn nemeses_struck(
+    requested: &[Nemesis],
+    skipped: &[(Nemesis, String)],
+    allow_skip: bool,
+    faults: &[FaultReport],
+) -> Finding {
+    let struck: std::collections::BTreeSet<Nemesis> =
+        faults.iter().map(|f| f.record.nemesis).collect();
+    let requested: std::collections::BTreeSet<Nemesis> = requested.iter().copied().collect();
+    let mut problems = Vec::new();
+    let mut allowed = Vec::new();
+    for n in requested.iter().filter(|n| !struck.contains(n)) {
+        match skipped.iter().find(|(s, _)| s == n) {
+            Some((_, why)) if allow_skip => allowed.push(format!("{} ({why})", n.name())),
+            Some((_, why)) => problems.push(format!(
+                "{} skipped: {why} (--allow-skip accepts that)",
+                n.name()
+            )),
+            None => problems.push(format!("{} never struck", n.name())),
+        }
+    }
+    let passed = if allowed.is_empty() {
+        format!("all {} struck", requested.len())
+    } else {
+        format!(
+            "{} struck; skipped with --allow-skip: {}",
+            struck.len(),
+            allowed.join(", ")
+        )
+    };
+    Finding::from_problems(NEMESES_STRUCK, passed, &problems)
+}
+
+/// The run's verdict on whether its faults happened: what each nemesis
+/// could not confirm ([`FaultRecord::unconfirmed`]).
+pub fn faults_took_effect(faults: &[FaultReport]) -> Finding {
+    let problems: Vec<String> = faults
+        .iter()
+        .flat_map(|f| {
+            f.record.unconfirmed.iter().map(move |u| {
+                format!(
+                    "{} at {:.1}s: {u}",
+                    f.record.nemesis.name(),
+                    f.record.injected_ns as f64 / 1e9
+                )
+            })
+        })
+        .collect();
+    Finding::from_problems(
+        FAULTS_TOOK_EFFECT,
+        "killed processes gone, cut nodes unreachable from their peers, unsynced writes dropped",
+        &problems,
+    )
+}
+
+/// The run's verdict on its history: a run with no operation, or none
+/// answered, or no write acknowledged, judged nothing.
+pub fn workload_ran(history: &History) -> Finding {
+    let ok = || {
+        history
+            .ops()
+            .iter()
+            .filter(|o| matches!(o.outcome, Outcome::Ok(_)))
+    };
+    let (n, answered, writes) = (
+        history.len(),
+        ok().count(),
+        ok().filter(|o| is_write(o)).count(),
+    );
+    let problem = if n == 0 {
+        Some("no operation recorded".to_owned())
+    } else if answered == 0 {
+        Some(format!("all {n} operations failed or were lost"))
+    } else if writes == 0 {
+        Some(format!("no write succeeded among {n} operations"))
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Finding::fail(WORKLOAD_RAN, p),
+        None => Finding::pass(
+            WORKLOAD_RAN,
+            format!("{n} operations, {answered} succeeded ({writes} writes)"),
+        ),
+    }
+}
+
+/// The run's verdict on reading the replicas back: every node in `ids`
+/// must have given its digest, else "replicas agree" judged fewer than all.
+pub fn digests_read(ids: &[u64], replicas: &[ReplicaDigest]) -> Finding {
+    let problems: Vec<String> = ids
+        .iter()
+        .map(|id| format!("node {id}"))
+        .filter(|n| !replicas.iter().any(|r| &r.node == n))
+        .map(|n| format!("{n}: /v1/digest did not answer"))
+        .collect();
+    Finding::from_problems(
+        REPLICAS_READ,
+        format!("all {} replicas read", ids.len()),
+        &problems,
+    )
+}
+
 /// Longest the run can last (s), for the workload's bounds that could run
 /// out: the duration, or every planned fault's quiet, hold and the waits of
 /// its injection and heal (at most [`RECOVERY_TIMEOUT`] per node and once
@@ -839,6 +1000,7 @@ mod tests {
                 injected_ns: 1_000 * MS,
                 healed_ns: 3_000 * MS,
                 recovered_ns: Some(3_100 * MS),
+                unconfirmed: Vec::new(),
             },
             &history,
         );
@@ -857,6 +1019,7 @@ mod tests {
             injected_ns: injected_ms * MS,
             healed_ns: (recovered_ms - 100) * MS,
             recovered_ns: Some(recovered_ms * MS),
+            unconfirmed: Vec::new(),
         }
     }
 
@@ -873,7 +1036,7 @@ mod tests {
         let history = History::from_ops(ops).unwrap();
         let enough = availability(fault_at(1_000, 5_000), &history);
         assert_eq!(enough.writes_ok, FAULT_WINDOW_WRITES_MIN);
-        assert!(fault_windows(&[enough.clone()]).ok);
+        assert!(fault_windows(std::slice::from_ref(&enough)).ok);
         // A second fault after the clients went quiet.
         let quiet = availability(fault_at(20_000, 21_000), &history);
         assert_eq!((quiet.writes_ok, quiet.ops), (0, 0));
@@ -904,9 +1067,121 @@ mod tests {
         let hot = History::from_ops(vec![cold_out("HOT")]).unwrap();
         assert!(never_ran_dry(&hot, 0).ok, "the hot SKU is meant to run out");
         let f = never_ran_dry(&hot, 3);
-        assert!(!f.ok && f.detail.contains("3 turns found no customer"), "{}", f.detail);
+        assert!(
+            !f.ok && f.detail.contains("3 turns found no customer"),
+            "{}",
+            f.detail
+        );
         let cold = History::from_ops(vec![cold_out("COLD-B")]).unwrap();
         let f = never_ran_dry(&cold, 0);
-        assert!(!f.ok && f.detail.contains("cold SKU out of stock"), "{}", f.detail);
+        assert!(
+            !f.ok && f.detail.contains("cold SKU out of stock"),
+            "{}",
+            f.detail
+        );
+    }
+
+    fn report_of(record: FaultRecord) -> FaultReport {
+        availability(record, &History::from_ops(Vec::new()).unwrap())
+    }
+
+    #[test]
+    fn a_skipped_or_missing_nemesis_fails_the_run_unless_skips_are_allowed() {
+        let faults = vec![report_of(fault_at(1_000, 2_000))];
+        let requested = [
+            Nemesis::PowerLoss,
+            Nemesis::SplitHalves,
+            Nemesis::KillLeader,
+        ];
+        let skipped = vec![(Nemesis::SplitHalves, "not running as root".to_owned())];
+        let f = nemeses_struck(&requested, &skipped, false, &faults);
+        assert!(!f.ok && !f.skipped);
+        assert!(
+            f.detail
+                .contains("split-halves skipped: not running as root"),
+            "{}",
+            f.detail
+        );
+        assert!(
+            f.detail.contains("kill-leader never struck"),
+            "{}",
+            f.detail
+        );
+        // Allowed skips pass, and say so; a nemesis that never struck
+        // without a reason still fails.
+        let f = nemeses_struck(&requested[..2], &skipped, true, &faults);
+        assert!(
+            f.ok && f.detail.contains("split-halves (not running as root)"),
+            "{}",
+            f.detail
+        );
+        assert!(!nemeses_struck(&requested, &skipped, true, &faults).ok);
+        assert!(nemeses_struck(&requested[..1], &[], false, &faults).ok);
+    }
+
+    #[test]
+    fn a_fault_that_did_not_take_effect_fails_the_run_naming_it() {
+        let mut record = fault_at(1_000, 2_000);
+        assert!(faults_took_effect(&[report_of(record.clone())]).ok);
+        record
+            .unconfirmed
+            .push("node 2 (pid 7) still there after SIGKILL".into());
+        let f = faults_took_effect(&[report_of(record)]);
+        assert!(!f.ok && !f.skipped);
+        assert!(
+            f.detail
+                .contains("power-loss at 1.0s: node 2 (pid 7) still there"),
+            "{}",
+            f.detail
+        );
+    }
+
+    #[test]
+    fn an_empty_or_unanswered_history_fails_the_run() {
+        let read = |ok: bool| Op {
+            process: 1,
+            invoke_ns: MS,
+            complete_ns: 2 * MS,
+            kind: OpKind::ReadStock {
+                sku: Sku::new("HOT").unwrap(),
+            },
+            outcome: if ok {
+                Outcome::Ok(OpResult::Stock { available: 1 })
+            } else {
+                Outcome::Fail("unavailable".into())
+            },
+        };
+        let judge = |ops: Vec<Op>| workload_ran(&History::from_ops(ops).unwrap());
+        let f = judge(Vec::new());
+        assert!(!f.ok && f.detail.contains("no operation"), "{}", f.detail);
+        let f = judge(vec![read(false), place(10, 20, false)]);
+        assert!(
+            !f.ok && f.detail.contains("all 2 operations failed"),
+            "{}",
+            f.detail
+        );
+        let f = judge(vec![read(true), place(10, 20, false)]);
+        assert!(
+            !f.ok && f.detail.contains("no write succeeded"),
+            "{}",
+            f.detail
+        );
+        assert!(judge(vec![read(true), place(10, 20, true)]).ok);
+    }
+
+    #[test]
+    fn a_replica_whose_digest_was_not_read_fails_the_run() {
+        let digest = |id: u64| ReplicaDigest {
+            node: format!("node {id}"),
+            applied_index: 9,
+            digest: "d".into(),
+        };
+        assert!(digests_read(&[1, 2], &[digest(1), digest(2)]).ok);
+        let f = digests_read(&[1, 2, 3], &[digest(1), digest(3)]);
+        assert!(
+            !f.ok && f.detail.contains("node 2: /v1/digest did not answer"),
+            "{}",
+            f.detail
+        );
     }
 }

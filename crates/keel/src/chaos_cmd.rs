@@ -52,6 +52,10 @@ pub struct RunArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Accept nemeses skipped for want of root, FUSE, libfaketime or
+    /// iptables (else a skipped nemesis fails the run).
+    #[arg(long)]
+    allow_skip: bool,
     /// Customers opened for each client before the run; a client opens
     /// more itself once it has used them up.
     #[arg(long, default_value_t = keel_chaos::workload::CUSTOMERS_SEEDED_PER_CLIENT,
@@ -132,6 +136,7 @@ fn one_run(
         node_args: Vec::new(),
         network: keel_chaos::run::NetMode::parse(&a.network)?,
         customers_seeded_per_client: a.customers_per_client,
+        allow_skip: a.allow_skip,
     };
     let (report, history) = rt.block_on(run(config))?;
     let history_path = dir.join("history.jsonl");

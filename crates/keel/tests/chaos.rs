@@ -26,32 +26,29 @@ fn config(binary: PathBuf, dir: &Path, nemeses: Vec<Nemesis>, duration_s: u64) -
         node_args: Vec::new(),
         network: NetMode::Auto,
         customers_seeded_per_client: keel_chaos::workload::CUSTOMERS_SEEDED_PER_CLIENT,
+        allow_skip: false,
     }
 }
 
+/// Under `CI=true` every nemesis must strike; elsewhere the ones this
+/// machine cannot run (no root, FUSE, libfaketime or iptables) are skipped
+/// and the test says which.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_nemesis_once_and_no_checker_finds_a_violation() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
+    let mut cfg = config(
         env!("CARGO_BIN_EXE_keel").into(),
         dir.path(),
         Nemesis::ALL.to_vec(),
         1,
     );
+    let ci = keel_harness::in_ci();
+    cfg.allow_skip = !ci;
     let (report, history) = run(cfg).await.unwrap();
     let struck: Vec<Nemesis> = report.faults.iter().map(|f| f.record.nemesis).collect();
-    // Link faults need namespaces (root and iproute2); without them the
-    // report must say they were skipped.
-    let links = keel_harness::net::unavailable().is_none();
-    for n in Nemesis::ALL {
-        if (n.needs_network() && !links)
-            || (n.needs_faketime() && report.network.contains("clock-skew skipped"))
-            || (n.needs_lazyfs() && keel_lazyfs::available().is_err())
-        {
-            assert!(report.network.contains(n.name()), "{}", report.network);
-            continue;
-        }
-        assert!(struck.contains(&n), "{n:?} never struck: {struck:?}");
+    for n in Nemesis::ALL.into_iter().filter(|n| !struck.contains(n)) {
+        assert!(!ci, "{n:?} never struck under CI=true: {}", report.network);
+        eprintln!("SKIPPED nemesis {}: {}", n.name(), report.network);
     }
     assert!(
         history.len() > 100,
@@ -59,7 +56,7 @@ async fn every_nemesis_once_and_no_checker_finds_a_violation() {
         history.len()
     );
     for f in &report.findings {
-        assert!(f.ok || f.skipped, "{}: {}", f.name, f.detail);
+        assert!(f.ok, "{}: {}", f.name, f.detail);
     }
     assert!(report.ok);
     // Faults were felt and healed: every one recovered.
@@ -72,10 +69,10 @@ async fn every_nemesis_once_and_no_checker_finds_a_violation() {
     }
 }
 
-/// A fault that outlasts a client's patience with opening a new customer
-/// must not silence the workload: with one seeded customer each, the
-/// clients open their own from the start, the power stays off longer than
-/// an open is retried, and afterwards every client must still be at work.
+/// Every client stays at work through a power loss longer than the ~10 s
+/// after which the old workload gave up opening a customer, with one seeded
+/// customer each so they open their own all along: the fault's window sees
+/// writes succeed and every client sends requests after the recovery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_keep_working_through_a_fault_longer_than_an_open_is_retried() {
     use keel_chaos::workload::{RESOLVE_ATTEMPTS_MAX, RESOLVE_BACKOFF};
@@ -169,8 +166,10 @@ async fn the_checkers_catch_a_build_that_oversells() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_checkers_catch_a_build_that_acknowledges_before_fsync() {
     if let Err(why) = keel_lazyfs::available() {
-        eprintln!("skipping: unsynced writes cannot be dropped here: {why}");
-        return;
+        return keel_harness::skip_unless_ci(
+            "the_checkers_catch_a_build_that_acknowledges_before_fsync",
+            &format!("unsynced writes cannot be dropped here: {why}"),
+        );
     }
     let binary = buggy_binary();
     let dir = tempfile::tempdir().unwrap();
