@@ -77,26 +77,34 @@ pub fn customer_id(process: u64, n: u64) -> String {
 }
 
 /// Opens the merchant, the external account, the SKUs and every client's
-/// customers (funded), with keyed batches so a retried seed is harmless.
+/// customers, then stocks and funds them, with keyed batches so a retried
+/// seed is harmless. Two phases, because a node submits a batch's commands
+/// side by side: a restock or deposit in the same batch as what it needs
+/// could overtake it and be refused `not_found` for good.
 pub async fn seed(admin: &Client, config: &WorkloadConfig) -> Result<(), ChaosError> {
-    let mut cmds: Vec<Value> = vec![
+    let mut opens: Vec<Value> = vec![
         json!({"open_account": {"id": "shop", "kind": "merchant", "currency": "EUR"}}),
         json!({"open_account": {"id": "world", "kind": "external", "currency": "EUR"}}),
     ];
+    let mut fills: Vec<Value> = Vec::new();
     for (sku, qty) in config.supplied() {
-        cmds.push(json!({"upsert_product": {"sku": sku, "name": "chaos", "price": PRICE, "currency": "EUR"}}));
-        cmds.push(json!({"restock": {"sku": sku, "qty": qty}}));
+        opens.push(json!({"upsert_product": {"sku": sku, "name": "chaos", "price": PRICE, "currency": "EUR"}}));
+        fills.push(json!({"restock": {"sku": sku, "qty": qty}}));
     }
     for p in 0..config.clients {
         for n in 0..config.customers_seeded_per_client {
-            cmds.extend(open_customer_commands(p, n));
+            let [open, fund] = open_customer_commands(p, n);
+            opens.push(open);
+            fills.push(fund);
         }
     }
-    for (i, chunk) in cmds.chunks(SEED_CHUNK).enumerate() {
-        admin
-            .batch(chunk, &format!("chaos-seed-{i}"))
-            .await
-            .map_err(|e| ChaosError::Setup(format!("seeding chunk {i}: {e}")))?;
+    for (phase, cmds) in [("open", opens), ("fill", fills)] {
+        for (i, chunk) in cmds.chunks(SEED_CHUNK).enumerate() {
+            admin
+                .batch(chunk, &format!("chaos-seed-{phase}-{i}"))
+                .await
+                .map_err(|e| ChaosError::Setup(format!("seeding ({phase}) chunk {i}: {e}")))?;
+        }
     }
     Ok(())
 }

@@ -74,7 +74,7 @@ async fn every_nemesis_once_and_no_checker_finds_a_violation() {
 /// customer each so they open their own all along: the fault's window sees
 /// writes succeed and every client sends requests after the recovery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn clients_keep_working_through_a_fault_longer_than_an_open_is_retried() {
+async fn clients_keep_working_through_a_power_loss_longer_than_the_old_give_up() {
     use keel_chaos::workload::{RESOLVE_ATTEMPTS_MAX, RESOLVE_BACKOFF};
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(
