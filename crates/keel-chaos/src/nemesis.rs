@@ -85,6 +85,12 @@ pub const CLOCK_SKEW_S: i64 = 2 * 24 * 3600;
 /// libfaketime rereads its offset file every second.
 pub const CLOCK_SKEW_READ_BACK_TOLERANCE_MS: i64 = 5_000;
 
+/// File a [`Nemesis::LoseUnsynced`] writes, unsynced, into each node's data
+/// directory just before the power goes: it must be gone after.
+pub const CANARY_FILE: &str = "chaos-unsynced-canary";
+/// Its size.
+pub const CANARY_BYTES: usize = 4096;
+
 /// Share of packets between nodes a [`Nemesis::LossyLinks`] fault drops.
 pub const LOSSY_DROP_PROBABILITY: f64 = 0.2;
 
@@ -255,6 +261,12 @@ pub struct FaultRecord {
     pub healed_ns: u64,
     /// When the cluster was whole again after the heal (ns), if it was.
     pub recovered_ns: Option<u64>,
+    /// What could not be confirmed to have taken effect: a killed process
+    /// still there, a cut node its peers still reach, a power loss that
+    /// dropped no unsynced write. Empty when every check held (faults with
+    /// no such check leave it empty).
+    #[serde(default)]
+    pub unconfirmed: Vec<String>,
 }
 
 /// A fault in force, to be healed.
@@ -263,6 +275,7 @@ pub struct Active {
     nemesis: Nemesis,
     targets: Vec<u64>,
     injected_ns: u64,
+    unconfirmed: Vec<String>,
 }
 
 /// Injects and heals faults on one cluster.
@@ -294,17 +307,74 @@ impl<'a> Nemeses<'a> {
     }
 
     /// Applies `fault(net, leader, peer)` to the leader's link with every
-    /// other running node; the leader is the target.
+    /// other running node; the leader is the target. Returns it and the
+    /// links that must now be dead, as `(from, to)`.
     async fn leader_links(
         &mut self,
         fault: fn(&keel_harness::Network, u64, u64) -> Result<(), keel_harness::HarnessError>,
-    ) -> Result<Vec<u64>, ChaosError> {
+    ) -> Result<(u64, Vec<(u64, u64)>), ChaosError> {
         let l = self.leader().await?;
         let net = self.network()?;
-        for p in self.cluster.running().into_iter().filter(|p| *p != l) {
-            fault(net, l, p)?;
+        let peers = self.running_except(l);
+        for p in &peers {
+            fault(net, l, *p)?;
         }
-        Ok(vec![l])
+        Ok((l, peers.into_iter().map(|p| (p, l)).collect()))
+    }
+
+    /// SIGKILLs node `id` and checks that its process is gone.
+    fn kill(&mut self, id: u64, unconfirmed: &mut Vec<String>) -> Result<(), ChaosError> {
+        let pid = self.cluster.process_id(id);
+        self.cluster.kill(id)?;
+        match pid {
+            None => unconfirmed.push(format!("node {id} was not running to be killed")),
+            Some(pid) if !keel_harness::process_gone(pid) => {
+                unconfirmed.push(format!("node {id} (pid {pid}) still there after SIGKILL"))
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Drops node `id`'s unsynced writes and checks that the drop worked: a
+    /// correct node fsyncs what it writes at once, so it may well have
+    /// nothing unsynced when the power goes, and the bytes it loses prove
+    /// nothing. A canary written (not fsynced) just before must be gone.
+    fn lose_unsynced(&mut self, id: u64, unconfirmed: &mut Vec<String>) -> Result<(), ChaosError> {
+        let canary = self.cluster.data_dir(id).join(CANARY_FILE);
+        let io = |e: std::io::Error| ChaosError::Fault(format!("{}: {e}", canary.display()));
+        std::fs::write(&canary, [0xC5; CANARY_BYTES]).map_err(io)?;
+        let bytes = self.cluster.lose_unsynced(id)?;
+        let left = std::fs::metadata(&canary).map_err(io)?.len();
+        std::fs::remove_file(&canary).map_err(io)?;
+        let node_bytes = bytes.saturating_sub(CANARY_BYTES as u64);
+        tracing::info!(node = id, bytes = node_bytes, "dropped unsynced writes");
+        unconfirmed.extend(canary_survived(id, left, bytes));
+        Ok(())
+    }
+
+    /// Checks that each `(from, to)` link is dead: a TCP connection from
+    /// inside `from`'s namespace to `to`'s port gets no answer.
+    async fn check_cut(
+        &self,
+        links: &[(u64, u64)],
+        unconfirmed: &mut Vec<String>,
+    ) -> Result<(), ChaosError> {
+        let net = self.network()?;
+        let probes = links
+            .iter()
+            .map(|&(from, to)| net.probe(from, to))
+            .collect::<Result<Vec<_>, _>>()?;
+        let reached = tokio::task::spawn_blocking(move || keel_harness::net::reached(probes))
+            .await
+            .map_err(|e| ChaosError::Fault(format!("probing the cut: {e}")))??;
+        unconfirmed.extend(reached.iter().map(|p| {
+            format!(
+                "node {} still reaches node {} through the cut",
+                p.from, p.to
+            )
+        }));
+        Ok(())
     }
 
     fn links(&self) -> Result<&keel_harness::LinkProxies, ChaosError> {
@@ -333,14 +403,18 @@ impl<'a> Nemeses<'a> {
             .map_err(ChaosError::from)
     }
 
-    async fn follower(&mut self) -> Result<u64, ChaosError> {
-        let leader = self.leader().await?;
-        let followers: Vec<u64> = self
-            .cluster
+    /// The running nodes but `id`.
+    fn running_except(&self, id: u64) -> Vec<u64> {
+        self.cluster
             .running()
             .into_iter()
-            .filter(|id| *id != leader)
-            .collect();
+            .filter(|n| *n != id)
+            .collect()
+    }
+
+    async fn follower(&mut self) -> Result<u64, ChaosError> {
+        let leader = self.leader().await?;
+        let followers = self.running_except(leader);
         if followers.is_empty() {
             return Err(ChaosError::Fault("no follower is running".into()));
         }
@@ -349,21 +423,24 @@ impl<'a> Nemeses<'a> {
 
     /// Injects `nemesis`; the returned fault is in force until [`heal`](Self::heal).
     pub async fn inject(&mut self, nemesis: Nemesis) -> Result<Active, ChaosError> {
+        let mut unconfirmed = Vec::new();
+        // Links that must be dead while the fault holds, as (from, to).
+        let mut cut: Vec<(u64, u64)> = Vec::new();
         let targets = match nemesis {
             Nemesis::KillLeader => {
                 let l = self.leader().await?;
-                self.cluster.kill(l)?;
+                self.kill(l, &mut unconfirmed)?;
                 vec![l]
             }
             Nemesis::KillFollower => {
                 let f = self.follower().await?;
-                self.cluster.kill(f)?;
+                self.kill(f, &mut unconfirmed)?;
                 vec![f]
             }
             Nemesis::KillRandom => {
                 let ids = self.cluster.running();
                 let n = ids[self.rng.below(ids.len())];
-                self.cluster.kill(n)?;
+                self.kill(n, &mut unconfirmed)?;
                 vec![n]
             }
             Nemesis::PauseLeader => {
@@ -379,15 +456,14 @@ impl<'a> Nemeses<'a> {
             Nemesis::PowerLoss | Nemesis::LoseUnsynced => {
                 let ids = self.cluster.running();
                 for id in &ids {
-                    self.cluster.kill(*id)?;
+                    self.kill(*id, &mut unconfirmed)?;
                 }
                 // Every process is dead before any cache is dropped, as
                 // when the power goes: no node runs on with a disk that
                 // forgot what it said.
                 if nemesis.needs_lazyfs() {
                     for id in &ids {
-                        let bytes = self.cluster.lose_unsynced(*id)?;
-                        tracing::info!(node = id, bytes, "dropped unsynced writes");
+                        self.lose_unsynced(*id, &mut unconfirmed)?;
                     }
                 }
                 ids
@@ -401,7 +477,11 @@ impl<'a> Nemeses<'a> {
                 }
                 ids
             }
-            Nemesis::IsolateLeader => self.leader_links(keel_harness::Network::cut).await?,
+            Nemesis::IsolateLeader => {
+                let (l, links) = self.leader_links(keel_harness::Network::cut).await?;
+                cut = links;
+                vec![l]
+            }
             Nemesis::SplitHalves => {
                 let ids = self.shuffled();
                 let (minority, majority) = ids.split_at(ids.len() / 2);
@@ -409,6 +489,7 @@ impl<'a> Nemeses<'a> {
                 for a in minority {
                     for b in majority {
                         net.cut(*a, *b)?;
+                        cut.push((*b, *a));
                     }
                 }
                 minority.to_vec()
@@ -420,11 +501,18 @@ impl<'a> Nemeses<'a> {
                 for a in &ids[..mid] {
                     for b in &ids[mid + 1..] {
                         net.cut(*a, *b)?;
+                        cut.push((*b, *a));
                     }
                 }
                 vec![ids[mid]]
             }
-            Nemesis::OneWayLeader => self.leader_links(keel_harness::Network::drop_from).await?,
+            Nemesis::OneWayLeader => {
+                // The leader hears nothing, so its own connections get no
+                // answer (its peers' may, through the link proxies).
+                let (l, links) = self.leader_links(keel_harness::Network::drop_from).await?;
+                cut = links.into_iter().map(|(p, l)| (l, p)).collect();
+                vec![l]
+            }
             Nemesis::LossyLinks => {
                 let ids = self.cluster.running();
                 let net = self.network()?;
@@ -467,10 +555,15 @@ impl<'a> Nemeses<'a> {
                 vec![f]
             }
         };
+        let injected_ns = self.now_ns();
+        if !cut.is_empty() {
+            self.check_cut(&cut, &mut unconfirmed).await?;
+        }
         Ok(Active {
             nemesis,
             targets,
-            injected_ns: self.now_ns(),
+            injected_ns,
+            unconfirmed,
         })
     }
 
@@ -522,6 +615,7 @@ impl<'a> Nemeses<'a> {
             injected_ns: active.injected_ns,
             healed_ns,
             recovered_ns,
+            unconfirmed: active.unconfirmed,
         })
     }
 
@@ -585,9 +679,34 @@ impl<'a> Nemeses<'a> {
     }
 }
 
+/// What a power loss that kept node `id`'s canary says: `left` canary
+/// bytes still there after `dropped` bytes were forgotten.
+fn canary_survived(id: u64, left: u64, dropped: u64) -> Option<String> {
+    (left > 0 || dropped < CANARY_BYTES as u64).then(|| {
+        format!(
+            "node {id}: an unsynced write survived the power loss \
+             ({left} of {CANARY_BYTES} canary bytes left, {dropped} bytes dropped)"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_power_loss_that_kept_the_canary_did_not_take_effect() {
+        let all = CANARY_BYTES as u64;
+        assert_eq!(canary_survived(1, 0, all), None);
+        assert_eq!(canary_survived(1, 0, all + 900), None);
+        let kept = canary_survived(2, all, 0).unwrap();
+        assert!(
+            kept.starts_with("node 2: an unsynced write survived"),
+            "{kept}"
+        );
+        // Gone from view but never counted as dropped: not a drop either.
+        assert!(canary_survived(3, 0, 0).is_some());
+    }
 
     #[test]
     fn names_round_trip_and_all_expands() {

@@ -17,7 +17,7 @@ use crate::history::{History, Op, OpKind, Outcome};
 use crate::invariants::{
     check_invariants, FinalAccount, FinalLine, FinalOrder, FinalState, FinalStock, ReplicaDigest,
 };
-use crate::nemesis::{schedule, FaultRecord, Nemeses, Nemesis};
+use crate::nemesis::{schedule, FaultRecord, Nemeses, Nemesis, RECOVERY_TIMEOUT};
 use crate::workload::{self, Recorder, WorkloadConfig};
 use crate::{check_all, ChaosError, Finding};
 
@@ -31,6 +31,29 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const FINAL_STATE_TIMEOUT: Duration = Duration::from_secs(180);
 /// Name of the finding that the cluster healed after the last fault.
 pub const HEALED: &str = "cluster healed";
+/// Name of the finding that every requested nemesis struck.
+pub const NEMESES_STRUCK: &str = "every requested nemesis struck";
+/// Name of the finding that every fault took effect.
+pub const FAULTS_TOOK_EFFECT: &str = "every fault took effect";
+/// Name of the finding that the workload ran and was answered.
+pub const WORKLOAD_RAN: &str = "workload ran";
+/// Name of the finding that the replicas converged after the run.
+pub const REPLICAS_CONVERGED: &str = "replicas converged";
+/// Name of the finding that every replica's digest was read.
+pub const REPLICAS_READ: &str = "every replica's digest read";
+/// Name of the finding that every fault window saw writes succeed.
+pub const FAULT_WINDOWS: &str = "writes in every fault window";
+/// Fewest writes that must succeed in a fault's window (its injection to
+/// its recovery plus [`FAULT_WINDOW_GRACE`]). Even a fault that stops every
+/// write (a power loss) leaves the grace after recovery, in which a healthy
+/// cluster under the workload acknowledges hundreds; none or a handful means
+/// the clients went quiet and the run judged nothing.
+pub const FAULT_WINDOW_WRITES_MIN: u64 = 10;
+/// Time after a fault's recovery still counted in its window: the clients'
+/// first requests after the heal find the new leader through the gateway.
+/// The run keeps the workload going at least this long after its last
+/// fault.
+pub const FAULT_WINDOW_GRACE: Duration = Duration::from_secs(3);
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -56,11 +79,23 @@ pub struct RunConfig {
     pub hold: Duration,
     /// Send the workload through the gateway (else straight to the nodes).
     pub through_gateway: bool,
+    /// Without the gateway, send the workload to a follower rather than
+    /// the leader: reads are served there and writes forwarded, which is
+    /// where a replica answering linearizable reads without a read index
+    /// shows.
+    pub to_follower: bool,
     /// Extra `keel node` flags (e.g. a test-only fault build's switches).
     pub node_args: Vec<String>,
     /// Where the nodes' links live, which decides whether link faults can
     /// run.
     pub network: NetMode,
+    /// Accept nemeses skipped for want of root, FUSE, libfaketime or
+    /// iptables; else a skipped one fails the run.
+    pub allow_skip: bool,
+    /// Customers opened for each client before the run
+    /// ([`workload::CUSTOMERS_SEEDED_PER_CLIENT`] by default); few of them
+    /// make the clients open their own early.
+    pub customers_seeded_per_client: u64,
 }
 
 /// Where a run's nodes talk to each other.
@@ -185,7 +220,7 @@ fn plan_lazyfs(nemeses: &[Nemesis]) -> (bool, Option<String>) {
 }
 
 /// Decides namespaces or loopback and which nemeses can run there; the
-/// third value says what was skipped and why, for the report.
+/// third value says why the rest cannot, if any were left out.
 fn plan_network(
     mode: NetMode,
     nemeses: &[Nemesis],
@@ -213,18 +248,37 @@ fn plan_network(
             why_not.unwrap_or_else(|| "loopback was chosen".into())
         )));
     }
-    let note = (!skipped.is_empty()).then(|| {
-        format!(
-            "skipped {} ({})",
-            skipped
-                .iter()
-                .map(|n| n.name())
-                .collect::<Vec<_>>()
-                .join(", "),
-            why_not.unwrap_or_else(|| "loopback was chosen".into())
-        )
-    });
-    Ok((netns, kept, note))
+    let why =
+        (!skipped.is_empty()).then(|| why_not.unwrap_or_else(|| "loopback was chosen".into()));
+    Ok((netns, kept, why))
+}
+
+/// The requested nemeses that will not run, each with why: those needing a
+/// clock, a lazy filesystem or cut links (`why` in that order) that this
+/// machine cannot give.
+fn skipped_nemeses(
+    requested: &[Nemesis],
+    chosen: &[Nemesis],
+    why: [Option<&str>; 3],
+) -> Vec<(Nemesis, String)> {
+    let requested: std::collections::BTreeSet<Nemesis> = requested.iter().copied().collect();
+    requested
+        .into_iter()
+        .filter(|n| !chosen.contains(n))
+        .map(|n| {
+            let [clock, lazy, links] = why;
+            let reason = if n.needs_faketime() {
+                clock
+            } else if n.needs_lazyfs() {
+                lazy
+            } else if n.needs_network() {
+                links
+            } else {
+                None
+            };
+            (n, reason.unwrap_or("cannot run here").to_owned())
+        })
+        .collect()
 }
 
 /// Availability around one fault, from the history.
@@ -240,6 +294,13 @@ pub struct FaultReport {
     pub errors: u64,
     /// From the heal until the cluster was ready again (ms).
     pub recovery_ms: Option<f64>,
+    /// Requests invoked between the fault and the cluster's recovery.
+    #[serde(default)]
+    pub ops: u64,
+    /// Writes invoked after the fault that succeeded by its recovery plus
+    /// [`FAULT_WINDOW_GRACE`].
+    #[serde(default)]
+    pub writes_ok: u64,
 }
 
 /// The report of a run.
@@ -301,7 +362,16 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
                 .join("; ")
         )));
     }
-    let (netns, chosen, skipped) = plan_network(config.network, &usable)?;
+    let (netns, chosen, no_links) = plan_network(config.network, &usable)?;
+    let skipped = skipped_nemeses(
+        &config.nemeses,
+        &chosen,
+        [
+            no_clock.as_deref(),
+            no_lazyfs.as_deref(),
+            no_links.as_deref(),
+        ],
+    );
     let mut spec = ClusterSpec::new(&config.binary, &config.base_dir, config.nodes);
     spec.admin_token = ADMIN_TOKEN.to_owned();
     spec.extra_args = config.node_args.clone();
@@ -317,48 +387,52 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
                 .into()
         }
     };
-    let network = match skipped {
-        Some(s) => format!("{network}; link faults {s}"),
-        None => network,
+    let network = if lazyfs {
+        format!("{network}; data directories on lazy filesystems")
+    } else {
+        network
     };
-    let network = match no_clock {
-        Some(why) => format!("{network}; clock-skew skipped ({why})"),
-        None => network,
-    };
-    let network = match no_lazyfs {
-        Some(why) => format!("{network}; lose-unsynced skipped ({why})"),
-        None if lazyfs => format!("{network}; data directories on lazy filesystems"),
-        None => network,
-    };
+    let network = skipped.iter().fold(network, |n, (nemesis, why)| {
+        format!("{n}; {} skipped ({why})", nemesis.name())
+    });
     cluster.wait_ready(READY_TIMEOUT).await?;
     let endpoint = if config.through_gateway {
         cluster.start_gateway(0, &[])?;
         cluster.wait_gateway_ready(READY_TIMEOUT).await?
     } else {
-        cluster.addr(cluster.leader().await.unwrap_or(1))?
+        let leader = cluster.leader().await.unwrap_or(1);
+        let target = match cluster.ids().into_iter().find(|id| *id != leader) {
+            Some(follower) if config.to_follower => follower,
+            _ => leader,
+        };
+        cluster.addr(target)?
     };
     let admin = cluster.admin_client();
-    workload::seed(&admin, config.clients).await?;
+    let step = config.quiet + config.hold;
+    let steps = (config.duration.as_nanos() / step.as_nanos().max(1)) as usize;
+    let plan = schedule(&chosen, steps.max(chosen.len()), config.seed);
+    let seconds_max = seconds_max(&config, plan.len());
+    let workload_config = WorkloadConfig {
+        clients: config.clients,
+        endpoint,
+        token: ADMIN_TOKEN.to_owned(),
+        seed: config.seed,
+        // Longer than the run, so nothing expires.
+        ttl_seconds: u32::try_from(seconds_max + 3_600).unwrap_or(u32::MAX),
+        customers_seeded_per_client: config.customers_seeded_per_client,
+        seconds_max,
+    };
+    workload::seed(&admin, &workload_config).await?;
 
     let recorder = Arc::new(Recorder::default());
     let stop = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
     let work = tokio::spawn(workload::run(
-        WorkloadConfig {
-            clients: config.clients,
-            endpoint,
-            token: ADMIN_TOKEN.to_owned(),
-            seed: config.seed,
-            ttl_seconds: u32::try_from(config.duration.as_secs() + 3_600).unwrap_or(u32::MAX),
-        },
+        workload_config.clone(),
         t0,
         stop.clone(),
         recorder.clone(),
     ));
-
-    let step = config.quiet + config.hold;
-    let steps = (config.duration.as_nanos() / step.as_nanos().max(1)) as usize;
-    let plan = schedule(&chosen, steps.max(chosen.len()), config.seed);
     let mut faults = Vec::new();
     {
         let mut nemeses = Nemeses::new(&mut cluster, config.seed, t0);
@@ -380,7 +454,8 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
             faults.push(record);
         }
     }
-    tokio::time::sleep(config.quiet).await;
+    // The last fault's window runs until the grace after its recovery.
+    tokio::time::sleep(config.quiet.max(FAULT_WINDOW_GRACE)).await;
     stop.store(true, Ordering::Relaxed);
     let _ = work.await;
     let seconds = t0.elapsed().as_secs_f64();
@@ -404,12 +479,20 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         }
     };
     let ids = cluster.ids();
-    if healed.ok {
-        let _ = cluster.wait_converged(&ids, CONVERGE_TIMEOUT).await;
-    }
+    let converged = if healed.ok {
+        match cluster.wait_converged(&ids, CONVERGE_TIMEOUT).await {
+            Ok((index, digest)) => Finding::pass(
+                REPLICAS_CONVERGED,
+                format!("{} replicas at index {index}, digest {digest}", ids.len()),
+            ),
+            Err(e) => Finding::fail(REPLICAS_CONVERGED, e.to_string()),
+        }
+    } else {
+        Finding::skip(REPLICAS_CONVERGED, "the cluster did not heal")
+    };
     let state = match tokio::time::timeout(
         FINAL_STATE_TIMEOUT,
-        final_state(&cluster, &admin, config.clients, &recorder),
+        final_state(&cluster, &admin, &workload_config, &recorder),
     )
     .await
     {
@@ -423,14 +506,20 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
     let ops = recorder.ops.lock().map(|o| o.clone()).unwrap_or_default();
     let history = History::from_ops(ops)?;
     let mut findings = Vec::new();
+    findings.push(workload_ran(&history));
+    findings.push(converged);
     match state {
-        Ok(state) => findings.extend(check_invariants(&history, &state)),
+        Ok(state) => {
+            findings.push(digests_read(&ids, &state.replicas));
+            findings.extend(check_invariants(&history, &state));
+        }
         // Unhealed, the state may be unreadable; the run has failed already.
         Err(e) if !healed.ok => findings.push(Finding::skip("final state", e.to_string())),
         Err(e) => return Err(e),
     }
     findings.insert(0, healed);
-    let initial: BTreeMap<Sku, u64> = workload::supplied()
+    let initial: BTreeMap<Sku, u64> = workload_config
+        .supplied()
         .into_iter()
         .filter_map(|(sku, qty)| Some((Sku::new(&sku).ok()?, qty)))
         .collect();
@@ -445,6 +534,22 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         "every replayed request answered as the first",
         &mismatches,
     ));
+    let faults: Vec<FaultReport> = faults
+        .into_iter()
+        .map(|f| availability(f, &history))
+        .collect();
+    findings.push(nemeses_struck(
+        &config.nemeses,
+        &skipped,
+        config.allow_skip,
+        &faults,
+    ));
+    findings.push(faults_took_effect(&faults));
+    findings.push(fault_windows(&faults));
+    findings.push(never_ran_dry(
+        &history,
+        recorder.places_skipped.load(Ordering::Relaxed),
+    ));
     let report = Report {
         seed: config.seed,
         nodes: config.nodes,
@@ -454,10 +559,7 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         ops: count_outcomes(&history),
         replays: recorder.replays.load(Ordering::Relaxed),
         latency_p99_ms: latency_p99_ms(&history),
-        faults: faults
-            .into_iter()
-            .map(|f| availability(f, &history))
-            .collect(),
+        faults,
         ok: findings.iter().all(|f| f.ok),
         findings,
     };
@@ -468,12 +570,12 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
 async fn final_state(
     cluster: &LocalCluster,
     admin: &Client,
-    clients: u64,
+    config: &WorkloadConfig,
     recorder: &Recorder,
 ) -> Result<FinalState, ChaosError> {
     let read = |e: keel_client::ClientError| ChaosError::Setup(format!("reading final state: {e}"));
     let mut state = FinalState::default();
-    for (sku, qty) in workload::supplied() {
+    for (sku, qty) in config.supplied() {
         let p: Product = match admin
             .get(&format!("/v1/products/{sku}"))
             .await
@@ -499,7 +601,7 @@ async fn final_state(
         });
         state.supplied.insert(p.sku, qty);
     }
-    let (must, may) = recorder.customers(clients);
+    let (must, may) = recorder.customers(config);
     let mut account_ids: Vec<(String, bool)> =
         vec![("shop".to_owned(), true), ("world".to_owned(), true)];
     account_ids.extend(
@@ -629,26 +731,218 @@ fn is_error(op: &Op) -> bool {
     }
 }
 
+/// The run's verdict on its nemeses: each requested one struck, unless it
+/// was skipped for want of what it needs and `allow_skip` accepts that.
+pub fn nemeses_struck(
+    requested: &[Nemesis],
+    skipped: &[(Nemesis, String)],
+    allow_skip: bool,
+    faults: &[FaultReport],
+) -> Finding {
+    let struck: std::collections::BTreeSet<Nemesis> =
+        faults.iter().map(|f| f.record.nemesis).collect();
+    let requested: std::collections::BTreeSet<Nemesis> = requested.iter().copied().collect();
+    let mut problems = Vec::new();
+    let mut allowed = Vec::new();
+    for n in requested.iter().filter(|n| !struck.contains(n)) {
+        match skipped.iter().find(|(s, _)| s == n) {
+            Some((_, why)) if allow_skip => allowed.push(format!("{} ({why})", n.name())),
+            Some((_, why)) => problems.push(format!(
+                "{} skipped: {why} (--allow-skip accepts that)",
+                n.name()
+            )),
+            None => problems.push(format!("{} never struck", n.name())),
+        }
+    }
+    let passed = if allowed.is_empty() {
+        format!("all {} struck", requested.len())
+    } else {
+        format!(
+            "{} struck; skipped with --allow-skip: {}",
+            struck.len(),
+            allowed.join(", ")
+        )
+    };
+    Finding::from_problems(NEMESES_STRUCK, passed, &problems)
+}
+
+/// The run's verdict on whether its faults happened: what each nemesis
+/// could not confirm ([`FaultRecord::unconfirmed`]).
+pub fn faults_took_effect(faults: &[FaultReport]) -> Finding {
+    let problems: Vec<String> = faults
+        .iter()
+        .flat_map(|f| {
+            f.record.unconfirmed.iter().map(move |u| {
+                format!(
+                    "{} at {:.1}s: {u}",
+                    f.record.nemesis.name(),
+                    f.record.injected_ns as f64 / 1e9
+                )
+            })
+        })
+        .collect();
+    Finding::from_problems(
+        FAULTS_TOOK_EFFECT,
+        "killed processes gone, cut nodes unreachable from their peers, unsynced writes dropped",
+        &problems,
+    )
+}
+
+/// The run's verdict on its history: a run with no operation, or none
+/// answered, or no write acknowledged, judged nothing.
+pub fn workload_ran(history: &History) -> Finding {
+    let ok = || {
+        history
+            .ops()
+            .iter()
+            .filter(|o| matches!(o.outcome, Outcome::Ok(_)))
+    };
+    let (n, answered, writes) = (
+        history.len(),
+        ok().count(),
+        ok().filter(|o| is_write(o)).count(),
+    );
+    let problem = if n == 0 {
+        Some("no operation recorded".to_owned())
+    } else if answered == 0 {
+        Some(format!("all {n} operations failed or were lost"))
+    } else if writes == 0 {
+        Some(format!("no write succeeded among {n} operations"))
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Finding::fail(WORKLOAD_RAN, p),
+        None => Finding::pass(
+            WORKLOAD_RAN,
+            format!("{n} operations, {answered} succeeded ({writes} writes)"),
+        ),
+    }
+}
+
+/// The run's verdict on reading the replicas back: every node in `ids`
+/// must have given its digest, else "replicas agree" judged fewer than all.
+pub fn digests_read(ids: &[u64], replicas: &[ReplicaDigest]) -> Finding {
+    let problems: Vec<String> = ids
+        .iter()
+        .map(|id| format!("node {id}"))
+        .filter(|n| !replicas.iter().any(|r| &r.node == n))
+        .map(|n| format!("{n}: /v1/digest did not answer"))
+        .collect();
+    Finding::from_problems(
+        REPLICAS_READ,
+        format!("all {} replicas read", ids.len()),
+        &problems,
+    )
+}
+
+/// Longest the run can last (s), for the workload's bounds that could run
+/// out: the duration, or every planned fault's quiet, hold and the waits of
+/// its injection and heal (at most [`RECOVERY_TIMEOUT`] per node and once
+/// more), then the final quiet.
+fn seconds_max(config: &RunConfig, faults: usize) -> u64 {
+    let waits = RECOVERY_TIMEOUT * (u32::try_from(config.nodes).unwrap_or(u32::MAX) + 1);
+    let per_fault = config.quiet + config.hold + waits;
+    let faults = u32::try_from(faults).unwrap_or(u32::MAX);
+    let planned = config.duration.max(per_fault.saturating_mul(faults));
+    (planned + config.quiet.max(FAULT_WINDOW_GRACE)).as_secs() + 1
+}
+
+/// Name of the finding that the workload never ran out of what it needs.
+pub const NEVER_RAN_DRY: &str = "workload never ran dry";
+
+/// The run's verdict on the workload's own bounds: no client was left
+/// without a customer to place for, and no cold SKU ran out of stock.
+/// Either would change the mix of requests partway through.
+pub fn never_ran_dry(history: &History, places_skipped: u64) -> Finding {
+    let cold_out = history
+        .ops()
+        .iter()
+        .filter(|o| {
+            matches!(&o.kind, OpKind::PlaceOrder { sku, .. } if sku.as_str() != workload::HOT_SKU)
+                && matches!(&o.outcome, Outcome::Fail(k) if k == crate::history::fail::OUT_OF_STOCK)
+        })
+        .count();
+    let mut problems = Vec::new();
+    if places_skipped > 0 {
+        problems.push(format!(
+            "{places_skipped} turns found no customer left to place for"
+        ));
+    }
+    if cold_out > 0 {
+        problems.push(format!("{cold_out} places found a cold SKU out of stock"));
+    }
+    Finding::from_problems(
+        NEVER_RAN_DRY,
+        "every client had a customer to place for and cold stock to place",
+        &problems,
+    )
+}
+
+fn is_write(op: &Op) -> bool {
+    matches!(
+        op.kind,
+        OpKind::PlaceOrder { .. } | OpKind::Pay { .. } | OpKind::Cancel { .. }
+    )
+}
+
+/// The run's verdict on its fault windows: each must see at least
+/// [`FAULT_WINDOW_WRITES_MIN`] writes succeed, else the workload was not
+/// there to judge the fault.
+pub fn fault_windows(faults: &[FaultReport]) -> Finding {
+    let problems: Vec<String> = faults
+        .iter()
+        .filter(|f| f.writes_ok < FAULT_WINDOW_WRITES_MIN)
+        .map(|f| {
+            format!(
+                "{} at {:.1}s: {} writes succeeded, {} ops invoked (at least {FAULT_WINDOW_WRITES_MIN} writes expected)",
+                f.record.nemesis.name(),
+                f.record.injected_ns as f64 / 1e9,
+                f.writes_ok,
+                f.ops
+            )
+        })
+        .collect();
+    Finding::from_problems(
+        FAULT_WINDOWS,
+        format!(
+            "each of {} faults saw at least {FAULT_WINDOW_WRITES_MIN} writes succeed by {:?} after its recovery",
+            faults.len(),
+            FAULT_WINDOW_GRACE
+        ),
+        &problems,
+    )
+}
+
 /// The availability figures of one fault, from the history.
 pub fn availability(record: FaultRecord, history: &History) -> FaultReport {
     let from = record.injected_ns;
     let until = record.recovered_ns.unwrap_or(record.healed_ns);
+    let window_end = until.saturating_add(FAULT_WINDOW_GRACE.as_nanos() as u64);
     // The first write sent after the fault that succeeded: reads served
     // by a replica, or writes already on their way, say nothing of
     // whether the cluster takes new writes.
     let first_ok = history
         .ops()
         .iter()
-        .filter(|o| {
-            matches!(o.outcome, Outcome::Ok(_))
-                && o.invoke_ns >= from
-                && matches!(
-                    o.kind,
-                    OpKind::PlaceOrder { .. } | OpKind::Pay { .. } | OpKind::Cancel { .. }
-                )
-        })
+        .filter(|o| matches!(o.outcome, Outcome::Ok(_)) && o.invoke_ns >= from && is_write(o))
         .map(|o| o.complete_ns)
         .min();
+    let ops = history
+        .ops()
+        .iter()
+        .filter(|o| (from..=until).contains(&o.invoke_ns))
+        .count() as u64;
+    let writes_ok = history
+        .ops()
+        .iter()
+        .filter(|o| {
+            matches!(o.outcome, Outcome::Ok(_))
+                && is_write(o)
+                && o.invoke_ns >= from
+                && o.complete_ns <= window_end
+        })
+        .count() as u64;
     let errors = history
         .ops()
         .iter()
@@ -660,6 +954,8 @@ pub fn availability(record: FaultRecord, history: &History) -> FaultReport {
             .recovered_ns
             .map(|r| r.saturating_sub(record.healed_ns) as f64 / 1e6),
         errors,
+        ops,
+        writes_ok,
         record,
     }
 }
@@ -721,11 +1017,188 @@ mod tests {
                 injected_ns: 1_000 * MS,
                 healed_ns: 3_000 * MS,
                 recovered_ns: Some(3_100 * MS),
+                unconfirmed: Vec::new(),
             },
             &history,
         );
         assert_eq!(r.unavailable_ms, Some(600.0));
         assert_eq!(r.errors, 1);
         assert_eq!(r.recovery_ms, Some(100.0));
+        // Invoked in the window: the read and both places after the fault.
+        assert_eq!(r.ops, 3);
+        assert_eq!(r.writes_ok, 1);
+    }
+
+    fn fault_at(injected_ms: u64, recovered_ms: u64) -> FaultRecord {
+        FaultRecord {
+            nemesis: Nemesis::PowerLoss,
+            targets: vec![1, 2, 3],
+            injected_ns: injected_ms * MS,
+            healed_ns: (recovered_ms - 100) * MS,
+            recovered_ns: Some(recovered_ms * MS),
+            unconfirmed: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_fault_window_with_too_few_successful_writes_fails_the_run_naming_the_fault() {
+        let grace_ms = FAULT_WINDOW_GRACE.as_millis() as u64;
+        // Writes that succeed in the grace after recovery count; one
+        // finishing after it, or failing, does not.
+        let mut ops: Vec<Op> = (0..FAULT_WINDOW_WRITES_MIN)
+            .map(|i| place(5_000 + i, 5_010 + i, true))
+            .collect();
+        ops.push(place(6_000, 5_000 + grace_ms + 10, true));
+        ops.push(place(6_001, 6_002, false));
+        let history = History::from_ops(ops).unwrap();
+        let enough = availability(fault_at(1_000, 5_000), &history);
+        assert_eq!(enough.writes_ok, FAULT_WINDOW_WRITES_MIN);
+        assert!(fault_windows(std::slice::from_ref(&enough)).ok);
+        // A second fault after the clients went quiet.
+        let quiet = availability(fault_at(20_000, 21_000), &history);
+        assert_eq!((quiet.writes_ok, quiet.ops), (0, 0));
+        let f = fault_windows(&[enough, quiet]);
+        assert!(!f.ok && !f.skipped);
+        assert_eq!(f.name, FAULT_WINDOWS);
+        assert!(
+            f.detail.contains("power-loss at 20.0s: 0 writes"),
+            "{}",
+            f.detail
+        );
+    }
+
+    #[test]
+    fn a_workload_that_ran_dry_fails_the_run() {
+        let cold_out = |sku: &str| Op {
+            process: 1,
+            invoke_ns: MS,
+            complete_ns: 2 * MS,
+            kind: OpKind::PlaceOrder {
+                customer: AccountId::new("c1").unwrap(),
+                sku: Sku::new(sku).unwrap(),
+                qty: 1,
+                key: RequestId::new(format!("k-{sku}")).unwrap(),
+            },
+            outcome: Outcome::Fail(crate::history::fail::OUT_OF_STOCK.into()),
+        };
+        let hot = History::from_ops(vec![cold_out("HOT")]).unwrap();
+        assert!(never_ran_dry(&hot, 0).ok, "the hot SKU is meant to run out");
+        let f = never_ran_dry(&hot, 3);
+        assert!(
+            !f.ok && f.detail.contains("3 turns found no customer"),
+            "{}",
+            f.detail
+        );
+        let cold = History::from_ops(vec![cold_out("COLD-B")]).unwrap();
+        let f = never_ran_dry(&cold, 0);
+        assert!(
+            !f.ok && f.detail.contains("cold SKU out of stock"),
+            "{}",
+            f.detail
+        );
+    }
+
+    fn report_of(record: FaultRecord) -> FaultReport {
+        availability(record, &History::from_ops(Vec::new()).unwrap())
+    }
+
+    #[test]
+    fn a_skipped_or_missing_nemesis_fails_the_run_unless_skips_are_allowed() {
+        let faults = vec![report_of(fault_at(1_000, 2_000))];
+        let requested = [
+            Nemesis::PowerLoss,
+            Nemesis::SplitHalves,
+            Nemesis::KillLeader,
+        ];
+        let skipped = vec![(Nemesis::SplitHalves, "not running as root".to_owned())];
+        let f = nemeses_struck(&requested, &skipped, false, &faults);
+        assert!(!f.ok && !f.skipped);
+        assert!(
+            f.detail
+                .contains("split-halves skipped: not running as root"),
+            "{}",
+            f.detail
+        );
+        assert!(
+            f.detail.contains("kill-leader never struck"),
+            "{}",
+            f.detail
+        );
+        // Allowed skips pass, and say so; a nemesis that never struck
+        // without a reason still fails.
+        let f = nemeses_struck(&requested[..2], &skipped, true, &faults);
+        assert!(
+            f.ok && f.detail.contains("split-halves (not running as root)"),
+            "{}",
+            f.detail
+        );
+        assert!(!nemeses_struck(&requested, &skipped, true, &faults).ok);
+        assert!(nemeses_struck(&requested[..1], &[], false, &faults).ok);
+    }
+
+    #[test]
+    fn a_fault_that_did_not_take_effect_fails_the_run_naming_it() {
+        let mut record = fault_at(1_000, 2_000);
+        assert!(faults_took_effect(&[report_of(record.clone())]).ok);
+        record
+            .unconfirmed
+            .push("node 2 (pid 7) still there after SIGKILL".into());
+        let f = faults_took_effect(&[report_of(record)]);
+        assert!(!f.ok && !f.skipped);
+        assert!(
+            f.detail
+                .contains("power-loss at 1.0s: node 2 (pid 7) still there"),
+            "{}",
+            f.detail
+        );
+    }
+
+    #[test]
+    fn an_empty_or_unanswered_history_fails_the_run() {
+        let read = |ok: bool| Op {
+            process: 1,
+            invoke_ns: MS,
+            complete_ns: 2 * MS,
+            kind: OpKind::ReadStock {
+                sku: Sku::new("HOT").unwrap(),
+            },
+            outcome: if ok {
+                Outcome::Ok(OpResult::Stock { available: 1 })
+            } else {
+                Outcome::Fail("unavailable".into())
+            },
+        };
+        let judge = |ops: Vec<Op>| workload_ran(&History::from_ops(ops).unwrap());
+        let f = judge(Vec::new());
+        assert!(!f.ok && f.detail.contains("no operation"), "{}", f.detail);
+        let f = judge(vec![read(false), place(10, 20, false)]);
+        assert!(
+            !f.ok && f.detail.contains("all 2 operations failed"),
+            "{}",
+            f.detail
+        );
+        let f = judge(vec![read(true), place(10, 20, false)]);
+        assert!(
+            !f.ok && f.detail.contains("no write succeeded"),
+            "{}",
+            f.detail
+        );
+        assert!(judge(vec![read(true), place(10, 20, true)]).ok);
+    }
+
+    #[test]
+    fn a_replica_whose_digest_was_not_read_fails_the_run() {
+        let digest = |id: u64| ReplicaDigest {
+            node: format!("node {id}"),
+            applied_index: 9,
+            digest: "d".into(),
+        };
+        assert!(digests_read(&[1, 2], &[digest(1), digest(2)]).ok);
+        let f = digests_read(&[1, 2, 3], &[digest(1), digest(3)]);
+        assert!(
+            !f.ok && f.detail.contains("node 2: /v1/digest did not answer"),
+            "{}",
+            f.detail
+        );
     }
 }

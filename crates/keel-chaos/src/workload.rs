@@ -20,25 +20,50 @@ use crate::ChaosError;
 /// The SKU every client wants and few get.
 pub const HOT_SKU: &str = "HOT";
 /// Units of the hot SKU: scarce, so out-of-stock answers and the oversell
-/// check both get exercised.
+/// check both get exercised. Meant to run out: cancels give units back.
 pub const HOT_STOCK: u64 = 60;
-/// The other SKUs and their (plentiful) stock.
+/// The other SKUs, whose stock must never run out
+/// ([`WorkloadConfig::cold_stock`]).
 pub const COLD_SKUS: [&str; 3] = ["COLD-A", "COLD-B", "COLD-C"];
-/// Units of each cold SKU.
-pub const COLD_STOCK: u64 = 1_000_000;
+/// Least units of each cold SKU, whatever the run's length.
+pub const COLD_STOCK_MIN: u64 = 1_000_000;
 /// Largest quantity one order asks for.
 pub const QTY_MAX: u64 = 3;
-/// Fresh customers opened per client before the run. Each (customer, SKU,
-/// qty) is placed once at most, which lets the checkers tell orders apart; a
-/// client moves to its next customer when the current one has used every
-/// combination, and opens more itself when these run out.
+/// The (SKU, qty) combinations one customer places, each at most once.
+pub const COMBINATIONS_PER_CUSTOMER: u64 = (1 + COLD_SKUS.len() as u64) * QTY_MAX;
+/// Most places one client makes per second: it waits for each answer, and
+/// a place is a write a quorum commits (an fsync on each), well over 100 µs
+/// even on loopback. What cold stock and customers per client are scaled
+/// by, so neither runs out however long the run.
+pub const CLIENT_PLACES_PER_SECOND_MAX: u64 = 10_000;
+/// Fresh customers opened per client before the run, unless the run says
+/// otherwise ([`WorkloadConfig::customers_seeded_per_client`]). Each
+/// (customer, SKU, qty) is placed once at most, which lets the checkers tell
+/// orders apart; a client moves to its next customer when the current one
+/// has used every combination, and opens more itself when these run out.
 pub const CUSTOMERS_SEEDED_PER_CLIENT: u64 = 64;
-/// Most customers one client uses in a run; past them it stops.
-pub const CUSTOMERS_PER_CLIENT_MAX: u64 = 100_000;
-/// Money each customer starts with: enough to pay for everything it orders.
-pub const CUSTOMER_FUNDS: i64 = 1_000_000_000;
 /// Price of every SKU (minor units).
 pub const PRICE: i64 = 100;
+/// Money each customer starts with: more than it can ever pay for, which is
+/// every combination paid (24 units at [`PRICE`]), so pays never run out of
+/// funds.
+pub const CUSTOMER_FUNDS: i64 = 1_000_000_000;
+const _: () = assert!(CUSTOMER_FUNDS >= (1 + COLD_SKUS.len() as i64) * 6 * PRICE);
+/// Most reserved orders one client keeps to pay, cancel or read. Each place
+/// adds one and only some pays and cancels take one away, so without a
+/// bound the list grows with the run; past it a random one is forgotten
+/// (it stays reserved, its reservation outliving the run), which keeps the
+/// mix of requests the same.
+pub const RESERVED_PER_CLIENT_MAX: usize = 1_024;
+/// Share of turns (percent) on which a client places an order.
+pub const PLACE_PERCENT: usize = 45;
+/// One write in this many is sent a second time with the same key.
+pub const REPLAY_ONE_IN: usize = 20;
+/// Pause after a turn whose request failed or was lost: bounds the requests
+/// a client sends while the cluster is down (a refused connection fails at
+/// once), so a long fault does not fill the history, and stays short beside
+/// the unavailability it measures.
+pub const ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 /// Times a lost write is asked about again before it is left `Unknown`.
 pub const RESOLVE_ATTEMPTS_MAX: u32 = 100;
 /// Wait between those questions.
@@ -51,37 +76,35 @@ pub fn customer_id(process: u64, n: u64) -> String {
     format!("chaos-{process}-{n}")
 }
 
-/// Every SKU the workload uses and its starting stock.
-pub fn supplied() -> BTreeMap<String, u64> {
-    let mut m = BTreeMap::new();
-    m.insert(HOT_SKU.to_owned(), HOT_STOCK);
-    for s in COLD_SKUS {
-        m.insert(s.to_owned(), COLD_STOCK);
-    }
-    m
-}
-
 /// Opens the merchant, the external account, the SKUs and every client's
-/// customers (funded), with keyed batches so a retried seed is harmless.
-pub async fn seed(admin: &Client, clients: u64) -> Result<(), ChaosError> {
-    let mut cmds: Vec<Value> = vec![
+/// customers, then stocks and funds them, with keyed batches so a retried
+/// seed is harmless. Two phases, because a node submits a batch's commands
+/// side by side: a restock or deposit in the same batch as what it needs
+/// could overtake it and be refused `not_found` for good.
+pub async fn seed(admin: &Client, config: &WorkloadConfig) -> Result<(), ChaosError> {
+    let mut opens: Vec<Value> = vec![
         json!({"open_account": {"id": "shop", "kind": "merchant", "currency": "EUR"}}),
         json!({"open_account": {"id": "world", "kind": "external", "currency": "EUR"}}),
     ];
-    for (sku, qty) in supplied() {
-        cmds.push(json!({"upsert_product": {"sku": sku, "name": "chaos", "price": PRICE, "currency": "EUR"}}));
-        cmds.push(json!({"restock": {"sku": sku, "qty": qty}}));
+    let mut fills: Vec<Value> = Vec::new();
+    for (sku, qty) in config.supplied() {
+        opens.push(json!({"upsert_product": {"sku": sku, "name": "chaos", "price": PRICE, "currency": "EUR"}}));
+        fills.push(json!({"restock": {"sku": sku, "qty": qty}}));
     }
-    for p in 0..clients {
-        for n in 0..CUSTOMERS_SEEDED_PER_CLIENT {
-            cmds.extend(open_customer_commands(p, n));
+    for p in 0..config.clients {
+        for n in 0..config.customers_seeded_per_client {
+            let [open, fund] = open_customer_commands(p, n);
+            opens.push(open);
+            fills.push(fund);
         }
     }
-    for (i, chunk) in cmds.chunks(SEED_CHUNK).enumerate() {
-        admin
-            .batch(chunk, &format!("chaos-seed-{i}"))
-            .await
-            .map_err(|e| ChaosError::Setup(format!("seeding chunk {i}: {e}")))?;
+    for (phase, cmds) in [("open", opens), ("fill", fills)] {
+        for (i, chunk) in cmds.chunks(SEED_CHUNK).enumerate() {
+            admin
+                .batch(chunk, &format!("chaos-seed-{phase}-{i}"))
+                .await
+                .map_err(|e| ChaosError::Setup(format!("seeding ({phase}) chunk {i}: {e}")))?;
+        }
     }
     Ok(())
 }
@@ -109,6 +132,44 @@ pub struct WorkloadConfig {
     /// Reservation lifetime: longer than the run, so nothing expires (the
     /// linearizability model has no expiry).
     pub ttl_seconds: u32,
+    /// Customers opened for each client before the run; the rest it opens
+    /// itself.
+    pub customers_seeded_per_client: u64,
+    /// Longest the run may last (s): what the stock and customers that
+    /// could run out are scaled to.
+    pub seconds_max: u64,
+}
+
+impl WorkloadConfig {
+    /// Units of each cold SKU: more than every client could place in
+    /// [`seconds_max`](Self::seconds_max).
+    pub fn cold_stock(&self) -> u64 {
+        self.clients
+            .saturating_mul(CLIENT_PLACES_PER_SECOND_MAX)
+            .saturating_mul(QTY_MAX)
+            .saturating_mul(self.seconds_max)
+            .max(COLD_STOCK_MIN)
+    }
+
+    /// Most customers one client uses: more than it could use up in
+    /// [`seconds_max`](Self::seconds_max). Past them it places no more
+    /// (counted in [`Recorder::places_skipped`]) but goes on with the rest.
+    pub fn customers_per_client_max(&self) -> u64 {
+        let used = CLIENT_PLACES_PER_SECOND_MAX
+            .saturating_mul(self.seconds_max)
+            .div_ceil(COMBINATIONS_PER_CUSTOMER);
+        self.customers_seeded_per_client.saturating_add(used)
+    }
+
+    /// Every SKU the workload uses and its starting stock.
+    pub fn supplied(&self) -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        m.insert(HOT_SKU.to_owned(), HOT_STOCK);
+        for s in COLD_SKUS {
+            m.insert(s.to_owned(), self.cold_stock());
+        }
+        m
+    }
 }
 
 /// What the clients saw, shared by all of them.
@@ -126,6 +187,10 @@ pub struct Recorder {
     /// Customers whose opening was sent but never acknowledged (the run
     /// ended first): they may or may not exist.
     pub opened_in_doubt: Mutex<Vec<CustomerRef>>,
+    /// Turns on which a client wanted to place but had used every customer
+    /// it may ([`WorkloadConfig::customers_per_client_max`]): the workload
+    /// ran dry.
+    pub places_skipped: AtomicU64,
 }
 
 /// A customer as `(client, n)`, named by [`customer_id`].
@@ -133,11 +198,12 @@ pub type CustomerRef = (u64, u64);
 
 impl Recorder {
     /// Every customer that must exist, then every one that may.
-    pub fn customers(&self, clients: u64) -> (Vec<CustomerRef>, Vec<CustomerRef>) {
+    pub fn customers(&self, config: &WorkloadConfig) -> (Vec<CustomerRef>, Vec<CustomerRef>) {
         let opened = self.opened.lock().map(|o| o.clone()).unwrap_or_default();
-        let must = (0..clients)
+        let seeded = config.customers_seeded_per_client;
+        let must = (0..config.clients)
             .flat_map(|p| {
-                let n = CUSTOMERS_SEEDED_PER_CLIENT + opened.get(&p).copied().unwrap_or(0);
+                let n = seeded + opened.get(&p).copied().unwrap_or(0);
                 (0..n).map(move |i| (p, i))
             })
             .collect();
@@ -177,8 +243,89 @@ pub async fn run(
     }
 }
 
-/// One customer's life: mostly places, then pays or cancels what it got,
-/// with reads in between, and now and then the same request again.
+/// A client's customers: the one it places for, the (SKU, qty)
+/// combinations it has left, and the next one, which past the seeded ones
+/// must be opened and then funded first.
+struct Customers {
+    current: u64,
+    unused: Vec<(usize, u64)>,
+    next: u64,
+    /// `next` was sent for opening and not yet acknowledged: if the run
+    /// ends now, it may or may not exist.
+    opening: bool,
+    /// `next` is open and its deposit is what it still needs.
+    funding: bool,
+}
+
+impl Customers {
+    /// A combination to place for, moving to the next customer when the
+    /// current one has used them all; `None` when the next customer cannot
+    /// be had this turn (one attempt per turn, asked again on later ones).
+    async fn take(
+        &mut self,
+        client: &Client,
+        config: &WorkloadConfig,
+        process: u64,
+        rng: &mut SplitMix64,
+        recorder: &Recorder,
+    ) -> Option<(u64, usize, u64)> {
+        if self.unused.is_empty() {
+            if self.next >= config.customers_per_client_max() {
+                recorder.places_skipped.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            if self.next >= config.customers_seeded_per_client
+                && !self.open_next(client, config, process, recorder).await
+            {
+                return None;
+            }
+            self.current = self.next;
+            self.next += 1;
+            self.unused = (0..=COLD_SKUS.len())
+                .flat_map(|s| (1..=QTY_MAX).map(move |q| (s, q)))
+                .collect();
+        }
+        let (s, qty) = self.unused.swap_remove(rng.below(self.unused.len()));
+        Some((self.current, s, qty))
+    }
+
+    /// Opens customer `next`, then funds it, one request each and each only
+    /// after the one before was acknowledged: sent in one batch, the node
+    /// submits them side by side, and a deposit that overtakes the opening
+    /// is refused `not_found` for good under its key. True when both are
+    /// done.
+    async fn open_next(
+        &mut self,
+        client: &Client,
+        config: &WorkloadConfig,
+        process: u64,
+        recorder: &Recorder,
+    ) -> bool {
+        let n = self.next;
+        let [open, fund] = open_customer_commands(process, n);
+        if !self.funding {
+            self.opening = true;
+            if !apply_once(client, config, open, &format!("chaos-open-{process}-{n}")).await {
+                return false;
+            }
+            self.opening = false;
+            self.funding = true;
+            if let Ok(mut o) = recorder.opened.lock() {
+                *o.entry(process).or_insert(0) += 1;
+            }
+        }
+        if !apply_once(client, config, fund, &format!("chaos-fund-{process}-{n}")).await {
+            return false;
+        }
+        self.funding = false;
+        true
+    }
+}
+
+/// One client's life: mostly places, then pays or cancels what it got,
+/// with reads in between, and now and then the same request again. It
+/// never ends on an error: a turn that cannot place (no customer to be
+/// had yet) does one of the other requests instead.
 async fn client_loop(
     client: Arc<Client>,
     config: WorkloadConfig,
@@ -189,115 +336,124 @@ async fn client_loop(
 ) {
     let mut rng = SplitMix64::new(config.seed ^ (process + 1).wrapping_mul(0x9E37_79B9));
     let skus: Vec<&str> = std::iter::once(HOT_SKU).chain(COLD_SKUS).collect();
-    // Unused (sku, qty) combinations of the current customer.
-    let mut customer_n = 0;
-    let mut unused: Vec<(usize, u64)> = Vec::new();
+    let mut customers = Customers {
+        current: 0,
+        unused: Vec::new(),
+        next: 0,
+        opening: false,
+        funding: false,
+    };
     let mut reserved: Vec<OrderId> = Vec::new();
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
         seq += 1;
         let key = format!("chaos-{}-{process}-{seq}", config.seed);
-        let roll = rng.below(100);
-        let kind = if roll < 45 || reserved.is_empty() {
-            if unused.is_empty() {
-                if customer_n >= CUSTOMERS_PER_CLIENT_MAX {
-                    break;
-                }
-                if customer_n >= CUSTOMERS_SEEDED_PER_CLIENT
-                    && !open_customer(&client, process, customer_n, &stop, &recorder).await
-                {
-                    break;
-                }
-                unused = (0..skus.len())
-                    .flat_map(|s| (1..=QTY_MAX).map(move |q| (s, q)))
-                    .collect();
-                customer_n += 1;
+        let mut roll = rng.below(100);
+        let mut place = None;
+        if roll < PLACE_PERCENT || reserved.is_empty() {
+            place = customers
+                .take(&client, &config, process, &mut rng, &recorder)
+                .await;
+            if place.is_none() {
+                roll = PLACE_PERCENT + rng.below(100 - PLACE_PERCENT);
             }
-            let (s, qty) = unused.swap_remove(rng.below(unused.len()));
-            let Some(kind) = place_kind(process, customer_n - 1, skus[s], qty, &key) else {
-                continue;
-            };
-            kind
-        } else if roll < 65 {
-            let order = reserved.swap_remove(rng.below(reserved.len()));
-            match RequestId::new(key) {
-                Ok(key) => OpKind::Pay { order, key },
-                Err(_) => continue,
-            }
-        } else if roll < 75 {
-            let order = reserved.swap_remove(rng.below(reserved.len()));
-            match RequestId::new(key) {
-                Ok(key) => OpKind::Cancel { order, key },
-                Err(_) => continue,
-            }
-        } else if roll < 90 {
-            let sku = skus[rng.below(skus.len())];
-            match Sku::new(sku) {
-                Ok(sku) => OpKind::ReadStock { sku },
-                Err(_) => continue,
-            }
-        } else {
-            OpKind::ReadOrder {
-                order: reserved[rng.below(reserved.len())],
-            }
+        }
+        let kind = match place {
+            Some((n, s, qty)) => place_kind(process, n, skus[s], qty, &key),
+            None => other_kind(roll, &key, &skus, &mut reserved, &mut rng),
+        };
+        let Some(kind) = kind else {
+            continue;
         };
         let mut op = perform(&client, &config, process, t0, kind).await;
         resolve(&client, &config, t0, &stop, &mut op).await;
-        if let Outcome::Ok(OpResult::Placed { order, .. }) = &op.outcome {
-            reserved.push(*order);
-        }
         // Now and then the very same write again, same key: it must answer
-        // with the first one's result and change nothing. The history keeps
-        // one op per key, so the replay is compared here, not recorded.
-        let replay = op.kind.key().is_some() && rng.below(20) == 0;
-        let first = op.clone();
-        push(&recorder, op);
-        if replay {
+        // as the first did and change nothing. The history keeps one op per
+        // key, so the second answer is folded into the op.
+        if op.kind.key().is_some() && rng.below(REPLAY_ONE_IN) == 0 {
             recorder.replays.fetch_add(1, Ordering::Relaxed);
-            let again = perform(&client, &config, process, t0, first.kind.clone()).await;
-            if let (Outcome::Ok(a), Outcome::Ok(b)) = (&first.outcome, &again.outcome) {
-                if a != b {
-                    if let Ok(mut m) = recorder.replay_mismatches.lock() {
-                        m.push(format!("{:?}: first {a:?}, again {b:?}", first.kind));
-                    }
+            let again = perform(&client, &config, process, t0, op.kind.clone()).await;
+            if let Some(m) = fold_again(&mut op, again) {
+                if let Ok(mut ms) = recorder.replay_mismatches.lock() {
+                    ms.push(m);
                 }
             }
+        }
+        if !matches!(op.outcome, Outcome::Ok(_)) || customers.opening || customers.funding {
+            tokio::time::sleep(ERROR_PAUSE).await;
+        }
+        if let Outcome::Ok(OpResult::Placed { order, .. }) = &op.outcome {
+            if reserved.len() >= RESERVED_PER_CLIENT_MAX {
+                reserved.swap_remove(rng.below(reserved.len()));
+            }
+            reserved.push(*order);
+        }
+        push(&recorder, op);
+    }
+    if customers.opening {
+        if let Ok(mut d) = recorder.opened_in_doubt.lock() {
+            d.push((process, customers.next));
         }
     }
 }
 
-/// Opens client `process`'s customer `n` in the middle of the run, asking
-/// again with the same key until it is acknowledged; false when the run
-/// ends (or the asks run out) first, which leaves it in doubt. Not a
-/// recorded op: like the seeding, it is setup, checked at the end.
-async fn open_customer(
-    client: &Client,
-    process: u64,
-    n: u64,
-    stop: &AtomicBool,
-    recorder: &Recorder,
-) -> bool {
-    let cmds = open_customer_commands(process, n);
-    let key = format!("chaos-open-{process}-{n}");
-    for _ in 0..RESOLVE_ATTEMPTS_MAX {
-        match client.batch(&cmds, &key).await {
-            Ok(_) => {
-                if let Ok(mut o) = recorder.opened.lock() {
-                    *o.entry(process).or_insert(0) += 1;
-                }
-                return true;
-            }
-            Err(e) => tracing::debug!(process, n, error = %e, "opening a customer"),
-        }
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        tokio::time::sleep(RESOLVE_BACKOFF).await;
+/// A request other than a place for a turn that rolled `roll`
+/// (`PLACE_PERCENT..100`): below 65 a pay, below 75 a cancel (each of one
+/// of the `reserved` orders), below 90 a read of a SKU's stock (always,
+/// when none is reserved), else a read of a reserved order.
+fn other_kind(
+    roll: usize,
+    key: &str,
+    skus: &[&str],
+    reserved: &mut Vec<OrderId>,
+    rng: &mut SplitMix64,
+) -> Option<OpKind> {
+    if reserved.is_empty() || (75..90).contains(&roll) {
+        let sku = skus[rng.below(skus.len())];
+        return Some(OpKind::ReadStock {
+            sku: Sku::new(sku).ok()?,
+        });
     }
-    if let Ok(mut d) = recorder.opened_in_doubt.lock() {
-        d.push((process, n));
+    if roll >= 90 {
+        return Some(OpKind::ReadOrder {
+            order: reserved[rng.below(reserved.len())],
+        });
     }
-    false
+    let order = reserved.swap_remove(rng.below(reserved.len()));
+    let key = RequestId::new(key).ok()?;
+    Some(if roll < 65 {
+        OpKind::Pay { order, key }
+    } else {
+        OpKind::Cancel { order, key }
+    })
+}
+
+/// Sends one setup command (a customer opened or funded in the middle of
+/// the run) once, with `key`, so a later turn asks again and an attempt
+/// that took effect answers from its stored result; true when
+/// acknowledged. Not a recorded op: like the seeding, it is setup, checked
+/// at the end.
+async fn apply_once(client: &Client, config: &WorkloadConfig, cmd: Value, key: &str) -> bool {
+    let reply = client
+        .call_at(
+            &config.endpoint,
+            keel_client::method_post(),
+            "/v1/batch",
+            Some(&Value::Array(vec![cmd])),
+            Some(key),
+        )
+        .await;
+    match &reply {
+        Ok(r) => r.body["results"].as_array().is_some_and(|results| {
+            results
+                .iter()
+                .all(|x| x["status"].as_u64().is_some_and(|s| s < 300))
+        }),
+        Err(e) => {
+            tracing::debug!(key, error = ?e, "customer setup");
+            false
+        }
+    }
 }
 
 /// Asks again, with the same key, about a write whose outcome was lost,
@@ -312,31 +468,61 @@ async fn resolve(
     stop: &AtomicBool,
     op: &mut Op,
 ) {
-    if op.kind.key().is_none() {
+    if !matches!(op.outcome, Outcome::Unknown(_)) || op.kind.key().is_none() {
         return;
     }
     for _ in 0..RESOLVE_ATTEMPTS_MAX {
-        if !matches!(op.outcome, Outcome::Unknown(_)) || stop.load(Ordering::Relaxed) {
+        if is_stored_answer(&op.outcome) || stop.load(Ordering::Relaxed) {
             return;
         }
         tokio::time::sleep(RESOLVE_BACKOFF).await;
         let again = perform(client, config, op.process, t0, op.kind.clone()).await;
-        let settled = match &again.outcome {
-            Outcome::Ok(_) => true,
-            // A refusal is stored with the key, so it is the first
-            // attempt's too; `unavailable` only says this attempt did
-            // nothing.
-            Outcome::Fail(kind) => matches!(
-                kind.as_str(),
-                "out_of_stock" | "invalid_transition" | "insufficient_funds" | "not_found"
-            ),
-            Outcome::Unknown(_) => false,
-        };
-        if settled {
-            op.outcome = again.outcome;
-            op.complete_ns = again.complete_ns;
-        }
+        fold_again(op, again);
     }
+}
+
+/// Whether an outcome is the answer the cluster keeps with the request's
+/// key, which every later attempt with that key must get back: a success,
+/// or a refusal that says why the state did not allow it. `unavailable`
+/// and the like prove only that one attempt did nothing, a lost reply not
+/// even that.
+fn is_stored_answer(outcome: &Outcome) -> bool {
+    use crate::history::fail;
+    match outcome {
+        Outcome::Ok(_) => true,
+        Outcome::Fail(kind) => [
+            fail::OUT_OF_STOCK,
+            fail::INVALID_TRANSITION,
+            fail::INSUFFICIENT_FUNDS,
+            fail::NOT_FOUND,
+        ]
+        .contains(&kind.as_str()),
+        Outcome::Unknown(_) => false,
+    }
+}
+
+/// Folds `again`, the same request sent again with the same key, into
+/// `op`, what its first attempt(s) saw. Two stored answers must be equal,
+/// whatever they are (two successes, a success and a refusal, two
+/// refusals): else the mismatch is returned. When `op` holds no stored
+/// answer yet, `again` is one more attempt of the same request, which may
+/// be the one that applies it: the op then ends when `again` did, with its
+/// answer if it is a stored one and unknown if it may have applied.
+pub fn fold_again(op: &mut Op, again: Op) -> Option<String> {
+    if is_stored_answer(&op.outcome) {
+        if is_stored_answer(&again.outcome) && op.outcome != again.outcome {
+            return Some(format!(
+                "{}: first {:?}, again {:?}",
+                op.kind, op.outcome, again.outcome
+            ));
+        }
+        return None;
+    }
+    op.complete_ns = op.complete_ns.max(again.complete_ns);
+    if is_stored_answer(&again.outcome) || matches!(again.outcome, Outcome::Unknown(_)) {
+        op.outcome = again.outcome;
+    }
+    None
 }
 
 fn place_kind(process: u64, customer_n: u64, sku: &str, qty: u64, key: &str) -> Option<OpKind> {
@@ -472,11 +658,265 @@ mod tests {
         let r = Recorder::default();
         r.opened.lock().unwrap().insert(1, 2);
         r.opened_in_doubt.lock().unwrap().push((1, 66));
-        let (must, may) = r.customers(2);
+        let config = WorkloadConfig {
+            clients: 2,
+            endpoint: String::new(),
+            token: String::new(),
+            seed: 1,
+            ttl_seconds: 60,
+            customers_seeded_per_client: CUSTOMERS_SEEDED_PER_CLIENT,
+            seconds_max: 60,
+        };
+        let (must, may) = r.customers(&config);
         let seeded = CUSTOMERS_SEEDED_PER_CLIENT;
         assert_eq!(must.len() as u64, 2 * seeded + 2);
         assert!(must.contains(&(0, seeded - 1)) && !must.contains(&(0, seeded)));
         assert!(must.contains(&(1, seeded + 1)) && !must.contains(&(1, seeded + 2)));
         assert_eq!(may, vec![(1, 66)]);
+    }
+
+    fn config(clients: u64, seeded: u64, seconds_max: u64, endpoint: String) -> WorkloadConfig {
+        WorkloadConfig {
+            clients,
+            endpoint,
+            token: "t".into(),
+            seed: 1,
+            ttl_seconds: 60,
+            customers_seeded_per_client: seeded,
+            seconds_max,
+        }
+    }
+
+    #[test]
+    fn what_could_run_out_scales_with_the_run() {
+        let short = config(16, 64, 60, String::new());
+        let long = config(16, 64, 86_400, String::new());
+        for c in [&short, &long] {
+            let places = c.clients * CLIENT_PLACES_PER_SECOND_MAX * c.seconds_max;
+            assert!(c.cold_stock() >= places * QTY_MAX);
+            assert!(c.supplied()["COLD-A"] == c.cold_stock());
+            let per_client = CLIENT_PLACES_PER_SECOND_MAX * c.seconds_max;
+            assert!((c.customers_per_client_max() - 64) * COMBINATIONS_PER_CUSTOMER >= per_client);
+        }
+        assert!(long.cold_stock() > short.cold_stock());
+        assert_eq!(config(1, 1, 0, String::new()).cold_stock(), COLD_STOCK_MIN);
+    }
+
+    #[test]
+    fn turns_that_cannot_place_keep_the_rest_of_the_mix() {
+        let mut rng = SplitMix64::new(3);
+        let skus = ["HOT", "COLD-A"];
+        let kind = |roll, reserved: &mut Vec<OrderId>, rng: &mut SplitMix64| {
+            other_kind(roll, "k1", &skus, reserved, rng).unwrap()
+        };
+        let mut none = Vec::new();
+        for roll in [45, 70, 80, 95] {
+            assert!(matches!(
+                kind(roll, &mut none, &mut rng),
+                OpKind::ReadStock { .. }
+            ));
+        }
+        let mut some = vec![OrderId(1), OrderId(2), OrderId(3)];
+        assert!(matches!(kind(50, &mut some, &mut rng), OpKind::Pay { .. }));
+        assert!(matches!(
+            kind(70, &mut some, &mut rng),
+            OpKind::Cancel { .. }
+        ));
+        assert!(matches!(
+            kind(80, &mut some, &mut rng),
+            OpKind::ReadStock { .. }
+        ));
+        assert!(matches!(
+            kind(95, &mut some, &mut rng),
+            OpKind::ReadOrder { .. }
+        ));
+        // A pay and a cancel took their orders; reads leave them.
+        assert_eq!(some.len(), 1);
+    }
+
+    /// A tiny stand-in for the gateway: every `/v1/batch` answers that the
+    /// deposit was refused `not_found` (as a stored refusal is replayed for
+    /// its key, every time), everything else `503 unavailable`.
+    async fn refusing_server() -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    let mut have = Vec::new();
+                    loop {
+                        let Ok(n) = s.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        have.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&have).to_string();
+                        let Some(end) = text.find("\r\n\r\n") else {
+                            continue;
+                        };
+                        let len: usize = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse().ok())?
+                            })
+                            .unwrap_or(0);
+                        if have.len() < end + 4 + len {
+                            continue;
+                        }
+                        let (status, body) = if text.starts_with("POST /v1/batch") {
+                            (
+                                "200 OK",
+                                r#"{"results":[{"status":201,"body":{}},{"status":404,"body":{"type":"not_found"}}]}"#,
+                            )
+                        } else {
+                            (
+                                "503 Service Unavailable",
+                                r#"{"type":"unavailable","detail":"no leader"}"#,
+                            )
+                        };
+                        let reply = format!(
+                            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        have.drain(..end + 4 + len);
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// Issue 28: a client whose new customer cannot be opened (here its
+    /// deposit is refused for good, as when it overtook the account's
+    /// opening) keeps sending its other requests and never ends before the
+    /// run does.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_whose_customer_cannot_be_opened_keeps_working_until_the_run_stops() {
+        let endpoint = refusing_server().await;
+        let recorder = Arc::new(Recorder::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let work = tokio::spawn(run(
+            config(2, 0, 60, endpoint),
+            Instant::now(),
+            stop.clone(),
+            recorder.clone(),
+        ));
+        let started = Instant::now();
+        // Past the ~10 s after which the old workload gave up on an open.
+        let until = started + std::time::Duration::from_secs(12);
+        while Instant::now() < until {
+            assert!(
+                !work.is_finished(),
+                "a client ended before the run, at {:?}",
+                started.elapsed()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let ops = recorder.ops.lock().unwrap().clone();
+        for p in 0..2 {
+            let last = ops
+                .iter()
+                .filter(|o| o.process == p)
+                .map(|o| o.invoke_ns)
+                .max();
+            assert!(
+                last.is_some_and(|t| t >= 10_000_000_000),
+                "client {p} sent nothing in the last 2 s (last op at {last:?} ns)"
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        tokio::time::timeout(std::time::Duration::from_secs(10), work)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    fn place_op(invoke_ns: u64, complete_ns: u64, outcome: Outcome) -> Op {
+        Op {
+            process: 0,
+            invoke_ns,
+            complete_ns,
+            kind: place_kind(0, 0, HOT_SKU, 1, "k").unwrap(),
+            outcome,
+        }
+    }
+
+    fn placed(order: u64) -> Outcome {
+        Outcome::Ok(OpResult::Placed {
+            order: OrderId(order),
+            qty: 1,
+        })
+    }
+
+    fn refused(kind: &str) -> Outcome {
+        Outcome::Fail(kind.to_owned())
+    }
+
+    /// A place refused for the moment (`unavailable`: nothing applied) and
+    /// sent again with its key may be applied by the second attempt: the
+    /// op must then say so, or a correct cluster's order would match a
+    /// failed place and fail the run.
+    #[test]
+    fn a_request_sent_again_after_a_failed_attempt_is_recorded_with_the_second_answer() {
+        for first in [
+            refused("unavailable"),
+            refused("not_sent: refused"),
+            Outcome::Unknown("lost".into()),
+        ] {
+            let mut op = place_op(10, 20, first.clone());
+            assert_eq!(fold_again(&mut op, place_op(30, 40, placed(7))), None);
+            assert_eq!((op.invoke_ns, op.complete_ns), (10, 40), "after {first:?}");
+            assert_eq!(op.outcome, placed(7), "after {first:?}");
+            // The second attempt lost too: it may have applied.
+            let mut op = place_op(10, 20, first.clone());
+            fold_again(
+                &mut op,
+                place_op(30, 40, Outcome::Unknown("timeout".into())),
+            );
+            assert!(matches!(op.outcome, Outcome::Unknown(_)), "after {first:?}");
+        }
+        // Neither attempt did anything: still a failure, over both.
+        let mut op = place_op(10, 20, refused("unavailable"));
+        fold_again(&mut op, place_op(30, 40, refused("overloaded")));
+        assert_eq!(
+            (op.complete_ns, op.outcome.clone()),
+            (40, refused("unavailable"))
+        );
+        // A lost first attempt stays unknown when the second proves nothing.
+        let mut op = place_op(10, 20, Outcome::Unknown("lost".into()));
+        fold_again(&mut op, place_op(30, 40, refused("unavailable")));
+        assert!(matches!(op.outcome, Outcome::Unknown(_)));
+    }
+
+    #[test]
+    fn same_key_same_answer_compares_every_pair_of_stored_answers() {
+        let mismatch = |first: Outcome, again: Outcome| {
+            let mut op = place_op(10, 20, first.clone());
+            let m = fold_again(&mut op, place_op(30, 40, again));
+            assert_eq!(
+                (op.complete_ns, op.outcome),
+                (20, first),
+                "the first answer stands"
+            );
+            m
+        };
+        assert!(mismatch(placed(1), placed(2)).is_some());
+        assert!(mismatch(placed(1), refused("out_of_stock")).is_some());
+        assert!(mismatch(refused("out_of_stock"), placed(1)).is_some());
+        assert!(mismatch(refused("out_of_stock"), refused("not_found")).is_some());
+        assert!(mismatch(placed(1), placed(1)).is_none());
+        assert!(mismatch(refused("out_of_stock"), refused("out_of_stock")).is_none());
+        // An answer that proves nothing is no mismatch.
+        assert!(mismatch(placed(1), refused("unavailable")).is_none());
+        assert!(mismatch(placed(1), Outcome::Unknown("lost".into())).is_none());
     }
 }

@@ -868,6 +868,38 @@ where
     }
 }
 
+/// Whether process `pid` is gone: dead and reaped, so not even a zombie
+/// answers a signal. What a kill must leave behind.
+pub fn process_gone(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    matches!(
+        kill(Pid::from_raw(raw), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// Whether the environment says this is a CI run (`CI=true`, as CI
+/// services set it), where a test whose precondition is missing must fail
+/// rather than skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// For a test whose precondition is missing (`why`): fails it under CI
+/// ([`in_ci`]), else says it skips. Returns so the caller can `return`.
+///
+/// # Panics
+/// Under CI, always: a test that cannot run there must not pass.
+pub fn skip_unless_ci(test: &str, why: &str) {
+    assert!(
+        !in_ci(),
+        "{test}: precondition missing under CI=true: {why}"
+    );
+    eprintln!("{test}: SKIPPED (precondition missing: {why}; CI=true would fail)");
+}
+
 /// SIGTERM, wait up to [`STOP_GRACE`], then SIGKILL.
 fn stop_child(mut c: Child) {
     let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
@@ -930,4 +962,28 @@ pub async fn seed_test_shop(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_and_reaped_process_is_gone_and_a_live_one_is_not() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        assert!(!process_gone(pid));
+        child.kill().unwrap();
+        // Dead but not reaped: a zombie still counts as there.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z "))
+        {
+            assert!(Instant::now() < deadline, "never died");
+            std::thread::sleep(POLL_INTERVAL);
+        }
+        assert!(!process_gone(pid));
+        child.wait().unwrap();
+        assert!(process_gone(pid));
+    }
 }

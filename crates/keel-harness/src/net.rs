@@ -16,6 +16,10 @@ pub const SUBNETS_MAX: u32 = 250;
 pub const NODE_PORT: u16 = 7000;
 /// Longest one `ip` or `iptables` call may take.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a reachability probe ([`Probe`]) waits for its connection: on
+/// the bridge a live peer answers in well under a millisecond, so silence
+/// this long means its packets are dropped.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// The bridge's own host number: the address the harness, the gateway
 /// and the clients reach the nodes from.
 const BRIDGE_HOST: u8 = 254;
@@ -228,35 +232,57 @@ impl Network {
     /// `to` stops hearing from `from` (a one-way fault: its packets to
     /// `from` still leave).
     pub fn drop_from(&self, to: u64, from: u64) -> Result<(), HarnessError> {
-        let ip = self.node_ip(from);
-        self.iptables(to, &["-A", "INPUT", "-s", &ip, "-j", "DROP"])
+        self.drop_rules(to, from, &[])
     }
 
     /// Node `id` drops each packet from every other node with probability
     /// `p` (iptables' `statistic` match); clients are not affected.
     pub fn lossy(&self, id: u64, p: f64) -> Result<(), HarnessError> {
         let prob = format!("{p:.3}");
+        let statistic = [
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            &prob,
+        ];
         for &peer in self.nodes.iter().filter(|&&n| n != id) {
-            let ip = self.node_ip(peer);
-            self.iptables(
-                id,
-                &[
-                    "-A",
-                    "INPUT",
-                    "-s",
-                    &ip,
-                    "-m",
-                    "statistic",
-                    "--mode",
-                    "random",
-                    "--probability",
-                    &prob,
-                    "-j",
-                    "DROP",
-                ],
-            )?;
+            self.drop_rules(id, peer, &statistic)?;
         }
         Ok(())
+    }
+
+    /// Drops what `from` sends `to` (the packets matching `matches` too,
+    /// when given). A link may go through a link proxy, whose connections
+    /// come from the bridge's address and are translated back only after
+    /// the filter has seen them, so a rule on the source address alone
+    /// lets them through: `to` also drops the proxied replies on its own
+    /// connections to `from` (conntrack's original destination), and
+    /// `from` what it sends through the proxy on its own connections to
+    /// `to`. Each packet meets one of the three rules at most, so a
+    /// probabilistic `matches` drops with that probability once.
+    fn drop_rules(&self, to: u64, from: u64, matches: &[&str]) -> Result<(), HarnessError> {
+        let (to_ip, from_ip) = (self.node_ip(to), self.node_ip(from));
+        let rule = |id: u64, chain: &str, select: &[&str]| {
+            let mut args = vec!["-A", chain];
+            args.extend_from_slice(select);
+            args.extend_from_slice(matches);
+            args.extend_from_slice(&["-j", "DROP"]);
+            self.iptables(id, &args)
+        };
+        let ct = ["-m", "conntrack", "--ctorigdst"];
+        rule(to, "INPUT", &["-s", &from_ip])?;
+        rule(
+            to,
+            "INPUT",
+            &[&ct[..], &[&from_ip, "!", "-s", &from_ip]].concat(),
+        )?;
+        rule(
+            from,
+            "OUTPUT",
+            &[&ct[..], &[&to_ip, "!", "-d", &to_ip]].concat(),
+        )
     }
 
     /// Removes every rule in every namespace: the network is whole again.
@@ -266,6 +292,88 @@ impl Network {
         }
         Ok(())
     }
+}
+
+/// A TCP connection from inside node `from`'s namespace to node `to`'s
+/// port, as the node itself would open it (through any DNAT rule and link
+/// proxy): what shows whether a cut really cuts.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// The node the connection starts from.
+    pub from: u64,
+    /// The node it goes to.
+    pub to: u64,
+    namespace: std::path::PathBuf,
+    addr: std::net::SocketAddr,
+}
+
+impl Network {
+    /// A probe from node `from` to node `to`.
+    pub fn probe(&self, from: u64, to: u64) -> Result<Probe, HarnessError> {
+        let addr = self
+            .node_addr(to)
+            .parse()
+            .map_err(|e| HarnessError::Process(format!("address of node {to}: {e}")))?;
+        Ok(Probe {
+            from,
+            to,
+            namespace: std::path::Path::new("/var/run/netns").join(self.namespace(from)),
+            addr,
+        })
+    }
+}
+
+impl Probe {
+    /// Tries the connection: true when `to` answered, accepting or
+    /// refusing, within [`PROBE_TIMEOUT`].
+    pub fn reachable(&self) -> Result<bool, HarnessError> {
+        let p = self.clone();
+        join(std::thread::spawn(move || p.connect_inside()))
+    }
+
+    /// Enters `from`'s namespace and connects. Only on a thread of its own:
+    /// a thread cannot leave the namespace again, so it must end after.
+    fn connect_inside(&self) -> Result<bool, HarnessError> {
+        enter(&self.namespace)?;
+        Ok(
+            match std::net::TcpStream::connect_timeout(&self.addr, PROBE_TIMEOUT) {
+                Ok(_) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+            },
+        )
+    }
+}
+
+/// Moves the calling thread into the network namespace at `path`.
+fn enter(path: &std::path::Path) -> Result<(), HarnessError> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| HarnessError::Process(format!("{}: {e}", path.display())))?;
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| HarnessError::Process(format!("entering {}: {e}", path.display())))
+}
+
+fn join<T>(t: std::thread::JoinHandle<Result<T, HarnessError>>) -> Result<T, HarnessError> {
+    t.join()
+        .map_err(|_| HarnessError::Process("a namespace thread panicked".into()))?
+}
+
+/// Runs `probes` at once, each on a thread of its own, and returns the
+/// ones that reached their node.
+pub fn reached(probes: Vec<Probe>) -> Result<Vec<Probe>, HarnessError> {
+    let tried: Vec<_> = probes
+        .into_iter()
+        .map(|p| {
+            let q = p.clone();
+            (p, std::thread::spawn(move || q.connect_inside()))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (p, t) in tried {
+        if join(t)? {
+            out.push(p);
+        }
+    }
+    Ok(out)
 }
 
 fn bridge(k: u32) -> String {
@@ -280,5 +388,81 @@ impl Drop for Network {
             let _ = run("ip", &["netns", "del", &self.namespace(id)]);
         }
         let _ = run("ip", &["link", "del", &bridge(self.k)]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener on node `id`'s address inside its namespace (a socket
+    /// stays in the namespace it was made in).
+    fn listen_inside(net: &Network, id: u64) -> std::net::TcpListener {
+        let ns = std::path::Path::new("/var/run/netns").join(net.namespace(id));
+        let addr = net.node_addr(id);
+        join(std::thread::spawn(move || {
+            enter(&ns)?;
+            std::net::TcpListener::bind(&addr).map_err(|e| HarnessError::Process(e.to_string()))
+        }))
+        .unwrap()
+    }
+
+    /// Whether namespaces and iptables are here; if not, says so and
+    /// skips `test` (fails it under CI).
+    fn namespaces_or_skip(test: &str) -> bool {
+        let why = unavailable().or_else(|| {
+            run("iptables", &["--version"])
+                .err()
+                .map(|e| format!("no iptables: {e}"))
+        });
+        match why {
+            Some(why) => {
+                crate::skip_unless_ci(test, &why);
+                false
+            }
+            None => true,
+        }
+    }
+
+    #[test]
+    fn a_probe_reaches_a_peer_until_the_link_between_them_is_cut() {
+        if !namespaces_or_skip("a_probe_reaches_a_peer_until_the_link_between_them_is_cut") {
+            return;
+        }
+        let net = Network::create(&[1, 2]).unwrap();
+        let _node2 = listen_inside(&net, 2);
+        let probe = net.probe(1, 2).unwrap();
+        assert!(probe.reachable().unwrap());
+        net.cut(1, 2).unwrap();
+        assert!(!probe.reachable().unwrap());
+        assert!(reached(vec![probe.clone(), net.probe(2, 1).unwrap()])
+            .unwrap()
+            .is_empty());
+        net.heal().unwrap();
+        assert_eq!(reached(vec![probe]).unwrap().len(), 1);
+    }
+
+    /// The same through the link proxies, which sit between the nodes on
+    /// every link when slow links or dropped connections are chosen.
+    #[test]
+    fn a_cut_also_cuts_a_link_that_goes_through_its_proxy() {
+        if !namespaces_or_skip("a_cut_also_cuts_a_link_that_goes_through_its_proxy") {
+            return;
+        }
+        let net = Network::create(&[1, 2]).unwrap();
+        let _proxies = crate::proxy_links(&net, &[1, 2]).unwrap();
+        let _node2 = listen_inside(&net, 2);
+        let _node1 = listen_inside(&net, 1);
+        let probes = vec![net.probe(1, 2).unwrap(), net.probe(2, 1).unwrap()];
+        assert_eq!(reached(probes.clone()).unwrap().len(), 2);
+        net.cut(1, 2).unwrap();
+        let through: Vec<(u64, u64)> = reached(probes.clone())
+            .unwrap()
+            .iter()
+            .map(|p| (p.from, p.to))
+            .collect();
+        assert!(through.is_empty(), "reached through the cut: {through:?}");
+        net.heal().unwrap();
+        assert_eq!(reached(probes).unwrap().len(), 2);
     }
 }

@@ -49,8 +49,7 @@ fn stale_mount_child() {
 /// A directory holding `backing` and `mnt`, with a mount on `mnt` left behind by a child
 /// process that exited without unmounting; `None` (after saying why) where FUSE is missing.
 fn stale_mount() -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
-    if let Err(why) = keel_lazyfs::available() {
-        eprintln!("skipping: {why}");
+    if !common::fuse_or_skip() {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -42,6 +42,10 @@ pub struct RunArgs {
     /// Talk to the nodes directly instead of through the gateway.
     #[arg(long)]
     direct: bool,
+    /// With --direct, send the workload to a follower (reads served there,
+    /// writes forwarded) instead of the leader.
+    #[arg(long, requires = "direct")]
+    to_follower: bool,
     /// Where nodes talk: `netns` (one network namespace each, needs root;
     /// link faults possible), `loopback`, or `auto` (netns when possible).
     #[arg(long, default_value = "auto")]
@@ -52,6 +56,15 @@ pub struct RunArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Accept nemeses skipped for want of root, FUSE, libfaketime or
+    /// iptables (else a skipped nemesis fails the run).
+    #[arg(long)]
+    allow_skip: bool,
+    /// Customers opened for each client before the run; a client opens
+    /// more itself once it has used them up.
+    #[arg(long, default_value_t = keel_chaos::workload::CUSTOMERS_SEEDED_PER_CLIENT,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    customers_per_client: u64,
     /// Runs, with seeds --seed, --seed + 1, …; after them, unavailability
     /// per nemesis across all runs (p50, p99, max).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
@@ -124,8 +137,11 @@ fn one_run(
         quiet: seconds(a.quiet_s, "--quiet-s")?,
         hold: seconds(a.hold_s, "--hold-s")?,
         through_gateway: !a.direct,
+        to_follower: a.to_follower,
         node_args: Vec::new(),
         network: keel_chaos::run::NetMode::parse(&a.network)?,
+        customers_seeded_per_client: a.customers_per_client,
+        allow_skip: a.allow_skip,
     };
     let (report, history) = rt.block_on(run(config))?;
     let history_path = dir.join("history.jsonl");
@@ -195,13 +211,20 @@ pub fn render(r: &Report) -> String {
         r.latency_p99_ms
     ));
     s.push_str(&format!(
-        "  {:<18} {:<8} {:>9} {:>14} {:>8} {:>12}\n",
-        "fault", "targets", "at (s)", "unavail. (ms)", "errors", "recovery (ms)"
+        "  {:<18} {:<8} {:>9} {:>14} {:>8} {:>12} {:>7} {:>9}\n",
+        "fault",
+        "targets",
+        "at (s)",
+        "unavail. (ms)",
+        "errors",
+        "recovery (ms)",
+        "ops",
+        "writes ok"
     ));
     for f in &r.faults {
         let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
         s.push_str(&format!(
-            "  {:<18} {:<8} {:>9.1} {:>14} {:>8} {:>12}\n",
+            "  {:<18} {:<8} {:>9.1} {:>14} {:>8} {:>12} {:>7} {:>9}\n",
             f.record.nemesis.name(),
             f.record
                 .targets
@@ -212,7 +235,9 @@ pub fn render(r: &Report) -> String {
             f.record.injected_ns as f64 / 1e9,
             ms(f.unavailable_ms),
             f.errors,
-            ms(f.recovery_ms)
+            ms(f.recovery_ms),
+            f.ops,
+            f.writes_ok
         ));
     }
     s.push('\n');

@@ -18,10 +18,7 @@ const WRITE_WAIT: Duration = Duration::from_secs(15);
 /// without them a CI run fails and any other run says it skipped.
 fn lazy_cluster(dir: &std::path::Path) -> Option<LocalCluster> {
     if let Err(why) = keel_lazyfs::available() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("disk fault tests need FUSE in CI: {why}");
-        }
-        eprintln!("SKIPPED: disk fault tests need FUSE: {why}");
+        keel_harness::skip_unless_ci("disk fault tests", &format!("no FUSE: {why}"));
         return None;
     }
     let mut spec = ClusterSpec::new(env!("CARGO_BIN_EXE_keel"), dir, 3);

@@ -1,5 +1,6 @@
 //! Mounts for the integration tests: a temporary backing directory shown lazily at a
-//! temporary mountpoint, or a printed reason to skip where this machine cannot mount FUSE.
+//! temporary mountpoint, or a printed reason to skip where this machine cannot mount FUSE
+//! (a failure under `CI=true`, where every test must run).
 
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 #![allow(dead_code)] // Each test file uses a different part of the helpers.
@@ -33,10 +34,22 @@ impl Mounted {
     }
 }
 
-/// Mounts with `limits`, or prints why not and returns `None` where FUSE cannot be mounted.
+/// Whether FUSE can be mounted here; where it cannot, says so and skips the test, except
+/// under `CI=true`, where a test that cannot run fails instead of passing unrun.
+pub fn fuse_or_skip() -> bool {
+    let Err(why) = keel_lazyfs::available() else {
+        return true;
+    };
+    let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+    assert!(!ci, "FUSE is required under CI=true: {why}");
+    eprintln!("SKIPPED (no FUSE here: {why}; CI=true would fail)");
+    false
+}
+
+/// Mounts with `limits`, or says why not and returns `None` where FUSE cannot be mounted
+/// (see [`fuse_or_skip`]).
 pub fn mount(limits: Limits) -> Option<Mounted> {
-    if let Err(why) = keel_lazyfs::available() {
-        eprintln!("skipping: {why}");
+    if !fuse_or_skip() {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
