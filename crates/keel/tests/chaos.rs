@@ -240,7 +240,7 @@ async fn money_conservation_catches_a_build_that_pays_some_orders_for_free() {
 async fn linearizability_catches_a_build_that_serves_stale_reads() {
     let binary = common::buggy_binary();
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(binary, dir.path(), vec![Nemesis::KillRandom], 4);
+    let mut cfg = config(binary, dir.path(), vec![Nemesis::KillLeader], 4);
     cfg.node_args = common::bugs("stale-read");
     // Straight to a follower: its own state lags the leader's commits.
     cfg.through_gateway = false;
