@@ -65,6 +65,15 @@ pub enum Nemesis {
     /// lifetime and the idempotency retention: the node must stop leading
     /// and nothing may expire or be forgotten early.
     ClockSkew,
+    /// Two faults at once: the leader is cut off from every other node and,
+    /// while the partition holds, a follower is SIGKILLed; at heal the
+    /// links come back and the follower restarts. Needs namespaces.
+    KillDuringPartition,
+    /// Two faults at once: a follower is removed from the membership and
+    /// wiped, and while the membership is one short the leader is cut off;
+    /// at heal the links come back and the follower rejoins empty (learner,
+    /// then voter). Needs namespaces.
+    PartitionDuringChurn,
 }
 
 /// Latency a [`Nemesis::SlowLinks`] fault adds to each direction of each
@@ -96,7 +105,7 @@ pub const LOSSY_DROP_PROBABILITY: f64 = 0.2;
 
 impl Nemesis {
     /// Every nemesis, in a fixed order.
-    pub const ALL: [Nemesis; 17] = [
+    pub const ALL: [Nemesis; 19] = [
         Nemesis::KillLeader,
         Nemesis::KillFollower,
         Nemesis::KillRandom,
@@ -114,6 +123,8 @@ impl Nemesis {
         Nemesis::SlowLinks,
         Nemesis::DropConnections,
         Nemesis::ClockSkew,
+        Nemesis::KillDuringPartition,
+        Nemesis::PartitionDuringChurn,
     ];
 
     /// Whether it moves a node's clock, which needs libfaketime.
@@ -139,6 +150,8 @@ impl Nemesis {
                 | Nemesis::LossyLinks
                 | Nemesis::SlowLinks
                 | Nemesis::DropConnections
+                | Nemesis::KillDuringPartition
+                | Nemesis::PartitionDuringChurn
         )
     }
 
@@ -167,6 +180,8 @@ impl Nemesis {
             Nemesis::SlowLinks => "slow-links",
             Nemesis::DropConnections => "drop-connections",
             Nemesis::ClockSkew => "clock-skew",
+            Nemesis::KillDuringPartition => "kill-during-partition",
+            Nemesis::PartitionDuringChurn => "partition-during-churn",
         }
     }
 
@@ -536,23 +551,22 @@ impl<'a> Nemeses<'a> {
                 self.confirm_clock(l, sign * CLOCK_SKEW_S).await?;
                 vec![l]
             }
-            Nemesis::MembershipChurn => {
-                let f = self.follower().await?;
-                let leader = self.leader().await?;
-                let ep = self.cluster.addr(leader)?;
-                self.admin
-                    .call_at(
-                        &ep,
-                        method_delete(),
-                        &format!("/v1/cluster/members/{f}"),
-                        None,
-                        None,
-                    )
-                    .await
-                    .map_err(|e| ChaosError::Fault(format!("removing node {f}: {e:?}")))?;
-                self.cluster.stop(f)?;
-                self.cluster.wipe(f)?;
-                vec![f]
+            Nemesis::MembershipChurn => vec![self.remove_follower().await?],
+            Nemesis::KillDuringPartition => {
+                let (l, links) = self.leader_links(keel_harness::Network::cut).await?;
+                cut = links;
+                let followers = self.running_except(l);
+                let f = *followers
+                    .get(self.rng.below(followers.len()))
+                    .ok_or_else(|| ChaosError::Fault("no follower is running".into()))?;
+                self.kill(f, &mut unconfirmed)?;
+                vec![l, f]
+            }
+            Nemesis::PartitionDuringChurn => {
+                let f = self.remove_follower().await?;
+                let (l, links) = self.leader_links(keel_harness::Network::cut).await?;
+                cut = links;
+                vec![f, l]
             }
         };
         let injected_ns = self.now_ns();
@@ -604,6 +618,18 @@ impl<'a> Nemeses<'a> {
                     self.rejoin(*id).await?;
                 }
             }
+            Nemesis::KillDuringPartition => {
+                self.network()?.heal()?;
+                if let Some(f) = active.targets.get(1) {
+                    self.cluster.restart(*f)?;
+                }
+            }
+            Nemesis::PartitionDuringChurn => {
+                self.network()?.heal()?;
+                if let Some(f) = active.targets.first() {
+                    self.rejoin(*f).await?;
+                }
+            }
         }
         let recovered_ns = match self.cluster.wait_ready(RECOVERY_TIMEOUT).await {
             Ok(_) => Some(self.now_ns()),
@@ -647,6 +673,27 @@ impl<'a> Nemeses<'a> {
         Err(ChaosError::Fault(format!(
             "node {id}'s clock never read {skew_s} s off ({last}): the skew did not take effect"
         )))
+    }
+
+    /// Removes a follower from the membership through the leader, stops it
+    /// and wipes its data; returns it.
+    async fn remove_follower(&mut self) -> Result<u64, ChaosError> {
+        let f = self.follower().await?;
+        let leader = self.leader().await?;
+        let ep = self.cluster.addr(leader)?;
+        self.admin
+            .call_at(
+                &ep,
+                method_delete(),
+                &format!("/v1/cluster/members/{f}"),
+                None,
+                None,
+            )
+            .await
+            .map_err(|e| ChaosError::Fault(format!("removing node {f}: {e:?}")))?;
+        self.cluster.stop(f)?;
+        self.cluster.wipe(f)?;
+        Ok(f)
     }
 
     /// Brings a wiped node back: start it empty, add it as a learner, and

@@ -14,11 +14,12 @@
 //! the midpoint of its own send and receive times (NTP's estimate; the
 //! error is at most half the round trip, which the monotonic clock
 //! measures, so a wall-clock jump cannot distort it). Samples older than
-//! [`CLOCK_SAMPLE_MAX_AGE`], or whose round trip exceeds
-//! [`CLOCK_PROBE_RTT_MAX`], do not count.
+//! [`CLOCK_SAMPLE_MAX_AGE`] do not count.
 //!
 //! Verdict: this node agrees with a peer when their offset is at most the
-//! limit. It may lead when it agrees with enough peers to make a majority
+//! limit plus the sample's uncertainty (half its round trip), so a loaded
+//! machine's slow readings never make healthy clocks disagree, while a
+//! clock that is seconds or days off still does. It may lead when it agrees with enough peers to make a majority
 //! of the voters with itself. Two nodes cannot tell which of them is wrong,
 //! so with too few fresh samples the node does not lead either: a node that
 //! cannot reach a majority could not commit anything anyway.
@@ -38,16 +39,16 @@ use crate::rpc::{path, PeerClient};
 
 /// How often each peer's clock is read.
 pub const CLOCK_PROBE_INTERVAL: Duration = Duration::from_millis(200);
-/// Longest one reading may take; a slower peer gives no sample this round.
-pub const CLOCK_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
-/// A reading whose round trip took longer than this is too uncertain to
-/// judge a 500 ms limit by (its error is up to half of it) and is dropped.
-pub const CLOCK_PROBE_RTT_MAX: Duration = Duration::from_millis(100);
+/// Longest one reading may take; a slower peer gives no sample this round
+/// (its last one keeps counting until it is too old). Also bounds a
+/// sample's uncertainty, half its round trip.
+pub const CLOCK_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a sample counts. Clocks drift by milliseconds a day, so an
 /// older sample still says where a peer's clock is, unless the clock was
-/// stepped since; this is long enough for a leader to ride out a peer
-/// paused for a few seconds, short enough that a step is noticed soon.
-pub const CLOCK_SAMPLE_MAX_AGE: Duration = Duration::from_secs(10);
+/// stepped since (the stepped node itself sees that at its next reading of
+/// any peer); this is long enough for a leader to ride out a peer paused or
+/// overloaded for a while.
+pub const CLOCK_SAMPLE_MAX_AGE: Duration = Duration::from_secs(30);
 /// Default of `clock_offset_max_ms`: CockroachDB's default maximum offset.
 pub const CLOCK_OFFSET_MAX_MS_DEFAULT: u64 = 500;
 
@@ -86,8 +87,14 @@ impl ClockSample {
     }
 
     fn usable(&self, now: Instant) -> bool {
-        self.rtt <= CLOCK_PROBE_RTT_MAX
-            && now.saturating_duration_since(self.at) <= CLOCK_SAMPLE_MAX_AGE
+        now.saturating_duration_since(self.at) <= CLOCK_SAMPLE_MAX_AGE
+    }
+
+    /// Whether the peer's clock may be within `max_ms` of this node's: the
+    /// offset, less the reading's uncertainty, is within the limit.
+    fn agrees(&self, max_ms: u64) -> bool {
+        let uncertainty_ms = (self.rtt.as_millis() / 2) as u64;
+        self.offset_ms.unsigned_abs() <= max_ms.saturating_add(uncertainty_ms)
     }
 }
 
@@ -119,18 +126,18 @@ pub fn judge(
 ) -> ClockVerdict {
     let quorum = voters.len() / 2 + 1;
     let is_voter = voters.contains(&self_id);
-    // This node's offset from each peer: the negated sample.
-    let mut offsets: Vec<i64> = voters
+    let usable: Vec<&ClockSample> = voters
         .iter()
         .filter(|v| **v != self_id)
         .filter_map(|v| samples.get(v))
         .filter(|s| s.usable(now))
+        .collect();
+    let agreeing_peers = usable.iter().filter(|s| s.agrees(max_ms)).count();
+    // This node's offset from each peer: the negated sample.
+    let mut offsets: Vec<i64> = usable
+        .iter()
         .map(|s| s.offset_ms.saturating_neg())
         .collect();
-    let agreeing_peers = offsets
-        .iter()
-        .filter(|o| o.unsigned_abs() <= max_ms)
-        .count();
     let agreeing = agreeing_peers + usize::from(is_voter);
     let heard = offsets.len();
     offsets.push(0);
@@ -310,8 +317,13 @@ pub async fn run(
 /// Heartbeats come back on as soon as it is no longer leader or its clock
 /// agrees again.
 fn step_down_if_needed(id: NodeId, raft: &Raft<TypeConfig>, guard: &ClockGuard, ok: bool) {
-    let leads = raft.metrics().borrow().current_leader == Some(id)
-        && raft.metrics().borrow().state == openraft::ServerState::Leader;
+    // One borrow at a time: a second read of the same watch while the first
+    // is held deadlocks against openraft's next metrics write.
+    let leads = {
+        let rx = raft.metrics();
+        let m = rx.borrow();
+        m.current_leader == Some(id) && m.state == openraft::ServerState::Leader
+    };
     let stepping = guard.stepping_down.load(Ordering::Acquire);
     if leads && !ok && !stepping {
         tracing::warn!(id, "leader's clock may not lead: stepping down");
@@ -381,18 +393,22 @@ mod tests {
     }
 
     #[test]
-    fn a_slow_reading_does_not_count_and_the_limit_is_inclusive() {
+    fn the_limit_is_inclusive_and_widened_by_half_the_round_trip() {
         let t0 = Instant::now();
-        let mut s = samples(&[(2, 500), (3, -501)], t0);
+        // 1 ms round trips: 500 agrees, 502 does not.
+        let s = samples(&[(2, 500), (3, -502)], t0);
         let v = judge(1, &[1, 2, 3], &s, 500, t0);
         assert_eq!(v.agreeing, 2, "{v:?}");
-        s.insert(
-            2,
-            ClockSample {
-                rtt: CLOCK_PROBE_RTT_MAX + Duration::from_millis(1),
-                ..sample(0, t0)
-            },
-        );
+        // A slow reading (400 ms round trip) of a peer 600 ms off may be
+        // within the limit: it counts as agreeing; days off never does.
+        let slow = |offset_ms| ClockSample {
+            rtt: Duration::from_millis(400),
+            ..sample(offset_ms, t0)
+        };
+        let s: BTreeMap<NodeId, ClockSample> = [(2, slow(600)), (3, slow(DAY_MS))].into();
+        let v = judge(1, &[1, 2, 3], &s, 500, t0);
+        assert_eq!(v.agreeing, 2, "{v:?}");
+        let s: BTreeMap<NodeId, ClockSample> = [(2, slow(701)), (3, slow(DAY_MS))].into();
         assert!(!judge(1, &[1, 2, 3], &s, 500, t0).ok);
     }
 
