@@ -232,10 +232,16 @@ impl ClockGuard {
 async fn read_peer(peers: &PeerClient, addr: &str) -> Option<ClockSample> {
     let sent_wall = wall_ms();
     let sent = Instant::now();
-    let peer_wall: u64 = peers
+    let peer_wall: u64 = match peers
         .call(addr, path::CLOCK, &(), CLOCK_PROBE_TIMEOUT)
         .await
-        .ok()?;
+    {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::debug!(addr, error = %e, "reading a peer's clock failed");
+            return None;
+        }
+    };
     let now = Instant::now();
     Some(ClockSample::from_reading(
         sent_wall,

@@ -15,9 +15,10 @@ const READY: Duration = Duration::from_secs(30);
 /// Two days, in seconds: past the 24-hour idempotency retention and any
 /// reservation's lifetime.
 const TWO_DAYS_S: i64 = 2 * 24 * 3600;
-/// How long the other voters stay paused so the skewed node's election
-/// timer runs out again and again while nobody leads: several times the
-/// longest a follower waits before standing (lease plus timeout, 600 ms).
+/// How long the leader and two voters stay paused so the skewed node's
+/// election timer runs out again and again while nobody leads: several
+/// times the longest a follower waits before standing (lease plus
+/// timeout, 600 ms).
 const CHANCE_TO_LEAD: Duration = Duration::from_millis(2_500);
 
 /// The libfaketime library: installed when missing; without it a CI run
@@ -32,8 +33,8 @@ fn faketime() -> Option<std::path::PathBuf> {
     }
 }
 
-fn skewable_cluster(dir: &std::path::Path, lib: std::path::PathBuf) -> LocalCluster {
-    let mut spec = ClusterSpec::new(env!("CARGO_BIN_EXE_keel"), dir, 3);
+fn skewable_cluster(dir: &std::path::Path, lib: std::path::PathBuf, nodes: u64) -> LocalCluster {
+    let mut spec = ClusterSpec::new(env!("CARGO_BIN_EXE_keel"), dir, nodes);
     spec.faketime = Some(lib);
     LocalCluster::start(spec).unwrap()
 }
@@ -90,7 +91,9 @@ async fn assert_nothing_expired_or_forgotten(admin: &Client, placed: &[Value]) {
 async fn a_node_days_ahead_or_behind_never_leads_and_nothing_expires_early() {
     let Some(lib) = faketime() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut c = skewable_cluster(dir.path(), lib);
+    // Five voters, so three healthy ones can outvote the skewed one by
+    // their clocks alone while the leader is paused.
+    let mut c = skewable_cluster(dir.path(), lib, 5);
     c.wait_ready(READY).await.unwrap();
     let admin = c.admin_client();
     keel_harness::seed_test_shop(&admin, 1, 1_000, 1_000_000_000)
@@ -105,16 +108,21 @@ async fn a_node_days_ahead_or_behind_never_leads_and_nothing_expires_early() {
         for round in 0..2 {
             let leader = c.wait_ready(READY).await.unwrap();
             let others: Vec<u64> = c.ids().into_iter().filter(|i| *i != leader).collect();
-            let (skewed, third) = (others[0], others[1]);
+            let (skewed, held) = (others[0], [others[1], others[2]]);
             c.set_clock_offset(skewed, skew).unwrap();
             wait_refuses_to_lead(&c, skewed).await;
-            // Every chance: the other two voters paused, so the skewed
-            // node's election timer runs out round after round; then the
-            // third comes back, able to grant a vote to whoever asks.
+            // Every chance: the leader and two healthy voters paused, so
+            // the skewed node's election timer runs out round after round
+            // (one healthy voter cannot make it a majority); then the two
+            // come back, able to grant a vote to whoever asks first.
             c.pause(leader).unwrap();
-            c.pause(third).unwrap();
+            for h in held {
+                c.pause(h).unwrap();
+            }
             tokio::time::sleep(CHANCE_TO_LEAD).await;
-            c.resume(third).unwrap();
+            for h in held {
+                c.resume(h).unwrap();
+            }
             let new = c.wait_new_leader(leader, READY).await.unwrap();
             assert_ne!(
                 new, skewed,
@@ -139,7 +147,7 @@ async fn a_node_days_ahead_or_behind_never_leads_and_nothing_expires_early() {
 async fn a_leader_whose_clock_jumps_two_days_steps_down_and_expires_nothing() {
     let Some(lib) = faketime() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let c = skewable_cluster(dir.path(), lib);
+    let c = skewable_cluster(dir.path(), lib, 3);
     c.wait_ready(READY).await.unwrap();
     let admin = c.admin_client();
     keel_harness::seed_test_shop(&admin, 1, 1_000, 1_000_000_000)
