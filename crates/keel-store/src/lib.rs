@@ -79,8 +79,18 @@ pub const SNAPSHOT_DIR: &str = "snapshots";
 /// the way and the state's metadata must decode; corruption is reported with
 /// its file and location, never served.
 pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
+    let created = !data_dir.exists();
     std::fs::create_dir_all(data_dir).map_err(|e| StoreError::io(data_dir, e))?;
     let log = LogStore::open(&data_dir.join(LOG_FILE))?;
     let sm = StateMachineStore::open(&data_dir.join(STATE_FILE), &data_dir.join(SNAPSHOT_DIR))?;
+    // fsync the directory (and, if it was just made, its parent): a file's
+    // directory entry is only durable once its directory is fsynced, and
+    // redb fsyncs the files' contents, not their names. Without this a
+    // power loss right after the first start could lose `log.redb` whole,
+    // with the vote and entries it had fsynced.
+    state_machine::sync_dir(data_dir)?;
+    if let Some(parent) = data_dir.parent().filter(|_| created) {
+        state_machine::sync_dir(parent)?;
+    }
     Ok((log, sm))
 }
