@@ -21,8 +21,10 @@
 //!   to openraft only after a durable commit that covers the state it holds.
 //!
 //! Every stored record is checksummed and verified when read; log records
-//! are all verified at [`open`]. Corruption is reported as
-//! [`StoreError::Corrupt`] with the file and location, never served.
+//! are all verified at [`open`], and every page of `state.redb` is checked
+//! against redb's page checksums there. Corruption is reported as
+//! [`StoreError::Corrupt`] with the file, the location and what to do,
+//! never served.
 #![deny(missing_docs)]
 
 use std::path::Path;
@@ -36,7 +38,7 @@ pub mod seed;
 pub mod snapshot;
 mod state_machine;
 
-pub use error::{StoreError, RECOVERY_HINT};
+pub use error::{recovery_hint, StoreError, REBUILD_COMMAND, RECOVERY_HINT};
 pub use log_store::{
     decode_log_record, encode_log_record, push_log_frame, read_log_frame, LogPage, LogStore,
     LOG_FRAME_RECORD_BYTES_MAX, LOG_RECORD_FORMAT_VERSION, LOG_WRITE_GROUP_MAX,

@@ -155,6 +155,47 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io(dir, e))
 }
 
+/// Opens the state database and walks every page of it against its
+/// checksum before anything reads it. redb checks checksums only when it
+/// recovers from a crash: a page damaged on disk after a clean close is
+/// otherwise read as it is, so a node would serve whatever it now says (or
+/// redb panics on it). The walk reads the whole file once per start; the
+/// log is checked record by record instead ([`crate::LogStore::open`]).
+fn open_verified(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+    // redb may panic on a page it cannot parse while it opens the file; a
+    // panic here is damage in this file, reported as such.
+    let opened = std::panic::catch_unwind(|| -> Result<Database, StoreError> {
+        let mut db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| StoreError::db(path, e))?;
+        match db.check_integrity() {
+            Ok(true) => Ok(db),
+            // redb repaired the file by going back to an earlier commit or
+            // rebuilding its page allocator: something on disk was not what
+            // redb wrote. The state may still be whole, but nothing says so.
+            Ok(false) => Err(StoreError::corrupt(
+                path,
+                "database pages",
+                "pages failed their checksums (redb rolled the file back to an earlier commit)",
+            )),
+            Err(e) => Err(StoreError::db(path, e)),
+        }
+    });
+    opened.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic");
+        Err(StoreError::corrupt(
+            path,
+            "database pages",
+            format!("redb could not read the file: {what}"),
+        ))
+    })
+}
+
 fn snapshot_meta(h: SnapshotHeader) -> SnapshotMeta<NodeId, BasicNode> {
     SnapshotMeta {
         last_log_id: h.last_log_id,
@@ -181,10 +222,7 @@ impl StateMachineStore {
         cache_bytes: usize,
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(snap_dir).map_err(|e| StoreError::io(snap_dir, e))?;
-        let db = redb::Builder::new()
-            .set_cache_size(cache_bytes)
-            .create(path)
-            .map_err(|e| StoreError::db(path, e))?;
+        let db = open_verified(path, cache_bytes)?;
         let mut txn = db.begin_write().map_err(|e| StoreError::db(path, e))?;
         txn.set_durability(Durability::None)
             .map_err(|e| StoreError::db(path, e))?;
