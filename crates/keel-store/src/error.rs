@@ -14,7 +14,7 @@ pub const RECOVERY_HINT: &str =
      let it rejoin from its peers (or restore it from a backup)";
 
 /// The command that rebuilds a damaged state from the node's own log and
-/// snapshot.
+/// snapshot ([`crate::rebuild::rebuild_state`]).
 pub const REBUILD_COMMAND: &str = "keel rebuild-state --data-dir";
 
 /// What an operator should do about corrupt data in `file`: a damaged

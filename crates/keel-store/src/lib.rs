@@ -24,7 +24,8 @@
 //! are all verified at [`open`], and every page of `state.redb` is checked
 //! against redb's page checksums there. Corruption is reported as
 //! [`StoreError::Corrupt`] with the file, the location and what to do,
-//! never served.
+//! never served. A damaged state is rebuilt with [`rebuild::rebuild_state`]
+//! (`keel rebuild-state`).
 #![deny(missing_docs)]
 
 use std::path::Path;
@@ -33,6 +34,7 @@ use std::time::Duration;
 
 mod error;
 mod log_store;
+pub mod rebuild;
 mod redb_tables;
 pub mod seed;
 pub mod snapshot;

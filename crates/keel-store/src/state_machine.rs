@@ -928,6 +928,40 @@ impl StateMachineStore {
         res
     }
 
+    /// Makes `file`, a snapshot this node once wrote or received, the state
+    /// and the current snapshot (moved into the snapshot directory), in one
+    /// fsynced transaction, after verifying all of it. For rebuilding a
+    /// damaged state from the node's own snapshot ([`crate::rebuild`]).
+    pub(crate) fn install_local_snapshot(&self, file: &Path) -> Result<SnapshotHeader, StoreError> {
+        let _guard = self.lock_snapshots()?;
+        let header = snapshot::verify(file)?;
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        let current = SnapshotRef {
+            file: format!("snap-{seq}.snap"),
+            seq,
+        };
+        let final_path = self.inner.snap_dir.join(&current.file);
+        self.place_and_install(file, &final_path, &current)?;
+        Ok(header)
+    }
+
+    /// Moves a verified snapshot file to `final_path` and installs it.
+    fn place_and_install(
+        &self,
+        incoming: &Path,
+        final_path: &Path,
+        current: &SnapshotRef,
+    ) -> Result<(), StoreError> {
+        std::fs::rename(incoming, final_path).map_err(|e| StoreError::io(final_path, e))?;
+        // fsync the directory: the state is about to name this file current.
+        sync_dir(&self.inner.snap_dir)?;
+        let reader = snapshot::open_file(final_path)?;
+        let (_, old) =
+            self.replace_state_with(final_path, reader, Some(current), None, |_| Ok(()))?;
+        self.remove_old_snapshot(old, current);
+        Ok(())
+    }
+
     fn install_file(
         &self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
@@ -948,14 +982,7 @@ impl StateMachineStore {
                 ),
             ));
         }
-        std::fs::rename(incoming, final_path).map_err(|e| StoreError::io(final_path, e))?;
-        // fsync the directory: the state is about to name this file current.
-        sync_dir(&self.inner.snap_dir)?;
-        let reader = snapshot::open_file(final_path)?;
-        let (_, old) =
-            self.replace_state_with(final_path, reader, Some(current), None, |_| Ok(()))?;
-        self.remove_old_snapshot(old, current);
-        Ok(())
+        self.place_and_install(incoming, final_path, current)
     }
 }
 
