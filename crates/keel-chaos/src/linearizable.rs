@@ -1289,3 +1289,7 @@ fn explain<M: Model>(ops: &[Op], init: &M, entries: &[Entry<M>], steps: u64) -> 
 #[cfg(test)]
 #[path = "linearizable_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "linearizable_props.rs"]
+mod props;

@@ -3,6 +3,7 @@ use super::*;
 use keel_domain::{AccountId, RequestId};
 use proptest::prelude::*;
 
+use super::props::{simulate, steps, Step, GAP_NS};
 use crate::history::Op;
 
 fn sku(s: &str) -> Sku {
@@ -612,165 +613,15 @@ fn check_all_lists_failing_orders() {
 
 // ----- property: every valid execution is accepted ------------------------------
 
-/// What one generated op does (indices are reduced modulo what exists).
-#[derive(Clone, Debug)]
-struct Step {
-    action: u8,
-    sku: usize,
-    qty: u64,
-    target: usize,
-    outcome: u8,
-    before_ns: u64,
-    after_ns: u64,
-}
-
-fn step() -> impl Strategy<Value = Step> {
-    (
-        0u8..5,
-        0usize..2,
-        1u64..4,
-        0usize..8,
-        0u8..12,
-        0u64..250,
-        0u64..250,
-    )
-        .prop_map(
-            |(action, sku, qty, target, outcome, before_ns, after_ns)| Step {
-                action,
-                sku,
-                qty,
-                target,
-                outcome,
-                before_ns,
-                after_ns,
-            },
-        )
-}
-
-/// Runs the steps through a sequential model of Keel and records them with
-/// intervals around their linearization points (100 ns apart), so the
-/// history is linearizable by construction: the execution order is a
-/// witness. Outcomes: mostly answered; some unknown (applied or not), some
-/// refused as unavailable (not applied).
+/// A linearizable history of SKUs A and B (see `props::simulate`): ops
+/// 100 ns apart, each interval up to 250 ns either side, some answers lost.
 fn generate(initial: &[u64; 2], steps: &[Step]) -> History {
-    const NO_SUCH_ORDER: u64 = 10_000;
-    let skus = [sku("A"), sku("B")];
-    let mut available = *initial;
-    // Every order made so far (acknowledged or not): sku index, qty, status.
-    let mut orders: Vec<(usize, u64, OrderStatus)> = Vec::new();
-    // Orders a client knows the id of (acknowledged places).
-    let mut known: Vec<u64> = Vec::new();
-    let mut ops = Vec::new();
-    for (i, s) in steps.iter().enumerate() {
-        let point = 1_000 + 100 * i as u64;
-        let (applies, answered) = match s.outcome {
-            0..=7 => (true, true),
-            8 => (true, false),
-            9 => (false, false),
-            _ => (false, true), // refused as unavailable
-        };
-        let target = match known.len() {
-            0 => NO_SUCH_ORDER,
-            n if s.target > n => NO_SUCH_ORDER,
-            n => known[s.target % n],
-        };
-        // Ops on an order nobody has must be answered: a lost cancel of an
-        // unattributable order makes the stock check skip (by design).
-        let (applies, answered) = if target == NO_SUCH_ORDER && s.action != 0 && s.action != 3 {
-            (true, true)
-        } else {
-            (applies, answered)
-        };
-        let key = RequestId::new(format!("k{i}")).expect("valid key");
-        let (kind, result) = match s.action {
-            0 => {
-                let kind = OpKind::PlaceOrder {
-                    customer: AccountId::new(format!("c{}", i % 5)).expect("valid account"),
-                    sku: skus[s.sku].clone(),
-                    qty: s.qty,
-                    key,
-                };
-                let result = if available[s.sku] < s.qty {
-                    failed(fail::OUT_OF_STOCK)
-                } else if applies {
-                    available[s.sku] -= s.qty;
-                    orders.push((s.sku, s.qty, OrderStatus::Reserved));
-                    let id = orders.len() as u64;
-                    if answered {
-                        known.push(id);
-                    }
-                    placed(id, s.qty)
-                } else {
-                    unknown()
-                };
-                (kind, result)
-            }
-            1 | 2 => {
-                let to = if s.action == 1 {
-                    OrderStatus::Paid
-                } else {
-                    OrderStatus::Cancelled
-                };
-                let kind = if s.action == 1 {
-                    OpKind::Pay {
-                        order: OrderId(target),
-                        key,
-                    }
-                } else {
-                    OpKind::Cancel {
-                        order: OrderId(target),
-                        key,
-                    }
-                };
-                let short_of_money = s.action == 1 && s.qty == 3;
-                let result = match orders.get_mut((target as usize).wrapping_sub(1)) {
-                    None => failed(fail::NOT_FOUND),
-                    Some((_, _, st)) if !st.can_become(to) => failed(fail::INVALID_TRANSITION),
-                    Some(_) if short_of_money => failed(fail::INSUFFICIENT_FUNDS),
-                    Some((o_sku, q, st)) => {
-                        if applies {
-                            *st = to;
-                            if to == OrderStatus::Cancelled {
-                                available[*o_sku] += *q;
-                            }
-                        }
-                        became(to)
-                    }
-                };
-                (kind, result)
-            }
-            3 => (
-                OpKind::ReadStock {
-                    sku: skus[s.sku].clone(),
-                },
-                stock(available[s.sku]),
-            ),
-            _ => {
-                let status = orders
-                    .get((target as usize).wrapping_sub(1))
-                    .map(|(_, _, st)| *st);
-                (
-                    OpKind::ReadOrder {
-                        order: OrderId(target),
-                    },
-                    order_read(status),
-                )
-            }
-        };
-        let outcome = match (applies, answered) {
-            (_, false) => unknown(),
-            (false, true) => failed(fail::UNAVAILABLE),
-            (true, true) => result,
-        };
-        ops.push(Op {
-            process: i as u64 % 5,
-            invoke_ns: point - s.before_ns,
-            complete_ns: point + s.after_ns,
-            kind,
-            outcome,
-        });
-    }
-    History::from_ops(ops).expect("generated ops are well formed")
+    History::from_ops(simulate(initial, steps, true, GAP_NS))
+        .expect("generated ops are well formed")
+}
+
+fn some_steps() -> impl Strategy<Value = Vec<Step>> {
+    steps(1..=60, 250, 1, 8)
 }
 
 proptest! {
@@ -779,7 +630,7 @@ proptest! {
     #[test]
     fn valid_executions_are_accepted(
         initial in [0u64..12, 0u64..12],
-        steps in proptest::collection::vec(step(), 1..60),
+        steps in some_steps(),
     ) {
         let history = generate(&initial, &steps);
         let stock = BTreeMap::from([(sku("A"), initial[0]), (sku("B"), initial[1])]);
@@ -791,7 +642,7 @@ proptest! {
     #[test]
     fn valid_executions_are_accepted_in_small_windows(
         initial in [0u64..12, 0u64..12],
-        steps in proptest::collection::vec(step(), 1..60),
+        steps in some_steps(),
         ops_per_window_max in 1usize..8,
     ) {
         // Splitting must not change a verdict: the state carried from one
@@ -808,7 +659,7 @@ proptest! {
     #[test]
     fn a_read_above_the_initial_stock_is_rejected(
         initial in [0u64..12, 0u64..12],
-        steps in proptest::collection::vec(step(), 1..60),
+        steps in some_steps(),
         pick in any::<proptest::sample::Index>(),
     ) {
         // Available stock never exceeds what was there at the start (cancels

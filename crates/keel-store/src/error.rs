@@ -4,13 +4,45 @@ use std::path::{Path, PathBuf};
 
 use openraft::{AnyError, ErrorSubject, ErrorVerb, LogId, StorageError, StorageIOError};
 
-use crate::NodeId;
+use crate::{NodeId, SNAPSHOT_DIR, STATE_FILE};
 
-/// What an operator should do about corrupt data. Part of every
-/// [`StoreError::Corrupt`] message, so the log line says it.
+/// What an operator should do about corrupt data in the log (or any file
+/// but the state's). Part of [`StoreError::Corrupt`] messages, so the log
+/// line says it.
 pub const RECOVERY_HINT: &str =
     "the node refuses to serve it: wipe this node's data directory and \
      let it rejoin from its peers (or restore it from a backup)";
+
+/// The command that rebuilds a damaged state from the node's own log and
+/// snapshot ([`crate::rebuild::rebuild_state`]).
+pub const REBUILD_COMMAND: &str = "keel rebuild-state --data-dir";
+
+/// What an operator should do about corrupt data in `file`: a damaged
+/// state (`state.redb`, or the current snapshot file it names) is rebuilt
+/// in place; anything else (the log, a snapshot being received) gets
+/// [`RECOVERY_HINT`].
+pub fn recovery_hint(file: &Path) -> String {
+    let in_snapshots = file
+        .parent()
+        .is_some_and(|d| d.file_name().is_some_and(|n| n == SNAPSHOT_DIR));
+    let current_snapshot = file.extension().is_some_and(|x| x == "snap");
+    let data_dir = if in_snapshots && current_snapshot {
+        file.parent().and_then(Path::parent)
+    } else if file.file_name().is_some_and(|n| n == STATE_FILE) {
+        file.parent()
+    } else {
+        None
+    };
+    match data_dir {
+        Some(dir) => format!(
+            "the node refuses to serve it: stop the node, run `{REBUILD_COMMAND} {}` \
+             (it keeps the damaged file aside and rebuilds the state from this node's \
+             own log and snapshot; the peers send what is missing) and start it again",
+            dir.display()
+        ),
+        None => RECOVERY_HINT.to_owned(),
+    }
+}
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +75,10 @@ pub enum StoreError {
     },
     /// Stored data failed its checksum, does not decode, or breaks a
     /// structural rule (a gap in the log, an unordered snapshot).
-    #[error("corrupt data in {file} at {location}: {detail}; {RECOVERY_HINT}")]
+    #[error(
+        "corrupt data in {file} at {location}: {detail}; {}",
+        recovery_hint(file)
+    )]
     Corrupt {
         /// The file.
         file: PathBuf,

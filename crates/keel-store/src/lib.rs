@@ -21,8 +21,11 @@
 //!   to openraft only after a durable commit that covers the state it holds.
 //!
 //! Every stored record is checksummed and verified when read; log records
-//! are all verified at [`open`]. Corruption is reported as
-//! [`StoreError::Corrupt`] with the file and location, never served.
+//! are all verified at [`open`], and every page of `state.redb` is checked
+//! against redb's page checksums there. Corruption is reported as
+//! [`StoreError::Corrupt`] with the file, the location and what to do,
+//! never served. A damaged state is rebuilt with [`rebuild::rebuild_state`]
+//! (`keel rebuild-state`).
 #![deny(missing_docs)]
 
 use std::path::Path;
@@ -32,12 +35,13 @@ use std::time::Duration;
 mod error;
 mod log_backend;
 mod log_store;
+pub mod rebuild;
 mod redb_tables;
 pub mod seed;
 pub mod snapshot;
 mod state_machine;
 
-pub use error::{StoreError, RECOVERY_HINT};
+pub use error::{recovery_hint, StoreError, REBUILD_COMMAND, RECOVERY_HINT};
 pub use log_store::{
     decode_log_record, encode_log_record, push_log_frame, read_log_frame, LogPage, LogStore,
     LOG_FRAME_RECORD_BYTES_MAX, LOG_RECORD_FORMAT_VERSION, LOG_WRITE_GROUP_MAX,
@@ -80,8 +84,18 @@ pub const SNAPSHOT_DIR: &str = "snapshots";
 /// the way and the state's metadata must decode; corruption is reported with
 /// its file and location, never served.
 pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
+    let created = !data_dir.exists();
     std::fs::create_dir_all(data_dir).map_err(|e| StoreError::io(data_dir, e))?;
     let log = LogStore::open(&data_dir.join(LOG_FILE))?;
     let sm = StateMachineStore::open(&data_dir.join(STATE_FILE), &data_dir.join(SNAPSHOT_DIR))?;
+    // fsync the directory (and, if it was just made, its parent): a file's
+    // directory entry is only durable once its directory is fsynced, and
+    // redb fsyncs the files' contents, not their names. Without this a
+    // power loss right after the first start could lose `log.redb` whole,
+    // with the vote and entries it had fsynced.
+    state_machine::sync_dir(data_dir)?;
+    if let Some(parent) = data_dir.parent().filter(|_| created) {
+        state_machine::sync_dir(parent)?;
+    }
     Ok((log, sm))
 }

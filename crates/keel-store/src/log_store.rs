@@ -318,6 +318,11 @@ impl LogStore {
             .map(|l| l.index))
     }
 
+    /// The log's purge point: entries at or below it are gone from here.
+    pub fn purged(&self) -> Result<Option<LogId<NodeId>>, StoreError> {
+        self.inner.read_meta::<LogId<NodeId>>(KEY_PURGED)
+    }
+
     /// Up to `entries_max` records (and about `bytes_max` bytes, at least
     /// one record) with indexes above `after` and at most `upto`, as stored:
     /// each verified, and handed out raw so a backup keeps the log's own

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use openraft::{BasicNode, Entry, LogId, Membership, StoredMembership, Vote};
 
 use crate::snapshot::SnapshotHeader;
+use crate::state_machine::sync_dir;
 use crate::{NodeId, StateMachineStore, StateReader, StoreError, TypeConfig};
 use crate::{LOG_FILE, SNAPSHOT_DIR, STATE_FILE};
 
@@ -263,12 +264,6 @@ fn copy_synced(from: &Path, to: &Path) -> Result<(), StoreError> {
     std::fs::File::open(to)
         .and_then(|f| f.sync_all())
         .map_err(|e| StoreError::io(to, e))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::io(dir, e))
 }
 
 #[cfg(test)]

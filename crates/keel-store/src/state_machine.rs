@@ -149,10 +149,51 @@ pub struct StateMachineStore {
     inner: Arc<Inner>,
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StoreError::io(dir, e))
+}
+
+/// Opens the state database and walks every page of it against its
+/// checksum before anything reads it. redb checks checksums only when it
+/// recovers from a crash: a page damaged on disk after a clean close is
+/// otherwise read as it is, so a node would serve whatever it now says (or
+/// redb panics on it). The walk reads the whole file once per start; the
+/// log is checked record by record instead ([`crate::LogStore::open`]).
+fn open_verified(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+    // redb may panic on a page it cannot parse while it opens the file; a
+    // panic here is damage in this file, reported as such.
+    let opened = std::panic::catch_unwind(|| -> Result<Database, StoreError> {
+        let mut db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| StoreError::db(path, e))?;
+        match db.check_integrity() {
+            Ok(true) => Ok(db),
+            // redb repaired the file by going back to an earlier commit or
+            // rebuilding its page allocator: something on disk was not what
+            // redb wrote. The state may still be whole, but nothing says so.
+            Ok(false) => Err(StoreError::corrupt(
+                path,
+                "database pages",
+                "pages failed their checksums (redb rolled the file back to an earlier commit)",
+            )),
+            Err(e) => Err(StoreError::db(path, e)),
+        }
+    });
+    opened.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic");
+        Err(StoreError::corrupt(
+            path,
+            "database pages",
+            format!("redb could not read the file: {what}"),
+        ))
+    })
 }
 
 fn snapshot_meta(h: SnapshotHeader) -> SnapshotMeta<NodeId, BasicNode> {
@@ -181,10 +222,7 @@ impl StateMachineStore {
         cache_bytes: usize,
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(snap_dir).map_err(|e| StoreError::io(snap_dir, e))?;
-        let db = redb::Builder::new()
-            .set_cache_size(cache_bytes)
-            .create(path)
-            .map_err(|e| StoreError::db(path, e))?;
+        let db = open_verified(path, cache_bytes)?;
         let mut txn = db.begin_write().map_err(|e| StoreError::db(path, e))?;
         txn.set_durability(Durability::None)
             .map_err(|e| StoreError::db(path, e))?;
@@ -937,6 +975,40 @@ impl StateMachineStore {
         res
     }
 
+    /// Makes `file`, a snapshot this node once wrote or received, the state
+    /// and the current snapshot (moved into the snapshot directory), in one
+    /// fsynced transaction, after verifying all of it. For rebuilding a
+    /// damaged state from the node's own snapshot ([`crate::rebuild`]).
+    pub(crate) fn install_local_snapshot(&self, file: &Path) -> Result<SnapshotHeader, StoreError> {
+        let _guard = self.lock_snapshots()?;
+        let header = snapshot::verify(file)?;
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        let current = SnapshotRef {
+            file: format!("snap-{seq}.snap"),
+            seq,
+        };
+        let final_path = self.inner.snap_dir.join(&current.file);
+        self.place_and_install(file, &final_path, &current)?;
+        Ok(header)
+    }
+
+    /// Moves a verified snapshot file to `final_path` and installs it.
+    fn place_and_install(
+        &self,
+        incoming: &Path,
+        final_path: &Path,
+        current: &SnapshotRef,
+    ) -> Result<(), StoreError> {
+        std::fs::rename(incoming, final_path).map_err(|e| StoreError::io(final_path, e))?;
+        // fsync the directory: the state is about to name this file current.
+        sync_dir(&self.inner.snap_dir)?;
+        let reader = snapshot::open_file(final_path)?;
+        let (_, old) =
+            self.replace_state_with(final_path, reader, Some(current), None, |_| Ok(()))?;
+        self.remove_old_snapshot(old, current);
+        Ok(())
+    }
+
     fn install_file(
         &self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
@@ -957,14 +1029,7 @@ impl StateMachineStore {
                 ),
             ));
         }
-        std::fs::rename(incoming, final_path).map_err(|e| StoreError::io(final_path, e))?;
-        // fsync the directory: the state is about to name this file current.
-        sync_dir(&self.inner.snap_dir)?;
-        let reader = snapshot::open_file(final_path)?;
-        let (_, old) =
-            self.replace_state_with(final_path, reader, Some(current), None, |_| Ok(()))?;
-        self.remove_old_snapshot(old, current);
-        Ok(())
+        self.place_and_install(incoming, final_path, current)
     }
 }
 

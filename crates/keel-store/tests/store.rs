@@ -200,6 +200,16 @@ fn open(dir: &Path) -> (LogStore, StateMachineStore) {
     keel_store::open(dir).unwrap()
 }
 
+/// A data directory holding the preamble and the shop, closed.
+fn filled() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let (mut log, mut sm) = open(dir.path());
+        fill(&mut log, &mut sm).await;
+    });
+    dir
+}
+
 fn open_err(dir: &Path) -> StoreError {
     match keel_store::open(dir) {
         Ok(_) => panic!("opened a damaged store"),
@@ -379,12 +389,7 @@ async fn snapshot_bytes(
 }
 
 fn snapshot_files(sm: &StateMachineStore) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(sm.snapshot_dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
+    dir_files(sm.snapshot_dir())
 }
 
 #[test]
@@ -599,11 +604,7 @@ fn a_flipped_byte_in_a_log_record_is_caught_at_open() {
 
 #[test]
 fn a_torn_last_record_is_caught_at_open() {
-    let dir = tempfile::tempdir().unwrap();
-    rt().block_on(async {
-        let (mut log, mut sm) = open(dir.path());
-        fill(&mut log, &mut sm).await;
-    });
+    let dir = filled();
     // Write a short record after the last one, as a torn write would leave.
     let path = dir.path().join(keel_store::LOG_FILE);
     {
@@ -623,11 +624,7 @@ fn a_torn_last_record_is_caught_at_open() {
 
 #[test]
 fn a_gap_in_the_log_is_caught_at_open() {
-    let dir = tempfile::tempdir().unwrap();
-    rt().block_on(async {
-        let (mut log, mut sm) = open(dir.path());
-        fill(&mut log, &mut sm).await;
-    });
+    let dir = filled();
     let path = dir.path().join(keel_store::LOG_FILE);
     {
         let db = redb::Database::create(&path).unwrap();
@@ -644,11 +641,7 @@ fn a_gap_in_the_log_is_caught_at_open() {
 
 #[test]
 fn damaged_state_metadata_is_caught_at_open() {
-    let dir = tempfile::tempdir().unwrap();
-    rt().block_on(async {
-        let (mut log, mut sm) = open(dir.path());
-        fill(&mut log, &mut sm).await;
-    });
+    let dir = filled();
     let path = dir.path().join(keel_store::STATE_FILE);
     {
         let db = redb::Database::create(&path).unwrap();
@@ -899,4 +892,106 @@ fn unsynced_applies_are_lost_in_a_crash_and_replayed_from_the_log() {
         sm.apply(replay).await.unwrap();
         assert_eq!(observe(&sm), want);
     });
+}
+
+/// The data directory's file names, sorted.
+fn dir_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Builds a snapshot and purges the log up to it, as openraft does.
+async fn snapshot_and_purge(log: &mut LogStore, sm: &mut StateMachineStore) {
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    log.purge(snap.meta.last_log_id.unwrap()).await.unwrap();
+}
+
+#[test]
+fn a_rebuilt_state_equals_the_one_it_replaces_with_or_without_a_snapshot() {
+    for with_snapshot in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let before = rt.block_on(async {
+            let (mut log, mut sm) = open(dir.path());
+            let all = fill(&mut log, &mut sm).await;
+            log.save_committed(Some(all.last().unwrap().log_id))
+                .await
+                .unwrap();
+            if with_snapshot {
+                snapshot_and_purge(&mut log, &mut sm).await;
+            }
+            observe(&sm)
+        });
+        let r = keel_store::rebuild::rebuild_state(dir.path()).unwrap();
+        let aside = r.kept_aside.clone().expect("the old state kept aside");
+        assert!(aside.is_file(), "{}", aside.display());
+        assert_eq!(r.from_snapshot.is_some(), with_snapshot, "{r:?}");
+        rt.block_on(async {
+            let (mut log, mut sm) = open(dir.path());
+            // What openraft does at start: re-apply the committed log after
+            // what the state holds.
+            let from = sm.applied_state().await.unwrap().0.map_or(0, |l| l.index);
+            let rest = log.try_get_log_entries(from + 1..).await.unwrap();
+            sm.apply(rest).await.unwrap();
+            assert_eq!(observe(&sm), before, "with a snapshot: {with_snapshot}");
+        });
+    }
+}
+
+#[test]
+fn rebuilding_refuses_when_the_log_is_purged_past_every_intact_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let snap = rt.block_on(async {
+        let (mut log, mut sm) = open(dir.path());
+        fill(&mut log, &mut sm).await;
+        snapshot_and_purge(&mut log, &mut sm).await;
+        sm.snapshot_dir().join(&snapshot_files(&sm)[0])
+    });
+    let mut bytes = std::fs::read(&snap).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x80;
+    std::fs::write(&snap, &bytes).unwrap();
+    let files = dir_files(dir.path());
+    let err = keel_store::rebuild::rebuild_state(dir.path()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("no intact snapshot") && msg.contains("new member"),
+        "{msg}"
+    );
+    assert_eq!(
+        dir_files(dir.path()),
+        files,
+        "a refused rebuild moved files"
+    );
+    assert!(snap.is_file());
+}
+
+#[test]
+fn flipped_bits_in_a_state_page_are_caught_at_open_with_the_rebuild_command() {
+    let dir = filled();
+    let path = dir.path().join(keel_store::STATE_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let hits = find_all(&bytes, b"alice");
+    assert!(!hits.is_empty());
+    for at in hits {
+        bytes[at + 1] ^= 0x01;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let err = open_err(dir.path());
+    let msg = err.to_string();
+    assert!(err.is_corrupt(), "{msg}");
+    assert!(
+        msg.contains("state.redb") && msg.contains(keel_store::REBUILD_COMMAND),
+        "{msg}"
+    );
 }

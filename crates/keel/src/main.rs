@@ -23,6 +23,7 @@ mod demo;
 mod demo_backup;
 mod gateway_cmd;
 mod node_cmd;
+mod rebuild_cmd;
 mod up;
 
 /// Keel: a replicated, fault-tolerant order and inventory core.
@@ -39,6 +40,9 @@ enum Cmd {
     Version,
     /// Run one node of a cluster.
     Node(Box<node_cmd::Args>),
+    /// Rebuild a stopped node's damaged state (state.redb) from its own
+    /// log and snapshot; the damaged file is kept aside.
+    RebuildState(rebuild_cmd::Args),
     /// Run the load-balancing gateway in front of a cluster.
     Gateway(Box<gateway_cmd::Args>),
     /// Run a local cluster (3 nodes on 127.0.0.1, data in ./keel-data) until Ctrl-C.
@@ -114,6 +118,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Node(a) => node_cmd::run(*a),
+        Cmd::RebuildState(a) => rebuild_cmd::run(a),
         Cmd::Gateway(a) => gateway_cmd::run(*a),
         Cmd::Up(a) => up::run(a),
         Cmd::Demo(a) => demo::run(a),
