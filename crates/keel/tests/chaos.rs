@@ -191,27 +191,41 @@ async fn the_checkers_catch_a_build_that_acknowledges_before_fsync() {
 /// that nemesis's worth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_build_that_acknowledges_before_fsync_survives_a_plain_power_loss() {
-    let binary = common::buggy_binary();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(binary, dir.path(), vec![Nemesis::PowerLoss], 6);
-    cfg.node_args = common::bugs("ack-before-fsync");
-    cfg.quiet = Duration::from_millis(1_500);
-    let (report, _) = run(cfg).await.unwrap();
-    let failed = failed_checks(&report);
+    let failed = failed_with_bug("ack-before-fsync", Nemesis::PowerLoss, 6, |cfg| {
+        cfg.quiet = Duration::from_millis(1_500);
+    })
+    .await;
     assert!(
         failed.is_empty(),
         "a plain kill should not expose a missing fsync; failed: {failed:?}"
     );
 }
 
+/// Runs `nemesis` for `duration_s` against the deliberately buggy build
+/// with `bug` on (and `tune` applied to the run's settings); returns the
+/// names of the checks that failed.
+async fn failed_with_bug(
+    bug: &str,
+    nemesis: Nemesis,
+    duration_s: u64,
+    tune: impl FnOnce(&mut RunConfig),
+) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(
+        common::buggy_binary(),
+        dir.path(),
+        vec![nemesis],
+        duration_s,
+    );
+    cfg.node_args = common::bugs(bug);
+    tune(&mut cfg);
+    let (report, _) = run(cfg).await.unwrap();
+    failed_checks(&report)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_at_most_once_checks_catch_a_build_that_skips_the_idempotency_lookup() {
-    let binary = common::buggy_binary();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(binary, dir.path(), vec![Nemesis::KillFollower], 4);
-    cfg.node_args = common::bugs("skip-idempotency");
-    let (report, _) = run(cfg).await.unwrap();
-    let failed = failed_checks(&report);
+    let failed = failed_with_bug("skip-idempotency", Nemesis::KillFollower, 4, |_| {}).await;
     assert!(
         failed.iter().any(|n| n == "places applied at most once"),
         "a request applied twice went unseen; failed: {failed:?}"
@@ -224,12 +238,7 @@ async fn the_at_most_once_checks_catch_a_build_that_skips_the_idempotency_lookup
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn money_conservation_catches_a_build_that_pays_some_orders_for_free() {
-    let binary = common::buggy_binary();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(binary, dir.path(), vec![Nemesis::KillFollower], 4);
-    cfg.node_args = common::bugs("free-payment");
-    let (report, _) = run(cfg).await.unwrap();
-    let failed = failed_checks(&report);
+    let failed = failed_with_bug("free-payment", Nemesis::KillFollower, 4, |_| {}).await;
     assert!(
         failed.iter().any(|n| n == "money conserved"),
         "money made from nothing went unseen; failed: {failed:?}"
@@ -238,15 +247,12 @@ async fn money_conservation_catches_a_build_that_pays_some_orders_for_free() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn linearizability_catches_a_build_that_serves_stale_reads() {
-    let binary = common::buggy_binary();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(binary, dir.path(), vec![Nemesis::KillLeader], 4);
-    cfg.node_args = common::bugs("stale-read");
     // Straight to a follower: its own state lags the leader's commits.
-    cfg.through_gateway = false;
-    cfg.to_follower = true;
-    let (report, _) = run(cfg).await.unwrap();
-    let failed = failed_checks(&report);
+    let failed = failed_with_bug("stale-read", Nemesis::KillLeader, 4, |cfg| {
+        cfg.through_gateway = false;
+        cfg.to_follower = true;
+    })
+    .await;
     assert!(
         failed.iter().any(|n| n.starts_with("linearizable")),
         "stale reads went unseen; failed: {failed:?}"
