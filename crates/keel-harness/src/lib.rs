@@ -936,6 +936,28 @@ impl Drop for LocalCluster {
     }
 }
 
+/// The value of the unlabelled counter or gauge `name` (e.g.
+/// `keel_snapshots_installed_total`) in a Prometheus text exposition, as
+/// a node's `/metrics` serves it.
+pub fn prometheus_value(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (n, v) = l.split_once(' ')?;
+        (n == name)
+            .then(|| v.trim().parse::<f64>().ok())?
+            .map(|v| v as u64)
+    })
+}
+
+/// Node `endpoint`'s value of the unlabelled metric `name`, read from its
+/// `/metrics`; `None` when the node does not answer or has no such metric.
+pub async fn node_metric(client: &Client, endpoint: &str, name: &str) -> Option<u64> {
+    let r = client
+        .call_at(endpoint, keel_client::method_get(), "/metrics", None, None)
+        .await
+        .ok()?;
+    prometheus_value(r.body.as_str()?, name)
+}
+
 /// Seeds the small shop the integration tests share: merchant `shop`,
 /// external account `world`, product `SKU-1` at 250 EUR cents with `stock`
 /// units, and customers `c0`, `c1`, … each credited `funds` (none when 0).
@@ -966,6 +988,30 @@ pub async fn seed_test_shop(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reads_an_unlabelled_value_from_prometheus_text() {
+        let text = "# HELP keel_snapshots_installed Snapshots\n\
+                    # TYPE keel_snapshots_installed counter\n\
+                    keel_snapshots_installed_total 2\n\
+                    keel_snapshot_chunks_received_total 17\n";
+        assert_eq!(
+            super::prometheus_value(text, "keel_snapshots_installed_total"),
+            Some(2)
+        );
+        assert_eq!(
+            super::prometheus_value(text, "keel_snapshot_chunks_received_total"),
+            Some(17)
+        );
+        assert_eq!(
+            super::prometheus_value(text, "keel_snapshots_installed"),
+            None
+        );
+        assert_eq!(
+            super::prometheus_value("keel_x_total oops", "keel_x_total"),
+            None
+        );
+    }
+
     use super::*;
 
     #[test]

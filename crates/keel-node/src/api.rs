@@ -841,6 +841,23 @@ async fn remove_member(
     Ok(Json(json!(api.node.cluster_status().await)).into_response())
 }
 
+/// Snapshots this node's state and purges its log up to the snapshot.
+async fn compact(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
+    admin(&api, &h)?;
+    match api.node.compact().await {
+        Ok(c) => Ok(Json(json!(c)).into_response()),
+        Err(e @ crate::node::CompactError::NothingApplied) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "nothing_to_compact",
+            "Nothing to compact",
+            e.to_string(),
+        )),
+        Err(e @ crate::node::CompactError::Unavailable(_)) => {
+            Err(Problem::unavailable(e.to_string()))
+        }
+    }
+}
+
 async fn healthz(State(api): Shared) -> Response {
     Json(json!({"status": "alive", "node_id": api.node.id})).into_response()
 }
@@ -937,6 +954,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/cluster/learners", post(add_learner))
         .route("/v1/cluster/members", post(promote))
         .route("/v1/cluster/members/{id}", delete(remove_member))
+        .route("/v1/cluster/compact", post(compact))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -55,7 +55,20 @@ pub struct RaftTiming {
     /// Entries kept in the log behind a snapshot, so a briefly lagging
     /// follower catches up from the log rather than a snapshot.
     pub keep_entries_behind_snapshot: u64,
+    /// Most bytes of a snapshot sent in one install RPC, within
+    /// [`SNAPSHOT_CHUNK_BYTES_MIN`]..=[`SNAPSHOT_CHUNK_BYTES_MAX`]. Smaller
+    /// chunks mean more round trips and a longer transfer, which the chaos
+    /// suite uses to cut the power while a snapshot is being installed.
+    pub snapshot_chunk_bytes: u64,
 }
+
+/// Smallest snapshot chunk accepted by the configuration.
+pub const SNAPSHOT_CHUNK_BYTES_MIN: u64 = 4 << 10;
+/// Largest snapshot chunk: well inside the internal RPC body limit
+/// (`rpc::RPC_BODY_BYTES_MAX`, 64 MiB), with room for the request's framing.
+pub const SNAPSHOT_CHUNK_BYTES_MAX: u64 = 32 << 20;
+/// Default snapshot chunk: openraft's own default (3 MiB).
+pub const SNAPSHOT_CHUNK_BYTES_DEFAULT: u64 = 3 << 20;
 
 impl Default for RaftTiming {
     fn default() -> Self {
@@ -75,6 +88,7 @@ impl Default for RaftTiming {
             election_max_ms: 300,
             snapshot_every_entries: 20_000,
             keep_entries_behind_snapshot: 5_000,
+            snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES_DEFAULT,
         }
     }
 }
@@ -167,6 +181,12 @@ impl NodeConfig {
         if r.snapshot_every_entries == 0 {
             return bad("raft.snapshot_every_entries must be > 0".into());
         }
+        if !(SNAPSHOT_CHUNK_BYTES_MIN..=SNAPSHOT_CHUNK_BYTES_MAX).contains(&r.snapshot_chunk_bytes)
+        {
+            return bad(format!(
+                "raft.snapshot_chunk_bytes must be {SNAPSHOT_CHUNK_BYTES_MIN} to {SNAPSHOT_CHUNK_BYTES_MAX}"
+            ));
+        }
         if !(1..=CLOCK_OFFSET_MAX_MS_LIMIT).contains(&self.clock_offset_max_ms) {
             return bad(format!(
                 "clock_offset_max_ms must be 1 to {CLOCK_OFFSET_MAX_MS_LIMIT}"
@@ -229,6 +249,16 @@ mod tests {
         let mut c = NodeConfig::default();
         c.batch.commands_max = 5_000;
         assert!(c.validate().is_err());
+        for (chunk, ok) in [
+            (SNAPSHOT_CHUNK_BYTES_MIN - 1, false),
+            (SNAPSHOT_CHUNK_BYTES_MIN, true),
+            (SNAPSHOT_CHUNK_BYTES_MAX, true),
+            (SNAPSHOT_CHUNK_BYTES_MAX + 1, false),
+        ] {
+            let mut c = NodeConfig::default();
+            c.raft.snapshot_chunk_bytes = chunk;
+            assert_eq!(c.validate().is_ok(), ok, "snapshot chunk of {chunk} bytes");
+        }
         // A secret with a space or a control byte cannot travel in a header.
         for secret in ["cluster secret", "cluster\nsecret"] {
             let c = NodeConfig {

@@ -72,6 +72,11 @@ pub struct Metrics {
     pub clock_offset_from_majority_ms: Gauge,
     /// 1 while this node's clock agrees with a majority's (it may lead).
     pub clock_ok: Gauge,
+    /// Snapshot chunks this node has received from a leader (counted as
+    /// each arrives, before it is checked or installed).
+    pub snapshot_chunks_received: Counter,
+    /// Snapshots this node has installed from a leader.
+    pub snapshots_installed: Counter,
     registry: Registry,
 }
 
@@ -165,6 +170,18 @@ impl Metrics {
             "1 while this node's clock agrees with a majority's and it may lead",
             clock_ok.clone(),
         );
+        let snapshot_chunks_received = Counter::default();
+        registry.register(
+            "snapshot_chunks_received",
+            "Snapshot chunks received from a leader, counted on arrival",
+            snapshot_chunks_received.clone(),
+        );
+        let snapshots_installed = Counter::default();
+        registry.register(
+            "snapshots_installed",
+            "Snapshots received from a leader and installed",
+            snapshots_installed.clone(),
+        );
         Self {
             batch_commands,
             forwards,
@@ -181,6 +198,8 @@ impl Metrics {
             clock_offset,
             clock_offset_from_majority_ms,
             clock_ok,
+            snapshot_chunks_received,
+            snapshots_installed,
             registry,
         }
     }

@@ -142,6 +142,30 @@ pub enum MembershipError {
     Failed(String),
 }
 
+/// Longest `POST /v1/cluster/compact` waits for the snapshot to be built
+/// and for the log to be purged up to it.
+pub const COMPACT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a compaction did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Compaction {
+    /// Last log index in the snapshot now on disk.
+    pub snapshot_index: u64,
+    /// Highest log index purged (the log now starts after it).
+    pub purged_index: Option<u64>,
+}
+
+/// A compaction could not be completed.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    /// Nothing has been applied yet, so there is nothing to snapshot.
+    #[error("nothing applied yet: no snapshot to build")]
+    NothingApplied,
+    /// Raft stopped, or the snapshot was not built in time.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// A running replica.
 pub struct Node {
     /// This node's id.
@@ -621,5 +645,57 @@ impl Node {
             .await
             .map(|_| ())
             .map_err(|e| self.membership_failed(e))
+    }
+
+    /// Builds a snapshot of everything this node has applied and purges its
+    /// log up to it, regardless of the snapshot policy: an operator's way
+    /// to reclaim log space, and the chaos suite's way to make a rejoining
+    /// node install a snapshot. Waits, at most [`COMPACT_TIMEOUT`], for the
+    /// snapshot; the purge may lag while a replication stream still reads
+    /// those entries (openraft delays it), so the answer says how far it got.
+    pub async fn compact(&self) -> Result<Compaction, CompactError> {
+        let target = self
+            .m()
+            .last_applied
+            .map(|l| l.index)
+            .ok_or(CompactError::NothingApplied)?;
+        let unavailable = |e: &dyn std::fmt::Display| CompactError::Unavailable(e.to_string());
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let deadline = Instant::now() + COMPACT_TIMEOUT;
+        let m = self
+            .raft
+            .wait(Some(COMPACT_TIMEOUT))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= target),
+                "snapshot built",
+            )
+            .await
+            .map_err(|e| unavailable(&e))?;
+        // `metrics` returned once the predicate held, so a snapshot exists.
+        let snapshot_index = m.snapshot.map_or(target, |s| s.index);
+        self.raft
+            .trigger()
+            .purge_log(snapshot_index)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let purged = self
+            .raft
+            .wait(Some(left))
+            .metrics(
+                |m| m.purged.is_some_and(|p| p.index >= snapshot_index),
+                "log purged",
+            )
+            .await
+            .map(|m| m.purged)
+            .unwrap_or_else(|_| self.m().purged);
+        Ok(Compaction {
+            snapshot_index,
+            purged_index: purged.map(|p| p.index),
+        })
     }
 }

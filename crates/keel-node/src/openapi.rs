@@ -45,6 +45,7 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc { method: "post", path: "/v1/cluster/learners", who: "admin", summary: "Add a learner: {id, addr}", body: true },
     RouteDoc { method: "post", path: "/v1/cluster/members", who: "admin", summary: "Promote a learner to voter: {id}", body: true },
     RouteDoc { method: "delete", path: "/v1/cluster/members/{id}", who: "admin", summary: "Remove a member; refused if quorum would be lost", body: false },
+    RouteDoc { method: "post", path: "/v1/cluster/compact", who: "admin", summary: "Snapshot this node's state now and purge its log up to the snapshot: {snapshot_index, purged_index}", body: false },
     RouteDoc { method: "get", path: "/healthz", who: "any", summary: "Liveness", body: false },
     RouteDoc { method: "get", path: "/readyz", who: "any", summary: "Readiness: has a leader and is caught up", body: false },
     RouteDoc { method: "get", path: "/metrics", who: "any", summary: "Prometheus metrics", body: false },

@@ -119,6 +119,7 @@ pub async fn run(
         max_payload_entries: APPEND_ENTRIES_MAX,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_every_entries),
         max_in_snapshot_log_to_keep: r.keep_entries_behind_snapshot,
+        snapshot_max_chunk_size: r.snapshot_chunk_bytes,
         ..Default::default()
     }
     .validate()
@@ -456,7 +457,9 @@ async fn install_snapshot_chunk(node: &Node, req: SnapshotChunk) -> SnapshotRepl
     use openraft::error::{InstallSnapshotError, RaftError, SnapshotMismatch};
     use openraft::SnapshotSegmentId;
     let at = std::time::Instant::now();
-    if req.done {
+    let done = req.done;
+    node.metrics.snapshot_chunks_received.inc();
+    if done {
         let id = req.meta.snapshot_id.clone();
         if let Err(e) = node
             .sm
@@ -481,6 +484,9 @@ async fn install_snapshot_chunk(node: &Node, req: SnapshotChunk) -> SnapshotRepl
     let r = node.raft.install_snapshot(req).await;
     if r.is_ok() {
         node.election.heard_from_leader(at);
+        if done {
+            node.metrics.snapshots_installed.inc();
+        }
     }
     r
 }

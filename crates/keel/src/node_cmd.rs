@@ -58,6 +58,9 @@ pub struct Args {
     /// Log entries kept behind a snapshot.
     #[arg(long, env = "KEEL_SNAPSHOT_KEEP")]
     snapshot_keep: Option<u64>,
+    /// Most bytes of a snapshot sent to a lagging node in one RPC.
+    #[arg(long, env = "KEEL_SNAPSHOT_CHUNK_BYTES")]
+    snapshot_chunk_bytes: Option<u64>,
     /// Batches (Raft entries) the leader replicates at once; fewer means
     /// larger batches and fewer commits per order.
     #[arg(long, env = "KEEL_BATCH_IN_FLIGHT_MAX")]
@@ -148,6 +151,9 @@ fn build_config(a: &Args) -> anyhow::Result<NodeConfig> {
     }
     if let Some(v) = a.snapshot_keep {
         c.raft.keep_entries_behind_snapshot = v;
+    }
+    if let Some(v) = a.snapshot_chunk_bytes {
+        c.raft.snapshot_chunk_bytes = v;
     }
     if let Some(v) = a.batch_in_flight_max {
         c.batch.in_flight_max = v;

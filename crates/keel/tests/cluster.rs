@@ -123,17 +123,9 @@ const BATCH_ROUNDS: u64 = 5;
 
 /// This node's count of writes forwarded to the leader, from `/metrics`.
 async fn forwarded_writes(c: &Client, ep: &str) -> u64 {
-    let r = c
-        .call_at(ep, method_get(), "/metrics", None, None)
+    keel_harness::node_metric(c, ep, "keel_forwarded_writes_total")
         .await
-        .unwrap();
-    let text = r.body.as_str().unwrap_or_default().to_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix("keel_forwarded_writes_total "))
         .unwrap_or_else(|| panic!("no forwarded-writes counter in /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
