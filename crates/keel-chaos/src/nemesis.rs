@@ -74,7 +74,27 @@ pub enum Nemesis {
     /// at heal the links come back and the follower rejoins empty (learner,
     /// then voter). Needs namespaces.
     PartitionDuringChurn,
+    /// Power loss during a snapshot install: a follower is removed and
+    /// wiped, every node compacts its log, and the follower rejoins empty
+    /// as a learner; once the leader's snapshot has begun to arrive (and
+    /// before it is installed) every node is SIGKILLed and loses what it
+    /// had not fsynced. At heal every node restarts and the follower,
+    /// caught up again, is promoted. Needs FUSE.
+    PowerLossInSnapshot,
 }
+
+/// Longest a [`Nemesis::PowerLossInSnapshot`] waits for the leader's
+/// snapshot to begin arriving at the rejoining follower.
+pub const SNAPSHOT_ARRIVAL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How often the rejoining follower's snapshot counters are read while a
+/// [`Nemesis::PowerLossInSnapshot`] waits to cut the power.
+pub const SNAPSHOT_POLL_INTERVAL: Duration = Duration::from_millis(2);
+
+/// Snapshot chunk size of a chaos run's nodes (bytes): the smallest a node
+/// accepts, so a snapshot of even a young run's state takes many round
+/// trips and a [`Nemesis::PowerLossInSnapshot`] can strike mid-transfer.
+pub const CHAOS_SNAPSHOT_CHUNK_BYTES: u64 = 4096;
 
 /// Latency a [`Nemesis::SlowLinks`] fault adds to each direction of each
 /// node-to-node link. openraft times an AppendEntries out after one
@@ -105,7 +125,7 @@ pub const LOSSY_DROP_PROBABILITY: f64 = 0.2;
 
 impl Nemesis {
     /// Every nemesis, in a fixed order.
-    pub const ALL: [Nemesis; 19] = [
+    pub const ALL: [Nemesis; 20] = [
         Nemesis::KillLeader,
         Nemesis::KillFollower,
         Nemesis::KillRandom,
@@ -125,6 +145,7 @@ impl Nemesis {
         Nemesis::ClockSkew,
         Nemesis::KillDuringPartition,
         Nemesis::PartitionDuringChurn,
+        Nemesis::PowerLossInSnapshot,
     ];
 
     /// Whether it moves a node's clock, which needs libfaketime.
@@ -135,7 +156,7 @@ impl Nemesis {
     /// Whether it drops unsynced writes, which needs every data directory
     /// on a lazy filesystem.
     pub fn needs_lazyfs(self) -> bool {
-        self == Nemesis::LoseUnsynced
+        matches!(self, Nemesis::LoseUnsynced | Nemesis::PowerLossInSnapshot)
     }
 
     /// Whether it cuts or degrades links, which needs each node in its own
@@ -182,6 +203,7 @@ impl Nemesis {
             Nemesis::ClockSkew => "clock-skew",
             Nemesis::KillDuringPartition => "kill-during-partition",
             Nemesis::PartitionDuringChurn => "partition-during-churn",
+            Nemesis::PowerLossInSnapshot => "power-loss-in-snapshot",
         }
     }
 
@@ -568,6 +590,7 @@ impl<'a> Nemeses<'a> {
                 cut = links;
                 vec![f, l]
             }
+            Nemesis::PowerLossInSnapshot => self.power_loss_in_snapshot(&mut unconfirmed).await?,
         };
         let injected_ns = self.now_ns();
         if !cut.is_empty() {
@@ -628,6 +651,14 @@ impl<'a> Nemeses<'a> {
                 self.network()?.heal()?;
                 if let Some(f) = active.targets.first() {
                     self.rejoin(*f).await?;
+                }
+            }
+            Nemesis::PowerLossInSnapshot => {
+                for id in &active.targets {
+                    self.cluster.restart(*id)?;
+                }
+                if let Some(f) = active.targets.first() {
+                    self.admit(*f).await?;
                 }
             }
         }
@@ -700,6 +731,13 @@ impl<'a> Nemeses<'a> {
     /// promote it once it has caught up.
     async fn rejoin(&mut self, id: u64) -> Result<(), ChaosError> {
         self.cluster.restart(id)?;
+        self.admit(id).await
+    }
+
+    /// Makes running node `id` a voter: adds it as a learner unless the
+    /// membership already holds it (an addition that survived a power
+    /// loss), then promotes it once it has caught up.
+    async fn admit(&mut self, id: u64) -> Result<(), ChaosError> {
         let addr = self.cluster.addr(id)?;
         let leader = self.leader().await?;
         let ep = self.cluster.addr(leader)?;
@@ -713,17 +751,159 @@ impl<'a> Nemeses<'a> {
                     &format!("{path} for node {id}"),
                     RECOVERY_TIMEOUT,
                     || async {
-                        admin
+                        match admin
                             .call_at(&ep, method_post(), path, Some(&body), None)
                             .await
-                            .ok()
-                            .map(|_| ())
+                        {
+                            Ok(_) => Some(()),
+                            Err(e) if path.ends_with("learners") && already_member(&e) => Some(()),
+                            Err(_) => None,
+                        }
                     },
                 )
                 .await?;
         }
         Ok(())
     }
+
+    /// [`Nemesis::PowerLossInSnapshot`]'s injection; returns its targets,
+    /// the rejoining follower first.
+    async fn power_loss_in_snapshot(
+        &mut self,
+        unconfirmed: &mut Vec<String>,
+    ) -> Result<Vec<u64>, ChaosError> {
+        let f = self.remove_follower().await?;
+        let others = self.cluster.running();
+        for id in &others {
+            self.compact(*id).await?;
+        }
+        self.cluster.restart(f)?;
+        let arrival = self.await_snapshot_arrival(f).await;
+        let mut targets = vec![f];
+        targets.extend(others);
+        for id in &targets {
+            self.kill(*id, unconfirmed)?;
+        }
+        for id in &targets {
+            self.lose_unsynced(*id, unconfirmed)?;
+        }
+        unconfirmed.extend(arrival.err());
+        Ok(targets)
+    }
+
+    /// Snapshots node `id`'s state and purges its log up to it, so a node
+    /// that rejoins empty must install a snapshot.
+    async fn compact(&self, id: u64) -> Result<(), ChaosError> {
+        let ep = self.cluster.addr(id)?;
+        let r = self
+            .admin
+            .call_at(&ep, method_post(), "/v1/cluster/compact", None, None)
+            .await
+            .map_err(|e| ChaosError::Fault(format!("compacting node {id}: {e:?}")))?;
+        tracing::info!(node = id, compaction = %r.body, "compacted");
+        Ok(())
+    }
+
+    /// Adds the empty node `f` as a learner (in the background: the call
+    /// returns only once `f` has caught up) and waits until the leader's
+    /// snapshot has begun to arrive there but is not yet installed. Says
+    /// why when the moment was missed: then the power loss that follows did
+    /// not strike a snapshot install.
+    async fn await_snapshot_arrival(&self, f: u64) -> Result<(), String> {
+        let addr = self.cluster.addr(f).map_err(|e| e.to_string())?;
+        let leader = self.leader().await.map_err(|e| e.to_string())?;
+        let mut ep = self.cluster.addr(leader).map_err(|e| e.to_string())?;
+        let body = json!({"id": f, "addr": addr});
+        let add = |ep: &str| {
+            let admin = self.cluster.admin_client();
+            let (ep, body) = (ep.to_owned(), body.clone());
+            tokio::spawn(async move {
+                admin
+                    .call_at(
+                        &ep,
+                        method_post(),
+                        "/v1/cluster/learners",
+                        Some(&body),
+                        None,
+                    )
+                    .await
+            })
+        };
+        let mut adding = add(&ep);
+        let mut added = false;
+        let mut _abort_on_return = AbortOnDrop(adding.abort_handle());
+        let deadline = Instant::now() + SNAPSHOT_ARRIVAL_TIMEOUT;
+        let mut last = String::from("no reading");
+        while Instant::now() < deadline {
+            match self.snapshot_counters(&addr).await {
+                Ok((_, installed)) if installed > 0 => {
+                    return Err(format!(
+                        "node {f} installed the leader's snapshot before the power went"
+                    ))
+                }
+                Ok((chunks, _)) if chunks > 0 => return Ok(()),
+                Ok(_) => last = "no snapshot chunk yet".into(),
+                Err(e) => last = e,
+            }
+            if !added && adding.is_finished() {
+                match (&mut adding).await {
+                    // openraft may answer before the learner has caught up;
+                    // its snapshot is still to come.
+                    Ok(Ok(_)) => added = true,
+                    // Refused or lost (a leader change, the node not yet
+                    // listening): ask again.
+                    Ok(Err(e)) => last = format!("adding the learner: {e:?}"),
+                    Err(e) => last = format!("adding the learner: {e}"),
+                }
+                if !added {
+                    // The leader may have changed.
+                    if let Ok(l) = self.leader().await {
+                        ep = self.cluster.addr(l).map_err(|e| e.to_string())?;
+                    }
+                    adding = add(&ep);
+                    _abort_on_return = AbortOnDrop(adding.abort_handle());
+                }
+            }
+            tokio::time::sleep(SNAPSHOT_POLL_INTERVAL).await;
+        }
+        Err(format!(
+            "no snapshot began to arrive at node {f} within {SNAPSHOT_ARRIVAL_TIMEOUT:?} ({last})"
+        ))
+    }
+
+    /// Node `addr`'s snapshot chunks received and snapshots installed, from
+    /// its metrics.
+    async fn snapshot_counters(&self, addr: &str) -> Result<(u64, u64), String> {
+        let r = self
+            .admin
+            .call_at(addr, method_get(), "/metrics", None, None)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let text = r.body.as_str().unwrap_or_default();
+        let chunks = keel_harness::prometheus_value(text, "keel_snapshot_chunks_received_total")
+            .ok_or("no snapshot chunk counter in the metrics")?;
+        let installed = keel_harness::prometheus_value(text, "keel_snapshots_installed_total")
+            .ok_or("no snapshot install counter in the metrics")?;
+        Ok((chunks, installed))
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Whether a failed membership addition says the node is already a member.
+fn already_member(e: &keel_client::AttemptError) -> bool {
+    matches!(
+        e,
+        keel_client::AttemptError::Problem(keel_client::ClientError::Problem { status: 409, detail, .. })
+            if detail.contains("already a member")
+    )
 }
 
 /// What a power loss that kept node `id`'s canary says: `left` canary

@@ -374,7 +374,13 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
     );
     let mut spec = ClusterSpec::new(&config.binary, &config.base_dir, config.nodes);
     spec.admin_token = ADMIN_TOKEN.to_owned();
-    spec.extra_args = config.node_args.clone();
+    // Small snapshot chunks, so a snapshot install spans many round trips
+    // (see `Nemesis::PowerLossInSnapshot`); the caller's arguments follow.
+    spec.extra_args = vec![
+        "--snapshot-chunk-bytes".to_owned(),
+        crate::nemesis::CHAOS_SNAPSHOT_CHUNK_BYTES.to_string(),
+    ];
+    spec.extra_args.extend(config.node_args.iter().cloned());
     spec.netns = netns;
     spec.link_proxies = netns && chosen.iter().any(|n| n.needs_link_proxies());
     spec.faketime = faketime;
@@ -434,6 +440,7 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         recorder.clone(),
     ));
     let mut faults = Vec::new();
+    let mut fault_error: Option<String> = None;
     {
         let mut nemeses = Nemeses::new(&mut cluster, config.seed, t0);
         for (i, nemesis) in plan.iter().enumerate() {
@@ -443,9 +450,24 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
             }
             tokio::time::sleep(config.quiet).await;
             tracing::info!(nemesis = nemesis.name(), "injecting");
-            let active = nemeses.inject(*nemesis).await?;
+            // A fault that cannot be injected or healed (the cluster did
+            // not come back in time) ends the faults, not the run: the
+            // checks below still judge what the cluster kept.
+            let active = match nemeses.inject(*nemesis).await {
+                Ok(a) => a,
+                Err(e) => {
+                    fault_error = Some(format!("injecting {}: {e}", nemesis.name()));
+                    break;
+                }
+            };
             tokio::time::sleep(config.hold).await;
-            let record = nemeses.heal(active).await?;
+            let record = match nemeses.heal(active).await {
+                Ok(r) => r,
+                Err(e) => {
+                    fault_error = Some(format!("healing {}: {e}", nemesis.name()));
+                    break;
+                }
+            };
             tracing::info!(
                 nemesis = nemesis.name(),
                 recovered = record.recovered_ns.is_some(),
@@ -464,9 +486,16 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
     // a build that loses acknowledged data can wedge a replica for good, and
     // the checks below still read what a leader of the rest serves.
     let healed = match cluster.wait_ready(READY_TIMEOUT).await {
-        Ok(_) => Finding::pass(
+        Ok(_) if fault_error.is_none() => Finding::pass(
             HEALED,
             "every node ready under one leader after the last fault",
+        ),
+        Ok(_) => Finding::fail(
+            HEALED,
+            format!(
+                "{}; the run injected no further fault",
+                fault_error.as_deref().unwrap_or_default()
+            ),
         ),
         Err(e) => {
             let why: Vec<String> = cluster
@@ -475,7 +504,8 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
                 .into_iter()
                 .map(|(id, why)| format!("node {id}: {why} (see node-{id}.log)"))
                 .collect();
-            Finding::fail(HEALED, format!("{e}; {}", why.join("; ")))
+            let fault = fault_error.map(|f| format!("{f}; ")).unwrap_or_default();
+            Finding::fail(HEALED, format!("{fault}{e}; {}", why.join("; ")))
         }
     };
     let ids = cluster.ids();

@@ -14,9 +14,11 @@ use keel_chaos::run::{run, Report, RunConfig};
 pub struct RunArgs {
     /// Nemeses, comma-separated, or `all`: kill-leader, kill-follower,
     /// kill-random, pause-leader, pause-follower, power-loss,
-    /// rolling-restart, membership-churn, and with network namespaces
-    /// isolate-leader, split-halves, bridge, one-way-leader, lossy-links,
-    /// slow-links, drop-connections; clock-skew (with libfaketime).
+    /// rolling-restart, membership-churn; with FUSE lose-unsynced and
+    /// power-loss-in-snapshot; with network namespaces isolate-leader,
+    /// split-halves, bridge, one-way-leader, lossy-links, slow-links,
+    /// drop-connections, kill-during-partition, partition-during-churn;
+    /// clock-skew (with libfaketime).
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// Least seconds under load (the run continues until every nemesis has
@@ -100,11 +102,22 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         } else {
             a.data_dir.join(format!("seed-{seed}"))
         };
-        let report = one_run(&rt, &a, seed, &dir)?;
-        if !report.ok {
-            failed.push(seed);
+        match one_run(&rt, &a, seed, &dir) {
+            Ok(report) => {
+                if !report.ok {
+                    failed.push(seed);
+                }
+                reports.push(report);
+            }
+            // One run that could not finish (its cluster did not come back
+            // from a fault) is a failed seed; a soak goes on with the next.
+            Err(e) if a.runs > 1 => {
+                eprintln!("run with seed {seed} could not finish: {e:#}");
+                println!("seed {seed}: RUN FAILED: {e:#}");
+                failed.push(seed);
+            }
+            Err(e) => return Err(e),
         }
-        reports.push(report);
     }
     if a.runs > 1 {
         let figures = keel_chaos::across::across_runs(&reports);
@@ -167,12 +180,12 @@ fn one_run(
 /// Unavailability per nemesis across runs, as a table.
 pub fn render_across(figures: &[keel_chaos::across::NemesisFigures], runs: u64) -> String {
     let mut s = format!(
-        "\nacross {runs} runs: write unavailability per fault (ms)\n  {:<18} {:>7} {:>8} {:>8} {:>8} {:>8} {:>7}\n",
+        "\nacross {runs} runs: write unavailability per fault (ms)\n  {:<22} {:>7} {:>8} {:>8} {:>8} {:>8} {:>7}\n",
         "fault", "strikes", "p50", "p99", "max", "never", "errors"
     );
     for f in figures {
         s.push_str(&format!(
-            "  {:<18} {:>7} {:>8.0} {:>8.0} {:>8.0} {:>8} {:>7}\n",
+            "  {:<22} {:>7} {:>8.0} {:>8.0} {:>8.0} {:>8} {:>7}\n",
             f.nemesis.name(),
             f.strikes,
             f.p50_ms,
@@ -211,7 +224,7 @@ pub fn render(r: &Report) -> String {
         r.latency_p99_ms
     ));
     s.push_str(&format!(
-        "  {:<18} {:<8} {:>9} {:>14} {:>8} {:>12} {:>7} {:>9}\n",
+        "  {:<22} {:<8} {:>9} {:>14} {:>8} {:>12} {:>7} {:>9}\n",
         "fault",
         "targets",
         "at (s)",
@@ -224,7 +237,7 @@ pub fn render(r: &Report) -> String {
     for f in &r.faults {
         let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
         s.push_str(&format!(
-            "  {:<18} {:<8} {:>9.1} {:>14} {:>8} {:>12} {:>7} {:>9}\n",
+            "  {:<22} {:<8} {:>9.1} {:>14} {:>8} {:>12} {:>7} {:>9}\n",
             f.record.nemesis.name(),
             f.record
                 .targets
