@@ -83,6 +83,9 @@ pub enum Nemesis {
     PowerLossInSnapshot,
 }
 
+/// Longest a pause nemesis waits to see its target stopped.
+pub const PAUSE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Longest a [`Nemesis::PowerLossInSnapshot`] waits for the leader's
 /// snapshot to begin arriving at the rejoining follower.
 pub const SNAPSHOT_ARRIVAL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -373,6 +376,29 @@ impl<'a> Nemeses<'a> {
         Ok(())
     }
 
+    /// SIGSTOPs node `id` and checks that the kernel stopped it.
+    async fn pause(&mut self, id: u64, unconfirmed: &mut Vec<String>) -> Result<(), ChaosError> {
+        let pid = self.cluster.process_id(id);
+        self.cluster.pause(id)?;
+        let Some(pid) = pid else {
+            unconfirmed.push(format!("node {id} was not running to be paused"));
+            return Ok(());
+        };
+        // The signal is delivered asynchronously; a stop shows at once on
+        // an idle machine and within milliseconds on a loaded one.
+        let deadline = Instant::now() + PAUSE_CONFIRM_TIMEOUT;
+        while !keel_harness::process_stopped(pid) {
+            if Instant::now() >= deadline {
+                unconfirmed.push(format!(
+                    "node {id} (pid {pid}) not stopped {PAUSE_CONFIRM_TIMEOUT:?} after SIGSTOP"
+                ));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
     /// Drops node `id`'s unsynced writes and checks that the drop worked: a
     /// correct node fsyncs what it writes at once, so it may well have
     /// nothing unsynced when the power goes, and the bytes it loses prove
@@ -482,12 +508,12 @@ impl<'a> Nemeses<'a> {
             }
             Nemesis::PauseLeader => {
                 let l = self.leader().await?;
-                self.cluster.pause(l)?;
+                self.pause(l, &mut unconfirmed).await?;
                 vec![l]
             }
             Nemesis::PauseFollower => {
                 let f = self.follower().await?;
-                self.cluster.pause(f)?;
+                self.pause(f, &mut unconfirmed).await?;
                 vec![f]
             }
             Nemesis::PowerLoss | Nemesis::LoseUnsynced => {
@@ -508,8 +534,16 @@ impl<'a> Nemeses<'a> {
             Nemesis::RollingRestart => {
                 let ids = self.cluster.ids();
                 for id in &ids {
+                    let before = self.cluster.process_id(*id);
                     self.cluster.stop(*id)?;
+                    if let Some(pid) = before.filter(|p| !keel_harness::process_gone(*p)) {
+                        unconfirmed
+                            .push(format!("node {id} (pid {pid}) still there after its stop"));
+                    }
                     self.cluster.restart(*id)?;
+                    if before.is_none() || self.cluster.process_id(*id) == before {
+                        unconfirmed.push(format!("node {id} was not restarted as a new process"));
+                    }
                     self.cluster.wait_ready(RECOVERY_TIMEOUT).await?;
                 }
                 ids

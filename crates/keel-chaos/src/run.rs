@@ -813,7 +813,7 @@ pub fn faults_took_effect(faults: &[FaultReport]) -> Finding {
         .collect();
     Finding::from_problems(
         FAULTS_TOOK_EFFECT,
-        "killed processes gone, cut nodes unreachable from their peers, unsynced writes dropped",
+        "killed processes gone, paused ones stopped, restarted ones new, cut nodes unreachable from their peers, skewed clocks read back, unsynced writes dropped, snapshots cut mid-transfer",
         &problems,
     )
 }

@@ -880,6 +880,24 @@ pub fn process_gone(pid: u32) -> bool {
     )
 }
 
+/// Whether process `pid` is stopped (SIGSTOP): its state in
+/// `/proc/PID/stat` is `T`. What a pause must leave behind. False when the
+/// process is gone or its state cannot be read.
+pub fn process_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat_state(&stat))
+        .is_some_and(|state| state == 'T' || state == 't')
+}
+
+/// The state letter of a `/proc/PID/stat` line: the first field after the
+/// command name, which is in parentheses and may itself hold spaces or
+/// parentheses.
+fn stat_state(stat: &str) -> Option<char> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().next()?.chars().next()
+}
+
 /// Whether the environment says this is a CI run (`CI=true`, as CI
 /// services set it), where a test whose precondition is missing must fail
 /// rather than skip.
@@ -988,6 +1006,33 @@ pub async fn seed_test_shop(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reads_the_state_from_a_proc_stat_line() {
+        assert_eq!(super::stat_state("4242 (keel) T 1 4242 0"), Some('T'));
+        assert_eq!(super::stat_state("4242 (a (b) c) S 1 4242"), Some('S'));
+        assert_eq!(super::stat_state("garbage"), None);
+    }
+
+    #[test]
+    fn sees_a_stopped_process() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(!super::process_stopped(pid));
+        let raw = nix::unistd::Pid::from_raw(pid as i32);
+        nix::sys::signal::kill(raw, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !super::process_stopped(pid) {
+            assert!(std::time::Instant::now() < deadline, "never seen stopped");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!super::process_stopped(pid));
+    }
+
     #[test]
     fn reads_an_unlabelled_value_from_prometheus_text() {
         let text = "# HELP keel_snapshots_installed Snapshots\n\
