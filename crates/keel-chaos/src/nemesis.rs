@@ -97,7 +97,7 @@ pub const SNAPSHOT_POLL_INTERVAL: Duration = Duration::from_millis(2);
 /// Snapshot chunk size of a chaos run's nodes (bytes): the smallest a node
 /// accepts, so a snapshot of even a young run's state takes many round
 /// trips and a [`Nemesis::PowerLossInSnapshot`] can strike mid-transfer.
-pub const CHAOS_SNAPSHOT_CHUNK_BYTES: u64 = 4096;
+pub const CHAOS_SNAPSHOT_CHUNK_BYTES: u64 = 64 << 10;
 
 /// Latency a [`Nemesis::SlowLinks`] fault adds to each direction of each
 /// node-to-node link. openraft times an AppendEntries out after one
@@ -744,18 +744,32 @@ impl<'a> Nemeses<'a> {
     /// and wipes its data; returns it.
     async fn remove_follower(&mut self) -> Result<u64, ChaosError> {
         let f = self.follower().await?;
-        let leader = self.leader().await?;
-        let ep = self.cluster.addr(leader)?;
-        self.admin
-            .call_at(
-                &ep,
-                method_delete(),
-                &format!("/v1/cluster/members/{f}"),
-                None,
-                None,
-            )
-            .await
-            .map_err(|e| ChaosError::Fault(format!("removing node {f}: {e:?}")))?;
+        let path = format!("/v1/cluster/members/{f}");
+        // A membership change waits for a quorum of the old and the new
+        // membership, and its reply may be lost or late (a lagging voter,
+        // a leader change): ask the current leader again until the node is
+        // gone, an answer that it is no member meaning an earlier ask
+        // went through.
+        let deadline = Instant::now() + RECOVERY_TIMEOUT;
+        loop {
+            let leader = self.leader().await?;
+            let ep = self.cluster.addr(leader)?;
+            match self
+                .admin
+                .call_at(&ep, method_delete(), &path, None, None)
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if not_member(&e) => break,
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(ChaosError::Fault(format!("removing node {f}: {e:?}")))
+                }
+                Err(e) => {
+                    tracing::info!(node = f, error = ?e, "removing a node: asking again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
         self.cluster.stop(f)?;
         self.cluster.wipe(f)?;
         Ok(f)
@@ -929,6 +943,15 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// Whether a failed membership removal says the node is no member.
+fn not_member(e: &keel_client::AttemptError) -> bool {
+    matches!(
+        e,
+        keel_client::AttemptError::Problem(keel_client::ClientError::Problem { status: 409, detail, .. })
+            if detail.contains("is not a member")
+    )
 }
 
 /// Whether a failed membership addition says the node is already a member.
