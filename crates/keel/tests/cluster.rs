@@ -484,3 +484,29 @@ async fn a_flipped_byte_in_a_nodes_log_is_detected_at_start_up() {
         "log does not report corruption:\n{log_text}"
     );
 }
+
+/// Node and gateway logs go to files: they must carry no terminal colour
+/// codes, which make them hard to read and to search.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn log_files_carry_no_terminal_colour_codes() {
+    let (_dir, mut c) = cluster(3, &[]);
+    c.wait_ready(READY).await.unwrap();
+    c.start_gateway(0, &[]).unwrap();
+    c.wait_gateway_ready(READY).await.unwrap();
+    let mut files: Vec<std::path::PathBuf> = c.ids().into_iter().map(|id| c.log_file(id)).collect();
+    files.push(c.gateway_log_file());
+    for f in files {
+        let log = std::fs::read(&f).unwrap();
+        assert!(
+            !log.is_empty(),
+            "{} is empty: nothing was checked",
+            f.display()
+        );
+        assert!(
+            !log.contains(&0x1b),
+            "{} holds an escape code: {}",
+            f.display(),
+            String::from_utf8_lossy(&log[..log.len().min(300)])
+        );
+    }
+}
