@@ -41,7 +41,8 @@ pub const EXPIRE_PER_COMMAND_MAX: usize = 1_000;
 /// keep a leader's clock within `clock_offset_max_ms` of the majority's
 /// (the first guard); this bound holds even if that guard fails. An honest
 /// leader's consecutive entries are milliseconds apart, and an idle leader
-/// proposes a tick whenever the state clock lags its own by a second, so a
+/// proposes a tick (`ExpireDue`) whenever the state clock lags its own by
+/// more than ten seconds (`keel_node::server::CLOCK_TICK_LAG_MS`), so a
 /// minute is never reached in normal operation; after a whole-cluster
 /// outage the clock catches up a minute per tick.
 pub const CLOCK_STEP_MAX_MS: u64 = 60_000;
