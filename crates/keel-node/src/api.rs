@@ -21,6 +21,7 @@ use keel_domain::{
     AccountId, AccountKind, Applied, Command, Currency, DomainError, Envelope, LineRequest, Minor,
     OrderId, Outcome, Principal, Product, ProductName, RequestId, Sku,
 };
+use keel_protocol::constant_time_eq;
 use keel_store::StateReader;
 
 use crate::metrics::{Route, RouteStatus};
@@ -120,10 +121,6 @@ fn principal(api: &Api, headers: &HeaderMap) -> Option<Principal> {
     let id = AccountId::new(id).ok()?;
     constant_time_eq(token.as_bytes(), api.customer_token(&id).as_bytes())
         .then_some(Principal::Customer(id))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn authed(api: &Api, headers: &HeaderMap) -> Result<Principal, Problem> {
