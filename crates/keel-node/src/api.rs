@@ -21,7 +21,7 @@ use keel_domain::{
     AccountId, AccountKind, Applied, Command, Currency, DomainError, Envelope, LineRequest, Minor,
     OrderId, Outcome, Principal, Product, ProductName, RequestId, Sku,
 };
-use keel_protocol::constant_time_eq;
+use keel_protocol::{constant_time_eq, header};
 use keel_store::StateReader;
 
 use crate::metrics::{Route, RouteStatus};
@@ -31,20 +31,6 @@ use crate::proposer::Group;
 
 /// Largest request body the public API accepts (API.md).
 pub const BODY_BYTES_MAX: usize = 1 << 20;
-/// Header carrying the idempotency key.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-/// Response header set on a replayed result.
-pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
-/// Response header with the replica's applied index on local reads.
-pub const APPLIED_INDEX_HEADER: &str = "keel-applied-index";
-/// Response header naming the leader as this node knows it, `id=host:port`,
-/// on every response: a balancer learns of a new leader from any reply
-/// without polling.
-pub const LEADER_HEADER: &str = "keel-leader";
-/// Response header with the term of the leader named in [`LEADER_HEADER`]:
-/// a cut-off old leader still names itself, at an older term, so a
-/// balancer keeps the hint of the highest term.
-pub const TERM_HEADER: &str = "keel-term";
 /// Largest applied-index lag at which `/readyz` still says ready.
 pub const READY_LAG_MAX: u64 = 1_000;
 
@@ -175,7 +161,7 @@ fn json_problem(e: JsonRejection) -> Problem {
 }
 
 fn request_id(api: &Api, headers: &HeaderMap) -> Result<RequestId, Problem> {
-    match headers.get(IDEMPOTENCY_KEY) {
+    match headers.get(header::IDEMPOTENCY_KEY) {
         None => Ok(api.generated_key()),
         Some(v) => {
             let s = v
@@ -269,8 +255,10 @@ fn applied_response(a: &Applied, created: bool) -> Response {
         Err(e) => Problem::from(e).into_response(),
     };
     if a.replayed {
-        resp.headers_mut()
-            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+        resp.headers_mut().insert(
+            header::IDEMPOTENT_REPLAYED,
+            HeaderValue::from_static("true"),
+        );
     }
     resp
 }
@@ -318,7 +306,7 @@ async fn admin_write(
 fn local_header(mut resp: Response, reader: &StateReader) -> Response {
     if let Ok(Some(id)) = reader.applied() {
         if let Ok(v) = HeaderValue::from_str(&id.index.to_string()) {
-            resp.headers_mut().insert(APPLIED_INDEX_HEADER, v);
+            resp.headers_mut().insert(header::APPLIED_INDEX, v);
         }
     }
     resp
@@ -905,11 +893,11 @@ async fn track(State(api): Shared, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let mut resp = next.run(req).await;
     if let Some((id, addr)) = api.node.leader() {
-        if let Ok(v) = HeaderValue::from_str(&format!("{id}={addr}")) {
-            resp.headers_mut().insert(LEADER_HEADER, v);
+        if let Ok(v) = HeaderValue::from_str(&header::leader_hint(id, &addr)) {
+            resp.headers_mut().insert(header::LEADER, v);
         }
         resp.headers_mut()
-            .insert(TERM_HEADER, HeaderValue::from(api.node.term()));
+            .insert(header::TERM, HeaderValue::from(api.node.term()));
     }
     let m = &api.node.metrics;
     m.request_seconds

@@ -28,7 +28,7 @@ use crate::election::ElectionSignals;
 use crate::metrics::{Metrics, Role};
 use crate::node::{role_name, Node};
 use crate::proposer::Proposer;
-use crate::rpc::{path, NetworkFactory, PeerClient, CLUSTER_SECRET_HEADER, RPC_BODY_BYTES_MAX};
+use crate::rpc::{path, NetworkFactory, PeerClient, RPC_BODY_BYTES_MAX};
 
 /// How often the leader looks for reservations due to expire.
 pub const EXPIRE_TICK: Duration = Duration::from_millis(250);
@@ -383,7 +383,7 @@ fn check_secret(node: &Node, h: &HeaderMap) -> Result<(), Response> {
 /// compared in constant time: how long a refusal takes must not tell a
 /// caller how much of a guess was right.
 fn presents_secret(h: &HeaderMap, secret: &str) -> bool {
-    h.get(CLUSTER_SECRET_HEADER)
+    h.get(keel_protocol::header::CLUSTER_SECRET)
         .is_some_and(|v| keel_protocol::constant_time_eq(v.as_bytes(), secret.as_bytes()))
 }
 
@@ -529,7 +529,7 @@ mod tests {
     fn presenting(value: &[u8]) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(
-            CLUSTER_SECRET_HEADER,
+            keel_protocol::header::CLUSTER_SECRET,
             HeaderValue::from_bytes(value).unwrap(),
         );
         h
