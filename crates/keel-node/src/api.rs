@@ -21,7 +21,7 @@ use keel_domain::{
     AccountId, AccountKind, Applied, Command, Currency, DomainError, Envelope, LineRequest, Minor,
     OrderId, Outcome, Principal, Product, ProductName, RequestId, Sku,
 };
-use keel_protocol::{constant_time_eq, header};
+use keel_protocol::{constant_time_eq, header, hex};
 use keel_store::StateReader;
 
 use crate::metrics::{Route, RouteStatus};
@@ -84,11 +84,7 @@ fn unreachable_key() -> RequestId {
 pub fn customer_token(secret: &str, id: &AccountId) -> String {
     let key = blake3::derive_key("keel customer token v1", secret.as_bytes());
     let mac = blake3::keyed_hash(&key, id.as_str().as_bytes());
-    let hex: String = mac.as_bytes()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("cust_{id}.{hex}")
+    format!("cust_{id}.{}", hex::encode(&mac.as_bytes()[..16]))
 }
 
 // ----- authentication ------------------------------------------------------
@@ -740,11 +736,10 @@ async fn digest(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
     .await
     .map_err(|e| Problem::internal(format!("the digest did not run: {e}")))?
     .map_err(|e| Problem::internal(e.to_string()))?;
-    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
     Ok(Json(json!({
         "node_id": api.node.id,
         "applied_index": applied.map(|l| l.index),
-        "digest": hex,
+        "digest": hex::encode(&d),
     }))
     .into_response())
 }

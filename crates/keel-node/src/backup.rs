@@ -28,6 +28,7 @@ use keel_protocol::header::{
     BACKUP_APPLIED, BACKUP_CLOCK_MS, BACKUP_INDEX, BACKUP_LEADER_NODE, BACKUP_PURGED, BACKUP_TERM,
     STATE_DIGEST,
 };
+use keel_protocol::hex;
 
 use crate::api::{admin, Api};
 use crate::problem::Problem;
@@ -103,7 +104,7 @@ pub async fn snapshot(State(api): Shared, h: HeaderMap) -> Result<Response, Prob
         header(hm, BACKUP_TERM, l.leader_id.term);
         header(hm, BACKUP_LEADER_NODE, l.leader_id.node_id);
     }
-    header(hm, STATE_DIGEST, hex(&export.digest));
+    header(hm, STATE_DIGEST, hex::encode(&export.digest));
     header(hm, BACKUP_CLOCK_MS, export.clock_ms);
     header(hm, "content-length", export.bytes);
     hm.insert(
@@ -241,8 +242,4 @@ pub fn lower_priority(id: &str, nice: i32) -> bool {
             .is_ok_and(|s| s.success())
     };
     run("renice", &["-n", &nice.to_string(), "-p", id]) & run("ionice", &["-c", "3", "-p", id])
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -173,10 +173,6 @@ fn now_ms() -> u64 {
 /// The repository key of the benchmark (its backups are thrown away).
 const BENCH_KEY: [u8; 32] = [7; 32];
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// `dir:` specs of the layout's target directories under `root`.
 fn repo_targets(root: &Path, layout: Layout) -> Vec<String> {
     let n = match layout {
@@ -417,7 +413,7 @@ impl BackupLoop {
             .args(["--rate-mib-s", &self.rate_mib_s.to_string()])
             .arg("--work-dir")
             .arg(&self.work)
-            .env("KEEL_BACKUP_KEY", hex(&BENCH_KEY))
+            .env("KEEL_BACKUP_KEY", keel_protocol::hex::encode(&BENCH_KEY))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);

@@ -32,9 +32,9 @@ fn demo_key(dir: &Path) -> anyhow::Result<Key> {
     let mut bytes = [0u8; 32];
     let mut f = std::fs::File::open("/dev/urandom").context("reading /dev/urandom")?;
     std::io::Read::read_exact(&mut f, &mut bytes).context("reading /dev/urandom")?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let path = dir.join("backup.key");
-    std::fs::write(&path, hex).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, keel_protocol::hex::encode(&bytes))
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(Key::from_file(&path)?)
 }
 
