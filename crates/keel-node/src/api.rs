@@ -47,13 +47,9 @@ type Shared = State<Arc<Api>>;
 impl Api {
     /// Wraps a node.
     pub fn new(node: Arc<Node>) -> Arc<Self> {
-        let boot_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
         Arc::new(Self {
             node,
-            boot_ms,
+            boot_ms: keel_protocol::wall_ms(),
             next_key: AtomicU64::new(0),
         })
     }
@@ -715,7 +711,7 @@ async fn clock(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
         .collect();
     Ok(Json(json!({
         "node_id": node.id,
-        "wall_ms": crate::clock::wall_ms(),
+        "wall_ms": keel_protocol::wall_ms(),
         "clock_offset_max_ms": node.config.clock_offset_max_ms,
         "may_lead": node.clock.may_lead(),
         "stepping_down": node.clock.stepping_down(),

@@ -296,7 +296,7 @@ async fn expiry_ticker(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         }
         let mut ticks = 0;
         loop {
-            let now = crate::clock::wall_ms();
+            let now = keel_protocol::wall_ms();
             let (due, clock) = match node.sm.reader_async().await {
                 Ok(r) => (
                     keel_domain::query::next_expiry_ms(&r).ok().flatten(),
@@ -502,7 +502,7 @@ rpc_handler!(rpc_forward_batch, |node, req: crate::proposer::Group| node
     .await);
 rpc_handler!(rpc_read_index, |node, _req: ()| node.read_index().await);
 rpc_handler!(rpc_self, |node, _req: ()| node.self_status());
-rpc_handler!(rpc_clock, |_node, _req: ()| crate::clock::wall_ms());
+rpc_handler!(rpc_clock, |_node, _req: ()| keel_protocol::wall_ms());
 
 fn internal_router(node: Arc<Node>) -> Router {
     Router::new()

@@ -163,13 +163,6 @@ async fn preload(admin: &Arc<Client>, n: u64, customers: u64) -> anyhow::Result<
     Ok(t.elapsed())
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// The repository key of the benchmark (its backups are thrown away).
 const BENCH_KEY: [u8; 32] = [7; 32];
 
@@ -246,7 +239,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 
     // Full backup on a quiet cluster.
     let t = Instant::now();
-    let full = job::take_full(&repo, &source, now_ms()).await?;
+    let full = job::take_full(&repo, &source, keel_protocol::wall_ms()).await?;
     let backup_time = t.elapsed();
     let stored: u64 = full.chunks.iter().map(|c| c.sealed_bytes).sum::<u64>();
     say(format!(
