@@ -118,10 +118,6 @@ async fn cluster_forms_elects_and_serves_writes_and_reads_through_any_node() {
     assert_eq!(s.next_order_id, 2);
 }
 
-/// Batches sent to each node in the batch ordering test.
-const BATCH_ROUNDS: u64 = 5;
-
-/// This node's count of writes forwarded to the leader, from `/metrics`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_internal_call_without_the_cluster_secret_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -154,6 +150,10 @@ async fn an_internal_call_without_the_cluster_secret_is_refused() {
     assert_eq!(status(None).await, 403, "no secret was let in");
 }
 
+/// Batches sent to each node in the batch ordering test.
+const BATCH_ROUNDS: u64 = 5;
+
+/// This node's count of writes forwarded to the leader, from `/metrics`.
 async fn forwarded_writes(c: &Client, ep: &str) -> u64 {
     keel_harness::node_metric(c, ep, "keel_forwarded_writes_total")
         .await
