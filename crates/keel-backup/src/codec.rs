@@ -110,13 +110,16 @@ impl Key {
 
     fn from_hex(text: &str, origin: String) -> Result<Self, BackupError> {
         let text = text.trim();
-        let material = decode_hex_32(text).ok_or_else(|| BackupError::KeyFormat {
-            origin,
-            reason: format!(
-                "{} characters that are not 64 hex digits",
-                text.chars().count()
-            ),
-        })?;
+        let material = keel_protocol::hex::decode(text)
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .ok_or_else(|| BackupError::KeyFormat {
+                origin,
+                reason: format!(
+                    "{} characters that are not 64 hex digits",
+                    text.chars().count()
+                ),
+            })?;
         Ok(Self::from_bytes(material))
     }
 
@@ -124,21 +127,6 @@ impl Key {
     pub(crate) fn material(&self) -> &[u8; 32] {
         &self.material
     }
-}
-
-fn decode_hex_32(text: &str) -> Option<[u8; 32]> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let nibble = |b: u8| (b as char).to_digit(16);
-    let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        // Each value is below 16, so the pair fits a byte.
-        let byte = nibble(pair[0])? * 16 + nibble(pair[1])?;
-        out[i] = u8::try_from(byte).ok()?;
-    }
-    Some(out)
 }
 
 /// The keys a [`Key`] expands to for chunks, kept derived once per

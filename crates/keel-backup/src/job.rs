@@ -311,7 +311,7 @@ fn read_cold(dir: &Path, snap: &Path, frames: &Path) -> Result<ColdRead, BackupE
     Ok(ColdRead {
         index: last.index,
         term: last.leader_id.term,
-        digest: export.digest.iter().map(|b| format!("{b:02x}")).collect(),
+        digest: keel_protocol::hex::encode(&export.digest),
         clock_ms: export.clock_ms,
         span,
     })

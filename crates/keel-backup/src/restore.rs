@@ -10,6 +10,7 @@
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
+use keel_protocol::hex;
 use keel_store::seed::{Seed, SeedInfo};
 
 use crate::chain::{plan_restore, RestorePoint};
@@ -43,10 +44,6 @@ pub struct RestoreReport {
     pub time_ms: u64,
     /// The state digest (hex).
     pub digest: String,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> BackupError + '_ {
@@ -103,7 +100,7 @@ pub async fn restore(
         entries_replayed: entries,
         index: info.applied.map_or(0, |l| l.index),
         time_ms: info.clock_ms,
-        digest: hex(&info.digest),
+        digest: hex::encode(&info.digest),
     })
 }
 
@@ -128,7 +125,7 @@ async fn replay(
     let seed = Seed::create(building).map_err(store)?;
     let seed = load_base(repo, base, seed).await?;
     if let Some(d) = base.labels.get("digest") {
-        let got = hex(&seed.digest().map_err(store)?);
+        let got = hex::encode(&seed.digest().map_err(store)?);
         if &got != d {
             return Err(BackupError::Restore(format!(
                 "{}: the restored state's digest {got} is not the digest {d} recorded when it was taken",

@@ -10,6 +10,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
+use keel_protocol::header as keel_header;
+
 use crate::frames::LogSpan;
 use crate::queue::QueueReader;
 
@@ -248,11 +250,11 @@ impl NodeSource {
                 })
         };
         let info = SnapshotInfo {
-            index: num("keel-backup-index")?,
-            term: num("keel-backup-term")?,
-            clock_ms: num("keel-backup-clock-ms")?,
+            index: num(keel_header::BACKUP_INDEX)?,
+            term: num(keel_header::BACKUP_TERM)?,
+            clock_ms: num(keel_header::BACKUP_CLOCK_MS)?,
             digest: h
-                .get("keel-state-digest")
+                .get(keel_header::STATE_DIGEST)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string(),
@@ -280,7 +282,7 @@ impl NodeSource {
         );
         let resp = self.send(&url).await?;
         resp.headers()
-            .get("keel-backup-applied")
+            .get(keel_header::BACKUP_APPLIED)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| SourceError::Bad {

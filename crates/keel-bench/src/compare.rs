@@ -132,10 +132,7 @@ pub struct CompareReport {
 
 /// A unique tag for keys of this run (ms since the epoch).
 pub fn run_tag() -> String {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
-        .to_string()
+    keel_protocol::wall_ms().to_string()
 }
 
 /// Runs `target` for `spec`; the row of `system`.

@@ -238,10 +238,9 @@ impl Nemesis {
 
 /// This process's wall clock, ms since the epoch.
 fn local_wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    // Signed, to add a negative skew to; past i64::MAX ms is 292 million
+    // years away.
+    i64::try_from(keel_protocol::wall_ms()).unwrap_or(i64::MAX)
 }
 
 /// SplitMix64: the schedule's generator, so a seed replays the same faults

@@ -13,6 +13,7 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request};
 use keel_http_client::ConnPool;
+use keel_protocol::header as keel_header;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -171,7 +172,7 @@ impl Client {
             Err(why) => return Err(AttemptError::Invalid(why.clone())),
         }
         if let Some(k) = key {
-            req = req.header("Idempotency-Key", k);
+            req = req.header(keel_header::IDEMPOTENCY_KEY, k);
         }
         let payload = match body {
             Some(b) => {
@@ -196,10 +197,12 @@ impl Client {
             Ok(Ok(r)) => r,
         };
         let status = resp.status().as_u16();
-        let replayed = resp.headers().contains_key("idempotent-replayed");
+        let replayed = resp
+            .headers()
+            .contains_key(keel_header::IDEMPOTENT_REPLAYED);
         let leader = resp
             .headers()
-            .get("keel-leader")
+            .get(keel_header::LEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let bytes = resp.into_body();

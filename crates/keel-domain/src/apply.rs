@@ -185,7 +185,7 @@ fn prune_idempotency<T: WriteTables>(t: &mut T, now: u64) -> Result<(), TableErr
         // reported as such rather than a panic on the slice.
         let request_id = k.get(8..).ok_or_else(|| TableError::Corrupt {
             table: Table::IdempotencyByTime.name(),
-            key: crate::codec::hex(&k),
+            key: keel_protocol::hex::encode(&k),
             reason: "key is shorter than its 8-byte time prefix".into(),
         })?;
         t.delete(Table::Idempotency, request_id)?;
@@ -996,7 +996,7 @@ impl<'a, T: WriteTables> State<'a, T> {
         for (k, _) in due.into_iter().take(EXPIRE_PER_COMMAND_MAX) {
             let id = keys::order_of_expiry_key(&k).ok_or_else(|| TableError::Corrupt {
                 table: Table::Expiry.name(),
-                key: crate::codec::hex(&k),
+                key: keel_protocol::hex::encode(&k),
                 reason: "key is not 16 bytes".into(),
             })?;
             // The index holds reserved orders only; anything else means the
@@ -1010,7 +1010,7 @@ impl<'a, T: WriteTables> State<'a, T> {
                 Err(Fail::Domain(e)) => {
                     return Err(TableError::Corrupt {
                         table: Table::Expiry.name(),
-                        key: crate::codec::hex(&k),
+                        key: keel_protocol::hex::encode(&k),
                         reason: format!("indexed order cannot expire: {e}"),
                     }
                     .into())

@@ -3,6 +3,7 @@
 //! self-checking: a flipped bit in a value is reported as corruption on read,
 //! never decoded into a plausible wrong value.
 
+use keel_protocol::hex;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::TableError;
@@ -33,7 +34,7 @@ pub fn decode<T: DeserializeOwned>(
 ) -> Result<T, TableError> {
     let corrupt = |reason: String| TableError::Corrupt {
         table: table.name(),
-        key: hex(key),
+        key: hex::encode(key),
         reason,
     };
     if bytes.len() < 5 {
@@ -53,11 +54,6 @@ pub fn decode<T: DeserializeOwned>(
 /// CRC-32C (Castagnoli) of `data`.
 pub fn crc32c(data: &[u8]) -> u32 {
     crc32c::crc32c(data)
-}
-
-/// Lower-case hex of `bytes`, for error messages.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::apply::{load_summary, IdempotencyRecord, Outcome};
-use crate::codec::{decode, hex};
+use keel_protocol::hex;
+
+use crate::codec::decode;
 use crate::error::TableError;
 use crate::ids::{Currency, OrderId};
 use crate::keys;
@@ -253,7 +255,7 @@ pub fn check_invariants<T: ReadTables>(t: &T) -> Result<Vec<Violation>, TableErr
         {
             v.push(Violation {
                 invariant: 5,
-                detail: format!("key {} has no time index entry", hex(k)),
+                detail: format!("key {} has no time index entry", hex::encode(k)),
             });
         }
         if let Ok(Outcome::Order(o)) = &rec.result {

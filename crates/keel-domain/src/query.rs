@@ -6,7 +6,9 @@ use std::ops::Bound;
 use serde::{Deserialize, Serialize};
 
 use crate::apply::load_summary;
-use crate::codec::{decode, hex};
+use keel_protocol::hex;
+
+use crate::codec::decode;
 use crate::error::{FieldError, TableError};
 use crate::ids::{AccountId, OrderId, Sku};
 use crate::keys;
@@ -53,14 +55,10 @@ pub fn page_limit(limit: Option<usize>) -> Result<usize, FieldError> {
 fn parse_cursor(cursor: Option<&str>) -> Result<Option<Vec<u8>>, FieldError> {
     let Some(c) = cursor else { return Ok(None) };
     let bad = || FieldError::new("cursor", "is not a cursor this API returned");
-    if c.len() % 2 != 0 || c.len() > 2 * 256 {
+    if c.len() > 2 * 256 {
         return Err(bad());
     }
-    (0..c.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(c.get(i..i + 2).ok_or_else(bad)?, 16).map_err(|_| bad()))
-        .collect::<Result<Vec<u8>, _>>()
-        .map(Some)
+    hex::decode(c).map(Some).map_err(|_| bad())
 }
 
 /// The product with its stock, if it exists.
@@ -98,7 +96,7 @@ fn page<V>(
     let more = rows.len() > limit;
     rows.truncate(limit);
     let next_cursor = if more {
-        rows.last().map(|(k, _)| hex(k))
+        rows.last().map(|(k, _)| hex::encode(k))
     } else {
         None
     };
@@ -148,12 +146,12 @@ pub fn customer_orders<T: ReadTables>(
     page(rows, limit, |k, _| {
         let id = keys::order_of_customer_key(k).ok_or_else(|| TableError::Corrupt {
             table: Table::CustomerOrders.name(),
-            key: hex(k),
+            key: hex::encode(k),
             reason: "key too short".into(),
         })?;
         order(t, id)?.ok_or_else(|| TableError::Corrupt {
             table: Table::CustomerOrders.name(),
-            key: hex(k),
+            key: hex::encode(k),
             reason: format!("indexes missing order {id}"),
         })
     })

@@ -428,7 +428,7 @@ impl Pool {
     }
 
     fn observe_leader_locked(&self, g: &mut Inner, hint: &str, term: Option<u64>, now: Instant) {
-        let Some((_, addr)) = hint.split_once('=') else {
+        let Some(addr) = keel_protocol::header::leader_hint_addr(hint) else {
             return;
         };
         if let Some(t) = term {

@@ -22,27 +22,17 @@ use crate::problem::Problem;
 use crate::server::Shared;
 use crate::{EligibleSet, RateDecision};
 use keel_http_client::ConnPool;
-
-/// Header carrying a write's idempotency key (the API's contract).
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-/// Header in which nodes name the leader, `id=host:port`.
-pub const LEADER_HEADER: &str = "keel-leader";
-/// Response header of the term of that leader.
-pub const TERM_HEADER: &str = "keel-term";
+use keel_protocol::header as keel_header;
 
 /// The leader hint and its term in a node's response headers.
 pub fn leader_hint(h: &hyper::HeaderMap) -> Option<(&str, Option<u64>)> {
-    let hint = h.get(LEADER_HEADER).and_then(|v| v.to_str().ok())?;
+    let hint = h.get(keel_header::LEADER).and_then(|v| v.to_str().ok())?;
     let term = h
-        .get(TERM_HEADER)
+        .get(keel_header::TERM)
         .and_then(|v| v.to_str().ok())
         .and_then(|t| t.parse().ok());
     Some((hint, term))
 }
-/// Response header naming the node that answered.
-pub const UPSTREAM_HEADER: &str = "keel-upstream";
-/// Response header counting the attempts a request took.
-pub const ATTEMPTS_HEADER: &str = "keel-attempts";
 
 /// Headers that belong to one connection, not to the message (RFC 9110
 /// §7.6.1), plus those the gateway recomputes for the new hop.
@@ -181,18 +171,20 @@ async fn admit_and_forward(
 
     let mut key_added = None;
     let is_write = class == Class::Write;
-    let has_key = parts.headers.contains_key(IDEMPOTENCY_KEY);
+    let has_key = parts.headers.contains_key(keel_header::IDEMPOTENCY_KEY);
     if is_write && !has_key && gw.config.retry.add_idempotency_key && keyable(parts.uri.path()) {
         let key = gw.keys.make();
         // The key is printable ASCII by construction.
         if let Ok(v) = HeaderValue::from_str(&key) {
-            parts.headers.insert(IDEMPOTENCY_KEY, v.clone());
+            parts
+                .headers
+                .insert(keel_header::IDEMPOTENCY_KEY, v.clone());
             key_added = Some(v);
         }
     }
     // Safe to send again after it may have reached a node: reads, and
     // writes the node will recognise by key.
-    let resend_ok = !is_write || parts.headers.contains_key(IDEMPOTENCY_KEY);
+    let resend_ok = !is_write || parts.headers.contains_key(keel_header::IDEMPOTENCY_KEY);
     let hash_key = parts
         .headers
         .get(gw.config.routing.hash_header.as_str())
@@ -400,12 +392,12 @@ fn finish(
         }
     };
     let h = resp.headers_mut();
-    h.insert(UPSTREAM_HEADER, upstream.clone());
-    h.insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
+    h.insert(keel_header::UPSTREAM, upstream.clone());
+    h.insert(keel_header::ATTEMPTS, HeaderValue::from(attempts));
     // The key the gateway chose, so the client can ask again for the result
     // of a write whose outcome it did not learn.
     if let Some(k) = key_added {
-        h.insert(IDEMPOTENCY_KEY, k);
+        h.insert(keel_header::IDEMPOTENCY_KEY, k);
     }
     resp
 }

@@ -406,11 +406,7 @@ fn is_admin(config: &GatewayConfig, headers: &HeaderMap) -> bool {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        .is_some_and(|t| keel_protocol::constant_time_eq(t.as_bytes(), token.as_bytes()))
 }
 
 /// Starts a prober for every node, including nodes discovered later.

@@ -21,6 +21,7 @@ use keel_domain::{
     AccountId, AccountKind, Applied, Command, Currency, DomainError, Envelope, LineRequest, Minor,
     OrderId, Outcome, Principal, Product, ProductName, RequestId, Sku,
 };
+use keel_protocol::{constant_time_eq, header, hex};
 use keel_store::StateReader;
 
 use crate::metrics::{Route, RouteStatus};
@@ -30,20 +31,6 @@ use crate::proposer::Group;
 
 /// Largest request body the public API accepts (API.md).
 pub const BODY_BYTES_MAX: usize = 1 << 20;
-/// Header carrying the idempotency key.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-/// Response header set on a replayed result.
-pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
-/// Response header with the replica's applied index on local reads.
-pub const APPLIED_INDEX_HEADER: &str = "keel-applied-index";
-/// Response header naming the leader as this node knows it, `id=host:port`,
-/// on every response: a balancer learns of a new leader from any reply
-/// without polling.
-pub const LEADER_HEADER: &str = "keel-leader";
-/// Response header with the term of the leader named in [`LEADER_HEADER`]:
-/// a cut-off old leader still names itself, at an older term, so a
-/// balancer keeps the hint of the highest term.
-pub const TERM_HEADER: &str = "keel-term";
 /// Largest applied-index lag at which `/readyz` still says ready.
 pub const READY_LAG_MAX: u64 = 1_000;
 
@@ -60,13 +47,9 @@ type Shared = State<Arc<Api>>;
 impl Api {
     /// Wraps a node.
     pub fn new(node: Arc<Node>) -> Arc<Self> {
-        let boot_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
         Arc::new(Self {
             node,
-            boot_ms,
+            boot_ms: keel_protocol::wall_ms(),
             next_key: AtomicU64::new(0),
         })
     }
@@ -97,11 +80,7 @@ fn unreachable_key() -> RequestId {
 pub fn customer_token(secret: &str, id: &AccountId) -> String {
     let key = blake3::derive_key("keel customer token v1", secret.as_bytes());
     let mac = blake3::keyed_hash(&key, id.as_str().as_bytes());
-    let hex: String = mac.as_bytes()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("cust_{id}.{hex}")
+    format!("cust_{id}.{}", hex::encode(&mac.as_bytes()[..16]))
 }
 
 // ----- authentication ------------------------------------------------------
@@ -120,10 +99,6 @@ fn principal(api: &Api, headers: &HeaderMap) -> Option<Principal> {
     let id = AccountId::new(id).ok()?;
     constant_time_eq(token.as_bytes(), api.customer_token(&id).as_bytes())
         .then_some(Principal::Customer(id))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn authed(api: &Api, headers: &HeaderMap) -> Result<Principal, Problem> {
@@ -178,7 +153,7 @@ fn json_problem(e: JsonRejection) -> Problem {
 }
 
 fn request_id(api: &Api, headers: &HeaderMap) -> Result<RequestId, Problem> {
-    match headers.get(IDEMPOTENCY_KEY) {
+    match headers.get(header::IDEMPOTENCY_KEY) {
         None => Ok(api.generated_key()),
         Some(v) => {
             let s = v
@@ -272,8 +247,10 @@ fn applied_response(a: &Applied, created: bool) -> Response {
         Err(e) => Problem::from(e).into_response(),
     };
     if a.replayed {
-        resp.headers_mut()
-            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+        resp.headers_mut().insert(
+            header::IDEMPOTENT_REPLAYED,
+            HeaderValue::from_static("true"),
+        );
     }
     resp
 }
@@ -321,7 +298,7 @@ async fn admin_write(
 fn local_header(mut resp: Response, reader: &StateReader) -> Response {
     if let Ok(Some(id)) = reader.applied() {
         if let Ok(v) = HeaderValue::from_str(&id.index.to_string()) {
-            resp.headers_mut().insert(APPLIED_INDEX_HEADER, v);
+            resp.headers_mut().insert(header::APPLIED_INDEX, v);
         }
     }
     resp
@@ -734,7 +711,7 @@ async fn clock(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
         .collect();
     Ok(Json(json!({
         "node_id": node.id,
-        "wall_ms": crate::clock::wall_ms(),
+        "wall_ms": keel_protocol::wall_ms(),
         "clock_offset_max_ms": node.config.clock_offset_max_ms,
         "may_lead": node.clock.may_lead(),
         "stepping_down": node.clock.stepping_down(),
@@ -755,11 +732,10 @@ async fn digest(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
     .await
     .map_err(|e| Problem::internal(format!("the digest did not run: {e}")))?
     .map_err(|e| Problem::internal(e.to_string()))?;
-    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
     Ok(Json(json!({
         "node_id": api.node.id,
         "applied_index": applied.map(|l| l.index),
-        "digest": hex,
+        "digest": hex::encode(&d),
     }))
     .into_response())
 }
@@ -908,11 +884,11 @@ async fn track(State(api): Shared, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let mut resp = next.run(req).await;
     if let Some((id, addr)) = api.node.leader() {
-        if let Ok(v) = HeaderValue::from_str(&format!("{id}={addr}")) {
-            resp.headers_mut().insert(LEADER_HEADER, v);
+        if let Ok(v) = HeaderValue::from_str(&header::leader_hint(id, &addr)) {
+            resp.headers_mut().insert(header::LEADER, v);
         }
         resp.headers_mut()
-            .insert(TERM_HEADER, HeaderValue::from(api.node.term()));
+            .insert(header::TERM, HeaderValue::from(api.node.term()));
     }
     let m = &api.node.metrics;
     m.request_seconds

@@ -24,6 +24,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use keel_protocol::header::{
+    BACKUP_APPLIED, BACKUP_CLOCK_MS, BACKUP_INDEX, BACKUP_LEADER_NODE, BACKUP_PURGED, BACKUP_TERM,
+    STATE_DIGEST,
+};
+use keel_protocol::hex;
+
 use crate::api::{admin, Api};
 use crate::problem::Problem;
 
@@ -39,21 +45,6 @@ pub const LOG_PAGE_BYTES_MAX: usize = 16 << 20;
 pub const EXPORT_NICE: i32 = 19;
 /// Read buffer when streaming a snapshot file.
 const STREAM_CHUNK_BYTES: usize = 256 << 10;
-
-/// The log index the exported state or page ends at.
-pub const INDEX_HEADER: &str = "keel-backup-index";
-/// The term of that log id.
-pub const TERM_HEADER: &str = "keel-backup-term";
-/// The leader node of that log id.
-pub const LEADER_NODE_HEADER: &str = "keel-backup-leader-node";
-/// The state digest (hex) at that index.
-pub const DIGEST_HEADER: &str = "keel-state-digest";
-/// The state's clock (latest leader time applied), ms since the epoch.
-pub const CLOCK_HEADER: &str = "keel-backup-clock-ms";
-/// This node's applied index when a log page was read.
-pub const APPLIED_HEADER: &str = "keel-backup-applied";
-/// This node's purge point (last index no longer in its log).
-pub const PURGED_HEADER: &str = "keel-backup-purged";
 
 type Shared = State<Arc<Api>>;
 
@@ -109,12 +100,12 @@ pub async fn snapshot(State(api): Shared, h: HeaderMap) -> Result<Response, Prob
     let mut resp = Response::new(Body::empty());
     let hm = resp.headers_mut();
     if let Some(l) = export.last_log_id {
-        header(hm, INDEX_HEADER, l.index);
-        header(hm, TERM_HEADER, l.leader_id.term);
-        header(hm, LEADER_NODE_HEADER, l.leader_id.node_id);
+        header(hm, BACKUP_INDEX, l.index);
+        header(hm, BACKUP_TERM, l.leader_id.term);
+        header(hm, BACKUP_LEADER_NODE, l.leader_id.node_id);
     }
-    header(hm, DIGEST_HEADER, hex(&export.digest));
-    header(hm, CLOCK_HEADER, export.clock_ms);
+    header(hm, STATE_DIGEST, hex::encode(&export.digest));
+    header(hm, BACKUP_CLOCK_MS, export.clock_ms);
     header(hm, "content-length", export.bytes);
     hm.insert(
         axum::http::header::CONTENT_TYPE,
@@ -213,12 +204,12 @@ pub async fn log(
     )
         .into_response();
     let hm = resp.headers_mut();
-    header(hm, INDEX_HEADER, last);
+    header(hm, BACKUP_INDEX, last);
     if let Some(a) = applied {
-        header(hm, APPLIED_HEADER, a);
+        header(hm, BACKUP_APPLIED, a);
     }
     if let Some(p) = purged {
-        header(hm, PURGED_HEADER, p);
+        header(hm, BACKUP_PURGED, p);
     }
     Ok(resp)
 }
@@ -251,8 +242,4 @@ pub fn lower_priority(id: &str, nice: i32) -> bool {
             .is_ok_and(|s| s.success())
     };
     run("renice", &["-n", &nice.to_string(), "-p", id]) & run("ionice", &["-c", "3", "-p", id])
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
 }

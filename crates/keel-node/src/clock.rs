@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use openraft::Raft;
 use tokio::sync::watch;
@@ -51,15 +51,6 @@ pub const CLOCK_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 pub const CLOCK_SAMPLE_MAX_AGE: Duration = Duration::from_secs(30);
 /// Default of `clock_offset_max_ms`: CockroachDB's default maximum offset.
 pub const CLOCK_OFFSET_MAX_MS_DEFAULT: u64 = 500;
-
-/// This node's wall clock in ms since the Unix epoch; 0 before 1970 (a
-/// broken clock, which then disagrees with every peer).
-pub fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// One reading of a peer's clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,7 +221,7 @@ impl ClockGuard {
 
 /// Reads `addr`'s clock once.
 async fn read_peer(peers: &PeerClient, addr: &str) -> Option<ClockSample> {
-    let sent_wall = wall_ms();
+    let sent_wall = keel_protocol::wall_ms();
     let sent = Instant::now();
     let peer_wall: u64 = match peers
         .call(addr, path::CLOCK, &(), CLOCK_PROBE_TIMEOUT)

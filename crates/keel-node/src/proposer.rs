@@ -373,7 +373,7 @@ async fn run<L: EntryLog>(
                 // only while its clock agrees with a majority's
                 // (`Node::propose_here`), and the state machine bounds what
                 // one entry can do with it (`StateClock`).
-                leader_time_ms: crate::clock::wall_ms(),
+                leader_time_ms: keel_protocol::wall_ms(),
                 commands: envs,
             };
             let res = log.write(entry).await;

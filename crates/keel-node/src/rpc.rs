@@ -26,8 +26,6 @@ use keel_store::{NodeId, TypeConfig};
 
 use crate::election::ElectionSignals;
 
-/// Header carrying the shared cluster secret on internal calls.
-pub const CLUSTER_SECRET_HEADER: &str = "keel-cluster-secret";
 /// Longest wait to open a TCP connection to a peer: a live peer on a LAN
 /// answers in well under a millisecond; longer means down or partitioned.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
@@ -114,7 +112,7 @@ impl PeerClient {
         let body = postcard::to_stdvec(req).map_err(|e| CallError::Network(e.to_string()))?;
         let request = Request::post(path)
             .header(HOST, addr)
-            .header(CLUSTER_SECRET_HEADER, self.secret.clone())
+            .header(keel_protocol::header::CLUSTER_SECRET, self.secret.clone())
             .header(CONTENT_TYPE, POSTCARD_CONTENT_TYPE)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| CallError::Network(format!("request: {e}")))?;

@@ -28,7 +28,7 @@ use crate::election::ElectionSignals;
 use crate::metrics::{Metrics, Role};
 use crate::node::{role_name, Node};
 use crate::proposer::Proposer;
-use crate::rpc::{path, NetworkFactory, PeerClient, CLUSTER_SECRET_HEADER, RPC_BODY_BYTES_MAX};
+use crate::rpc::{path, NetworkFactory, PeerClient, RPC_BODY_BYTES_MAX};
 
 /// How often the leader looks for reservations due to expire.
 pub const EXPIRE_TICK: Duration = Duration::from_millis(250);
@@ -296,7 +296,7 @@ async fn expiry_ticker(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         }
         let mut ticks = 0;
         loop {
-            let now = crate::clock::wall_ms();
+            let now = keel_protocol::wall_ms();
             let (due, clock) = match node.sm.reader_async().await {
                 Ok(r) => (
                     keel_domain::query::next_expiry_ms(&r).ok().flatten(),
@@ -372,15 +372,19 @@ pub fn refresh_raft_gauges(node: &Node) {
 type Shared = State<Arc<Node>>;
 
 fn check_secret(node: &Node, h: &HeaderMap) -> Result<(), Response> {
-    let ok = h
-        .get(CLUSTER_SECRET_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.as_bytes() == node.config.cluster_secret.as_bytes());
-    if ok {
+    if presents_secret(h, &node.config.cluster_secret) {
         Ok(())
     } else {
         Err((StatusCode::FORBIDDEN, "bad cluster secret").into_response())
     }
+}
+
+/// Whether an internal call's headers carry the cluster secret `secret`,
+/// compared in constant time: how long a refusal takes must not tell a
+/// caller how much of a guess was right.
+fn presents_secret(h: &HeaderMap, secret: &str) -> bool {
+    h.get(keel_protocol::header::CLUSTER_SECRET)
+        .is_some_and(|v| keel_protocol::constant_time_eq(v.as_bytes(), secret.as_bytes()))
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
@@ -498,7 +502,7 @@ rpc_handler!(rpc_forward_batch, |node, req: crate::proposer::Group| node
     .await);
 rpc_handler!(rpc_read_index, |node, _req: ()| node.read_index().await);
 rpc_handler!(rpc_self, |node, _req: ()| node.self_status());
-rpc_handler!(rpc_clock, |_node, _req: ()| crate::clock::wall_ms());
+rpc_handler!(rpc_clock, |_node, _req: ()| keel_protocol::wall_ms());
 
 fn internal_router(node: Arc<Node>) -> Router {
     Router::new()
@@ -512,4 +516,50 @@ fn internal_router(node: Arc<Node>) -> Router {
         .route(path::CLOCK, post(rpc_clock))
         .layer(axum::extract::DefaultBodyLimit::max(RPC_BODY_BYTES_MAX))
         .with_state(node)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    const SECRET: &str = "keel-cluster-dev";
+
+    fn presenting(value: &[u8]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            keel_protocol::header::CLUSTER_SECRET,
+            HeaderValue::from_bytes(value).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn an_internal_call_with_the_cluster_secret_is_let_in() {
+        assert!(presents_secret(&presenting(SECRET.as_bytes()), SECRET));
+    }
+
+    #[test]
+    fn an_internal_call_without_the_cluster_secret_is_refused() {
+        assert!(!presents_secret(&HeaderMap::new(), SECRET));
+        for wrong in [
+            "",
+            "keel-cluster-deV",
+            "Keel-cluster-dev",
+            "keel-cluster-de",
+            "keel-cluster-dev ",
+            "keel-cluster-devx",
+        ] {
+            assert!(
+                !presents_secret(&presenting(wrong.as_bytes()), SECRET),
+                "{wrong:?} was taken for the secret"
+            );
+        }
+        // A header value need not be UTF-8; it is refused, not a panic.
+        assert!(!presents_secret(
+            &presenting(b"keel-cluster-d\xe9v"),
+            SECRET
+        ));
+    }
 }

@@ -18,7 +18,6 @@
 //! picks it up from there.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::LogId;
 
@@ -88,9 +87,7 @@ pub fn rebuild_state(data_dir: &Path) -> Result<Rebuilt, StoreError> {
     sync_dir(data_dir)?;
     let state = data_dir.join(STATE_FILE);
     let kept_aside = if state.exists() {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
+        let ms = keel_protocol::wall_ms();
         let aside = data_dir.join(format!("{KEPT_STATE_PREFIX}{ms}"));
         std::fs::rename(&state, &aside).map_err(|e| StoreError::io(&aside, e))?;
         sync_dir(data_dir)?;

@@ -6,9 +6,10 @@
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
-use keel_domain::codec::{self, hex};
+use keel_domain::codec;
 use keel_domain::tables::Row;
 use keel_domain::{Direction, ReadTables, Table, TableError, WriteTables};
+use keel_protocol::hex;
 use openraft::{BasicNode, LogId, StoredMembership};
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -56,7 +57,7 @@ fn storage_err(table: Table, key: &[u8], e: impl Into<redb::Error>) -> TableErro
     match e.into() {
         redb::Error::Corrupted(reason) => TableError::Corrupt {
             table: table.name(),
-            key: hex(key),
+            key: hex::encode(key),
             reason: format!("redb: {reason}"),
         },
         other => TableError::Storage(format!("table {}: {other}", table.name())),

@@ -246,13 +246,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(ms))
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn print_manifest(m: &Manifest) {
     println!(
         "{:<44} {:<12} {:>10}..{:<10} {:>12} bytes  parent {}",
@@ -340,7 +333,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
 
 async fn create(a: CreateArgs) -> anyhow::Result<()> {
     let repo = a.repo.open()?;
-    let now = now_ms();
+    let now = keel_protocol::wall_ms();
     let taken = match a.kind.as_str() {
         "cold" => {
             let dir = a
@@ -516,7 +509,7 @@ async fn run_schedule(a: ScheduleArgs) -> anyhow::Result<()> {
         token: &a.cluster.token.admin_token,
         work: a.work_dir.clone(),
         policy,
-        clock: now_ms,
+        clock: keel_protocol::wall_ms,
     };
     schedule::run(job, stop_rx, |e| println!("{e}")).await?;
     Ok(())

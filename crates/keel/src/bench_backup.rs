@@ -163,19 +163,8 @@ async fn preload(admin: &Arc<Client>, n: u64, customers: u64) -> anyhow::Result<
     Ok(t.elapsed())
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// The repository key of the benchmark (its backups are thrown away).
 const BENCH_KEY: [u8; 32] = [7; 32];
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// `dir:` specs of the layout's target directories under `root`.
 fn repo_targets(root: &Path, layout: Layout) -> Vec<String> {
@@ -250,7 +239,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 
     // Full backup on a quiet cluster.
     let t = Instant::now();
-    let full = job::take_full(&repo, &source, now_ms()).await?;
+    let full = job::take_full(&repo, &source, keel_protocol::wall_ms()).await?;
     let backup_time = t.elapsed();
     let stored: u64 = full.chunks.iter().map(|c| c.sealed_bytes).sum::<u64>();
     say(format!(
@@ -417,7 +406,7 @@ impl BackupLoop {
             .args(["--rate-mib-s", &self.rate_mib_s.to_string()])
             .arg("--work-dir")
             .arg(&self.work)
-            .env("KEEL_BACKUP_KEY", hex(&BENCH_KEY))
+            .env("KEEL_BACKUP_KEY", keel_protocol::hex::encode(&BENCH_KEY))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);

@@ -19,22 +19,15 @@ const VERIFY_CONCURRENCY: usize = 32;
 /// Backup target directories (one shard each for 2+1).
 const TARGETS: usize = 3;
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// A fresh demo key: 32 bytes from the OS, kept beside the backups (a real
 /// deployment keeps its key elsewhere: losing the key loses the backups).
 fn demo_key(dir: &Path) -> anyhow::Result<Key> {
     let mut bytes = [0u8; 32];
     let mut f = std::fs::File::open("/dev/urandom").context("reading /dev/urandom")?;
     std::io::Read::read_exact(&mut f, &mut bytes).context("reading /dev/urandom")?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let path = dir.join("backup.key");
-    std::fs::write(&path, hex).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, keel_protocol::hex::encode(&bytes))
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(Key::from_file(&path)?)
 }
 
@@ -71,7 +64,7 @@ pub async fn backup_destroy_restore(
         .collect();
     let source = NodeSource::pick(&nodes, "keel-admin-dev").await?;
     let t = Instant::now();
-    let full = job::take_full(&repo, &source, now_ms()).await?;
+    let full = job::take_full(&repo, &source, keel_protocol::wall_ms()).await?;
     println!(
         "  full backup {} at index {}: {} bytes in {} ms",
         full.id.as_str(),

@@ -118,6 +118,38 @@ async fn cluster_forms_elects_and_serves_writes_and_reads_through_any_node() {
     assert_eq!(s.next_order_id, 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_internal_call_without_the_cluster_secret_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ClusterSpec::new(env!("CARGO_BIN_EXE_keel"), dir.path(), 1);
+    let secret = spec.cluster_secret.clone();
+    let c = LocalCluster::start(spec).unwrap();
+    c.wait_ready(READY).await.unwrap();
+    // The node's clock: an internal call with an empty (postcard `()`) body.
+    let url = format!("http://{}/internal/clock", c.addr(1).unwrap());
+    let http = reqwest::Client::new();
+    let status = |presented: Option<String>| {
+        let mut req = http.post(&url);
+        if let Some(s) = presented {
+            req = req.header(keel_protocol::header::CLUSTER_SECRET, s);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(Some(secret.clone())).await, 200);
+    let mut last_byte_off = secret.clone().into_bytes();
+    *last_byte_off.last_mut().unwrap() ^= 1;
+    let wrong = [
+        String::from_utf8(last_byte_off).unwrap(),
+        secret[..secret.len() - 1].to_owned(),
+        format!("{secret}x"),
+        String::new(),
+    ];
+    for w in wrong {
+        assert_eq!(status(Some(w.clone())).await, 403, "{w:?} was let in");
+    }
+    assert_eq!(status(None).await, 403, "no secret was let in");
+}
+
 /// Batches sent to each node in the batch ordering test.
 const BATCH_ROUNDS: u64 = 5;
 

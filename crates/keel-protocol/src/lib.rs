@@ -1,0 +1,27 @@
+//! The wire vocabulary every Keel process shares.
+//!
+//! Nodes, the gateway, the typed client and the backup tool talk to each
+//! other over HTTP. What they must agree on byte for byte lives here, once:
+//! the names of Keel's headers and the form of the leader hint
+//! ([`header`]), how bytes are written as text ([`hex`]), how a presented
+//! secret is compared with the expected one ([`constant_time_eq`]), and how
+//! a process reads the wall clock ([`wall_ms`]). Each of these had drifted
+//! apart as copies in several crates; one of the copies compared the
+//! cluster secret with `==`, whose running time tells an attacker how many
+//! leading bytes were right.
+//!
+//! The crate does no I/O and nothing async, and depends on no other Keel
+//! crate, so any of them can use it without a cycle. The one thing it reads
+//! from the world is the wall clock, in [`wall_ms`], which the commerce
+//! state machine (`keel-domain`) must never call: its time enters only
+//! through leader-stamped log entries.
+#![deny(missing_docs)]
+
+pub mod header;
+pub mod hex;
+
+mod clock;
+mod secret;
+
+pub use clock::wall_ms;
+pub use secret::constant_time_eq;
