@@ -155,6 +155,15 @@ impl Nemesis {
         )
     }
 
+    /// Whether it wipes a node's data (its first target), which then
+    /// rejoins empty: a new member whose log and vote start again.
+    pub fn wipes_a_node(self) -> bool {
+        matches!(
+            self,
+            Nemesis::MembershipChurn | Nemesis::PartitionDuringChurn
+        )
+    }
+
     /// Whether it acts through the link proxies.
     pub fn needs_link_proxies(self) -> bool {
         matches!(self, Nemesis::SlowLinks | Nemesis::DropConnections)
@@ -282,6 +291,18 @@ pub struct FaultRecord {
     /// no such check leave it empty).
     #[serde(default)]
     pub unconfirmed: Vec<String>,
+}
+
+impl FaultRecord {
+    /// The node whose data this fault wiped, if it wiped one: done before
+    /// [`FaultRecord::injected_ns`], and the node is back only after
+    /// [`FaultRecord::healed_ns`].
+    pub fn wiped(&self) -> Option<u64> {
+        self.nemesis
+            .wipes_a_node()
+            .then(|| self.targets.first().copied())
+            .flatten()
+    }
 }
 
 /// A fault in force, to be healed.
@@ -753,6 +774,26 @@ mod tests {
         );
         // Gone from view but never counted as dropped: not a drop either.
         assert!(canary_survived(3, 0, 0).is_some());
+    }
+
+    #[test]
+    fn only_the_churns_wipe_a_node_and_it_is_their_first_target() {
+        let record = |nemesis, targets: Vec<u64>| FaultRecord {
+            nemesis,
+            targets,
+            injected_ns: 0,
+            healed_ns: 0,
+            recovered_ns: None,
+            unconfirmed: Vec::new(),
+        };
+        assert_eq!(record(Nemesis::MembershipChurn, vec![2]).wiped(), Some(2));
+        assert_eq!(
+            record(Nemesis::PartitionDuringChurn, vec![3, 1]).wiped(),
+            Some(3)
+        );
+        for n in Nemesis::ALL.into_iter().filter(|n| !n.wipes_a_node()) {
+            assert_eq!(record(n, vec![1, 2, 3]).wiped(), None, "{n:?}");
+        }
     }
 
     #[test]
