@@ -358,8 +358,14 @@ impl<'a> Nemeses<'a> {
         Ok((l, peers.into_iter().map(|p| (p, l)).collect()))
     }
 
-    /// SIGKILLs node `id` and checks that its process is gone.
+    /// SIGKILLs node `id` and checks that its process is gone. A process
+    /// that had already ended on its own (a panic, a fatal error) was not
+    /// killed by this fault, and the run says so with what it left behind.
     fn kill(&mut self, id: u64, unconfirmed: &mut Vec<String>) -> Result<(), ChaosError> {
+        if let Some(notice) = self.cluster.exit_notice(id) {
+            unconfirmed.push(format!("{notice}, before the kill"));
+            return Ok(());
+        }
         let pid = self.cluster.process_id(id);
         self.cluster.kill(id)?;
         match pid {

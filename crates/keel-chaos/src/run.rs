@@ -481,12 +481,19 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
             "every node ready under one leader after the last fault",
         ),
         Err(e) => {
-            let why: Vec<String> = cluster
+            let mut why: Vec<String> = cluster
                 .not_ready()
                 .await
                 .into_iter()
                 .map(|(id, why)| format!("node {id}: {why} (see node-{id}.log)"))
                 .collect();
+            // A node that is not ready because it died says how.
+            why.extend(
+                cluster
+                    .ids()
+                    .into_iter()
+                    .filter_map(|id| cluster.exit_notice(id)),
+            );
             Finding::fail(HEALED, format!("{e}; {}", why.join("; ")))
         }
     };
