@@ -14,13 +14,16 @@
 //! - [`invariants`]: the end-state checks: acknowledged orders exist, unknown
 //!   outcomes applied at most once, no oversell, money conserved, replicas
 //!   agree.
+//! - [`terms`]: no node's Raft term ever goes back, restarts included (a
+//!   lost vote).
 //! - [`finding`]: the one result type all of them report in.
 //!
 //! Around the checkers, the imperative shell of a run: [`nemesis`] (faults
 //! on real processes, on a seeded schedule), [`workload`] (customers through
 //! the public API, recorded as ops) and [`run`] (the whole run and its
-//! report, with availability per fault), and [`across`] (unavailability per
-//! nemesis over many runs).
+//! report, with availability per fault), [`term_sampler`] (each node's
+//! term through the run) and [`across`] (unavailability per nemesis over
+//! many runs).
 //!
 //! What produces a history (the cluster harness, the nemesis that injects
 //! faults, the workload and its recorder) belongs beside these as modules of
@@ -35,6 +38,8 @@ pub mod invariants;
 pub mod linearizable;
 pub mod nemesis;
 pub mod run;
+pub mod term_sampler;
+pub mod terms;
 pub mod workload;
 
 pub use error::ChaosError;

@@ -179,6 +179,15 @@ impl Nemesis {
         )
     }
 
+    /// Whether it wipes a node's data (its first target), which then
+    /// rejoins empty: a new member whose log and vote start again.
+    pub fn wipes_a_node(self) -> bool {
+        matches!(
+            self,
+            Nemesis::MembershipChurn | Nemesis::PartitionDuringChurn
+        )
+    }
+
     /// Whether it acts through the link proxies.
     pub fn needs_link_proxies(self) -> bool {
         matches!(self, Nemesis::SlowLinks | Nemesis::DropConnections)
@@ -308,6 +317,18 @@ pub struct FaultRecord {
     pub unconfirmed: Vec<String>,
 }
 
+impl FaultRecord {
+    /// The node whose data this fault wiped, if it wiped one: done before
+    /// [`FaultRecord::injected_ns`], and the node is back only after
+    /// [`FaultRecord::healed_ns`].
+    pub fn wiped(&self) -> Option<u64> {
+        self.nemesis
+            .wipes_a_node()
+            .then(|| self.targets.first().copied())
+            .flatten()
+    }
+}
+
 /// A fault in force, to be healed.
 #[derive(Debug)]
 pub struct Active {
@@ -361,8 +382,14 @@ impl<'a> Nemeses<'a> {
         Ok((l, peers.into_iter().map(|p| (p, l)).collect()))
     }
 
-    /// SIGKILLs node `id` and checks that its process is gone.
+    /// SIGKILLs node `id` and checks that its process is gone. A process
+    /// that had already ended on its own (a panic, a fatal error) was not
+    /// killed by this fault, and the run says so with what it left behind.
     fn kill(&mut self, id: u64, unconfirmed: &mut Vec<String>) -> Result<(), ChaosError> {
+        if let Some(notice) = self.cluster.exit_notice(id) {
+            unconfirmed.push(format!("{notice}, before the kill"));
+            return Ok(());
+        }
         let pid = self.cluster.process_id(id);
         self.cluster.kill(id)?;
         match pid {
@@ -989,6 +1016,26 @@ mod tests {
         );
         // Gone from view but never counted as dropped: not a drop either.
         assert!(canary_survived(3, 0, 0).is_some());
+    }
+
+    #[test]
+    fn only_the_churns_wipe_a_node_and_it_is_their_first_target() {
+        let record = |nemesis, targets: Vec<u64>| FaultRecord {
+            nemesis,
+            targets,
+            injected_ns: 0,
+            healed_ns: 0,
+            recovered_ns: None,
+            unconfirmed: Vec::new(),
+        };
+        assert_eq!(record(Nemesis::MembershipChurn, vec![2]).wiped(), Some(2));
+        assert_eq!(
+            record(Nemesis::PartitionDuringChurn, vec![3, 1]).wiped(),
+            Some(3)
+        );
+        for n in Nemesis::ALL.into_iter().filter(|n| !n.wipes_a_node()) {
+            assert_eq!(record(n, vec![1, 2, 3]).wiped(), None, "{n:?}");
+        }
     }
 
     #[test]

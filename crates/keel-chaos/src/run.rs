@@ -18,6 +18,8 @@ use crate::invariants::{
     check_invariants, FinalAccount, FinalLine, FinalOrder, FinalState, FinalStock, ReplicaDigest,
 };
 use crate::nemesis::{schedule, FaultRecord, Nemeses, Nemesis, RECOVERY_TIMEOUT};
+use crate::term_sampler::TermSampler;
+use crate::terms::{check_terms_never_go_back, TermRecord, Wipe};
 use crate::workload::{self, Recorder, WorkloadConfig};
 use crate::{check_all, ChaosError, Finding};
 
@@ -325,6 +327,10 @@ pub struct Report {
     pub latency_p99_ms: f64,
     /// Every fault.
     pub faults: Vec<FaultReport>,
+    /// Every node's term and leader as sampled through the run (changes
+    /// only), which [`crate::terms`] judges.
+    #[serde(default)]
+    pub terms: TermRecord,
     /// Every checker's verdict.
     pub findings: Vec<Finding>,
     /// True when no checker found a violation.
@@ -433,6 +439,12 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
     let recorder = Arc::new(Recorder::default());
     let stop = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
+    let node_addrs = cluster
+        .ids()
+        .into_iter()
+        .map(|id| Ok((id, cluster.addr(id)?)))
+        .collect::<Result<Vec<_>, keel_harness::HarnessError>>()?;
+    let sampler = TermSampler::start(node_addrs, ADMIN_TOKEN, t0);
     let work = tokio::spawn(workload::run(
         workload_config.clone(),
         t0,
@@ -498,12 +510,19 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
             ),
         ),
         Err(e) => {
-            let why: Vec<String> = cluster
+            let mut why: Vec<String> = cluster
                 .not_ready()
                 .await
                 .into_iter()
                 .map(|(id, why)| format!("node {id}: {why} (see node-{id}.log)"))
                 .collect();
+            // A node that is not ready because it died says how.
+            why.extend(
+                cluster
+                    .ids()
+                    .into_iter()
+                    .filter_map(|id| cluster.exit_notice(id)),
+            );
             let fault = fault_error.map(|f| format!("{f}; ")).unwrap_or_default();
             Finding::fail(HEALED, format!("{fault}{e}; {}", why.join("; ")))
         }
@@ -531,6 +550,7 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
             "reading final state: not done in {FINAL_STATE_TIMEOUT:?}"
         ))),
     };
+    let terms = sampler.finish().await;
     cluster.stop_all();
 
     let ops = recorder.ops.lock().map(|o| o.clone()).unwrap_or_default();
@@ -580,6 +600,16 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         &history,
         recorder.places_skipped.load(Ordering::Relaxed),
     ));
+    let wipes: Vec<Wipe> = faults
+        .iter()
+        .filter_map(|f| {
+            Some(Wipe {
+                node: f.record.wiped()?,
+                at_ns: f.record.injected_ns,
+            })
+        })
+        .collect();
+    findings.push(check_terms_never_go_back(&terms, &ids, &wipes));
     let report = Report {
         seed: config.seed,
         nodes: config.nodes,
@@ -590,6 +620,7 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         replays: recorder.replays.load(Ordering::Relaxed),
         latency_p99_ms: latency_p99_ms(&history),
         faults,
+        terms,
         ok: findings.iter().all(|f| f.ok),
         findings,
     };

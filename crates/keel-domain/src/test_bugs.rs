@@ -29,6 +29,17 @@ pub enum TestBug {
     /// node sends has one byte flipped, as a damaged link would, so a test
     /// can see the receiver refuse it and fetch it again.
     CorruptSnapshotSend,
+    /// The Raft vote is never made durable: the log store keeps it in
+    /// memory only (and answers `read_vote` from there while the process
+    /// lives), so a restarted node comes back with the vote it had before
+    /// this process saved any, and may vote again in a term it already
+    /// voted in. A vote merely committed without an fsync would not show
+    /// this: redb makes every earlier non-durable commit durable with the
+    /// next durable one, so the next log append would save it. Keeping it
+    /// out of the database is the faithful form of "a vote the disk never
+    /// made durable, lost at power loss"; it is lost at any restart, a
+    /// plain kill included.
+    VoteUnsynced,
 }
 
 /// How rare [`TestBug::FreePayment`] is: one order in this many, by id.
@@ -36,13 +47,14 @@ pub const FREE_PAYMENT_EVERY: u64 = 16;
 
 impl TestBug {
     /// Every bug, in a fixed order.
-    pub const ALL: [TestBug; 6] = [
+    pub const ALL: [TestBug; 7] = [
         TestBug::Oversell,
         TestBug::AckBeforeFsync,
         TestBug::SkipIdempotency,
         TestBug::FreePayment,
         TestBug::StaleRead,
         TestBug::CorruptSnapshotSend,
+        TestBug::VoteUnsynced,
     ];
 
     /// The name used by `--test-bugs`.
@@ -54,6 +66,7 @@ impl TestBug {
             TestBug::FreePayment => "free-payment",
             TestBug::StaleRead => "stale-read",
             TestBug::CorruptSnapshotSend => "corrupt-snapshot-send",
+            TestBug::VoteUnsynced => "vote-unsynced",
         }
     }
 

@@ -26,6 +26,11 @@ pub use net::Network;
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Longest a node gets to exit after SIGTERM before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How much of the end of a node's log [`LocalCluster::exit_notice`] reads
+/// for a panic: a panic's message and backtrace, and the node's error with
+/// its own backtrace after it, take some tens of KiB; a whole log of a long
+/// run may take hundreds of MiB.
+pub const EXIT_LOG_TAIL_BYTES: u64 = 256 * 1024;
 
 /// Why a cluster operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -595,6 +600,20 @@ impl LocalCluster {
         self.spawn(id)
     }
 
+    /// If node `id`'s process has ended though nothing here stopped it (it
+    /// failed or panicked), says so: its exit status and the panic message
+    /// at the end of its log, if there is one. Reaps the process.
+    pub fn exit_notice(&mut self, id: u64) -> Option<String> {
+        let status = self.exited(id).ok()??;
+        let said = log_tail(&self.log_file(id), EXIT_LOG_TAIL_BYTES)
+            .as_deref()
+            .and_then(last_panic)
+            .map_or_else(String::new, |p| format!(", {p}"));
+        Some(format!(
+            "node {id} exited on its own ({status}){said} (see node-{id}.log)"
+        ))
+    }
+
     /// Whether node `id`'s process has exited (and reaps it).
     pub fn exited(&mut self, id: u64) -> Result<Option<std::process::ExitStatus>, HarnessError> {
         let n = self.nodes.get_mut(&id).ok_or(HarnessError::NoNode(id))?;
@@ -1004,6 +1023,32 @@ pub async fn seed_test_shop(
     Ok(())
 }
 
+/// The last `bytes` of the file at `path` (lossy UTF-8), if it reads.
+fn log_tail(path: &Path, bytes: u64) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(bytes))).ok()?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// The last panic in a process's output: Rust's `panicked at FILE:LINE:COL:`
+/// line and the message's first line after it.
+fn last_panic(log: &str) -> Option<String> {
+    let mut lines = log.lines();
+    let mut found = None;
+    while let Some(line) = lines.next() {
+        if let Some(at) = line.find("panicked at ") {
+            let place = line[at..].trim_end_matches(':');
+            let message = lines.next().unwrap_or("").trim();
+            found = Some(format!("{place}: {message}"));
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -1058,6 +1103,24 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn the_last_panic_is_read_from_a_log() {
+        let log = "INFO node serving\n\
+            thread 'main' panicked at src/a.rs:1:2:\n\
+            first\n\
+            thread 'tokio-rt-worker' (3669) panicked at src/leader.rs:75:9:\n\
+            vote T1-N2:committed must GE last_leader_log_id.last() [T2-N2-158]\n\
+            stack backtrace:\n";
+        assert_eq!(
+            last_panic(log).as_deref(),
+            Some(
+                "panicked at src/leader.rs:75:9: vote T1-N2:committed must GE \
+                 last_leader_log_id.last() [T2-N2-158]"
+            )
+        );
+        assert_eq!(last_panic("ERROR storage failed\n"), None);
+    }
 
     #[test]
     fn a_killed_and_reaped_process_is_gone_and_a_live_one_is_not() {

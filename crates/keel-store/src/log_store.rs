@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use keel_domain::codec;
+use keel_domain::test_bugs::{on, TestBug};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, RaftLogReader, StorageError, Vote};
 use redb::{
@@ -85,6 +86,10 @@ struct Inner {
     /// readers see on top of the database until the writer has written
     /// them. Always a run of indexes above everything `db` holds.
     unflushed: Mutex<BTreeMap<u64, Entry<TypeConfig>>>,
+    /// The vote, when the deliberate bug `vote-unsynced`
+    /// (`keel_domain::test_bugs`) keeps it out of the database; always
+    /// `None` without that bug.
+    vote_in_memory: Mutex<Option<Vote<NodeId>>>,
 }
 
 /// `(index, record)` of an entry, encoded as it is stored.
@@ -194,10 +199,7 @@ fn write_loop(inner: &Inner, mut rx: mpsc::Receiver<Job>) {
                 let _ = done.send(inner.guarded(&mut failed, |i| i.purge(upto)));
             }
             Job::Vote { vote, done } => {
-                // fsynced: see `save_vote`.
-                let _ = done.send(inner.guarded(&mut failed, |i| {
-                    i.put_meta(KEY_VOTE, &vote, Durability::Immediate)
-                }));
+                let _ = done.send(inner.guarded(&mut failed, |i| i.save_vote(&vote)));
             }
         }
     }
@@ -288,6 +290,7 @@ impl LogStore {
             path: path.to_path_buf(),
             fsync_observer: RwLock::new(None),
             unflushed: Mutex::new(BTreeMap::new()),
+            vote_in_memory: Mutex::new(None),
         };
         inner.init_tables()?;
         inner.verify()?;
@@ -570,6 +573,24 @@ impl Inner {
         txn.commit().map_err(|e| self.err(e))
     }
 
+    /// Saves the vote, fsynced (see `LogStore::save_vote`). The deliberate
+    /// bug `vote-unsynced` keeps it in memory instead, where a restart
+    /// forgets it.
+    fn save_vote(&self, vote: &Vote<NodeId>) -> Result<(), StoreError> {
+        if on(TestBug::VoteUnsynced) {
+            *lock(&self.vote_in_memory) = Some(*vote);
+            return Ok(());
+        }
+        self.put_meta(KEY_VOTE, vote, Durability::Immediate)
+    }
+
+    fn read_vote(&self) -> Result<Option<Vote<NodeId>>, StoreError> {
+        if let Some(v) = *lock(&self.vote_in_memory) {
+            return Ok(Some(v));
+        }
+        self.read_meta(KEY_VOTE)
+    }
+
     fn log_state(&self) -> Result<LogState<TypeConfig>, StoreError> {
         let pending = lock(&self.unflushed)
             .last_key_value()
@@ -847,7 +868,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // fsynced before returning: a vote forgotten in a crash could let
         // this node vote again in the same term for another candidate,
         // electing two leaders. Written after every earlier log write, so
-        // it also makes any earlier non-durable write durable.
+        // it also makes any earlier non-durable write durable. (The
+        // deliberate bug `vote-unsynced` keeps it in memory instead.)
         let vote = *vote;
         self.call(|done| Job::Vote { vote, done })
             .await
@@ -855,7 +877,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        self.inner.read_meta(KEY_VOTE).map_err(|e| e.read_vote())
+        self.inner.read_vote().map_err(|e| e.read_vote())
     }
 
     async fn save_committed(

@@ -91,12 +91,11 @@ async fn clients_keep_working_through_a_power_loss_longer_than_the_old_give_up()
     cfg.quiet = Duration::from_secs(3);
     cfg.hold = RESOLVE_BACKOFF * RESOLVE_ATTEMPTS_MAX + Duration::from_secs(2);
     let (report, history) = run(cfg).await.unwrap();
-    let windows = report
-        .findings
-        .iter()
-        .find(|f| f.name == keel_chaos::run::FAULT_WINDOWS)
-        .unwrap();
+    let windows = finding(&report, keel_chaos::run::FAULT_WINDOWS);
     assert!(windows.ok, "{}", windows.detail);
+    // Every node came back from the power loss with the vote it had.
+    let terms = finding(&report, keel_chaos::terms::TERMS_NEVER_GO_BACK);
+    assert!(terms.ok, "{}", terms.detail);
     let recovered_ns = report.faults[0].record.recovered_ns.unwrap();
     let after = recovered_ns + Duration::from_secs(1).as_nanos() as u64;
     for p in 0..4 {
@@ -108,6 +107,15 @@ async fn clients_keep_working_through_a_power_loss_longer_than_the_old_give_up()
             "client {p} sent nothing in the last seconds of the run"
         );
     }
+}
+
+/// The finding called `name`; a report without it fails the test.
+fn finding<'a>(report: &'a keel_chaos::run::Report, name: &str) -> &'a keel_chaos::Finding {
+    report
+        .findings
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("no finding {name:?} in the report"))
 }
 
 /// Names of the checks that ran and failed.
@@ -210,6 +218,16 @@ async fn failed_with_bug(
     duration_s: u64,
     tune: impl FnOnce(&mut RunConfig),
 ) -> Vec<String> {
+    failed_checks(&report_with_bug(bug, nemesis, duration_s, tune).await)
+}
+
+/// The report of [`failed_with_bug`]'s run.
+async fn report_with_bug(
+    bug: &str,
+    nemesis: Nemesis,
+    duration_s: u64,
+    tune: impl FnOnce(&mut RunConfig),
+) -> keel_chaos::run::Report {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(
         common::buggy_binary(),
@@ -220,7 +238,36 @@ async fn failed_with_bug(
     cfg.node_args = common::bugs(bug);
     tune(&mut cfg);
     let (report, _) = run(cfg).await.unwrap();
-    failed_checks(&report)
+    report
+}
+
+/// A build that never makes its vote durable, under plain power losses
+/// (every node killed, then restarted): each node comes back without the
+/// vote it had, at a term below the one it had reached, free to vote again
+/// in a term it already voted in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn terms_never_go_back_catches_a_build_that_loses_its_vote_at_power_loss() {
+    use keel_chaos::terms::TERMS_NEVER_GO_BACK;
+    let report = report_with_bug("vote-unsynced", Nemesis::PowerLoss, 4, |cfg| {
+        cfg.network = NetMode::Loopback;
+    })
+    .await;
+    assert!(
+        report
+            .faults
+            .iter()
+            .any(|f| f.record.nemesis == Nemesis::PowerLoss),
+        "the power never went"
+    );
+    for f in report.findings.iter().filter(|f| !f.ok) {
+        eprintln!("{f}");
+    }
+    let failed = failed_checks(&report);
+    assert!(
+        failed.iter().any(|n| n == TERMS_NEVER_GO_BACK),
+        "a node whose term went back after a power loss went unseen; failed: {failed:?}"
+    );
+    assert!(!report.ok, "a build that loses its vote passed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
