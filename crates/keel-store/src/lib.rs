@@ -35,6 +35,7 @@ use std::time::Duration;
 mod error;
 mod log_backend;
 mod log_store;
+mod purge_gate;
 pub mod rebuild;
 mod redb_tables;
 pub mod seed;
@@ -47,6 +48,7 @@ pub use log_store::{
     LOG_FRAME_RECORD_BYTES_MAX, LOG_RECORD_FORMAT_VERSION, LOG_WRITE_GROUP_MAX,
     LOG_WRITE_QUEUE_MAX, REPLICATION_READ_BYTES_MAX, REPLICATION_READ_ENTRIES_MAX,
 };
+pub use purge_gate::PURGE_AWAIT_STATE_MAX;
 pub use redb_tables::StateReader;
 pub use state_machine::{
     SnapshotExport, StateMachineStore, APPLY_COMMANDS_PER_COMMIT_MAX, APPLY_COMMANDS_PER_FSYNC_MAX,
@@ -123,8 +125,10 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError
     std::fs::create_dir_all(data_dir).map_err(|e| StoreError::io(data_dir, e))?;
     create_durably(&data_dir.join(LOG_FILE))?;
     create_durably(&data_dir.join(STATE_FILE))?;
-    let log = LogStore::open(&data_dir.join(LOG_FILE))?;
+    let mut log = LogStore::open(&data_dir.join(LOG_FILE))?;
     let sm = StateMachineStore::open(&data_dir.join(STATE_FILE), &data_dir.join(SNAPSHOT_DIR))?;
+    // The log is purged only behind what the state holds durably.
+    log.purge_behind(sm.purge_gate());
     // fsync the directory (and, if it was just made, its parent): a file's
     // directory entry is only durable once its directory is fsynced, and
     // redb fsyncs the files' contents, not their names. Without this a
@@ -175,5 +179,78 @@ mod tests {
         zeros(&data.join(STATE_FILE));
         let e = open(&data).err().unwrap().to_string();
         assert!(e.contains("magic number"), "{e}");
+    }
+
+    fn blank(index: u64) -> openraft::Entry<TypeConfig> {
+        openraft::Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: openraft::EntryPayload::Blank,
+        }
+    }
+
+    /// How long a purge is seen waiting before the state catches up.
+    const STILL_WAITING: std::time::Duration = std::time::Duration::from_millis(300);
+
+    #[tokio::test]
+    async fn the_log_is_purged_only_behind_what_the_state_holds_durably() {
+        use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
+        let dir = tempfile::tempdir().unwrap();
+        let (log, mut sm) = open(&dir.path().join("node")).unwrap();
+        let upto = blank(2).log_id;
+        // openraft asks for this purge as it hands a received snapshot to
+        // the state machine, without waiting for the install.
+        let mut purging = tokio::spawn({
+            let mut log = log.clone();
+            async move { log.purge(upto).await }
+        });
+        // Applied, but not yet durable: the purge still waits.
+        sm.apply(vec![blank(0), blank(1), blank(2)]).await.unwrap();
+        assert!(
+            tokio::time::timeout(STILL_WAITING, &mut purging)
+                .await
+                .is_err(),
+            "the log was purged past a state that is not on disk"
+        );
+        assert_eq!(log.purged().unwrap(), None);
+        // A snapshot's fsynced commit holds index 2: the purge goes ahead.
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        tokio::time::timeout(PURGE_AWAIT_STATE_MAX, purging)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(log.purged().unwrap(), Some(upto));
+    }
+
+    #[tokio::test]
+    async fn a_purge_waiting_for_a_failed_install_fails_and_purges_nothing() {
+        use openraft::storage::{RaftLogStorage, RaftStateMachine};
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (log, mut sm) = open(&dir.path().join("node")).unwrap();
+        let upto = blank(9).log_id;
+        let purging = tokio::spawn({
+            let mut log = log.clone();
+            async move { log.purge(upto).await }
+        });
+        let mut received = sm.begin_receiving_snapshot().await.unwrap();
+        received.write_all(b"not a snapshot").await.unwrap();
+        let meta = openraft::SnapshotMeta {
+            last_log_id: Some(upto),
+            last_membership: Default::default(),
+            snapshot_id: "damaged".into(),
+        };
+        sm.install_snapshot(&meta, received).await.unwrap_err();
+        let refused = tokio::time::timeout(STILL_WAITING, purging)
+            .await
+            .expect("the purge gave up with the install")
+            .unwrap()
+            .unwrap_err();
+        assert!(refused.to_string().contains("install"), "{refused}");
+        assert_eq!(log.purged().unwrap(), None);
     }
 }

@@ -28,6 +28,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::log_backend::LogBackend;
+use crate::purge_gate::{PurgeGate, PURGE_AWAIT_STATE_MAX};
 use crate::{NodeId, Observer, StoreError, TypeConfig};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -76,6 +77,10 @@ pub const LOG_WRITE_GROUP_MAX: usize = 64;
 pub struct LogStore {
     inner: Arc<Inner>,
     writer: Arc<Writer>,
+    /// The state's durable reach: a purge waits until the state holds its
+    /// index (see `purge_gate`). None for a log opened alone, with no state
+    /// beside it (`LogStore::open`; `crate::open` sets it).
+    purge_gate: Option<PurgeGate>,
 }
 
 struct Inner {
@@ -296,7 +301,17 @@ impl LogStore {
         inner.verify()?;
         let inner = Arc::new(inner);
         let writer = Arc::new(Writer::start(inner.clone())?);
-        Ok(Self { inner, writer })
+        Ok(Self {
+            inner,
+            writer,
+            purge_gate: None,
+        })
+    }
+
+    /// Purges from here on wait until the state behind `gate` holds their
+    /// index durably.
+    pub(crate) fn purge_behind(&mut self, gate: PurgeGate) {
+        self.purge_gate = Some(gate);
     }
 
     /// Sets a callback that observes each append's commit-and-fsync time.
@@ -950,6 +965,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        // Never past what the state holds durably: openraft asks for this
+        // purge when it hands a received snapshot to the state machine,
+        // without waiting for the install. Entries appended later queue
+        // behind this purge, so they too reach the disk only after the
+        // state they follow.
+        if let Some(gate) = &self.purge_gate {
+            gate.wait_for(log_id.index, PURGE_AWAIT_STATE_MAX)
+                .await
+                .map_err(|e| StoreError::other(&self.inner.path, e.to_string()).write_logs())?;
+        }
         self.call(|done| Job::Purge { upto: log_id, done })
             .await
             .map_err(|e| e.write_logs())

@@ -22,6 +22,7 @@ use openraft::{
 use redb::{Database, Durability, ReadableDatabase, WriteTransaction};
 
 use crate::error::blocking;
+use crate::purge_gate::PurgeGate;
 use crate::redb_tables::{
     def, encode_meta, read_meta_in, table_error, write_meta, SnapshotRef, StateReader,
     WriteTxnTables, KEY_APPLIED, KEY_MEMBERSHIP, KEY_SNAPSHOT, SM_META,
@@ -123,6 +124,9 @@ struct Inner {
     incoming: Mutex<Vec<Incoming>>,
     commits_since_fsync: AtomicU64,
     commands_since_fsync: AtomicU64,
+    /// Advanced after each fsynced commit that holds a snapshot's index;
+    /// the log store purges only behind it.
+    purge_gate: PurgeGate,
 }
 
 impl Drop for Inner {
@@ -246,10 +250,13 @@ impl StateMachineStore {
                 incoming: Mutex::new(Vec::new()),
                 commits_since_fsync: AtomicU64::new(0),
                 commands_since_fsync: AtomicU64::new(0),
+                purge_gate: PurgeGate::new(None),
             }),
         };
         let r = s.reader()?;
         let applied = r.applied()?;
+        // What is on disk at open is durable.
+        s.inner.purge_gate.advance(applied.map(|l| l.index));
         r.membership()?;
         keel_domain::apply::load_summary(&r).map_err(|e| table_error(path, e))?;
         let current = r.snapshot_ref()?;
@@ -386,6 +393,12 @@ impl StateMachineStore {
 
     fn err(&self, e: impl Into<redb::Error>) -> StoreError {
         StoreError::db(&self.inner.path, e)
+    }
+
+    /// The gate the node's log store purges behind: this state's durable
+    /// reach.
+    pub(crate) fn purge_gate(&self) -> PurgeGate {
+        self.inner.purge_gate.clone()
     }
 
     fn lock_snapshots(&self) -> Result<MutexGuard<'_, ()>, StoreError> {
@@ -701,6 +714,9 @@ impl StateMachineStore {
         // commit makes every earlier commit durable. openraft may purge the
         // log up to this snapshot once we return, so both must be on disk.
         let old = self.set_current_snapshot(&current)?;
+        self.inner
+            .purge_gate
+            .advance(header.last_log_id.map(|l| l.index));
         self.remove_old_snapshot(old, &current);
         Ok((snapshot_meta(header), handle))
     }
@@ -796,6 +812,9 @@ impl StateMachineStore {
         txn.commit().map_err(|e| self.err(e))?;
         self.durable_commit_made();
         self.set_applied(header.last_log_id);
+        self.inner
+            .purge_gate
+            .advance(header.last_log_id.map(|l| l.index));
         Ok((header, old))
     }
 
@@ -967,6 +986,9 @@ impl StateMachineStore {
         let final_path = self.inner.snap_dir.join(&current.file);
         let res = self.install_file(meta, &incoming, &final_path, &current);
         if res.is_err() {
+            // openraft stops the node on this error; a purge waiting for
+            // the install must not wait out its timeout first.
+            self.inner.purge_gate.install_failed();
             // A refused or failed snapshot is not kept; the state and the
             // current snapshot are as they were.
             let _ = std::fs::remove_file(&incoming);
