@@ -813,18 +813,20 @@ impl<'a> Nemeses<'a> {
     /// loss), then promotes it once it has caught up.
     async fn admit(&mut self, id: u64) -> Result<(), ChaosError> {
         let addr = self.cluster.addr(id)?;
-        let leader = self.leader().await?;
-        let ep = self.cluster.addr(leader)?;
         for (path, body) in [
             ("/v1/cluster/learners", json!({"id": id, "addr": addr})),
             ("/v1/cluster/members", json!({"id": id})),
         ] {
-            let admin = &self.admin;
+            let (admin, cluster) = (&self.admin, &self.cluster);
             self.cluster
                 .wait_for(
                     &format!("{path} for node {id}"),
                     RECOVERY_TIMEOUT,
                     || async {
+                        // The leader of this attempt: the one of the last may
+                        // have stepped down (after a power loss, a node whose
+                        // clock no majority has measured yet does).
+                        let ep = cluster.addr(cluster.leader().await?).ok()?;
                         match admin
                             .call_at(&ep, method_post(), path, Some(&body), None)
                             .await
