@@ -44,7 +44,7 @@ pub mod fail {
     pub const INVALID_TRANSITION: &str = "invalid_transition";
     /// Pay found the order reserved but the customer's balance short.
     pub const INSUFFICIENT_FUNDS: &str = "insufficient_funds";
-    /// 503: the cluster applied nothing (API.md).
+    /// 503: the cluster applied nothing (docs/API.md).
     pub const UNAVAILABLE: &str = "unavailable";
     /// A field was refused before anything was proposed.
     pub const VALIDATION: &str = "validation";

@@ -1,5 +1,5 @@
 //! Unit tests of `apply`: every command's success and every refusal path of
-//! DOMAIN.md, the idempotency rules, the leader clock, the queries, and the
+//! docs/DOMAIN.md, the idempotency rules, the leader clock, the queries, and the
 //! invariant checker itself (that it does catch corrupted records).
 //!
 //! Every batch goes through [`World::apply`], which asserts the invariants
@@ -900,7 +900,7 @@ fn refund_without_restock_returns_only_money() {
 }
 
 /// The action a command performs, as `InvalidTransition` names it, and the
-/// statuses it is allowed from (DOMAIN.md's lifecycle).
+/// statuses it is allowed from (docs/DOMAIN.md's lifecycle).
 fn lifecycle_actions(id: OrderId) -> Vec<(Command, &'static str, Vec<OrderStatus>)> {
     use OrderStatus::*;
     vec![

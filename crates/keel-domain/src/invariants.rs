@@ -1,4 +1,4 @@
-//! The one invariant checker (DOMAIN.md, "Invariants"). It recomputes
+//! The one invariant checker (docs/DOMAIN.md, "Invariants"). It recomputes
 //! everything from the records with full scans, so it is for tests, debug
 //! builds and operators, not for the hot path. The chaos suite checks the same
 //! properties from outside through the summary.
@@ -16,7 +16,7 @@ use crate::model::{Account, AccountKind, Order, OrderStatus, Product};
 use crate::query::walk;
 use crate::tables::{ReadTables, Table};
 
-/// One broken invariant, with the number of the invariant in DOMAIN.md
+/// One broken invariant, with the number of the invariant in docs/DOMAIN.md
 /// (0 for the summary and index consistency that back them).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {

@@ -7,7 +7,7 @@
 //! [`WriteTables`] trait, implemented in memory here ([`MemTables`]) and over
 //! redb in `keel-store`.
 //!
-//! Where each invariant of DOMAIN.md lives:
+//! Where each invariant of docs/DOMAIN.md lives:
 //! - enforced: in [`apply`]'s command handlers (check everything, then write);
 //! - checked: by [`check_invariants`], used by unit and property tests, and
 //!   after every batch in debug builds by the store.

@@ -95,7 +95,7 @@ pub struct Account {
     pub balance: Minor,
 }
 
-/// Where an order is in its lifecycle (DOMAIN.md).
+/// Where an order is in its lifecycle (docs/DOMAIN.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {

@@ -1,5 +1,5 @@
 //! One test per command outcome: every success and every refusal path of
-//! DOMAIN.md, each followed by the invariant check.
+//! docs/DOMAIN.md, each followed by the invariant check.
 #![allow(clippy::unwrap_used)] // Test file: a failed unwrap is a failed test.
 
 use keel_domain::query::digest;

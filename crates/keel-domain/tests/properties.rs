@@ -258,7 +258,7 @@ fn arb_spec() -> impl Strategy<Value = Spec> {
     ]
 }
 
-/// What the state machine must remember of a key (DOMAIN.md, Idempotency).
+/// What the state machine must remember of a key (docs/DOMAIN.md, Idempotency).
 struct Remembered {
     fingerprint: [u8; 32],
     result: CommandResult,

@@ -1,4 +1,4 @@
-//! The public HTTP API (API.md): routes, authentication, idempotency keys,
+//! The public HTTP API (docs/API.md): routes, authentication, idempotency keys,
 //! request validation and the mapping of results to HTTP.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +29,7 @@ use crate::node::{Consistency, MembershipError, Node, ReadError, SubmitError};
 use crate::problem::Problem;
 use crate::proposer::Group;
 
-/// Largest request body the public API accepts (API.md).
+/// Largest request body the public API accepts (docs/API.md).
 pub const BODY_BYTES_MAX: usize = 1 << 20;
 /// Largest applied-index lag at which `/readyz` still says ready.
 pub const READY_LAG_MAX: u64 = 1_000;
