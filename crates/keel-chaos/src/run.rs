@@ -698,16 +698,38 @@ async fn final_state(
             balance: a.balance,
         });
     }
-    for id in cluster.ids() {
-        if let Some((applied_index, digest)) = cluster.digest(id).await {
-            state.replicas.push(ReplicaDigest {
-                node: format!("node {id}"),
-                applied_index,
-                digest,
-            });
-        }
-    }
+    state.replicas = digests_at_one_index(cluster).await;
     Ok(state)
+}
+
+/// Every replica's digest, read at one applied index. An idle leader still
+/// proposes clock ticks (`keel_node::server::CLOCK_TICK_LAG_MS`), so a
+/// round of reads can straddle one and see replicas at different indexes,
+/// where different digests prove nothing: read rounds again (for at most
+/// [`CONVERGE_TIMEOUT`]) until one finds every replica at the same index,
+/// and judge that round. Replicas that differ at one index are a violation
+/// found at once; the last round is kept when none agrees on an index.
+async fn digests_at_one_index(cluster: &LocalCluster) -> Vec<ReplicaDigest> {
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        let mut round = Vec::new();
+        for id in cluster.ids() {
+            if let Some((applied_index, digest)) = cluster.digest(id).await {
+                round.push(ReplicaDigest {
+                    node: format!("node {id}"),
+                    applied_index,
+                    digest,
+                });
+            }
+        }
+        let one_index = round
+            .windows(2)
+            .all(|w| w[0].applied_index == w[1].applied_index);
+        if one_index || Instant::now() >= deadline {
+            return round;
+        }
+        tokio::time::sleep(keel_harness::POLL_INTERVAL).await;
+    }
 }
 
 async fn customer_orders(admin: &Client, id: &AccountId) -> Result<Vec<FinalOrder>, ChaosError> {
