@@ -795,7 +795,7 @@ mod tests {
         addr
     }
 
-    /// Issue 28: a client whose new customer cannot be opened (here its
+    /// A client whose new customer cannot be opened (here its
     /// deposit is refused for good, as when it overtook the account's
     /// opening) keeps sending its other requests and never ends before the
     /// run does.
