@@ -9,6 +9,7 @@
 //! drivers and anchors are the shell around them.
 #![deny(missing_docs)]
 
+pub mod cluster;
 pub mod compare;
 pub mod compare_table;
 pub mod driver;
@@ -18,6 +19,7 @@ pub mod gap;
 pub mod growth;
 pub mod hist;
 pub mod keel_target;
+pub mod local;
 pub mod machine;
 pub mod postgres;
 pub mod procs;

@@ -15,8 +15,8 @@ use keel_client::Client;
 use keel_harness::LocalCluster;
 use serde_json::{json, Value};
 
-use crate::bench_cluster::{clients_per_node, load, row, seed};
 use crate::up::{local_spec, READY_TIMEOUT};
+use keel_bench::cluster::{clients_per_node, load, row, seed_catalogue as seed};
 
 /// Place commands per `/v1/batch` request while preloading.
 const PRELOAD_CHUNK: usize = 1_000;
@@ -290,7 +290,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     for round in 0..args.rounds {
         let quiet = load(&clients, args.clients, d, sku, &format!("q{round}")).await?;
         let (busy, done) = backups
-            .during(load(&clients, args.clients, d, sku, &format!("b{round}")))
+            .during(async { Ok(load(&clients, args.clients, d, sku, &format!("b{round}")).await?) })
             .await?;
         say(format!(
             "round {}: {:.0} orders/s without backups, {:.0}/s during them ({done} finished, paced at {})",

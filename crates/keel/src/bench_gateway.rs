@@ -24,8 +24,9 @@ use keel_client::{Client, HttpMethod};
 use keel_harness::LocalCluster;
 use serde_json::{json, Value};
 
-use crate::bench_cluster::{seed, LATENCY_MAX_US};
 use crate::up::{local_spec, READY_TIMEOUT};
+use keel_bench::cluster::seed_catalogue as seed;
+use keel_bench::hist::LATENCY_MAX_US;
 
 /// Admin token of the benchmark cluster (the load generator authenticates
 /// with it so it may place orders for any customer).
