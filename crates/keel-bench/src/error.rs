@@ -26,6 +26,15 @@ pub enum BenchError {
     /// The latency histogram refused an operation.
     #[error("histogram: {0}")]
     Histogram(String),
+    /// The state machine, its tables or a replica's store refused an
+    /// operation (`keel bench apply` drives them directly).
+    #[error("state machine: {0}")]
+    Domain(String),
+    /// A benchmark's check of its own run failed (a command refused, units
+    /// missing, an invariant broken, a digest that differs): its figures
+    /// would not mean what they say.
+    #[error("check failed: {0}")]
+    Check(String),
     /// A load task panicked or was cancelled.
     #[error("load task: {0}")]
     Task(String),

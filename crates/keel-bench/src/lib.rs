@@ -9,6 +9,7 @@
 //! drivers and anchors are the shell around them.
 #![deny(missing_docs)]
 
+pub mod apply;
 pub mod cluster;
 pub mod compare;
 pub mod compare_table;
