@@ -20,6 +20,10 @@ pub enum BenchError {
         /// Why it failed.
         detail: String,
     },
+    /// A backup, a restore or the backup repository failed
+    /// (`keel bench backup`).
+    #[error("backup: {0}")]
+    Backup(#[from] keel_backup::BackupError),
     /// A file or process operation failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod apply;
+pub mod backup;
 pub mod cluster;
 pub mod compare;
 pub mod compare_table;
