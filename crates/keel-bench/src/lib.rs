@@ -18,6 +18,7 @@ pub mod driver;
 pub mod error;
 pub mod etcd;
 pub mod gap;
+pub mod gateway;
 pub mod growth;
 pub mod hist;
 pub mod keel_target;
