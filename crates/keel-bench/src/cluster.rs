@@ -129,13 +129,7 @@ pub async fn load(
             }
         }));
     }
-    tokio::time::sleep(duration / 10).await;
-    measuring.store(true, Ordering::Relaxed);
-    let start = Instant::now();
-    tokio::time::sleep(duration).await;
-    measuring.store(false, Ordering::Relaxed);
-    let seconds = start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
+    let seconds = measure_window(duration, &measuring, &stop).await;
     for t in tasks {
         let _ = t.await;
     }
@@ -149,6 +143,20 @@ pub async fn load(
         seconds,
         hist,
     })
+}
+
+/// The clock of a closed-loop phase whose tasks are already running: a
+/// warm-up of a tenth of `duration`, then `duration` with `measuring` set,
+/// then `stop` set. Returns the seconds measured.
+pub async fn measure_window(duration: Duration, measuring: &AtomicBool, stop: &AtomicBool) -> f64 {
+    tokio::time::sleep(duration / 10).await;
+    measuring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(duration).await;
+    measuring.store(false, Ordering::Relaxed);
+    let seconds = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    seconds
 }
 
 /// One scenario's figures as a JSON row: orders/s, errors and latency

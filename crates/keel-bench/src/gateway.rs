@@ -23,7 +23,7 @@ use keel_harness::LocalCluster;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
-use crate::cluster::seed_catalogue;
+use crate::cluster::{measure_window, seed_catalogue};
 use crate::compare::{ADMIN_TOKEN, KEEL_READY_TIMEOUT};
 use crate::gap::GapTracker;
 use crate::hist::{new_hist, record};
@@ -260,13 +260,7 @@ async fn load(
             (ok, errors, hist)
         }));
     }
-    tokio::time::sleep(duration / 10).await;
-    measuring.store(true, Ordering::Relaxed);
-    let start = Instant::now();
-    tokio::time::sleep(duration).await;
-    measuring.store(false, Ordering::Relaxed);
-    let seconds = start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
+    let seconds = measure_window(duration, &measuring, &stop).await;
     let mut out = Outcome {
         ok: 0,
         errors: 0,
@@ -530,6 +524,24 @@ async fn failover(
     })
 }
 
+/// The leader and the first other node among `nodes`; `what` names the
+/// step in an error.
+async fn leader_and_follower(
+    cluster: &LocalCluster,
+    nodes: Vec<u64>,
+    what: &str,
+) -> Result<(u64, u64), BenchError> {
+    let leader = cluster
+        .leader()
+        .await
+        .ok_or_else(|| BenchError::setup(what, "no leader"))?;
+    let follower = nodes
+        .into_iter()
+        .find(|id| *id != leader)
+        .ok_or_else(|| BenchError::setup(what, "no follower"))?;
+    Ok((leader, follower))
+}
+
 /// Detection without traffic, from the gateway's probes alone: restarts
 /// `killed`, waits until the gateway routes to every node again, then
 /// SIGKILLs a follower with no requests in flight.
@@ -557,15 +569,8 @@ async fn detection_idle(
             },
         )
         .await?;
-    let leader = cluster
-        .leader()
-        .await
-        .ok_or_else(|| BenchError::setup("idle detection", "no leader after restart"))?;
-    let follower = cluster
-        .running()
-        .into_iter()
-        .find(|id| *id != leader)
-        .ok_or_else(|| BenchError::setup("idle detection", "no follower to kill"))?;
+    let (_, follower) =
+        leader_and_follower(cluster, cluster.running(), "idle detection after restart").await?;
     let addr = cluster.addr(follower)?;
     let poller = tokio::spawn(wait_ineligible(gateway.to_owned(), addr));
     let kill_at = Instant::now();
@@ -921,15 +926,7 @@ pub async fn gateway(cfg: &GatewayBenchConfig) -> Result<GatewayFigures, BenchEr
     }
     let nginx_addr = nginx.as_ref().map(|n| n.addr.clone());
 
-    let leader = cluster
-        .leader()
-        .await
-        .ok_or_else(|| BenchError::setup("cluster", "no leader"))?;
-    let follower = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .ok_or_else(|| BenchError::setup("cluster", "no follower"))?;
+    let (leader, follower) = leader_and_follower(&cluster, cluster.ids(), "cluster").await?;
     let d = Duration::from_secs(cfg.duration_s);
     let mut rows = Vec::new();
     let mut ratios = Vec::new();
