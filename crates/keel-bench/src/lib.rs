@@ -3,6 +3,11 @@
 //! without a successful answer) and the side-by-side anchors it is compared
 //! with on the same machine: an etcd 3-member cluster and PostgreSQL with a
 //! synchronous streaming standby, both started on loopback with fsync on.
+//! Beside it, the benchmarks with figures of their own: the state
+//! machine's apply throughput ([`apply`]), a local cluster's orders/s
+//! ([`cluster`]), the gateway beside nginx ([`gateway`]) and backup and
+//! restore ([`backup`]). The `keel` binary only parses their arguments
+//! and prints what they return.
 //!
 //! The pure parts (histogram summary, gap tracking, the open-loop schedule,
 //! argument checks, table formatting) do no I/O and are unit-tested; the
