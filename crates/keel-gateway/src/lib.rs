@@ -31,6 +31,7 @@ mod problem;
 pub mod protect;
 mod proxy;
 mod server;
+mod shared;
 
 pub use balance::{
     BackendSpec, Balancer, BalancerConfig, Policy, EWMA_DECAY_DEFAULT, RTT_INITIAL_DEFAULT,

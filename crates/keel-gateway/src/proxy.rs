@@ -5,7 +5,6 @@
 //! node dying mid-reply can still be retried for reads and keyed writes.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,7 @@ use hyper::body::Incoming;
 use crate::metrics::Reason;
 use crate::pool::{Attempt, AttemptEnd, Class, Pool, Verdict, EVENT_ANSWERED};
 use crate::problem::Problem;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::{EligibleSet, RateDecision};
 use keel_http_client::ConnPool;
 use keel_protocol::header as keel_header;
@@ -48,28 +47,6 @@ const HOP_HEADERS: [&str; 10] = [
     "upgrade",
     "content-length",
 ];
-
-/// Generates the keys the gateway gives keyless writes: a random prefix
-/// drawn once at start (unique across gateways and restarts) and a counter.
-pub struct KeyMaker {
-    prefix: String,
-    next: AtomicU64,
-}
-
-impl KeyMaker {
-    /// A generator with a random prefix from `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self {
-            prefix: format!("gw-{seed:016x}"),
-            next: AtomicU64::new(0),
-        }
-    }
-
-    fn make(&self) -> String {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n}", self.prefix)
-    }
-}
 
 /// What one attempt produced.
 enum Outcome {
@@ -507,46 +484,6 @@ fn reject(gw: &Shared, reason: &'static str) {
     gw.metrics.rejected.get_or_create(&Reason { reason }).inc();
 }
 
-/// The cap on requests in progress across every worker
-/// (`limits.pending_max`). A request past it is refused at once and never
-/// waits, so it needs no queue: a count taken and given back with one atomic
-/// add each way, where a semaphore's release also takes its waiters' lock.
-pub struct PendingCap {
-    max: usize,
-    taken: AtomicUsize,
-}
-
-impl PendingCap {
-    /// A cap of `max` requests in progress.
-    pub fn new(max: usize) -> Self {
-        Self {
-            max,
-            taken: AtomicUsize::new(0),
-        }
-    }
-
-    /// One of the places, held until the slot is dropped; `None` at the cap.
-    pub fn try_take(&self) -> Option<PendingSlot<'_>> {
-        // Each request admitted saw fewer than `max` taken, its own add
-        // included in the count until it leaves: at most `max` are in.
-        if self.taken.fetch_add(1, Ordering::Relaxed) < self.max {
-            Some(PendingSlot(self))
-        } else {
-            self.taken.fetch_sub(1, Ordering::Relaxed);
-            None
-        }
-    }
-}
-
-/// A place under a [`PendingCap`], given back when dropped.
-pub struct PendingSlot<'a>(&'a PendingCap);
-
-impl Drop for PendingSlot<'_> {
-    fn drop(&mut self) {
-        self.0.taken.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Whether a request counts as live for the retry budget: its first pick
 /// starts the count and its last attempt's finish ends it, each under the
 /// lock that call takes anyway; a request left between the two (out of
@@ -640,28 +577,5 @@ mod tests {
         assert!(out.get("host").is_none());
         assert_eq!(out["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
         assert_eq!(out["authorization"], "Bearer t");
-    }
-
-    #[test]
-    fn the_pending_cap_admits_up_to_its_max_and_frees_on_drop() {
-        let cap = PendingCap::new(2);
-        let a = cap.try_take().unwrap();
-        let b = cap.try_take().unwrap();
-        assert!(cap.try_take().is_none());
-        drop(a);
-        let c = cap.try_take().unwrap();
-        assert!(cap.try_take().is_none());
-        drop((b, c));
-        assert_eq!(cap.taken.load(Ordering::Relaxed), 0);
-    }
-
-    #[test]
-    fn generated_keys_are_unique_and_valid_header_values() {
-        let k = KeyMaker::new(42);
-        let a = k.make();
-        let b = k.make();
-        assert_ne!(a, b);
-        assert!(HeaderValue::from_str(&a).is_ok());
-        assert!(a.len() <= 128);
     }
 }

@@ -26,10 +26,11 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use crate::config::GatewayConfig;
-use crate::metrics::{ClassSeries, Metrics};
+use crate::metrics::Metrics;
 use crate::pool::{Class, Pool, ProbeFailure, WeightError};
 use crate::problem::Problem;
-use crate::proxy::{self, Client, KeyMaker, PendingCap};
+use crate::proxy::{self, Client};
+use crate::shared::{KeyMaker, PendingCap, Shared};
 use crate::{ConfigError, NodeIndex};
 use keel_http_client::ConnPool;
 use keel_http_server::{ConnectionSlots, ServeLimits};
@@ -67,29 +68,6 @@ pub enum GatewayError {
         /// The OS error.
         source: std::io::Error,
     },
-}
-
-/// State every request handler shares. Each worker thread has its own copy
-/// whose `upstream` is its own; everything else is shared.
-pub struct Shared {
-    /// The configuration.
-    pub config: Arc<GatewayConfig>,
-    /// What the gateway believes of the cluster.
-    pub pool: Arc<Pool>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Kept-alive HTTP/1.1 connections to the nodes, opened on and only
-    /// used by one runtime: a connection is driven by the reactor it was
-    /// registered with, so each worker thread has its own pool.
-    pub upstream: ConnPool,
-    /// The cap on requests in progress (`limits.pending_max`).
-    pub pending: Arc<PendingCap>,
-    /// Keys for keyless writes (one generator for every worker, so keys
-    /// stay unique).
-    pub keys: Arc<KeyMaker>,
-    /// Each request class's `requests` and `request_seconds` series, by
-    /// [`Class::slot`].
-    pub series: Arc<[ClassSeries; 3]>,
 }
 
 /// Most connections a listening socket queues before they are accepted.

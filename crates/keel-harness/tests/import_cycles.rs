@@ -22,7 +22,6 @@ const ALLOWED: &[(&str, &[&str], &str)] = &[
     ),
     ("keel-backup", &["objects", "repo"], "not split yet"),
     ("keel-domain", &["error", "ids", "model"], "not split yet"),
-    ("keel-gateway", &["proxy", "server"], "not split yet"),
     (
         "keel-node",
         &["api", "backup", "openapi", "server"],
