@@ -22,12 +22,6 @@ const ALLOWED: &[(&str, &[&str], &str)] = &[
     ),
     ("keel-backup", &["objects", "repo"], "not split yet"),
     ("keel-domain", &["error", "ids", "model"], "not split yet"),
-    (
-        "keel-node",
-        &["api", "backup", "openapi", "server"],
-        "not split yet",
-    ),
-    ("keel-node", &["clock", "election", "rpc"], "not split yet"),
 ];
 
 /// One source file: its path relative to `src`, with `/` separators, and its text.

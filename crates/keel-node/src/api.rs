@@ -1,7 +1,6 @@
 //! The public HTTP API (docs/API.md): routes, authentication, idempotency keys,
 //! request validation and the mapping of results to HTTP.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,96 +20,20 @@ use keel_domain::{
     AccountId, AccountKind, Applied, Command, Currency, DomainError, Envelope, LineRequest, Minor,
     OrderId, Outcome, Principal, Product, ProductName, RequestId, Sku,
 };
-use keel_protocol::{constant_time_eq, header, hex};
+use keel_protocol::{header, hex};
 use keel_store::StateReader;
 
+use crate::auth::{admin, authed, Api};
+use crate::limits::BODY_BYTES_MAX;
 use crate::metrics::{Route, RouteStatus};
-use crate::node::{Consistency, MembershipError, Node, ReadError, SubmitError};
-use crate::problem::Problem;
+use crate::node::{Consistency, MembershipError, SubmitError};
+use crate::problem::{read_problem, Problem};
 use crate::proposer::Group;
 
-/// Largest request body the public API accepts (docs/API.md).
-pub const BODY_BYTES_MAX: usize = 1 << 20;
 /// Largest applied-index lag at which `/readyz` still says ready.
 pub const READY_LAG_MAX: u64 = 1_000;
 
-/// Shared state of the HTTP handlers.
-pub struct Api {
-    /// The replica.
-    pub node: Arc<Node>,
-    boot_ms: u64,
-    next_key: AtomicU64,
-}
-
 type Shared = State<Arc<Api>>;
-
-impl Api {
-    /// Wraps a node.
-    pub fn new(node: Arc<Node>) -> Arc<Self> {
-        Arc::new(Self {
-            node,
-            boot_ms: keel_protocol::wall_ms(),
-            next_key: AtomicU64::new(0),
-        })
-    }
-
-    /// A key for a request that came without one: unique per node boot, so
-    /// the node's own forwarding retries stay exactly-once. Client retries
-    /// need a client key.
-    fn generated_key(&self) -> RequestId {
-        let n = self.next_key.fetch_add(1, Ordering::Relaxed);
-        // Printable ASCII, well under 128 characters: always valid.
-        RequestId::new(format!("auto-{}-{}-{n}", self.node.id, self.boot_ms))
-            .unwrap_or_else(|_| unreachable_key())
-    }
-
-    /// The customer token for `id`: a keyed hash under the cluster secret,
-    /// so any node can check it without shared state.
-    pub fn customer_token(&self, id: &AccountId) -> String {
-        customer_token(&self.node.config.cluster_secret, id)
-    }
-}
-
-fn unreachable_key() -> RequestId {
-    // "x" is a valid key; only reached if the format above were broken.
-    RequestId::new("x").unwrap_or_else(|_| unreachable_key())
-}
-
-/// The bearer token of a customer under a cluster secret.
-pub fn customer_token(secret: &str, id: &AccountId) -> String {
-    let key = blake3::derive_key("keel customer token v1", secret.as_bytes());
-    let mac = blake3::keyed_hash(&key, id.as_str().as_bytes());
-    format!("cust_{id}.{}", hex::encode(&mac.as_bytes()[..16]))
-}
-
-// ----- authentication ------------------------------------------------------
-
-fn principal(api: &Api, headers: &HeaderMap) -> Option<Principal> {
-    let h = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let token = h.strip_prefix("Bearer ")?.trim();
-    if constant_time_eq(token.as_bytes(), api.node.config.admin_token.as_bytes()) {
-        return Some(Principal::Admin);
-    }
-    let rest = token.strip_prefix("cust_")?;
-    let (id, _) = rest.rsplit_once('.')?;
-    let id = AccountId::new(id).ok()?;
-    constant_time_eq(token.as_bytes(), api.customer_token(&id).as_bytes())
-        .then_some(Principal::Customer(id))
-}
-
-fn authed(api: &Api, headers: &HeaderMap) -> Result<Principal, Problem> {
-    principal(api, headers).ok_or_else(Problem::unauthorized)
-}
-
-pub(crate) fn admin(api: &Api, headers: &HeaderMap) -> Result<(), Problem> {
-    match authed(api, headers)? {
-        Principal::Admin => Ok(()),
-        _ => Err(Problem::forbidden("this endpoint needs the admin token")),
-    }
-}
 
 fn owner_or_admin(p: &Principal, owner: &AccountId) -> Result<(), Problem> {
     match p {
@@ -189,13 +112,6 @@ fn submit_problem(e: SubmitError) -> Problem {
         SubmitError::Unavailable(m) => Problem::unavailable(m),
         SubmitError::Overloaded => Problem::unavailable("the leader's proposal queue is full"),
         SubmitError::Indeterminate(m) => Problem::indeterminate(m),
-    }
-}
-
-pub(crate) fn read_problem(e: ReadError) -> Problem {
-    match e {
-        ReadError::Unavailable(m) => Problem::unavailable(m),
-        ReadError::Store(e) => Problem::internal(e.to_string()),
     }
 }
 
@@ -857,7 +773,7 @@ async fn readyz(State(api): Shared) -> Response {
 }
 
 async fn metrics(State(api): Shared) -> Response {
-    crate::server::refresh_raft_gauges(&api.node);
+    crate::node::refresh_raft_gauges(&api.node);
     (
         [(
             axum::http::header::CONTENT_TYPE,

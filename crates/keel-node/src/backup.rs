@@ -30,8 +30,8 @@ use keel_protocol::header::{
 };
 use keel_protocol::hex;
 
-use crate::api::{admin, Api};
-use crate::problem::Problem;
+use crate::auth::{admin, Api};
+use crate::problem::{read_problem, Problem};
 
 /// Backup exports (snapshots) a node runs at once. Each one scans the whole
 /// state and holds a read view open, so a second one would only slow both.
@@ -74,10 +74,7 @@ pub async fn snapshot(State(api): Shared, h: HeaderMap) -> Result<Response, Prob
         .map_err(|_| busy())?;
     // A backup taken from a follower must not miss a write the leader has
     // just acknowledged: wait until this node has applied that far.
-    api.node
-        .catch_up()
-        .await
-        .map_err(crate::api::read_problem)?;
+    api.node.catch_up().await.map_err(read_problem)?;
     let sm = api.node.sm.clone();
     // Its own thread (not the shared blocking pool), so lowering its
     // priority touches nothing else.
@@ -157,10 +154,7 @@ pub async fn log(
         )
     })?;
     if q.barrier {
-        api.node
-            .catch_up()
-            .await
-            .map_err(crate::api::read_problem)?;
+        api.node.catch_up().await.map_err(read_problem)?;
     }
     // Applied means committed: these entries are never truncated.
     let applied = api.node.sm.last_applied().map(|l| l.index);

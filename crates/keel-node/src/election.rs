@@ -22,7 +22,7 @@
 //! finds the candidate's log at least as long as theirs, and a voter still
 //! refuses any candidate while its leader lease holds.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::{Raft, ServerState};
@@ -30,88 +30,13 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
-use openraft::raft::{VoteRequest, VoteResponse};
-
 use keel_store::{NodeId, TypeConfig};
 
 use crate::clock::ClockGuard;
+use crate::signals::{ElectionSignals, Heard};
 
 /// How often the election clock is checked.
 pub const ELECTION_POLL: Duration = Duration::from_millis(10);
-
-/// What the RPC layer tells the election clock: when this node last heard
-/// from a leader (or granted a vote, which also defers its own candidacy),
-/// and what the replies to its own vote requests showed.
-#[derive(Debug)]
-pub struct ElectionSignals {
-    inner: Mutex<Heard>,
-}
-
-/// The signals since the clock last looked.
-#[derive(Debug, Clone, Copy)]
-pub struct Heard {
-    /// Arrival of the latest accepted message from a leader, or of the
-    /// latest vote request granted.
-    pub contact: Instant,
-    /// A vote reply named a longer log than this node's.
-    pub greater_log: bool,
-    /// A vote was refused by an uncommitted rival candidate at the same or
-    /// a higher term whose log is shorter than this node's.
-    pub outvoted_by_shorter_log: bool,
-}
-
-impl ElectionSignals {
-    /// Signals with the last contact set to now (a node just started has
-    /// had no reason yet to doubt its leader).
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self {
-            inner: Mutex::new(Heard {
-                contact: Instant::now(),
-                greater_log: false,
-                outvoted_by_shorter_log: false,
-            }),
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Heard> {
-        // Every critical section is a plain field write that cannot panic,
-        // so a poisoned lock still holds consistent data.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A current leader's AppendEntries or InstallSnapshot that arrived at
-    /// `at` was accepted, or this node granted a vote asked for at `at`.
-    /// Time counts from arrival, as openraft's own timer does: an append
-    /// whose fsync is slow does not prove the leader alive for longer.
-    pub fn heard_from_leader(&self, at: Instant) {
-        let mut s = self.lock();
-        s.contact = s.contact.max(at);
-    }
-
-    /// Reads the reply to this node's vote request `req`.
-    pub fn vote_reply(&self, req: &VoteRequest<NodeId>, reply: &VoteResponse<NodeId>) {
-        let mut s = self.lock();
-        if reply.last_log_id > req.last_log_id {
-            // It cannot win until it has caught up: wait longer next time.
-            s.greater_log = true;
-        } else if !reply.vote_granted
-            && reply.last_log_id < req.last_log_id
-            && !reply.vote.is_committed()
-            && reply.vote.leader_id().term >= req.vote.leader_id().term
-        {
-            s.outvoted_by_shorter_log = true;
-        }
-    }
-
-    /// The signals, clearing the one-shot flags.
-    pub fn take(&self) -> Heard {
-        let mut s = self.lock();
-        let out = *s;
-        s.greater_log = false;
-        s.outvoted_by_shorter_log = false;
-        out
-    }
-}
 
 /// Where this node stands, as far as elections go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,6 +204,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openraft::raft::{VoteRequest, VoteResponse};
     use openraft::{LogId, Vote};
 
     const MS: Duration = Duration::from_millis(1);

@@ -8,10 +8,12 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod auth;
 pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod election;
+pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod openapi;
@@ -19,6 +21,7 @@ pub mod problem;
 pub mod proposer;
 pub mod rpc;
 pub mod server;
+pub mod signals;
 
 pub use config::NodeConfig;
 pub use server::{run, NodeError};

@@ -14,7 +14,7 @@ use keel_domain::{Applied, Envelope};
 use keel_store::{NodeId, StateMachineStore, StateReader, TypeConfig};
 
 use crate::config::NodeConfig;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Role};
 use crate::proposer::{only_result, Group, ProposeError, Proposer};
 use crate::rpc::{path, CallError, PeerClient};
 
@@ -187,7 +187,7 @@ pub struct Node {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// What the internal RPC tells the election clock.
-    pub election: Arc<crate::election::ElectionSignals>,
+    pub election: Arc<crate::signals::ElectionSignals>,
     /// Whether this node's wall clock may lead ([`crate::clock`]).
     pub clock: Arc<crate::clock::ClockGuard>,
 }
@@ -698,4 +698,34 @@ impl Node {
             purged_index: purged.map(|p| p.index),
         })
     }
+}
+
+/// Updates the Raft gauges from openraft's metrics (called at scrape).
+pub fn refresh_raft_gauges(node: &Node) {
+    let m = node.raft.metrics().borrow().clone();
+    let metrics = &node.metrics;
+    for s in [
+        ServerState::Leader,
+        ServerState::Follower,
+        ServerState::Candidate,
+        ServerState::Learner,
+        ServerState::Shutdown,
+    ] {
+        metrics
+            .role
+            .get_or_create(&Role {
+                role: role_name(s).into(),
+            })
+            .set(i64::from(m.state == s));
+    }
+    let g = |v: Option<u64>| v.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX));
+    metrics.term.set(g(Some(m.current_term)));
+    metrics.last_log_index.set(g(m.last_log_index));
+    metrics
+        .applied_index
+        .set(g(m.last_applied.map(|l| l.index)));
+    metrics.leader_id.set(g(m.current_leader));
+    // A follower learns the commit index from the leader and applies up to
+    // it at once; its applied index is the best local view of it.
+    metrics.commit_index.set(g(m.last_applied.map(|l| l.index)));
 }

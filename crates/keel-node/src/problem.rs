@@ -6,6 +6,8 @@ use serde_json::{json, Map, Value};
 
 use keel_domain::DomainError;
 
+use crate::node::ReadError;
+
 /// Seconds a client should wait before retrying a 503.
 pub const RETRY_AFTER_S: u64 = 1;
 
@@ -171,5 +173,13 @@ impl IntoResponse for Problem {
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
         }
         resp
+    }
+}
+
+/// The problem a failed read answers with.
+pub(crate) fn read_problem(e: ReadError) -> Problem {
+    match e {
+        ReadError::Unavailable(m) => Problem::unavailable(m),
+        ReadError::Store(e) => Problem::internal(e.to_string()),
     }
 }

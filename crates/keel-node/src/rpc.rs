@@ -24,7 +24,7 @@ use http_body_util::Full;
 use keel_http_client::ConnPool;
 use keel_store::{NodeId, TypeConfig};
 
-use crate::election::ElectionSignals;
+use crate::signals::ElectionSignals;
 
 /// Longest wait to open a TCP connection to a peer: a live peer on a LAN
 /// answers in well under a millisecond; longer means down or partitioned.

@@ -14,21 +14,22 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use hyper_util::service::TowerToHyperService;
-use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, Raft, SnapshotPolicy};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::watch;
 
 use keel_domain::{Command, Envelope, Principal, RequestId};
 use keel_store::NodeId;
 
-use crate::api::{self, Api};
+use crate::api;
+use crate::auth::Api;
 use crate::clock::ClockGuard;
 use crate::config::{ConfigError, NodeConfig};
-use crate::election::ElectionSignals;
-use crate::metrics::{Metrics, Role};
-use crate::node::{role_name, Node};
+use crate::metrics::Metrics;
+use crate::node::Node;
 use crate::proposer::Proposer;
 use crate::rpc::{path, NetworkFactory, PeerClient, RPC_BODY_BYTES_MAX};
+use crate::signals::ElectionSignals;
 
 /// How often the leader looks for reservations due to expire.
 pub const EXPIRE_TICK: Duration = Duration::from_millis(250);
@@ -335,36 +336,6 @@ async fn expiry_ticker(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             }
         }
     }
-}
-
-/// Updates the Raft gauges from openraft's metrics (called at scrape).
-pub fn refresh_raft_gauges(node: &Node) {
-    let m = node.raft.metrics().borrow().clone();
-    let metrics = &node.metrics;
-    for s in [
-        ServerState::Leader,
-        ServerState::Follower,
-        ServerState::Candidate,
-        ServerState::Learner,
-        ServerState::Shutdown,
-    ] {
-        metrics
-            .role
-            .get_or_create(&Role {
-                role: role_name(s).into(),
-            })
-            .set(i64::from(m.state == s));
-    }
-    let g = |v: Option<u64>| v.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX));
-    metrics.term.set(g(Some(m.current_term)));
-    metrics.last_log_index.set(g(m.last_log_index));
-    metrics
-        .applied_index
-        .set(g(m.last_applied.map(|l| l.index)));
-    metrics.leader_id.set(g(m.current_leader));
-    // A follower learns the commit index from the leader and applies up to
-    // it at once; its applied index is the best local view of it.
-    metrics.commit_index.set(g(m.last_applied.map(|l| l.index)));
 }
 
 // ----- internal RPC server ---------------------------------------------------
