@@ -4,29 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::field::FieldError;
 use crate::ids::{AccountId, OrderId, RequestId, Sku};
 use crate::model::OrderStatus;
 use crate::money::Minor;
-
-/// A field that failed validation, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct FieldError {
-    /// The field's name as it appears in the API.
-    pub field: String,
-    /// What rule it broke, for a human.
-    pub reason: String,
-}
-
-impl FieldError {
-    /// A validation failure of `field`.
-    pub fn new(field: &str, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.to_owned(),
-            reason: reason.into(),
-        }
-    }
-}
 
 /// One order line that could not be reserved.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use crate::error::FieldError;
+use crate::field::FieldError;
 
 /// Longest SKU or account id: long enough for any real catalogue code, short
 /// enough that keys stay small in every index that embeds them.

@@ -17,6 +17,7 @@ pub mod apply;
 pub mod codec;
 pub mod command;
 pub mod error;
+pub mod field;
 pub mod hashing;
 pub mod ids;
 pub mod invariants;
