@@ -18,7 +18,7 @@ use std::path::Path;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::ChaCha20Poly1305;
 
-use crate::manifest::{BackupId, ChunkInfo, Digest};
+use crate::ids::{BackupId, ChunkInfo, Digest};
 use crate::BackupError;
 
 /// Content bytes per chunk at most. A chunk is the unit held in memory (a

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::{BackupId, ChunkInfo, Digest};
+use crate::ids::{BackupId, ChunkInfo, Digest};
 use crate::BackupError;
 
 /// Most targets (and so shards per chunk). Each shard is one object per

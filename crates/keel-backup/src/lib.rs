@@ -65,6 +65,7 @@ pub mod chain;
 pub mod codec;
 mod error;
 pub mod frames;
+mod ids;
 pub mod job;
 pub mod layout;
 pub mod manifest;
@@ -85,8 +86,9 @@ pub use codec::{Key, CHUNK_BYTES_MAX, CHUNK_BYTES_MIN};
 pub use error::BackupError;
 pub use layout::Layout;
 pub use manifest::{BackupId, BackupMeta, ChunkInfo, Digest, Kind, Manifest};
+pub use objects::MANIFEST_OBJECT;
 pub use pace::Pace;
-pub use repo::{Repository, MANIFEST_OBJECT};
+pub use repo::Repository;
 pub use report::{
     CorruptObject, FailedObject, LostChunk, ObjectRef, PruneReport, RepairReport, TargetReport,
     VerifyReport,

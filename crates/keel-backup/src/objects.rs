@@ -8,18 +8,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use futures::future::join_all;
-use futures::StreamExt;
 
 use crate::layout::Layout;
-use crate::manifest::{open_manifest, BackupId, Manifest, MANIFEST_BYTES_MAX};
-use crate::repo::{Repository, MANIFEST_OBJECT};
+use crate::manifest::{BackupId, Manifest};
 use crate::target::{ObjectEntry, TEMP_PREFIX};
-use crate::BackupError;
 
-/// Manifests fetched at once while listing: enough to hide S3 latency,
-/// few enough to stay polite to the endpoint.
-const MANIFEST_FETCH_CONCURRENCY: usize = 8;
+/// File name of a backup's manifest inside its id directory.
+pub const MANIFEST_OBJECT: &str = "manifest.json";
 
 /// Name of the manifest object of `id`.
 pub(crate) fn manifest_name(id: &BackupId) -> String {
@@ -147,75 +142,6 @@ pub(crate) fn expected_names(m: &Manifest, t: usize, targets: usize) -> BTreeSet
         names.extend((0..m.chunks.len() as u64).map(|c| piece_name(&m.id, c, shard)));
     }
     names
-}
-
-impl Repository {
-    /// Lists every target and authenticates one manifest copy per backup.
-    /// Fails only if no target can be listed.
-    pub(crate) async fn catalog(&self) -> Result<Catalog, BackupError> {
-        let raw = join_all(self.targets.iter().map(|t| t.list())).await;
-        if raw.iter().all(Result::is_err) {
-            if let Some(Err(e)) = raw.into_iter().next() {
-                return Err(e);
-            }
-            return Err(BackupError::Config {
-                reason: "no targets".to_owned(),
-            });
-        }
-        let listings: Vec<Result<Vec<ObjectEntry>, String>> = raw
-            .into_iter()
-            .map(|r| r.map_err(|e| e.to_string()))
-            .collect();
-        let mut holders: BTreeMap<BackupId, Vec<usize>> = BTreeMap::new();
-        for (t, listing) in listings.iter().enumerate() {
-            for e in listing.iter().flatten() {
-                if let ObjectKind::Manifest(id) = classify(&e.name) {
-                    holders.entry(id).or_default().push(t);
-                }
-            }
-        }
-        let opened: Vec<(BackupId, Option<(Manifest, Bytes)>)> = futures::stream::iter(holders)
-            .map(|(id, ts)| async move {
-                let found = self.first_good_manifest(&id, &ts).await;
-                (id, found)
-            })
-            .buffer_unordered(MANIFEST_FETCH_CONCURRENCY)
-            .collect()
-            .await;
-        let mut catalog = Catalog {
-            listings,
-            manifests: BTreeMap::new(),
-            unauthenticated: BTreeSet::new(),
-        };
-        for (id, found) in opened {
-            match found {
-                Some(m) => {
-                    catalog.manifests.insert(id, m);
-                }
-                None => {
-                    catalog.unauthenticated.insert(id);
-                }
-            }
-        }
-        Ok(catalog)
-    }
-
-    async fn first_good_manifest(
-        &self,
-        id: &BackupId,
-        targets: &[usize],
-    ) -> Option<(Manifest, Bytes)> {
-        let name = manifest_name(id);
-        for &t in targets {
-            let Ok(Some(bytes)) = self.targets[t].get(&name, MANIFEST_BYTES_MAX).await else {
-                continue;
-            };
-            if let Ok(m) = open_manifest(&bytes, id, &self.mac_key) {
-                return Some((m, bytes));
-            }
-        }
-        None
-    }
 }
 
 #[cfg(test)]

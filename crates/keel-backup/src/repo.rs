@@ -11,10 +11,12 @@
 //! prune would take an in-progress write's pieces for leftovers. Run
 //! backups and prunes of one repository from one place, one at a time.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::join_all;
+use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::chain::{plan_restore, RestorePoint};
@@ -26,12 +28,13 @@ use crate::manifest::{
     mac_key, open_manifest, seal_manifest, BackupId, BackupMeta, ChunkInfo, Digest, Manifest,
     ManifestFault, CHUNKS_MAX, MANIFEST_BYTES_MAX, MANIFEST_FORMAT_VERSION,
 };
-use crate::objects::{manifest_name, piece_name};
-use crate::target::{blocking, Target};
+use crate::objects::{classify, manifest_name, piece_name, Catalog, ObjectKind};
+use crate::target::{blocking, ObjectEntry, Target};
 use crate::BackupError;
 
-/// File name of a backup's manifest inside its id directory.
-pub const MANIFEST_OBJECT: &str = "manifest.json";
+/// Manifests fetched at once while listing: enough to hide S3 latency,
+/// few enough to stay polite to the endpoint.
+const MANIFEST_FETCH_CONCURRENCY: usize = 8;
 
 /// Largest piece object: a whole sealed chunk plus its header (under 200
 /// bytes), with room to spare.
@@ -507,5 +510,74 @@ impl ChunkOut for QueueOut<'_> {
             .send(Bytes::from(plain))
             .await
             .map_err(|_| std::io::Error::other("the queue's reader stopped"))
+    }
+}
+
+impl Repository {
+    /// Lists every target and authenticates one manifest copy per backup.
+    /// Fails only if no target can be listed.
+    pub(crate) async fn catalog(&self) -> Result<Catalog, BackupError> {
+        let raw = join_all(self.targets.iter().map(|t| t.list())).await;
+        if raw.iter().all(Result::is_err) {
+            if let Some(Err(e)) = raw.into_iter().next() {
+                return Err(e);
+            }
+            return Err(BackupError::Config {
+                reason: "no targets".to_owned(),
+            });
+        }
+        let listings: Vec<Result<Vec<ObjectEntry>, String>> = raw
+            .into_iter()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect();
+        let mut holders: BTreeMap<BackupId, Vec<usize>> = BTreeMap::new();
+        for (t, listing) in listings.iter().enumerate() {
+            for e in listing.iter().flatten() {
+                if let ObjectKind::Manifest(id) = classify(&e.name) {
+                    holders.entry(id).or_default().push(t);
+                }
+            }
+        }
+        let opened: Vec<(BackupId, Option<(Manifest, Bytes)>)> = futures::stream::iter(holders)
+            .map(|(id, ts)| async move {
+                let found = self.first_good_manifest(&id, &ts).await;
+                (id, found)
+            })
+            .buffer_unordered(MANIFEST_FETCH_CONCURRENCY)
+            .collect()
+            .await;
+        let mut catalog = Catalog {
+            listings,
+            manifests: BTreeMap::new(),
+            unauthenticated: BTreeSet::new(),
+        };
+        for (id, found) in opened {
+            match found {
+                Some(m) => {
+                    catalog.manifests.insert(id, m);
+                }
+                None => {
+                    catalog.unauthenticated.insert(id);
+                }
+            }
+        }
+        Ok(catalog)
+    }
+
+    async fn first_good_manifest(
+        &self,
+        id: &BackupId,
+        targets: &[usize],
+    ) -> Option<(Manifest, Bytes)> {
+        let name = manifest_name(id);
+        for &t in targets {
+            let Ok(Some(bytes)) = self.targets[t].get(&name, MANIFEST_BYTES_MAX).await else {
+                continue;
+            };
+            if let Ok(m) = open_manifest(&bytes, id, &self.mac_key) {
+                return Some((m, bytes));
+            }
+        }
+        None
     }
 }
