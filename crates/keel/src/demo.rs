@@ -5,7 +5,7 @@
 //! has caught up, and checks that nothing acknowledged was lost, nothing was
 //! oversold, money is conserved and every replica is identical. Then it
 //! backs the cluster up, destroys it, restores a new cluster from the
-//! backup and checks that again (`demo_backup`).
+//! backup and checks that again (`demo/backup.rs`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,6 +21,8 @@ use keel_harness::LocalCluster;
 use serde_json::json;
 
 use crate::up::{local_spec, READY_TIMEOUT};
+
+mod backup;
 
 /// Customers seeded.
 const CUSTOMERS: u64 = 50;
@@ -503,7 +505,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     match &converged {
         Ok((idx, d)) => {
             let acked_ids: Vec<u64> = acked.keys().copied().collect();
-            let backed = crate::demo_backup::backup_destroy_restore(
+            let backed = backup::backup_destroy_restore(
                 cluster,
                 args.base_port,
                 &args.data_dir,

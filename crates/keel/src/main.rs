@@ -20,7 +20,6 @@ mod bench_cmd;
 mod bench_gateway;
 mod chaos_cmd;
 mod demo;
-mod demo_backup;
 mod gateway_cmd;
 mod node_cmd;
 mod rebuild_cmd;

@@ -11,7 +11,7 @@ use keel_backup::{job, restore, Key, Layout, NodeSource, Repository, RestorePoin
 use keel_client::Client;
 use keel_harness::LocalCluster;
 
-use crate::demo::Check;
+use super::Check;
 use crate::up::{local_spec, READY_TIMEOUT};
 
 /// Concurrent reads when checking orders in the restored cluster.
