@@ -230,6 +230,26 @@ fn ovf(what: &str) -> Fail {
     Fail::Domain(DomainError::overflow(what))
 }
 
+/// The lines of an order being placed, priced and checked against each other.
+struct PricedLines<'l> {
+    /// Each distinct product once, with the units the order wants of it.
+    products: BTreeMap<&'l Sku, (Product, u64)>,
+    lines: Vec<OrderLine>,
+    total: Minor,
+    currency: Currency,
+}
+
+/// When a reservation made now with this time to live expires.
+fn reservation_expiry_ms(ttl_seconds: Option<u32>, clock: StateClock) -> Step<u64> {
+    let ttl_ms = u64::from(ttl_seconds.unwrap_or(ORDER_TTL_DEFAULT_S)) * 1000;
+    // From the deadline base, not `now`: a reservation is never due
+    // before its whole lifetime has passed in real time (StateClock).
+    clock
+        .deadline_base
+        .checked_add(ttl_ms)
+        .ok_or_else(|| ovf("expires_at"))
+}
+
 fn admin_only(p: &Principal, action: &str) -> Step<()> {
     match p {
         Principal::Admin => Ok(()),
@@ -664,6 +684,46 @@ impl<'a, T: WriteTables> State<'a, T> {
         clock: StateClock,
     ) -> Step<Outcome> {
         let now = clock.now;
+        let customer = self.customer_account(customer_id)?;
+        let mut priced = self.price_lines(lines)?;
+        let currency = priced.currency;
+        Self::check_customer_currency(&customer, currency)?;
+        let merchant = self
+            .currency_account(currency, AccountKind::Merchant)?
+            .ok_or_else(|| DomainError::not_found("merchant account for currency", currency))?;
+        Self::check_stock_available(&priced.products)?;
+        let expires_at_ms = reservation_expiry_ms(ttl_seconds, clock)?;
+        let units: u64 = priced.products.values().map(|(_, w)| *w).sum();
+        let units_reserved = self
+            .summary
+            .units_reserved
+            .checked_add(units)
+            .ok_or_else(|| ovf("units_reserved"))?;
+        // All checks passed: write.
+        self.reserve_stock(&mut priced.products)?;
+        let id = OrderId(self.summary.next_order_id);
+        let order = Order {
+            id,
+            customer: customer_id.clone(),
+            merchant,
+            lines: priced.lines,
+            total: priced.total,
+            currency,
+            status: OrderStatus::Reserved,
+            created_at_ms: now,
+            expires_at_ms,
+            restocked: false,
+            history: vec![StatusChange {
+                status: OrderStatus::Reserved,
+                at_ms: now,
+            }],
+        };
+        self.record_placed_order(&order, units_reserved)?;
+        Ok(Outcome::Order(order))
+    }
+
+    /// The account that places an order, which must be a customer's.
+    fn customer_account(&self, customer_id: &AccountId) -> Step<Account> {
         let customer = self.account(customer_id)?;
         if customer.kind != AccountKind::Customer {
             return Err(DomainError::validation(
@@ -675,6 +735,12 @@ impl<'a, T: WriteTables> State<'a, T> {
             )
             .into());
         }
+        Ok(customer)
+    }
+
+    /// Prices the lines of a new order and checks that their products are
+    /// active and share one currency.
+    fn price_lines<'l>(&self, lines: &'l [LineRequest]) -> Step<PricedLines<'l>> {
         // Load each distinct product once; sum quantities per SKU so a SKU on
         // two lines is checked against its stock once, for the whole order.
         let mut products: BTreeMap<&Sku, (Product, u64)> = BTreeMap::new();
@@ -720,6 +786,15 @@ impl<'a, T: WriteTables> State<'a, T> {
         let Some(currency) = currency else {
             return Err(DomainError::validation("lines", "must not be empty").into());
         };
+        Ok(PricedLines {
+            products,
+            lines: order_lines,
+            total,
+            currency,
+        })
+    }
+
+    fn check_customer_currency(customer: &Account, currency: Currency) -> Step<()> {
         if customer.currency != currency {
             return Err(DomainError::validation(
                 "customer",
@@ -730,9 +805,11 @@ impl<'a, T: WriteTables> State<'a, T> {
             )
             .into());
         }
-        let merchant = self
-            .currency_account(currency, AccountKind::Merchant)?
-            .ok_or_else(|| DomainError::not_found("merchant account for currency", currency))?;
+        Ok(())
+    }
+
+    /// Fails with the short lines if any product lacks the units wanted.
+    fn check_stock_available(products: &BTreeMap<&Sku, (Product, u64)>) -> Step<()> {
         let short: Vec<ShortLine> = products
             .values()
             .filter(|(p, want)| *want > p.stock.available())
@@ -745,54 +822,35 @@ impl<'a, T: WriteTables> State<'a, T> {
         if !short.is_empty() && !test_bugs::on(TestBug::Oversell) {
             return Err(DomainError::OutOfStock { lines: short }.into());
         }
-        let ttl_ms = u64::from(ttl_seconds.unwrap_or(ORDER_TTL_DEFAULT_S)) * 1000;
-        // From the deadline base, not `now`: a reservation is never due
-        // before its whole lifetime has passed in real time (StateClock).
-        let expires_at_ms = clock
-            .deadline_base
-            .checked_add(ttl_ms)
-            .ok_or_else(|| ovf("expires_at"))?;
-        let units: u64 = products.values().map(|(_, w)| *w).sum();
-        let units_reserved = self
-            .summary
-            .units_reserved
-            .checked_add(units)
-            .ok_or_else(|| ovf("units_reserved"))?;
-        // All checks passed: write.
+        Ok(())
+    }
+
+    /// Reserves the wanted units of each product; availability is checked
+    /// before (`check_stock_available`).
+    fn reserve_stock(&mut self, products: &mut BTreeMap<&Sku, (Product, u64)>) -> Step<()> {
         for (p, want) in products.values_mut() {
             // <= available, checked above (saturating only for the test bug).
             p.stock.reserved = p.stock.reserved.saturating_add(*want);
             self.put_product(p)?;
         }
-        let id = OrderId(self.summary.next_order_id);
-        let order = Order {
-            id,
-            customer: customer_id.clone(),
-            merchant,
-            lines: order_lines,
-            total,
-            currency,
-            status: OrderStatus::Reserved,
-            created_at_ms: now,
-            expires_at_ms,
-            restocked: false,
-            history: vec![StatusChange {
-                status: OrderStatus::Reserved,
-                at_ms: now,
-            }],
-        };
-        self.put_order(&order)?;
+        Ok(())
+    }
+
+    /// Writes a new reserved order, its index entries and its summary counts.
+    fn record_placed_order(&mut self, order: &Order, units_reserved: u64) -> Step<()> {
+        let id = order.id;
+        self.put_order(order)?;
         self.t.put(
             Table::CustomerOrders,
-            &keys::customer_order(customer_id, id),
+            &keys::customer_order(&order.customer, id),
             &[],
         )?;
         self.t
-            .put(Table::Expiry, &keys::expiry(expires_at_ms, id), &[])?;
+            .put(Table::Expiry, &keys::expiry(order.expires_at_ms, id), &[])?;
         self.summary.next_order_id += 1;
         self.summary.units_reserved = units_reserved;
         self.bump_status(None, OrderStatus::Reserved);
-        Ok(Outcome::Order(order))
+        Ok(())
     }
 
     fn check_transition(o: &Order, to: OrderStatus, action: &str) -> Step<()> {
