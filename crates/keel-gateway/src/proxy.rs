@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -18,7 +19,7 @@ use hyper::body::Incoming;
 use crate::metrics::Reason;
 use crate::pool::{Attempt, AttemptEnd, Class, Pool, Verdict, EVENT_ANSWERED};
 use crate::problem::Problem;
-use crate::shared::Shared;
+use crate::shared::{PendingSlot, Shared};
 use crate::{EligibleSet, RateDecision};
 use keel_http_client::ConnPool;
 use keel_protocol::header as keel_header;
@@ -118,10 +119,43 @@ async fn admit_and_forward(
     req: Request<Incoming>,
     started: Instant,
 ) -> Result<Response, Response> {
+    let _pending = admit(gw, client, &req, started).map_err(IntoResponse::into_response)?;
+    let (parts, body) = req.into_parts();
+    check_declared_length(gw, &parts.headers).map_err(IntoResponse::into_response)?;
+    let body = read_body(gw, body).await?;
+    let fwd = prepare_forward(gw, client, class, parts, body);
+    forward_with_retries(gw, class, fwd, started).await
+}
+
+/// A request ready for the nodes: what each attempt sends, and what the
+/// answer needs.
+struct Forward {
+    method: Method,
+    /// Origin form for the next hop: the path and query, no scheme or host.
+    target: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    /// The value of `routing.hash_header`, if the request has one.
+    hash_key: Option<Vec<u8>>,
+    /// Safe to send again after it may have reached a node: reads, and
+    /// writes the node will recognise by key.
+    resend_ok: bool,
+    is_write: bool,
+    /// The idempotency key the gateway added, if it did.
+    key_added: Option<HeaderValue>,
+}
+
+/// Takes a pending slot and passes the rate limit, or answers why not.
+fn admit<'g>(
+    gw: &'g Shared,
+    client: &Client,
+    req: &Request<Incoming>,
+    started: Instant,
+) -> Result<PendingSlot<'g>, Problem> {
     let limits = &gw.config.limits;
-    let _pending = gw.pending.try_take().ok_or_else(|| {
+    let pending = gw.pending.try_take().ok_or_else(|| {
         reject(gw, "overloaded");
-        Problem::overloaded(limits.pending_max).into_response()
+        Problem::overloaded(limits.pending_max)
     })?;
     if gw.pool.rate_limited() {
         let client = client_key(
@@ -131,21 +165,36 @@ async fn admit_and_forward(
         );
         if let RateDecision::Limited { retry_after } = gw.pool.rate_check(&client, started) {
             reject(gw, "rate_limited");
-            return Err(Problem::rate_limited(retry_after).into_response());
+            return Err(Problem::rate_limited(retry_after));
         }
     }
-    let (mut parts, body) = req.into_parts();
-    let declared = parts
-        .headers
+    Ok(pending)
+}
+
+/// Refuses a body whose declared length is over `limits.body_bytes_max`
+/// before reading it.
+fn check_declared_length(gw: &Shared, headers: &HeaderMap) -> Result<(), Problem> {
+    let limits = &gw.config.limits;
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.body_bytes_max as u64) {
         reject(gw, "body_too_large");
-        return Err(Problem::body_too_large(limits.body_bytes_max).into_response());
+        return Err(Problem::body_too_large(limits.body_bytes_max));
     }
-    let body = read_body(gw, body).await?;
+    Ok(())
+}
 
+/// Adds an idempotency key to a keyable write without one (if configured)
+/// and makes the request's form for the next hop.
+fn prepare_forward(
+    gw: &Shared,
+    client: &Client,
+    class: Class,
+    mut parts: Parts,
+    body: Bytes,
+) -> Forward {
     let mut key_added = None;
     let is_write = class == Class::Write;
     let has_key = parts.headers.contains_key(keel_header::IDEMPOTENCY_KEY);
@@ -159,21 +208,37 @@ async fn admit_and_forward(
             key_added = Some(v);
         }
     }
-    // Safe to send again after it may have reached a node: reads, and
-    // writes the node will recognise by key.
     let resend_ok = !is_write || parts.headers.contains_key(keel_header::IDEMPOTENCY_KEY);
     let hash_key = parts
         .headers
         .get(gw.config.routing.hash_header.as_str())
         .map(|v| v.as_bytes().to_vec());
-    // Origin form for the next hop: the path and query, no scheme or host.
     let target = match parts.uri.path_and_query() {
         Some(p) if parts.uri.scheme().is_some() => Uri::from(p.clone()),
         Some(_) => parts.uri.clone(),
         None => Uri::from_static("/"),
     };
     let headers = forward_headers(parts.headers, client);
+    Forward {
+        method: parts.method,
+        target,
+        headers,
+        body,
+        hash_key,
+        resend_ok,
+        is_write,
+        key_added,
+    }
+}
 
+/// Sends `fwd` to a node picked for `class`, and again to others while the
+/// outcome allows a retry, the retry budget a slot and the deadline the time.
+async fn forward_with_retries(
+    gw: &Shared,
+    class: Class,
+    fwd: Forward,
+    started: Instant,
+) -> Result<Response, Response> {
     let mut live = LiveRequest {
         pool: &gw.pool,
         counted: false,
@@ -186,35 +251,18 @@ async fn admit_and_forward(
     loop {
         let now = Instant::now();
         let first = !live.counted;
-        let Some(attempt) = gw.pool.pick(class, hash_key.as_deref(), avoid, now, first) else {
+        let Some(attempt) = gw
+            .pool
+            .pick(class, fwd.hash_key.as_deref(), avoid, now, first)
+        else {
             return Err(Problem::no_backend().into_response());
         };
         live.counted = true;
         let remaining = deadline.saturating_duration_since(now);
         let budget = attempt_timeout.min(remaining);
-        let exchange = send(
-            &gw.upstream,
-            &attempt.addr,
-            &attempt.host,
-            &parts.method,
-            &target,
-            &headers,
-            body.clone(),
-            gw.config.limits.response_bytes_max,
-        );
-        // An attempt ends at its timeout; and sooner when it is stuck on a
-        // node the detectors have since given up on (a paused or cut-off
-        // leader), so the request moves on within the detection time;
-        // likewise an attempt that may go again, sent to a leader that has
-        // since been deposed (a cut-off leader still answers probes): the
-        // new leader, named at a higher term, gets it now.
-        let outcome = tokio::select! {
-            biased;
-            o = exchange => o,
-            o = abandon_when(&gw.pool, &attempt, resend_ok, now + budget) => o,
-        };
+        let outcome = attempt_once(gw, &fwd, &attempt, now + budget).await;
         drop(retry_guard.take());
-        let (verdict, event, retry_reason) = judge(&outcome, resend_ok);
+        let (verdict, event, retry_reason) = judge(&outcome, fwd.resend_ok);
         let node = attempt.node;
         let host = attempt.host.clone();
         attempt.count(event);
@@ -234,40 +282,89 @@ async fn admit_and_forward(
         // The request's end was counted with its last attempt.
         live.counted &= !last;
         let Some(reason) = retry_reason else {
-            return Ok(finish(outcome, &host, retries + 1, key_added, is_write));
+            return Ok(finish(
+                outcome,
+                &host,
+                retries + 1,
+                fwd.key_added,
+                fwd.is_write,
+            ));
         };
         // Retry: on another node first, after a jittered backoff, within
         // the retry budget and the request's deadline.
         avoid.insert(node);
-        let Some(delay) = gw.pool.backoff(retries) else {
-            return Err(finish(outcome, &host, retries + 1, key_added, is_write));
+        let Some(guard) = wait_to_retry(&gw.pool, retries, deadline).await else {
+            return Err(finish(
+                outcome,
+                &host,
+                retries + 1,
+                fwd.key_added,
+                fwd.is_write,
+            ));
         };
-        if Instant::now() + delay >= deadline {
-            return Err(finish(outcome, &host, retries + 1, key_added, is_write));
-        }
-        // A leader named meanwhile ends the wait: most retries are waiting
-        // for exactly that (no leader, a deposed one), and a backoff of up
-        // to its cap after the election would be pure unavailability.
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = gw.pool.leader_named() => {}
-        }
-        // Over budget, a retry waits for a slot rather than failing: the
-        // budget bounds the extra load retries add, the deadline bounds the
-        // wait.
-        loop {
-            if gw.pool.try_retry() {
-                retry_guard = Some(RetryGuard(&gw.pool));
-                break;
-            }
-            let wait = gw.pool.backoff_floor();
-            if Instant::now() + wait >= deadline {
-                return Err(finish(outcome, &host, retries + 1, key_added, is_write));
-            }
-            tokio::time::sleep(wait).await;
-        }
+        retry_guard = Some(guard);
         gw.metrics.retries.get_or_create(&Reason { reason }).inc();
         retries += 1;
+    }
+}
+
+/// One attempt of `fwd` on `attempt`'s node, ended at `give_up_at` at the
+/// latest.
+async fn attempt_once(
+    gw: &Shared,
+    fwd: &Forward,
+    attempt: &Attempt,
+    give_up_at: Instant,
+) -> Outcome {
+    let exchange = send(
+        &gw.upstream,
+        &attempt.addr,
+        &attempt.host,
+        &fwd.method,
+        &fwd.target,
+        &fwd.headers,
+        fwd.body.clone(),
+        gw.config.limits.response_bytes_max,
+    );
+    // An attempt ends at its timeout; and sooner when it is stuck on a
+    // node the detectors have since given up on (a paused or cut-off
+    // leader), so the request moves on within the detection time;
+    // likewise an attempt that may go again, sent to a leader that has
+    // since been deposed (a cut-off leader still answers probes): the
+    // new leader, named at a higher term, gets it now.
+    tokio::select! {
+        biased;
+        o = exchange => o,
+        o = abandon_when(&gw.pool, attempt, fwd.resend_ok, give_up_at) => o,
+    }
+}
+
+/// Waits out the backoff after `retries` retries, then takes a retry-budget
+/// slot; `None` when out of retries or when waiting would pass `deadline`.
+async fn wait_to_retry(pool: &Pool, retries: u32, deadline: Instant) -> Option<RetryGuard<'_>> {
+    let delay = pool.backoff(retries)?;
+    if Instant::now() + delay >= deadline {
+        return None;
+    }
+    // A leader named meanwhile ends the wait: most retries are waiting
+    // for exactly that (no leader, a deposed one), and a backoff of up
+    // to its cap after the election would be pure unavailability.
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        () = pool.leader_named() => {}
+    }
+    // Over budget, a retry waits for a slot rather than failing: the
+    // budget bounds the extra load retries add, the deadline bounds the
+    // wait.
+    loop {
+        if pool.try_retry() {
+            return Some(RetryGuard(pool));
+        }
+        let wait = pool.backoff_floor();
+        if Instant::now() + wait >= deadline {
+            return None;
+        }
+        tokio::time::sleep(wait).await;
     }
 }
 
