@@ -340,6 +340,90 @@ pub struct Report {
 /// Runs one chaos run; the history is returned beside the report so the
 /// caller can write both.
 pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
+    clear_base_dir(&config)?;
+    let NemesisPlan {
+        faketime,
+        lazyfs,
+        netns,
+        chosen,
+        skipped,
+    } = plan_nemeses(&config)?;
+    let spec = cluster_spec(&config, faketime, lazyfs, netns, &chosen);
+    let mut cluster = LocalCluster::start(spec)?;
+    let network = describe_network(&cluster, lazyfs, &skipped);
+    cluster.wait_ready(READY_TIMEOUT).await?;
+    let endpoint = workload_endpoint(&mut cluster, &config).await?;
+    let admin = cluster.admin_client();
+    let plan = fault_plan(&config, &chosen);
+    let workload_config = workload_config(&config, endpoint, seconds_max(&config, plan.len()));
+    workload::seed(&admin, &workload_config).await?;
+
+    let recorder = Arc::new(Recorder::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let node_addrs = cluster
+        .ids()
+        .into_iter()
+        .map(|id| Ok((id, cluster.addr(id)?)))
+        .collect::<Result<Vec<_>, keel_harness::HarnessError>>()?;
+    let sampler = TermSampler::start(node_addrs, ADMIN_TOKEN, t0);
+    let work = tokio::spawn(workload::run(
+        workload_config.clone(),
+        t0,
+        stop.clone(),
+        recorder.clone(),
+    ));
+    let (faults, fault_error) = inject_faults(&mut cluster, &config, &plan, chosen.len(), t0).await;
+    // The last fault's window runs until the grace after its recovery.
+    tokio::time::sleep(config.quiet.max(FAULT_WINDOW_GRACE)).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = work.await;
+    let seconds = t0.elapsed().as_secs_f64();
+
+    let healed = healed_finding(&mut cluster, fault_error).await;
+    let ids = cluster.ids();
+    let converged = converged_finding(&cluster, &ids, healed.ok).await;
+    let state = final_state_within_timeout(&cluster, &admin, &workload_config, &recorder).await;
+    let terms = sampler.finish().await;
+    cluster.stop_all();
+
+    let ops = recorder.ops.lock().map(|o| o.clone()).unwrap_or_default();
+    let history = History::from_ops(ops)?;
+    let mut findings = Vec::new();
+    findings.push(workload_ran(&history));
+    findings.push(converged);
+    findings.extend(final_state_findings(state, &ids, &history, healed.ok)?);
+    findings.insert(0, healed);
+    findings.extend(history_findings(&history, &workload_config, &recorder));
+    let faults: Vec<FaultReport> = faults
+        .into_iter()
+        .map(|f| availability(f, &history))
+        .collect();
+    findings.extend(fault_findings(&config, &skipped, &faults));
+    findings.push(never_ran_dry(
+        &history,
+        recorder.places_skipped.load(Ordering::Relaxed),
+    ));
+    findings.push(check_terms_never_go_back(&terms, &ids, &wipes(&faults)));
+    let report = Report {
+        seed: config.seed,
+        nodes: config.nodes,
+        network,
+        through_gateway: config.through_gateway,
+        seconds,
+        ops: count_outcomes(&history),
+        replays: recorder.replays.load(Ordering::Relaxed),
+        latency_p99_ms: latency_p99_ms(&history),
+        faults,
+        terms,
+        ok: findings.iter().all(|f| f.ok),
+        findings,
+    };
+    Ok((report, history))
+}
+
+/// Removes what an earlier run left in the base directory.
+fn clear_base_dir(config: &RunConfig) -> Result<(), ChaosError> {
     if config.base_dir.exists() {
         // A run killed before it could unmount leaves its nodes' lazy
         // filesystems behind, which would block the removal.
@@ -349,6 +433,20 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
             ChaosError::Setup(format!("clearing {}: {e}", config.base_dir.display()))
         })?;
     }
+    Ok(())
+}
+
+/// Which of the requested nemeses this machine can run, and what they need.
+struct NemesisPlan {
+    faketime: Option<PathBuf>,
+    lazyfs: bool,
+    netns: bool,
+    chosen: Vec<Nemesis>,
+    /// The requested nemeses that cannot run here, each with why.
+    skipped: Vec<(Nemesis, String)>,
+}
+
+fn plan_nemeses(config: &RunConfig) -> Result<NemesisPlan, ChaosError> {
     let (faketime, no_clock) = plan_faketime(&config.nemeses);
     let (lazyfs, no_lazyfs) = plan_lazyfs(&config.nemeses);
     let usable: Vec<Nemesis> = config
@@ -378,6 +476,22 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
             no_links.as_deref(),
         ],
     );
+    Ok(NemesisPlan {
+        faketime,
+        lazyfs,
+        netns,
+        chosen,
+        skipped,
+    })
+}
+
+fn cluster_spec(
+    config: &RunConfig,
+    faketime: Option<PathBuf>,
+    lazyfs: bool,
+    netns: bool,
+    chosen: &[Nemesis],
+) -> ClusterSpec {
     let mut spec = ClusterSpec::new(&config.binary, &config.base_dir, config.nodes);
     spec.admin_token = ADMIN_TOKEN.to_owned();
     // Small snapshot chunks, so a snapshot install spans many round trips
@@ -391,7 +505,11 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
     spec.link_proxies = netns && chosen.iter().any(|n| n.needs_link_proxies());
     spec.faketime = faketime;
     spec.lazyfs = lazyfs;
-    let mut cluster = LocalCluster::start(spec)?;
+    spec
+}
+
+/// Where the nodes' links live, for the report.
+fn describe_network(cluster: &LocalCluster, lazyfs: bool, skipped: &[(Nemesis, String)]) -> String {
     let network = match cluster.network() {
         Some(n) => n.describe(),
         None => {
@@ -404,10 +522,17 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
     } else {
         network
     };
-    let network = skipped.iter().fold(network, |n, (nemesis, why)| {
+    skipped.iter().fold(network, |n, (nemesis, why)| {
         format!("{n}; {} skipped ({why})", nemesis.name())
-    });
-    cluster.wait_ready(READY_TIMEOUT).await?;
+    })
+}
+
+/// The address the workload sends to: the gateway (started here), a
+/// follower, or the leader.
+async fn workload_endpoint(
+    cluster: &mut LocalCluster,
+    config: &RunConfig,
+) -> Result<String, ChaosError> {
     let endpoint = if config.through_gateway {
         cluster.start_gateway(0, &[])?;
         cluster.wait_gateway_ready(READY_TIMEOUT).await?
@@ -419,12 +544,18 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         };
         cluster.addr(target)?
     };
-    let admin = cluster.admin_client();
+    Ok(endpoint)
+}
+
+/// The nemeses in the order they strike.
+fn fault_plan(config: &RunConfig, chosen: &[Nemesis]) -> Vec<Nemesis> {
     let step = config.quiet + config.hold;
     let steps = (config.duration.as_nanos() / step.as_nanos().max(1)) as usize;
-    let plan = schedule(&chosen, steps.max(chosen.len()), config.seed);
-    let seconds_max = seconds_max(&config, plan.len());
-    let workload_config = WorkloadConfig {
+    schedule(chosen, steps.max(chosen.len()), config.seed)
+}
+
+fn workload_config(config: &RunConfig, endpoint: String, seconds_max: u64) -> WorkloadConfig {
+    WorkloadConfig {
         clients: config.clients,
         endpoint,
         token: ADMIN_TOKEN.to_owned(),
@@ -433,71 +564,64 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         ttl_seconds: u32::try_from(seconds_max + 3_600).unwrap_or(u32::MAX),
         customers_seeded_per_client: config.customers_seeded_per_client,
         seconds_max,
-    };
-    workload::seed(&admin, &workload_config).await?;
+    }
+}
 
-    let recorder = Arc::new(Recorder::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let t0 = Instant::now();
-    let node_addrs = cluster
-        .ids()
-        .into_iter()
-        .map(|id| Ok((id, cluster.addr(id)?)))
-        .collect::<Result<Vec<_>, keel_harness::HarnessError>>()?;
-    let sampler = TermSampler::start(node_addrs, ADMIN_TOKEN, t0);
-    let work = tokio::spawn(workload::run(
-        workload_config.clone(),
-        t0,
-        stop.clone(),
-        recorder.clone(),
-    ));
+/// Strikes the nemeses of `plan` in turn, each after a quiet spell, until
+/// the plan ends, or the run's duration has passed and the first
+/// `chosen_count` of the plan have struck. Returns the
+/// faults, and the error that ended them early if one did.
+async fn inject_faults(
+    cluster: &mut LocalCluster,
+    config: &RunConfig,
+    plan: &[Nemesis],
+    chosen_count: usize,
+    t0: Instant,
+) -> (Vec<FaultRecord>, Option<String>) {
     let mut faults = Vec::new();
     let mut fault_error: Option<String> = None;
-    {
-        let mut nemeses = Nemeses::new(&mut cluster, config.seed, t0);
-        for (i, nemesis) in plan.iter().enumerate() {
-            let covered = i >= chosen.len();
-            if covered && t0.elapsed() >= config.duration {
+    let mut nemeses = Nemeses::new(cluster, config.seed, t0);
+    for (i, nemesis) in plan.iter().enumerate() {
+        let covered = i >= chosen_count;
+        if covered && t0.elapsed() >= config.duration {
+            break;
+        }
+        tokio::time::sleep(config.quiet).await;
+        tracing::info!(nemesis = nemesis.name(), "injecting");
+        // A fault that cannot be injected or healed (the cluster did
+        // not come back in time) ends the faults, not the run: the
+        // checks after them still judge what the cluster kept.
+        let active = match nemeses.inject(*nemesis).await {
+            Ok(a) => a,
+            Err(e) => {
+                fault_error = Some(format!("injecting {}: {e}", nemesis.name()));
                 break;
             }
-            tokio::time::sleep(config.quiet).await;
-            tracing::info!(nemesis = nemesis.name(), "injecting");
-            // A fault that cannot be injected or healed (the cluster did
-            // not come back in time) ends the faults, not the run: the
-            // checks below still judge what the cluster kept.
-            let active = match nemeses.inject(*nemesis).await {
-                Ok(a) => a,
-                Err(e) => {
-                    fault_error = Some(format!("injecting {}: {e}", nemesis.name()));
-                    break;
-                }
-            };
-            tokio::time::sleep(config.hold).await;
-            let record = match nemeses.heal(active).await {
-                Ok(r) => r,
-                Err(e) => {
-                    fault_error = Some(format!("healing {}: {e}", nemesis.name()));
-                    break;
-                }
-            };
-            tracing::info!(
-                nemesis = nemesis.name(),
-                recovered = record.recovered_ns.is_some(),
-                "healed"
-            );
-            faults.push(record);
-        }
+        };
+        tokio::time::sleep(config.hold).await;
+        let record = match nemeses.heal(active).await {
+            Ok(r) => r,
+            Err(e) => {
+                fault_error = Some(format!("healing {}: {e}", nemesis.name()));
+                break;
+            }
+        };
+        tracing::info!(
+            nemesis = nemesis.name(),
+            recovered = record.recovered_ns.is_some(),
+            "healed"
+        );
+        faults.push(record);
     }
-    // The last fault's window runs until the grace after its recovery.
-    tokio::time::sleep(config.quiet.max(FAULT_WINDOW_GRACE)).await;
-    stop.store(true, Ordering::Relaxed);
-    let _ = work.await;
-    let seconds = t0.elapsed().as_secs_f64();
+    (faults, fault_error)
+}
 
+/// Whether every node is ready under one leader after the faults.
+async fn healed_finding(cluster: &mut LocalCluster, fault_error: Option<String>) -> Finding {
     // A node that never becomes ready again is a finding, not a failed run:
     // a build that loses acknowledged data can wedge a replica for good, and
-    // the checks below still read what a leader of the rest serves.
-    let healed = match cluster.wait_ready(READY_TIMEOUT).await {
+    // the checks after this still read what a leader of the rest serves.
+    match cluster.wait_ready(READY_TIMEOUT).await {
         Ok(_) if fault_error.is_none() => Finding::pass(
             HEALED,
             "every node ready under one leader after the last fault",
@@ -526,10 +650,12 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
             let fault = fault_error.map(|f| format!("{f}; ")).unwrap_or_default();
             Finding::fail(HEALED, format!("{fault}{e}; {}", why.join("; ")))
         }
-    };
-    let ids = cluster.ids();
-    let converged = if healed.ok {
-        match cluster.wait_converged(&ids, CONVERGE_TIMEOUT).await {
+    }
+}
+
+async fn converged_finding(cluster: &LocalCluster, ids: &[u64], healed: bool) -> Finding {
+    if healed {
+        match cluster.wait_converged(ids, CONVERGE_TIMEOUT).await {
             Ok((index, digest)) => Finding::pass(
                 REPLICAS_CONVERGED,
                 format!("{} replicas at index {index}, digest {digest}", ids.len()),
@@ -538,10 +664,18 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         }
     } else {
         Finding::skip(REPLICAS_CONVERGED, "the cluster did not heal")
-    };
-    let state = match tokio::time::timeout(
+    }
+}
+
+async fn final_state_within_timeout(
+    cluster: &LocalCluster,
+    admin: &Client,
+    config: &WorkloadConfig,
+    recorder: &Recorder,
+) -> Result<FinalState, ChaosError> {
+    match tokio::time::timeout(
         FINAL_STATE_TIMEOUT,
-        final_state(&cluster, &admin, &workload_config, &recorder),
+        final_state(cluster, admin, config, recorder),
     )
     .await
     {
@@ -549,31 +683,41 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         Err(_) => Err(ChaosError::Setup(format!(
             "reading final state: not done in {FINAL_STATE_TIMEOUT:?}"
         ))),
-    };
-    let terms = sampler.finish().await;
-    cluster.stop_all();
+    }
+}
 
-    let ops = recorder.ops.lock().map(|o| o.clone()).unwrap_or_default();
-    let history = History::from_ops(ops)?;
+/// The findings on the final state: every digest read, and the invariants.
+fn final_state_findings(
+    state: Result<FinalState, ChaosError>,
+    ids: &[u64],
+    history: &History,
+    healed: bool,
+) -> Result<Vec<Finding>, ChaosError> {
     let mut findings = Vec::new();
-    findings.push(workload_ran(&history));
-    findings.push(converged);
     match state {
         Ok(state) => {
-            findings.push(digests_read(&ids, &state.replicas));
-            findings.extend(check_invariants(&history, &state));
+            findings.push(digests_read(ids, &state.replicas));
+            findings.extend(check_invariants(history, &state));
         }
         // Unhealed, the state may be unreadable; the run has failed already.
-        Err(e) if !healed.ok => findings.push(Finding::skip("final state", e.to_string())),
+        Err(e) if !healed => findings.push(Finding::skip("final state", e.to_string())),
         Err(e) => return Err(e),
     }
-    findings.insert(0, healed);
+    Ok(findings)
+}
+
+/// The findings on the history alone: the checkers, and replays.
+fn history_findings(
+    history: &History,
+    workload_config: &WorkloadConfig,
+    recorder: &Recorder,
+) -> Vec<Finding> {
     let initial: BTreeMap<Sku, u64> = workload_config
         .supplied()
         .into_iter()
         .filter_map(|(sku, qty)| Some((Sku::new(&sku).ok()?, qty)))
         .collect();
-    findings.extend(check_all(&history, &initial));
+    let mut findings = check_all(history, &initial);
     let mismatches = recorder
         .replay_mismatches
         .lock()
@@ -584,23 +728,26 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         "every replayed request answered as the first",
         &mismatches,
     ));
-    let faults: Vec<FaultReport> = faults
-        .into_iter()
-        .map(|f| availability(f, &history))
-        .collect();
-    findings.push(nemeses_struck(
-        &config.nemeses,
-        &skipped,
-        config.allow_skip,
-        &faults,
-    ));
-    findings.push(faults_took_effect(&faults));
-    findings.push(fault_windows(&faults));
-    findings.push(never_ran_dry(
-        &history,
-        recorder.places_skipped.load(Ordering::Relaxed),
-    ));
-    let wipes: Vec<Wipe> = faults
+    findings
+}
+
+/// The findings on the faults: each struck, took effect, and let writes
+/// through in its window.
+fn fault_findings(
+    config: &RunConfig,
+    skipped: &[(Nemesis, String)],
+    faults: &[FaultReport],
+) -> Vec<Finding> {
+    vec![
+        nemeses_struck(&config.nemeses, skipped, config.allow_skip, faults),
+        faults_took_effect(faults),
+        fault_windows(faults),
+    ]
+}
+
+/// The faults that wiped a node, for the term checker.
+fn wipes(faults: &[FaultReport]) -> Vec<Wipe> {
+    faults
         .iter()
         .filter_map(|f| {
             Some(Wipe {
@@ -608,23 +755,7 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
                 at_ns: f.record.injected_ns,
             })
         })
-        .collect();
-    findings.push(check_terms_never_go_back(&terms, &ids, &wipes));
-    let report = Report {
-        seed: config.seed,
-        nodes: config.nodes,
-        network,
-        through_gateway: config.through_gateway,
-        seconds,
-        ops: count_outcomes(&history),
-        replays: recorder.replays.load(Ordering::Relaxed),
-        latency_p99_ms: latency_p99_ms(&history),
-        faults,
-        terms,
-        ok: findings.iter().all(|f| f.ok),
-        findings,
-    };
-    Ok((report, history))
+        .collect()
 }
 
 /// Everything the end-of-run checks read back from the cluster.
