@@ -248,6 +248,10 @@ async fn forward_with_retries(
     let mut avoid = EligibleSet::empty();
     let mut retries = 0u32;
     let mut retry_guard: Option<RetryGuard<'_>> = None;
+    // Whether an attempt so far may have applied the write. A later
+    // attempt's "nothing was applied" speaks only for itself: once this is
+    // set, the request's answer can no longer be a definite failure.
+    let mut maybe_applied = false;
     loop {
         let now = Instant::now();
         let first = !live.counted;
@@ -255,13 +259,17 @@ async fn forward_with_retries(
             .pool
             .pick(class, fwd.hash_key.as_deref(), avoid, now, first)
         else {
-            return Err(Problem::no_backend().into_response());
+            return Err(unknown_if(
+                maybe_applied,
+                Problem::no_backend().into_response(),
+            ));
         };
         live.counted = true;
         let remaining = deadline.saturating_duration_since(now);
         let budget = attempt_timeout.min(remaining);
         let outcome = attempt_once(gw, &fwd, &attempt, now + budget).await;
         drop(retry_guard.take());
+        maybe_applied |= fwd.is_write && may_have_applied(&outcome);
         let (verdict, event, retry_reason) = judge(&outcome, fwd.resend_ok);
         let node = attempt.node;
         let host = attempt.host.clone();
@@ -282,24 +290,18 @@ async fn forward_with_retries(
         // The request's end was counted with its last attempt.
         live.counted &= !last;
         let Some(reason) = retry_reason else {
-            return Ok(finish(
-                outcome,
-                &host,
-                retries + 1,
-                fwd.key_added,
-                fwd.is_write,
+            return Ok(unknown_if(
+                maybe_applied,
+                finish(outcome, &host, retries + 1, fwd.key_added, fwd.is_write),
             ));
         };
         // Retry: on another node first, after a jittered backoff, within
         // the retry budget and the request's deadline.
         avoid.insert(node);
         let Some(guard) = wait_to_retry(&gw.pool, retries, deadline).await else {
-            return Err(finish(
-                outcome,
-                &host,
-                retries + 1,
-                fwd.key_added,
-                fwd.is_write,
+            return Err(unknown_if(
+                maybe_applied,
+                finish(outcome, &host, retries + 1, fwd.key_added, fwd.is_write),
             ));
         };
         retry_guard = Some(guard);
@@ -445,6 +447,51 @@ fn judge(outcome: &Outcome, resend_ok: bool) -> (Verdict, &'static str, Option<&
             _ => (Verdict::Answered, EVENT_ANSWERED, None),
         },
     }
+}
+
+/// Whether an attempt of a write may have applied it: the request went out
+/// and no answer came back (lost, or abandoned for a new leader), or the
+/// node answered that the outcome is unknown (504) or that its own storage
+/// failed (500).
+fn may_have_applied(outcome: &Outcome) -> bool {
+    match outcome {
+        Outcome::NotSent(_) => false,
+        Outcome::Lost(..) | Outcome::Moved(_) => true,
+        Outcome::Reply(r) => matches!(
+            r.status(),
+            StatusCode::GATEWAY_TIMEOUT | StatusCode::INTERNAL_SERVER_ERROR
+        ),
+    }
+}
+
+/// `resp`, unless an earlier attempt may have applied the write and `resp`
+/// claims that nothing was (503, or 502 when no node could be reached):
+/// then 504 `indeterminate`, with `resp`'s Keel headers (the upstream, the
+/// attempts, the key to ask again with). A client told "nothing applied"
+/// would place the order again under a new key.
+fn unknown_if(maybe_applied: bool, resp: Response) -> Response {
+    let nothing_applied = matches!(
+        resp.status(),
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY
+    );
+    if !maybe_applied || !nothing_applied {
+        return resp;
+    }
+    let mut unknown = Problem::indeterminate(&format!(
+        "an earlier attempt may have applied it; the last answered {}",
+        resp.status()
+    ))
+    .into_response();
+    for name in [
+        keel_header::UPSTREAM,
+        keel_header::ATTEMPTS,
+        keel_header::IDEMPOTENCY_KEY,
+    ] {
+        if let Some(v) = resp.headers().get(name) {
+            unknown.headers_mut().insert(name, v.clone());
+        }
+    }
+    unknown
 }
 
 /// The client's response for an attempt's outcome.
