@@ -23,6 +23,22 @@ pub struct LogSpan {
     pub last_time_ms: Option<u64>,
 }
 
+/// Why a log record cannot join a [`LogSpan`].
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The record does not follow the span's last one.
+    #[error("log record {index} does not follow {last} (a gap in the log)")]
+    Gap {
+        /// The record's index.
+        index: u64,
+        /// The span's last index.
+        last: u64,
+    },
+    /// The record fails its checksum or does not decode.
+    #[error(transparent)]
+    Corrupt(#[from] keel_store::StoreError),
+}
+
 impl LogSpan {
     /// An empty span starting after `after`.
     pub fn empty(after: u64) -> Self {
@@ -35,15 +51,14 @@ impl LogSpan {
 
     /// Adds the record of `index`: verified and decoded, and it must follow
     /// the previous one without a gap.
-    pub fn add(&mut self, index: u64, record: &[u8]) -> Result<Entry<TypeConfig>, String> {
+    pub fn add(&mut self, index: u64, record: &[u8]) -> Result<Entry<TypeConfig>, FrameError> {
         if Some(index) != self.last.checked_add(1) {
-            return Err(format!(
-                "log record {index} does not follow {} (a gap in the log)",
-                self.last
-            ));
+            return Err(FrameError::Gap {
+                index,
+                last: self.last,
+            });
         }
-        let e = keel_store::decode_log_record(Path::new("log record"), index, record)
-            .map_err(|e| e.to_string())?;
+        let e = keel_store::decode_log_record(Path::new("log record"), index, record)?;
         if let Some(t) = entry_time(&e) {
             self.first_time_ms.get_or_insert(t);
             self.last_time_ms = Some(t);

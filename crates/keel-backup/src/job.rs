@@ -11,9 +11,9 @@ use keel_store::{LogStore, StateMachineStore};
 
 use crate::frames::LogSpan;
 use crate::manifest::{BackupMeta, Kind, Manifest};
-use crate::repo::Repository;
 use crate::source::{NodeSource, SourceError};
-use crate::BackupError;
+use crate::JobError;
+use crate::Repository;
 
 /// Log records read from a stopped node's log per page (the node's own
 /// backup endpoint pages the same way): bounds memory, not the total.
@@ -37,12 +37,8 @@ pub struct Taken {
     pub note: Option<String>,
 }
 
-fn source_err(e: SourceError) -> BackupError {
-    BackupError::Source(e.to_string())
-}
-
-fn work_file(work: &Path, name: &str) -> Result<PathBuf, BackupError> {
-    std::fs::create_dir_all(work).map_err(|e| BackupError::Io {
+fn work_file(work: &Path, name: &str) -> Result<PathBuf, JobError> {
+    std::fs::create_dir_all(work).map_err(|e| JobError::Io {
         path: work.display().to_string(),
         source: e,
     })?;
@@ -53,16 +49,16 @@ async fn store_file(
     repo: &Repository,
     meta: BackupMeta,
     path: &Path,
-) -> Result<Manifest, BackupError> {
+) -> Result<Manifest, JobError> {
     let f = tokio::fs::File::open(path)
         .await
-        .map_err(|e| BackupError::Io {
+        .map_err(|e| JobError::Io {
             path: path.display().to_string(),
             source: e,
         })?;
     let m = repo.write(meta, tokio::io::BufReader::new(f)).await;
     let _ = tokio::fs::remove_file(path).await;
-    m
+    Ok(m?)
 }
 
 /// Takes a full backup: a hot snapshot streamed from `source` straight into
@@ -71,8 +67,8 @@ pub async fn take_full(
     repo: &Repository,
     source: &NodeSource,
     created_ms: u64,
-) -> Result<Manifest, BackupError> {
-    let (info, stream) = source.snapshot_stream().await.map_err(source_err)?;
+) -> Result<Manifest, JobError> {
+    let (info, stream) = source.snapshot_stream().await?;
     let mut labels = BTreeMap::new();
     labels.insert(LABEL_DIGEST.to_string(), info.digest.clone());
     labels.insert(LABEL_SOURCE.to_string(), info.node.clone());
@@ -88,7 +84,7 @@ pub async fn take_full(
         parent: None,
         labels,
     };
-    repo.write(meta, stream).await
+    Ok(repo.write(meta, stream).await?)
 }
 
 /// The backup an incremental (any kind, newest) or a differential (newest
@@ -113,7 +109,7 @@ pub async fn take_log(
     kind: Kind,
     work: &Path,
     created_ms: u64,
-) -> Result<Taken, BackupError> {
+) -> Result<Taken, JobError> {
     let manifests = repo.list().await?;
     let Some(parent) = parent_of(&manifests, kind) else {
         let m = take_full(repo, source, created_ms).await?;
@@ -125,7 +121,7 @@ pub async fn take_log(
             )),
         });
     };
-    let upto = source.applied_index().await.map_err(source_err)?;
+    let upto = source.applied_index().await?;
     if upto <= parent.last_index {
         return Ok(Taken {
             manifests: vec![],
@@ -139,7 +135,7 @@ pub async fn take_log(
     let path = work_file(work, "log.frames")?;
     let mut f = tokio::fs::File::create(&path)
         .await
-        .map_err(|e| BackupError::Io {
+        .map_err(|e| JobError::Io {
             path: path.display().to_string(),
             source: e,
         })?;
@@ -158,10 +154,10 @@ pub async fn take_log(
                 )),
             });
         }
-        Err(e) => return Err(source_err(e)),
+        Err(e) => return Err(e.into()),
     };
     use tokio::io::AsyncWriteExt;
-    f.flush().await.map_err(|e| BackupError::Io {
+    f.flush().await.map_err(|e| JobError::Io {
         path: path.display().to_string(),
         source: e,
     })?;
@@ -206,14 +202,12 @@ pub async fn take_cold(
     data_dir: &Path,
     work: &Path,
     created_ms: u64,
-) -> Result<Taken, BackupError> {
+) -> Result<Taken, JobError> {
     let dir = data_dir.to_path_buf();
     let snap = work_file(work, "cold.snap")?;
     let frames = work_file(work, "cold.frames")?;
     let (snap_c, frames_c) = (snap.clone(), frames.clone());
-    let read = tokio::task::spawn_blocking(move || read_cold(&dir, &snap_c, &frames_c))
-        .await
-        .map_err(|e| BackupError::Task(e.to_string()))??;
+    let read = tokio::task::spawn_blocking(move || read_cold(&dir, &snap_c, &frames_c)).await??;
     let mut labels = BTreeMap::new();
     labels.insert(LABEL_DIGEST.to_string(), read.digest.clone());
     labels.insert(LABEL_SOURCE.to_string(), data_dir.display().to_string());
@@ -263,10 +257,16 @@ struct ColdRead {
     span: LogSpan,
 }
 
-fn read_cold(dir: &Path, snap: &Path, frames: &Path) -> Result<ColdRead, BackupError> {
-    let store = |e: keel_store::StoreError| BackupError::Source(format!("{}: {e}", dir.display()));
+fn read_cold(dir: &Path, snap: &Path, frames: &Path) -> Result<ColdRead, JobError> {
+    let store = |source: keel_store::StoreError| JobError::Store {
+        context: format!(
+            "reading the stopped node's data directory {}",
+            dir.display()
+        ),
+        source,
+    };
     if !dir.join(keel_store::STATE_FILE).is_file() {
-        return Err(BackupError::Source(format!(
+        return Err(JobError::Cluster(format!(
             "{} is not a node's data directory (no {})",
             dir.display(),
             keel_store::STATE_FILE
@@ -275,17 +275,17 @@ fn read_cold(dir: &Path, snap: &Path, frames: &Path) -> Result<ColdRead, BackupE
     let (log, sm): (LogStore, StateMachineStore) = keel_store::open(dir).map_err(store)?;
     let export = sm.export_snapshot().map_err(store)?;
     let Some(last) = export.last_log_id else {
-        return Err(BackupError::Source(format!(
+        return Err(JobError::Cluster(format!(
             "{}: the node has applied nothing; there is nothing to back up",
             dir.display()
         )));
     };
-    std::fs::copy(&export.path, snap).map_err(|e| BackupError::Io {
+    std::fs::copy(&export.path, snap).map_err(|e| JobError::Io {
         path: snap.display().to_string(),
         source: e,
     })?;
     let committed = log.committed_index().map_err(store)?.unwrap_or(last.index);
-    let io = |e: std::io::Error| BackupError::Io {
+    let io = |e: std::io::Error| JobError::Io {
         path: frames.display().to_string(),
         source: e,
     };
@@ -301,7 +301,8 @@ fn read_cold(dir: &Path, snap: &Path, frames: &Path) -> Result<ColdRead, BackupE
         }
         let mut buf = Vec::new();
         for (index, record) in page.records {
-            span.add(index, &record).map_err(BackupError::Source)?;
+            span.add(index, &record)
+                .map_err(|e| JobError::Cluster(e.to_string()))?;
             keel_store::push_log_frame(&mut buf, index, &record);
             after = index;
         }

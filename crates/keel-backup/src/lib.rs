@@ -1,97 +1,34 @@
-//! Keel's backup repository: stores opaque backups redundantly and proves
-//! them.
+//! Keel's backups of a running cluster, over the repository in
+//! `keel-backup-repo`.
 //!
-//! The caller (the `keel` binary) hands [`Repository::write`] a byte stream
-//! and a [`BackupMeta`]; the repository splits it into chunks, and for each
-//! chunk takes a BLAKE3 checksum, compresses it with zstd, encrypts it with
-//! ChaCha20-Poly1305 and spreads it over the [`Target`]s as whole copies or
-//! Reed-Solomon shards ([`Layout`]). A MAC'd [`Manifest`] is written last on
-//! every target, so a backup is visible only once complete.
-//! [`Repository::read`] authenticates, rebuilds and checks every chunk
-//! before writing it out; [`Repository::verify`] and
-//! [`Repository::repair`] scrub every object on every target;
-//! [`Repository::prune`] applies a [`Retention`]; [`plan_restore`] picks the
-//! backups that restore a [`RestorePoint`].
+//! - [`source`]: reads a running cluster through the node's backup
+//!   endpoints (never around them): a consistent snapshot stream and the
+//!   committed log after an index, at a [`Pace`];
+//! - [`job`]: takes full, incremental, differential and cold (a stopped
+//!   node's data directory) backups into a [`Repository`];
+//! - [`schedule`]: runs jobs on a timer, on events and as a continuous
+//!   archive of the log;
+//! - [`restore`]: replays a chain of backups into a fresh data directory
+//!   through `keel-store`'s seed, to a point in time or an index, and
+//!   checks the result's digest and the domain's invariants before it
+//!   becomes visible.
 //!
-//! Two layers:
-//! - the repository ([`Repository`], [`chain`], [`codec`], [`layout`],
-//!   [`target`]): knows nothing of Raft, redb or HTTP. Content is opaque
-//!   bytes; time comes from the caller (no clock is read);
-//! - the cluster side: [`source`] reads a running cluster through the
-//!   node's backup endpoints (never around them), [`job`] takes full,
-//!   incremental, differential and cold backups, [`schedule`] runs them on
-//!   a timer, on events and as a continuous archive, and [`restore`]
-//!   replays a chain into a fresh data directory through `keel-store`'s
-//!   seed. Log records travel in the log's own checksummed format
-//!   ([`frames`]).
-//!
-//! ```
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), keel_backup::BackupError> {
-//! use keel_backup::{BackupMeta, Key, Kind, Layout, Repository, RestorePoint, Target};
-//!
-//! let dir = tempfile::tempdir().expect("temp dir");
-//! let targets = (0..3)
-//!     .map(|i| Target::parse(&format!("dir:{}/disk{i}", dir.path().display())))
-//!     .collect::<Result<Vec<_>, _>>()?;
-//! let repo = Repository::open(targets, Layout::Erasure { data: 2, parity: 1 }, Key::from_bytes([7; 32]))?;
-//!
-//! let meta = BackupMeta {
-//!     kind: Kind::Full,
-//!     seq: 123,
-//!     created_ms: 1_795_444_021_000,
-//!     first_index: 1,
-//!     last_index: 123,
-//!     first_time_ms: 1_795_000_000_000,
-//!     last_time_ms: 1_795_444_020_000,
-//!     parent: None,
-//!     labels: Default::default(),
-//! };
-//! let manifest = repo.write(meta, &b"snapshot bytes"[..]).await?;
-//! assert_eq!(manifest.id.as_str(), "20261123T142701Z-full-000123");
-//!
-//! let chain = repo.plan_restore(RestorePoint::Latest).await?;
-//! let mut restored = Vec::new(); // a real caller writes a temp file, then renames it
-//! repo.read(&chain[0].id, &mut restored).await?;
-//! assert_eq!(restored, b"snapshot bytes");
-//! # Ok(())
-//! # }
-//! ```
-
+//! Log records travel in the log's own checksummed format ([`frames`]), so
+//! a restored log is byte-for-byte what the cluster committed. The
+//! repository's types are re-exported here, so a caller needs one crate.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod chain;
-pub mod codec;
 mod error;
 pub mod frames;
-mod ids;
 pub mod job;
-pub mod layout;
-pub mod manifest;
-mod objects;
 pub mod pace;
-mod prune;
 mod queue;
-mod repo;
-pub mod report;
 pub mod restore;
 pub mod schedule;
-mod scrub;
 pub mod source;
-pub mod target;
 
-pub use chain::{plan_prune, plan_restore, ChainError, PrunePlan, RestorePoint, Retention};
-pub use codec::{Key, CHUNK_BYTES_MAX, CHUNK_BYTES_MIN};
-pub use error::BackupError;
-pub use layout::Layout;
-pub use manifest::{BackupId, BackupMeta, ChunkInfo, Digest, Kind, Manifest};
-pub use objects::MANIFEST_OBJECT;
+pub use error::JobError;
+pub use keel_backup_repo::*;
 pub use pace::Pace;
-pub use repo::Repository;
-pub use report::{
-    CorruptObject, FailedObject, LostChunk, ObjectRef, PruneReport, RepairReport, TargetReport,
-    VerifyReport,
-};
 pub use source::{NodeSource, SourceError};
-pub use target::{DirTarget, ObjectEntry, S3Config, S3Target, Target};

@@ -17,8 +17,8 @@ use crate::chain::{plan_restore, RestorePoint};
 use crate::frames::{entry_time, LogSpan};
 use crate::manifest::{Kind, Manifest};
 use crate::queue::QueueReader;
-use crate::repo::Repository;
-use crate::BackupError;
+use crate::Repository;
+use crate::{BackupError, JobError};
 
 /// Entries applied in one transaction while replaying: bounds memory and
 /// the size of one redb commit.
@@ -46,8 +46,8 @@ pub struct RestoreReport {
     pub digest: String,
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> BackupError + '_ {
-    move |e| BackupError::Io {
+fn io(path: &Path) -> impl Fn(std::io::Error) -> JobError + '_ {
+    move |e| JobError::Io {
         path: path.display().to_string(),
         source: e,
     }
@@ -59,15 +59,15 @@ pub async fn restore(
     repo: &Repository,
     point: RestorePoint,
     to: &Path,
-) -> Result<RestoreReport, BackupError> {
+) -> Result<RestoreReport, JobError> {
     if to.exists() && std::fs::read_dir(to).map_err(io(to))?.next().is_some() {
-        return Err(BackupError::Restore(format!(
+        return Err(JobError::Restore(format!(
             "{} is not empty: restore into a new directory",
             to.display()
         )));
     }
     let manifests = repo.list().await?;
-    let chain = plan_restore(&manifests, point)?;
+    let chain = plan_restore(&manifests, point).map_err(BackupError::from)?;
     let building = to.with_extension("restoring");
     let work = to.with_extension("restore-work");
     for d in [&building, &work] {
@@ -110,13 +110,19 @@ async fn replay(
     point: RestorePoint,
     building: &Path,
     work: &Path,
-) -> Result<(SeedInfo, u64), BackupError> {
-    let store = |e: keel_store::StoreError| BackupError::Restore(e.to_string());
+) -> Result<(SeedInfo, u64), JobError> {
+    let store = |source: keel_store::StoreError| JobError::Store {
+        context: format!(
+            "restore failed, nothing written: building {}",
+            building.display()
+        ),
+        source,
+    };
     let Some((base, rest)) = chain.split_first() else {
-        return Err(BackupError::Restore("no backup to restore from".into()));
+        return Err(JobError::Restore("no backup to restore from".into()));
     };
     if !matches!(base.kind, Kind::Full | Kind::Cold) {
-        return Err(BackupError::Restore(format!(
+        return Err(JobError::Restore(format!(
             "{} is a {} backup; a chain starts with a full or cold one",
             base.id.as_str(),
             base.kind.as_str()
@@ -127,7 +133,7 @@ async fn replay(
     if let Some(d) = base.labels.get("digest") {
         let got = hex::encode(&seed.digest().map_err(store)?);
         if &got != d {
-            return Err(BackupError::Restore(format!(
+            return Err(JobError::Restore(format!(
                 "{}: the restored state's digest {got} is not the digest {d} recorded when it was taken",
                 base.id.as_str()
             )));
@@ -145,9 +151,7 @@ async fn replay(
         read_to_file(repo, m, &file).await?;
         let id = m.id.as_str().to_string();
         let (s, n, finished) =
-            tokio::task::spawn_blocking(move || replay_file(seed, &file, point, &id))
-                .await
-                .map_err(|e| BackupError::Restore(e.to_string()))??;
+            tokio::task::spawn_blocking(move || replay_file(seed, &file, point, &id)).await??;
         seed = s;
         replayed += n;
         done = finished;
@@ -155,17 +159,16 @@ async fn replay(
     let applied = seed.applied().map_or(0, |l| l.index);
     if let RestorePoint::Index(i) = point {
         if applied != i {
-            return Err(BackupError::Restore(format!(
+            return Err(JobError::Restore(format!(
                 "the backups reach log index {applied}, not the index {i} asked for"
             )));
         }
     }
     let info = tokio::task::spawn_blocking(move || seed.finish())
-        .await
-        .map_err(|e| BackupError::Restore(e.to_string()))?
+        .await?
         .map_err(store)?;
     if !info.violations.is_empty() {
-        return Err(BackupError::Restore(format!(
+        return Err(JobError::Restore(format!(
             "the restored state breaks domain invariants: {}",
             info.violations.join("; ")
         )));
@@ -178,11 +181,7 @@ async fn replay(
 /// blocking thread, which verifies the stream as it writes it into one
 /// transaction and commits only when the repository has also found the
 /// whole content sound and the snapshot is at the manifest's index.
-async fn load_base(
-    repo: &Repository,
-    base: &Manifest,
-    mut seed: Seed,
-) -> Result<Seed, BackupError> {
+async fn load_base(repo: &Repository, base: &Manifest, mut seed: Seed) -> Result<Seed, JobError> {
     let (tx, rx) = tokio::sync::mpsc::channel(RESTORE_QUEUE_CHUNKS);
     let (verdict_tx, verdict_rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
     let source = PathBuf::from(format!("backup {}", base.id.as_str()));
@@ -215,17 +214,27 @@ async fn load_base(
     // on the verdict.
     drop(tx);
     let _ = verdict_tx.send(read.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-    let installed = installer
-        .await
-        .map_err(|e| BackupError::Restore(e.to_string()))?;
+    let installed = installer.await?;
     match (read, installed) {
         (Ok(_), Ok(seed)) => Ok(seed),
         // The installer stopped reading: its error is the cause.
-        (Err(BackupError::Output(_)), Err(e)) => Err(BackupError::Restore(e.to_string())),
+        (Err(BackupError::Output(_)), Err(source)) => Err(JobError::Store {
+            context: format!(
+                "restore failed, nothing written: installing {}",
+                base.id.as_str()
+            ),
+            source,
+        }),
         // The repository's own error says more than the installer's
         // "stream ended early" that it caused.
-        (Err(e), _) => Err(e),
-        (Ok(_), Err(e)) => Err(BackupError::Restore(e.to_string())),
+        (Err(e), _) => Err(e.into()),
+        (Ok(_), Err(source)) => Err(JobError::Store {
+            context: format!(
+                "restore failed, nothing written: installing {}",
+                base.id.as_str()
+            ),
+            source,
+        }),
     }
 }
 
@@ -246,15 +255,15 @@ fn replay_file(
     file: &Path,
     point: RestorePoint,
     id: &str,
-) -> Result<(Seed, u64, bool), BackupError> {
-    let bad = |d: String| BackupError::Restore(format!("{id}: {d}"));
+) -> Result<(Seed, u64, bool), JobError> {
+    let bad = |d: String| JobError::Restore(format!("{id}: {d}"));
     let f = std::fs::File::open(file).map_err(io(file))?;
     let mut r = BufReader::new(f);
     let mut pending = Vec::new();
     let mut applied = 0u64;
     let mut span: Option<LogSpan> = None;
     let mut reached = false;
-    let flush = |seed: &Seed, pending: &mut Vec<_>| -> Result<(), BackupError> {
+    let flush = |seed: &Seed, pending: &mut Vec<_>| -> Result<(), JobError> {
         let batch = std::mem::take(pending);
         seed.apply(batch).map_err(|e| bad(e.to_string()))
     };
@@ -262,7 +271,7 @@ fn replay_file(
         keel_store::read_log_frame(&mut r).map_err(|e| bad(e.to_string()))?
     {
         let sp = span.get_or_insert_with(|| LogSpan::empty(index.saturating_sub(1)));
-        let entry = sp.add(index, &record).map_err(bad)?;
+        let entry = sp.add(index, &record).map_err(|e| bad(e.to_string()))?;
         let have = seed.applied().map_or(0, |l| l.index).max(
             pending
                 .last()
@@ -298,7 +307,7 @@ fn replay_file(
     Ok((seed, applied, reached))
 }
 
-async fn read_to_file(repo: &Repository, m: &Manifest, path: &Path) -> Result<(), BackupError> {
+async fn read_to_file(repo: &Repository, m: &Manifest, path: &Path) -> Result<(), JobError> {
     let mut f = tokio::fs::File::create(path).await.map_err(io(path))?;
     repo.read(&m.id, &mut f).await?;
     use tokio::io::AsyncWriteExt;

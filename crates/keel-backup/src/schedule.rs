@@ -14,9 +14,9 @@ use crate::chain::Retention;
 use crate::frames::LogSpan;
 use crate::job::{take_full, take_log, LABEL_SOURCE};
 use crate::manifest::{BackupMeta, Kind, Manifest};
-use crate::repo::Repository;
 use crate::source::{NodeSource, SourceError};
-use crate::BackupError;
+use crate::JobError;
+use crate::Repository;
 
 /// How often the loop looks at the cluster.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -91,7 +91,7 @@ pub async fn run(
     job: Scheduled<'_>,
     mut stop: watch::Receiver<bool>,
     mut on_event: impl FnMut(Event),
-) -> Result<(), BackupError> {
+) -> Result<(), JobError> {
     let Scheduled {
         repo,
         nodes,
@@ -102,14 +102,14 @@ pub async fn run(
     } = job;
     if let Some(a) = policy.archive {
         if a.segment_ms < ARCHIVE_SEGMENT_MS_MIN || a.segment_bytes == 0 {
-            return Err(BackupError::Config {
+            return Err(JobError::Config {
                 reason: format!(
                     "archive segments must be at least {ARCHIVE_SEGMENT_MS_MIN} ms and 1 byte"
                 ),
             });
         }
     }
-    std::fs::create_dir_all(&work).map_err(|e| BackupError::Io {
+    std::fs::create_dir_all(&work).map_err(|e| JobError::Io {
         path: work.display().to_string(),
         source: e,
     })?;
@@ -165,11 +165,10 @@ async fn round(
     last_full_ms: &mut Option<u64>,
     last_incr_ms: &mut Option<u64>,
     segment: &mut Option<OpenSegment>,
-) -> Result<Vec<Event>, BackupError> {
+) -> Result<Vec<Event>, JobError> {
     let mut events = Vec::new();
     let source = NodeSource::pick(nodes, token)
-        .await
-        .map_err(|e| BackupError::Source(e.to_string()))?
+        .await?
         .with_rate(policy.full_rate_bytes_per_s);
     let now = clock();
     let manifests = repo.list().await?;
@@ -251,7 +250,7 @@ async fn follow(
     policy: ArchivePolicy,
     now: u64,
     segment: &mut Option<OpenSegment>,
-) -> Result<Option<Manifest>, BackupError> {
+) -> Result<Option<Manifest>, JobError> {
     if segment.is_none() {
         let manifests = repo.list().await?;
         let Some(parent) = manifests
@@ -263,7 +262,7 @@ async fn follow(
         let path = work.join("archive.segment");
         let file = tokio::fs::File::create(&path)
             .await
-            .map_err(|e| BackupError::Io {
+            .map_err(|e| JobError::Io {
                 path: path.display().to_string(),
                 source: e,
             })?;
@@ -279,22 +278,16 @@ async fn follow(
     let Some(seg) = segment.as_mut() else {
         return Ok(None);
     };
-    let applied = source
-        .applied_index()
-        .await
-        .map_err(|e| BackupError::Source(e.to_string()))?;
+    let applied = source.applied_index().await?;
     if applied > seg.span.last {
         let before = seg.bytes;
         let mut buf = Vec::new();
         match source.log_to(seg.span.last, applied, &mut buf).await {
             Ok(span) => {
-                seg.file
-                    .write_all(&buf)
-                    .await
-                    .map_err(|e| BackupError::Io {
-                        path: seg.path.display().to_string(),
-                        source: e,
-                    })?;
+                seg.file.write_all(&buf).await.map_err(|e| JobError::Io {
+                    path: seg.path.display().to_string(),
+                    source: e,
+                })?;
                 if seg.span.entries == 0 {
                     seg.opened_ms = now;
                 }
@@ -305,11 +298,11 @@ async fn follow(
                 // The archive fell too far behind: drop the segment; the
                 // next round takes a full backup to start again.
                 *segment = None;
-                return Err(BackupError::Source(format!(
+                return Err(JobError::Cluster(format!(
                     "the archive fell behind the log ({why}); take a full backup to restart it"
                 )));
             }
-            Err(e) => return Err(BackupError::Source(e.to_string())),
+            Err(e) => return Err(e.into()),
         }
     }
     let full = seg.bytes >= policy.segment_bytes;
@@ -327,8 +320,8 @@ async fn close_segment(
     repo: &Repository,
     mut seg: OpenSegment,
     now: u64,
-) -> Result<Manifest, BackupError> {
-    seg.file.flush().await.map_err(|e| BackupError::Io {
+) -> Result<Manifest, JobError> {
+    seg.file.flush().await.map_err(|e| JobError::Io {
         path: seg.path.display().to_string(),
         source: e,
     })?;
@@ -348,11 +341,11 @@ async fn close_segment(
     };
     let f = tokio::fs::File::open(&seg.path)
         .await
-        .map_err(|e| BackupError::Io {
+        .map_err(|e| JobError::Io {
             path: seg.path.display().to_string(),
             source: e,
         })?;
     let m = repo.write(meta, tokio::io::BufReader::new(f)).await;
     let _ = tokio::fs::remove_file(&seg.path).await;
-    m
+    Ok(m?)
 }

@@ -333,11 +333,10 @@ impl NodeSource {
                     detail: e.to_string(),
                 })?
             {
-                span.add(index, &record)
-                    .map_err(|detail| SourceError::Bad {
-                        url: url.clone(),
-                        detail,
-                    })?;
+                span.add(index, &record).map_err(|e| SourceError::Bad {
+                    url: url.clone(),
+                    detail: e.to_string(),
+                })?;
                 keel_store::push_log_frame(&mut frames, index, &record);
                 next = index;
             }

@@ -23,7 +23,11 @@ pub enum BenchError {
     /// A backup, a restore or the backup repository failed
     /// (`keel bench backup`).
     #[error("backup: {0}")]
-    Backup(#[from] keel_backup::BackupError),
+    Backup(#[from] keel_backup::JobError),
+    /// The backup repository alone failed (`keel bench backup`'s codec
+    /// and erasure figures).
+    #[error("backup repository: {0}")]
+    Repository(#[from] keel_backup::BackupError),
     /// A file or process operation failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

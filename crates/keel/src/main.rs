@@ -104,7 +104,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG").unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new(
-                    "warn,keel=info,keel_node=info,keel_gateway=info,keel_chaos=info,keel_backup=warn",
+                    "warn,keel=info,keel_node=info,keel_gateway=info,keel_chaos=info,keel_backup=warn,keel_backup_repo=warn",
                 )
             }),
         )

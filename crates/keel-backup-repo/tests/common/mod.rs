@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use keel_backup::{BackupId, BackupMeta, DirTarget, Key, Kind, Layout, Repository, Target};
+use keel_backup_repo::{BackupId, BackupMeta, DirTarget, Key, Kind, Layout, Repository, Target};
 
 /// Chunk size in tests: small, so a few hundred KiB make several chunks.
 pub const TEST_CHUNK_BYTES: usize = 64 * 1024;
@@ -76,7 +76,7 @@ pub fn full(seq: u64, last: u64) -> BackupMeta {
 pub async fn restore(
     repo: &Repository,
     id: &BackupId,
-) -> Result<Vec<u8>, keel_backup::BackupError> {
+) -> Result<Vec<u8>, keel_backup_repo::BackupError> {
     let mut out = Vec::new();
     repo.read(id, &mut out).await?;
     Ok(out)

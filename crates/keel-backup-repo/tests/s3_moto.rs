@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use keel_backup::{BackupError, Layout, Repository, Retention, Target};
+use keel_backup_repo::{BackupError, Layout, Repository, Retention, Target};
 
 /// How long the one-time `pip install 'moto[server]'` may take.
 const PIP_INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
@@ -216,7 +216,7 @@ async fn s3_targets_round_trip_verify_repair_and_prune_against_moto() {
     let shard = format!("{}/c00000001.s02", m.id);
     targets[2].delete(&shard).await.unwrap();
     targets[0]
-        .delete(&format!("{}/{}", m.id, keel_backup::MANIFEST_OBJECT))
+        .delete(&format!("{}/{}", m.id, keel_backup_repo::MANIFEST_OBJECT))
         .await
         .unwrap();
     let report = repo.verify().await.unwrap();

@@ -8,7 +8,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::*;
-use keel_backup::{
+use keel_backup_repo::{
     plan_restore, BackupError, Key, Kind, Layout, RestorePoint, Retention, CHUNK_BYTES_MIN,
 };
 use tokio::io::AsyncRead;
@@ -60,10 +60,11 @@ async fn erasure_needs_exactly_k_plus_m_targets() {
     let root = tempfile::tempdir().unwrap();
     let targets = dirs(root.path(), 2)
         .into_iter()
-        .map(|d| keel_backup::Target::Dir(keel_backup::DirTarget::new(d)))
+        .map(|d| keel_backup_repo::Target::Dir(keel_backup_repo::DirTarget::new(d)))
         .collect();
-    let err = keel_backup::Repository::open(targets, Layout::Erasure { data: 2, parity: 1 }, key())
-        .unwrap_err();
+    let err =
+        keel_backup_repo::Repository::open(targets, Layout::Erasure { data: 2, parity: 1 }, key())
+            .unwrap_err();
     assert!(err.to_string().contains("exactly 3 targets"), "{err}");
 }
 
@@ -226,7 +227,9 @@ async fn truncated_shard_and_deleted_manifest_are_reported_then_repaired() {
         .unwrap()
         .set_len(len / 2)
         .unwrap();
-    let manifest = d[2].join(m.id.as_str()).join(keel_backup::MANIFEST_OBJECT);
+    let manifest = d[2]
+        .join(m.id.as_str())
+        .join(keel_backup_repo::MANIFEST_OBJECT);
     std::fs::remove_file(&manifest).unwrap();
 
     let report = repo.verify().await.unwrap();
@@ -237,7 +240,7 @@ async fn truncated_shard_and_deleted_manifest_are_reported_then_repaired() {
     );
     assert_eq!(
         report.targets[2].missing,
-        [format!("{}/{}", m.id, keel_backup::MANIFEST_OBJECT)]
+        [format!("{}/{}", m.id, keel_backup_repo::MANIFEST_OBJECT)]
     );
     assert!(report.lost_chunks.is_empty());
 
@@ -318,7 +321,9 @@ async fn tampered_manifest_is_refused() {
         .write(full(1, 10), content(1000, 4).as_slice())
         .await
         .unwrap();
-    let path = d[0].join(m.id.as_str()).join(keel_backup::MANIFEST_OBJECT);
+    let path = d[0]
+        .join(m.id.as_str())
+        .join(keel_backup_repo::MANIFEST_OBJECT);
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(
         &path,
