@@ -18,6 +18,7 @@ use crate::invariants::{
     check_invariants, FinalAccount, FinalLine, FinalOrder, FinalState, FinalStock, ReplicaDigest,
 };
 use crate::nemesis::{schedule, FaultRecord, Nemeses, Nemesis, RECOVERY_TIMEOUT};
+use crate::sync::lock;
 use crate::term_sampler::TermSampler;
 use crate::terms::{check_terms_never_go_back, TermRecord, Wipe};
 use crate::workload::{self, Recorder, WorkloadConfig};
@@ -163,9 +164,20 @@ fn ensure_iptables() -> Result<(), ChaosError> {
 /// Where Debian's libfaketime keeps its multi-threaded library.
 const FAKETIME_GLOB_DIRS: &str = "/usr/lib";
 
+/// Why libfaketime cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum FaketimeError {
+    /// `apt-get install faketime` did not succeed.
+    #[error("libfaketime is missing and `apt-get install faketime` failed")]
+    InstallFailed,
+    /// The package installed but the library is not where Debian puts it.
+    #[error("libfaketime installed but libfaketimeMT.so.1 not found under {FAKETIME_GLOB_DIRS}")]
+    NotFound,
+}
+
 /// The multi-threaded libfaketime, installing Debian's `faketime` package
-/// when it is missing; the reason when it cannot be had.
-pub fn ensure_faketime() -> Result<PathBuf, String> {
+/// when it is missing.
+pub fn ensure_faketime() -> Result<PathBuf, FaketimeError> {
     let find = || -> Option<PathBuf> {
         let dirs = std::fs::read_dir(FAKETIME_GLOB_DIRS).ok()?;
         dirs.filter_map(Result::ok)
@@ -178,7 +190,7 @@ pub fn ensure_faketime() -> Result<PathBuf, String> {
     // Tests that need it run on threads of one process: one install at a
     // time, and the others then find it.
     static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let _one_at_a_time = lock(&INSTALL);
     if let Some(p) = find() {
         return Ok(p);
     }
@@ -191,8 +203,8 @@ pub fn ensure_faketime() -> Result<PathBuf, String> {
         .is_ok_and(|s| s.success());
     match find() {
         Some(p) => Ok(p),
-        None if ok => Err("libfaketime installed but libfaketimeMT.so.1 not found".into()),
-        None => Err("libfaketime is missing and `apt-get install faketime` failed".into()),
+        None if ok => Err(FaketimeError::NotFound),
+        None => Err(FaketimeError::InstallFailed),
     }
 }
 
@@ -204,7 +216,7 @@ fn plan_faketime(nemeses: &[Nemesis]) -> (Option<PathBuf>, Option<String>) {
     }
     match ensure_faketime() {
         Ok(p) => (Some(p), None),
-        Err(why) => (None, Some(why)),
+        Err(why) => (None, Some(why.to_string())),
     }
 }
 
@@ -387,7 +399,7 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
     let terms = sampler.finish().await;
     cluster.stop_all();
 
-    let ops = recorder.ops.lock().map(|o| o.clone()).unwrap_or_default();
+    let ops = lock(&recorder.ops).clone();
     let history = History::from_ops(ops)?;
     let mut findings = Vec::new();
     findings.push(workload_ran(&history));
@@ -718,11 +730,7 @@ fn history_findings(
         .filter_map(|(sku, qty)| Some((Sku::new(&sku).ok()?, qty)))
         .collect();
     let mut findings = check_all(history, &initial);
-    let mismatches = recorder
-        .replay_mismatches
-        .lock()
-        .map(|m| m.clone())
-        .unwrap_or_default();
+    let mismatches = lock(&recorder.replay_mismatches).clone();
     findings.push(Finding::from_problems(
         "same key, same answer",
         "every replayed request answered as the first",

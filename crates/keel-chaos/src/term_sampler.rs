@@ -3,11 +3,13 @@
 //! [`TERM_SAMPLE_INTERVAL`] for as long as the run lasts, through faults
 //! and restarts.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keel_client::{method_get, Client};
 use serde_json::Value;
+
+use crate::sync::lock;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -56,12 +58,6 @@ impl Record {
         }
         self.kept.samples.push(s);
     }
-}
-
-/// A lock whose holder cannot leave the record half-changed (one push or
-/// counter step at a time), so a poisoned one is used as it is.
-fn lock(m: &Mutex<Record>) -> MutexGuard<'_, Record> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl TermSampler {

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::history::{Op, OpKind, OpResult, Outcome};
 use crate::nemesis::SplitMix64;
+use crate::sync::lock;
 use crate::ChaosError;
 
 /// The SKU every client wants and few get.
@@ -199,7 +200,7 @@ pub type CustomerRef = (u64, u64);
 impl Recorder {
     /// Every customer that must exist, then every one that may.
     pub fn customers(&self, config: &WorkloadConfig) -> (Vec<CustomerRef>, Vec<CustomerRef>) {
-        let opened = self.opened.lock().map(|o| o.clone()).unwrap_or_default();
+        let opened = lock(&self.opened).clone();
         let seeded = config.customers_seeded_per_client;
         let must = (0..config.clients)
             .flat_map(|p| {
@@ -207,11 +208,7 @@ impl Recorder {
                 (0..n).map(move |i| (p, i))
             })
             .collect();
-        let may = self
-            .opened_in_doubt
-            .lock()
-            .map(|d| d.clone())
-            .unwrap_or_default();
+        let may = lock(&self.opened_in_doubt).clone();
         (must, may)
     }
 }
@@ -310,9 +307,7 @@ impl Customers {
             }
             self.opening = false;
             self.funding = true;
-            if let Ok(mut o) = recorder.opened.lock() {
-                *o.entry(process).or_insert(0) += 1;
-            }
+            *lock(&recorder.opened).entry(process).or_insert(0) += 1;
         }
         if !apply_once(client, config, fund, &format!("chaos-fund-{process}-{n}")).await {
             return false;
@@ -374,9 +369,7 @@ async fn client_loop(
             recorder.replays.fetch_add(1, Ordering::Relaxed);
             let again = perform(&client, &config, process, t0, op.kind.clone()).await;
             if let Some(m) = fold_again(&mut op, again) {
-                if let Ok(mut ms) = recorder.replay_mismatches.lock() {
-                    ms.push(m);
-                }
+                lock(&recorder.replay_mismatches).push(m);
             }
         }
         if !matches!(op.outcome, Outcome::Ok(_)) || customers.opening || customers.funding {
@@ -391,9 +384,7 @@ async fn client_loop(
         push(&recorder, op);
     }
     if customers.opening {
-        if let Ok(mut d) = recorder.opened_in_doubt.lock() {
-            d.push((process, customers.next));
-        }
+        lock(&recorder.opened_in_doubt).push((process, customers.next));
     }
 }
 
@@ -535,9 +526,7 @@ fn place_kind(process: u64, customer_n: u64, sku: &str, qty: u64, key: &str) -> 
 }
 
 fn push(recorder: &Recorder, op: Op) {
-    if let Ok(mut ops) = recorder.ops.lock() {
-        ops.push(op);
-    }
+    lock(&recorder.ops).push(op);
 }
 
 /// Sends one request, once, and records what came back.

@@ -41,6 +41,7 @@ mod redb_tables;
 pub mod seed;
 pub mod snapshot;
 mod state_machine;
+mod sync;
 
 pub use error::{recovery_hint, StoreError, REBUILD_COMMAND, RECOVERY_HINT};
 pub use log_store::{

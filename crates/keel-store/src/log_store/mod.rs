@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use keel_domain::codec;
@@ -166,11 +166,9 @@ impl Drop for Writer {
     }
 }
 
-/// A lock whose holder cannot leave its data half-changed (every critical
-/// section is a single map operation), so a poisoned one is used as it is.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+/// Every critical section of the log's in-memory locks is a single map
+/// operation, so they follow the first rule of [`crate::sync`].
+use crate::sync::lock;
 
 /// The writer thread: takes jobs in order; runs of appends and commit
 /// points are committed together.
@@ -268,9 +266,7 @@ impl LogStore {
 
     /// Sets a callback that observes each append's commit-and-fsync time.
     pub fn set_fsync_observer(&self, f: Observer) {
-        if let Ok(mut o) = self.inner.fsync_observer.write() {
-            *o = Some(f);
-        }
+        *crate::sync::write(&self.inner.fsync_observer) = Some(f);
     }
 
     /// The database file.
@@ -648,8 +644,8 @@ impl Inner {
         }
         txn.commit().map_err(|e| self.err(e))?;
         if !records.is_empty() {
-            if let Ok(o) = self.fsync_observer.read() {
-                if let Some(f) = o.as_ref() {
+            {
+                if let Some(f) = crate::sync::read(&self.fsync_observer).as_ref() {
                     f(start.elapsed());
                 }
             }

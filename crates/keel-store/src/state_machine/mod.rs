@@ -230,9 +230,7 @@ impl StateMachineStore {
         keel_domain::apply::load_summary(&r).map_err(|e| table_error(path, e))?;
         let current = r.snapshot_ref()?;
         drop(r);
-        if let Ok(mut a) = s.inner.applied.write() {
-            *a = applied;
-        }
+        *crate::sync::write(&s.inner.applied) = applied;
         if let Some(c) = &current {
             s.inner
                 .next_seq
@@ -283,7 +281,7 @@ impl StateMachineStore {
 
     /// The last applied log id (`None` if nothing was applied), from memory.
     pub fn last_applied(&self) -> Option<LogId<NodeId>> {
-        self.inner.applied.read().ok().and_then(|a| *a)
+        *crate::sync::read(&self.inner.applied)
     }
 
     /// Commands applied but not yet committed to the state database (they
@@ -298,9 +296,7 @@ impl StateMachineStore {
 
     /// Sets a callback that observes each `apply` call's duration.
     pub fn set_apply_observer(&self, f: Observer) {
-        if let Ok(mut o) = self.inner.apply_observer.write() {
-            *o = Some(f);
-        }
+        *crate::sync::write(&self.inner.apply_observer) = Some(f);
     }
 
     /// The state database file.
@@ -324,9 +320,7 @@ impl StateMachineStore {
     }
 
     fn set_applied(&self, applied: Option<LogId<NodeId>>) {
-        if let Ok(mut a) = self.inner.applied.write() {
-            *a = applied;
-        }
+        *crate::sync::write(&self.inner.applied) = applied;
     }
 
     /// Applies `entries` into the open write transaction (beginning one if
@@ -760,8 +754,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             Ok(me.apply_entries(entries, &mut at).map_err(|e| (e, at)))
         })
         .await;
-        if let Ok(o) = self.inner.apply_observer.read() {
-            if let Some(f) = o.as_ref() {
+        {
+            if let Some(f) = crate::sync::read(&self.inner.apply_observer).as_ref() {
                 f(start.elapsed());
             }
         }
