@@ -31,6 +31,9 @@ pub enum BenchError {
     /// A file or process operation failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// A host tool (a package, a port) could not be had.
+    #[error("host: {0}")]
+    Host(#[from] keel_harness::host::HostError),
     /// The latency histogram refused an operation.
     #[error("histogram: {0}")]
     Histogram(String),

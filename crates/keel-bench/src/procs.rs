@@ -1,9 +1,9 @@
 //! Child processes of the anchors (etcd members, PostgreSQL servers):
-//! finding and installing their binaries from Debian, starting them in
+//! finding and installing their binaries (with `keel_harness::host`), starting them in
 //! their own process group, and stopping them, also on an error path and on
 //! Ctrl-C (the guard's `Drop`). Plus what `/proc` tells about a process.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,88 +12,12 @@ use nix::unistd::Pid;
 
 use crate::BenchError;
 
+pub use keel_harness::host::{apt_install, find_binary, free_port, is_root};
+
 /// Longest a child gets to exit after its stop signal before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How often a stopping child or a readiness condition is polled.
 pub const POLL: Duration = Duration::from_millis(50);
-/// apt's per-connection timeout and retries, so an install cannot hang on
-/// a dead mirror.
-const APT_NETWORK_OPTIONS: [&str; 4] = [
-    "-o",
-    "Acquire::http::Timeout=30",
-    "-o",
-    "Acquire::Retries=2",
-];
-/// Directories searched after `PATH` (Debian puts daemons in sbin).
-const EXTRA_DIRS: [&str; 3] = ["/usr/sbin", "/sbin", "/usr/local/bin"];
-
-/// The effective uid from `/proc/self/status` text.
-pub fn parse_euid(proc_status: &str) -> Option<u32> {
-    proc_status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// Whether this process runs as root (and so may apt-get and switch users).
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| parse_euid(&s))
-        == Some(0)
-}
-
-/// `name` in `PATH`, then in the sbin directories.
-pub fn find_binary(name: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(EXTRA_DIRS.iter().map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// Runs a command with its output on our stderr (stdout may carry JSON).
-fn run_to_stderr(cmd: &mut Command) -> bool {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::from(std::io::stderr()))
-        .stderr(Stdio::from(std::io::stderr()))
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// `apt-get install -y packages` (after an `apt-get update`), as root only.
-pub fn apt_install(packages: &[&str]) -> Result<(), BenchError> {
-    let what = format!("installing {}", packages.join(" "));
-    if !is_root() {
-        return Err(BenchError::setup(
-            what,
-            "not root: install them with apt-get, or run as root",
-        ));
-    }
-    eprintln!("keel bench: {what} from Debian with apt-get");
-    let apt = |args: &[&str]| {
-        run_to_stderr(
-            Command::new("apt-get")
-                .args(APT_NETWORK_OPTIONS)
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )
-    };
-    if !apt(&["update"]) {
-        eprintln!("keel bench: apt-get update failed; trying the install anyway");
-    }
-    let mut args = vec!["install", "-y", "--no-install-recommends"];
-    args.extend_from_slice(packages);
-    if apt(&args) {
-        Ok(())
-    } else {
-        Err(BenchError::setup(what, "apt-get install failed"))
-    }
-}
-
 /// Runs `cmd` to completion; its output goes to `log`. An error names
 /// `what` and the log.
 pub fn run_logged(cmd: &mut Command, what: &str, log: &Path) -> Result<(), BenchError> {
@@ -273,12 +197,6 @@ pub fn version_line(bin: &Path) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// A free loopback port, picked by the kernel.
-pub fn free_port() -> Result<u16, BenchError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,7 +204,6 @@ mod tests {
     #[test]
     fn proc_status_fields() {
         let s = "Name:\tkeel\nUid:\t1000\t0\t1000\t1000\nVmRSS:\t  123456 kB\n";
-        assert_eq!(parse_euid(s), Some(0));
         assert_eq!(parse_vm_rss_kib(s), Some(123_456));
         assert_eq!(parse_vm_rss_kib("Name:\tx\n"), None);
     }

@@ -139,72 +139,14 @@ fn ensure_iptables() -> Result<(), ChaosError> {
     if works() {
         return Ok(());
     }
-    tracing::info!("installing iptables (apt-get) for link faults");
-    let apt = |args: &[&str]| {
-        std::process::Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !apt(&["install", "-y", "iptables"]) {
-        apt(&["update"]);
-        apt(&["install", "-y", "iptables"]);
-    }
+    keel_harness::host::apt_install(&["iptables"])
+        .map_err(|e| ChaosError::Setup(format!("link faults need iptables: {e}")))?;
     if works() {
         Ok(())
     } else {
         Err(ChaosError::Setup(
-            "link faults need iptables and `apt-get install -y iptables` failed".into(),
+            "link faults need iptables: installed, but `iptables --version` fails".into(),
         ))
-    }
-}
-
-/// Where Debian's libfaketime keeps its multi-threaded library.
-const FAKETIME_GLOB_DIRS: &str = "/usr/lib";
-
-/// Why libfaketime cannot be had.
-#[derive(Debug, thiserror::Error)]
-pub enum FaketimeError {
-    /// `apt-get install faketime` did not succeed.
-    #[error("libfaketime is missing and `apt-get install faketime` failed")]
-    InstallFailed,
-    /// The package installed but the library is not where Debian puts it.
-    #[error("libfaketime installed but libfaketimeMT.so.1 not found under {FAKETIME_GLOB_DIRS}")]
-    NotFound,
-}
-
-/// The multi-threaded libfaketime, installing Debian's `faketime` package
-/// when it is missing.
-pub fn ensure_faketime() -> Result<PathBuf, FaketimeError> {
-    let find = || -> Option<PathBuf> {
-        let dirs = std::fs::read_dir(FAKETIME_GLOB_DIRS).ok()?;
-        dirs.filter_map(Result::ok)
-            .map(|d| d.path().join("faketime/libfaketimeMT.so.1"))
-            .find(|p| p.is_file())
-    };
-    if let Some(p) = find() {
-        return Ok(p);
-    }
-    // Tests that need it run on threads of one process: one install at a
-    // time, and the others then find it.
-    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = lock(&INSTALL);
-    if let Some(p) = find() {
-        return Ok(p);
-    }
-    tracing::info!("installing faketime (apt-get) for clock skew");
-    let ok = std::process::Command::new("apt-get")
-        .args(["-o", "DPkg::Lock::Timeout=120", "install", "-y", "faketime"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    match find() {
-        Some(p) => Ok(p),
-        None if ok => Err(FaketimeError::NotFound),
-        None => Err(FaketimeError::InstallFailed),
     }
 }
 
@@ -214,7 +156,7 @@ fn plan_faketime(nemeses: &[Nemesis]) -> (Option<PathBuf>, Option<String>) {
     if !nemeses.iter().any(|n| n.needs_faketime()) {
         return (None, None);
     }
-    match ensure_faketime() {
+    match keel_harness::host::ensure_faketime() {
         Ok(p) => (Some(p), None),
         Err(why) => (None, Some(why.to_string())),
     }

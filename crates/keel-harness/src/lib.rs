@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use keel_client::Client;
 
+pub mod host;
 pub mod links;
 pub mod net;
 pub use links::LinkProxies;
@@ -153,10 +154,7 @@ fn empty_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 fn free_port() -> Result<u16, HarnessError> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| HarnessError::Process(e.to_string()))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| HarnessError::Process(e.to_string()))
+    host::free_port().map_err(|e| HarnessError::Process(e.to_string()))
 }
 
 /// A proxy listener on the bridge for every ordered pair of nodes, and the

@@ -24,7 +24,7 @@ const CHANCE_TO_LEAD: Duration = Duration::from_millis(2_500);
 /// The libfaketime library: installed when missing; without it a CI run
 /// fails and any other run says it skipped.
 fn faketime() -> Option<std::path::PathBuf> {
-    match keel_chaos::run::ensure_faketime() {
+    match keel_harness::host::ensure_faketime() {
         Ok(p) => Some(p),
         Err(why) => {
             keel_harness::skip_unless_ci("clock tests", &format!("no libfaketime: {why}"));
