@@ -8,6 +8,9 @@ use keel_domain::DomainError;
 
 use crate::node::ReadError;
 
+/// The detail of every 500 `internal` on the wire; the cause is logged.
+pub const INTERNAL_DETAIL: &str = "the node could not serve this request; its log says why";
+
 /// Seconds a client should wait before retrying a 503.
 pub const RETRY_AFTER_S: u64 = 1;
 
@@ -98,12 +101,15 @@ impl Problem {
         )
     }
     /// 500 `internal`: storage failure or corruption; nothing is served.
-    pub fn internal(detail: impl Into<String>) -> Self {
+    /// The cause (file names, store errors) goes to the node's log, not on
+    /// the wire: a client learns that the node failed, not its insides.
+    pub fn internal(cause: impl Into<String>) -> Self {
+        tracing::error!(cause = %cause.into(), "request failed inside the node");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "Internal error",
-            detail,
+            INTERNAL_DETAIL,
         )
     }
 }
@@ -181,5 +187,19 @@ pub(crate) fn read_problem(e: ReadError) -> Problem {
     match e {
         ReadError::Unavailable(m) => Problem::unavailable(m),
         ReadError::Store(e) => Problem::internal(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_error_keeps_its_cause_off_the_wire() {
+        let p = Problem::internal("/var/lib/keel/state.redb: page 7 checksum mismatch");
+        assert_eq!(p.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(p.kind, "internal");
+        assert_eq!(p.detail, INTERNAL_DETAIL);
+        assert!(!p.detail.contains("state.redb"));
     }
 }
