@@ -163,6 +163,7 @@ pub mod history;
 pub mod invariants;
 pub mod linearizable;
 pub mod nemesis;
+pub mod render;
 pub mod run;
 mod sync;
 pub mod term_sampler;

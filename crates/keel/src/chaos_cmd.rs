@@ -124,7 +124,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         if a.json {
             println!("{}", serde_json::to_string_pretty(&figures)?);
         } else {
-            print!("{}", render_across(&figures, a.runs));
+            print!("{}", keel_chaos::render::across_table(&figures, a.runs));
         }
     }
     if !failed.is_empty() {
@@ -167,7 +167,7 @@ fn one_run(
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", render(&report));
+        print!("{}", keel_chaos::render::report_table(&report));
         println!(
             "history: {}\nreport:  {}",
             history_path.display(),
@@ -175,99 +175,4 @@ fn one_run(
         );
     }
     Ok(report)
-}
-
-/// Unavailability per nemesis across runs, as a table.
-pub fn render_across(figures: &[keel_chaos::across::NemesisFigures], runs: u64) -> String {
-    let mut s = format!(
-        "\nacross {runs} runs: write unavailability per fault (ms)\n  {:<22} {:>7} {:>8} {:>8} {:>8} {:>8} {:>7}\n",
-        "fault", "strikes", "p50", "p99", "max", "never", "errors"
-    );
-    for f in figures {
-        s.push_str(&format!(
-            "  {:<22} {:>7} {:>8.0} {:>8.0} {:>8.0} {:>8} {:>7}\n",
-            f.nemesis.name(),
-            f.strikes,
-            f.p50_ms,
-            f.p99_ms,
-            f.max_ms,
-            f.never_available,
-            f.errors
-        ));
-    }
-    s
-}
-
-/// The report as a table.
-pub fn render(r: &Report) -> String {
-    let mut s = String::new();
-    s.push_str(&format!(
-        "keel chaos: seed {}, {} nodes, {:.0}s, {}\n  network: {}\n",
-        r.seed,
-        r.nodes,
-        r.seconds,
-        if r.through_gateway {
-            "through the gateway"
-        } else {
-            "direct to the nodes"
-        },
-        r.network
-    ));
-    s.push_str(&format!(
-        "  operations: {} (replayed with the same key: {}), p99 {:.1} ms\n\n",
-        r.ops
-            .iter()
-            .map(|(k, v)| format!("{v} {k}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        r.replays,
-        r.latency_p99_ms
-    ));
-    s.push_str(&format!(
-        "  {:<22} {:<8} {:>9} {:>14} {:>8} {:>12} {:>7} {:>9}\n",
-        "fault",
-        "targets",
-        "at (s)",
-        "unavail. (ms)",
-        "errors",
-        "recovery (ms)",
-        "ops",
-        "writes ok"
-    ));
-    for f in &r.faults {
-        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
-        s.push_str(&format!(
-            "  {:<22} {:<8} {:>9.1} {:>14} {:>8} {:>12} {:>7} {:>9}\n",
-            f.record.nemesis.name(),
-            f.record
-                .targets
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-            f.record.injected_ns as f64 / 1e9,
-            ms(f.unavailable_ms),
-            f.errors,
-            ms(f.recovery_ms),
-            f.ops,
-            f.writes_ok
-        ));
-    }
-    s.push('\n');
-    for f in &r.findings {
-        let tag = if !f.ok {
-            "FAIL"
-        } else if f.skipped {
-            "skip"
-        } else {
-            " ok "
-        };
-        s.push_str(&format!("  [{tag}] {}: {}\n", f.name, f.detail));
-    }
-    s.push_str(if r.ok {
-        "\nno violations\n"
-    } else {
-        "\nVIOLATIONS FOUND\n"
-    });
-    s
 }
