@@ -181,7 +181,7 @@ async fn preload(admin: &Arc<Client>, n: u64, customers: u64) -> Result<Duration
         }));
     }
     for task in tasks {
-        task.await.map_err(|e| BenchError::Task(e.to_string()))??;
+        task.await??;
     }
     Ok(t.elapsed())
 }
@@ -448,9 +448,7 @@ impl BackupLoop {
         let outcome = phase.await;
         if looping.is_finished() {
             // It only ends by failing.
-            looping
-                .await
-                .map_err(|e| BenchError::Task(e.to_string()))??;
+            looping.await??;
         } else {
             looping.abort();
             let _ = looping.await;

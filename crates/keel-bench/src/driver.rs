@@ -251,7 +251,7 @@ pub async fn drive<T: Target>(
     }
     let mut total = ClientTally::new()?;
     for h in std::mem::take(&mut tasks.0) {
-        let t = h.await.map_err(|e| BenchError::Task(e.to_string()))??;
+        let t = h.await??;
         total.ok += t.ok;
         total.unsent += t.unsent;
         merge(&mut total.refused, t.refused);

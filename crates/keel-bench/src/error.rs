@@ -48,6 +48,9 @@ pub enum BenchError {
     Check(String),
     /// A load task panicked or was cancelled.
     #[error("load task: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// A load task's shared state was left poisoned by a panic.
+    #[error("load task: {0}")]
     Task(String),
 }
 

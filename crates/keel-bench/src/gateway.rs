@@ -268,7 +268,7 @@ async fn load(
         hist: new_hist()?,
     };
     for t in tasks {
-        let (ok, errors, h) = t.await.map_err(|e| BenchError::Task(e.to_string()))?;
+        let (ok, errors, h) = t.await?;
         out.ok += ok;
         out.errors += errors;
         out.hist
@@ -500,12 +500,12 @@ async fn failover(
     stop.store(true, Ordering::Relaxed);
     let (mut ok, mut errors, mut error_sample) = (0, 0, None);
     for t in tasks {
-        let (o, e, s) = t.await.map_err(|e| BenchError::Task(e.to_string()))?;
+        let (o, e, s) = t.await?;
         ok += o;
         errors += e;
         error_sample = error_sample.or(s);
     }
-    let detected = poller.await.map_err(|e| BenchError::Task(e.to_string()))?;
+    let detected = poller.await?;
     let mut gap = gaps
         .lock()
         .map(|g| *g)
@@ -575,7 +575,7 @@ async fn detection_idle(
     let poller = tokio::spawn(wait_ineligible(gateway.to_owned(), addr));
     let kill_at = Instant::now();
     cluster.kill(follower)?;
-    let detected = poller.await.map_err(|e| BenchError::Task(e.to_string()))?;
+    let detected = poller.await?;
     Ok(detected.map(|d| d.duration_since(kill_at).as_secs_f64() * 1_000.0))
 }
 

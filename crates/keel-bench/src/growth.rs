@@ -100,7 +100,7 @@ async fn preload(
     for c in 0..chunks {
         if tasks.len() >= PRELOAD_IN_FLIGHT {
             if let Some(r) = tasks.join_next().await {
-                r.map_err(|e| BenchError::Task(e.to_string()))??;
+                r??;
             }
         }
         let size = (n - c * SEED_CHUNK as u64).min(SEED_CHUNK as u64);
@@ -123,7 +123,7 @@ async fn preload(
         });
     }
     while let Some(r) = tasks.join_next().await {
-        r.map_err(|e| BenchError::Task(e.to_string()))??;
+        r??;
     }
     Ok(())
 }
