@@ -148,6 +148,20 @@ async fn an_internal_call_without_the_cluster_secret_is_refused() {
         assert_eq!(status(Some(w.clone())).await, 403, "{w:?} was let in");
     }
     assert_eq!(status(None).await, 403, "no secret was let in");
+    // The secrets reach the node by environment, not on its command line,
+    // which every user of the host can read in /proc.
+    let pid = c.process_id(1).expect("node 1 runs");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    assert!(
+        cmdline.contains("node"),
+        "not the node's command line: {cmdline:?}"
+    );
+    assert!(!cmdline.contains(&secret), "the cluster secret is in argv");
+    assert!(
+        !cmdline.contains("keel-admin-dev"),
+        "the admin token is in argv"
+    );
 }
 
 /// Batches sent to each node in the batch ordering test.
