@@ -24,8 +24,6 @@ use crate::terms::{check_terms_never_go_back, TermRecord, Wipe};
 use crate::workload::{self, Recorder, WorkloadConfig};
 use crate::{check_all, ChaosError, Finding};
 
-/// Admin token of the clusters chaos runs start.
-pub const ADMIN_TOKEN: &str = "keel-admin-dev";
 /// Longest the replicas get to converge after the last heal.
 pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a node gets to start and elect.
@@ -302,14 +300,19 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         chosen,
         skipped,
     } = plan_nemeses(&config)?;
-    let spec = cluster_spec(&config, faketime, lazyfs, netns, &chosen);
+    let spec = cluster_spec(&config, faketime, lazyfs, netns, &chosen)?;
     let mut cluster = LocalCluster::start(spec)?;
     let network = describe_network(&cluster, lazyfs, &skipped);
     cluster.wait_ready(READY_TIMEOUT).await?;
     let endpoint = workload_endpoint(&mut cluster, &config).await?;
     let admin = cluster.admin_client();
     let plan = fault_plan(&config, &chosen);
-    let workload_config = workload_config(&config, endpoint, seconds_max(&config, plan.len()));
+    let workload_config = workload_config(
+        &config,
+        endpoint,
+        cluster.admin_token(),
+        seconds_max(&config, plan.len()),
+    );
     workload::seed(&admin, &workload_config).await?;
 
     let recorder = Arc::new(Recorder::default());
@@ -320,7 +323,7 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         .into_iter()
         .map(|id| Ok((id, cluster.addr(id)?)))
         .collect::<Result<Vec<_>, keel_harness::HarnessError>>()?;
-    let sampler = TermSampler::start(node_addrs, ADMIN_TOKEN, t0);
+    let sampler = TermSampler::start(node_addrs, cluster.admin_token(), t0);
     let work = tokio::spawn(workload::run(
         workload_config.clone(),
         t0,
@@ -445,9 +448,16 @@ fn cluster_spec(
     lazyfs: bool,
     netns: bool,
     chosen: &[Nemesis],
-) -> ClusterSpec {
+) -> Result<ClusterSpec, ChaosError> {
+    let secret = |what: &str| {
+        keel_harness::host::random_secret()
+            .map_err(|e| ChaosError::Setup(format!("drawing the cluster's {what}: {e}")))
+    };
     let mut spec = ClusterSpec::new(&config.binary, &config.base_dir, config.nodes);
-    spec.admin_token = ADMIN_TOKEN.to_owned();
+    // Fresh secrets per run: in namespaces the nodes listen outside
+    // loopback, where the development defaults are refused.
+    spec.admin_token = secret("admin token")?;
+    spec.cluster_secret = secret("cluster secret")?;
     // Small snapshot chunks, so a snapshot install spans many round trips
     // (see `Nemesis::PowerLossInSnapshot`); the caller's arguments follow.
     spec.extra_args = vec![
@@ -459,7 +469,7 @@ fn cluster_spec(
     spec.link_proxies = netns && chosen.iter().any(|n| n.needs_link_proxies());
     spec.faketime = faketime;
     spec.lazyfs = lazyfs;
-    spec
+    Ok(spec)
 }
 
 /// Where the nodes' links live, for the report.
@@ -508,11 +518,16 @@ fn fault_plan(config: &RunConfig, chosen: &[Nemesis]) -> Vec<Nemesis> {
     schedule(chosen, steps.max(chosen.len()), config.seed)
 }
 
-fn workload_config(config: &RunConfig, endpoint: String, seconds_max: u64) -> WorkloadConfig {
+fn workload_config(
+    config: &RunConfig,
+    endpoint: String,
+    token: &str,
+    seconds_max: u64,
+) -> WorkloadConfig {
     WorkloadConfig {
         clients: config.clients,
         endpoint,
-        token: ADMIN_TOKEN.to_owned(),
+        token: token.to_owned(),
         seed: config.seed,
         // Longer than the run, so nothing expires.
         ttl_seconds: u32::try_from(seconds_max + 3_600).unwrap_or(u32::MAX),

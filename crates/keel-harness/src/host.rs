@@ -110,6 +110,19 @@ pub fn apt_install(packages: &[&str]) -> Result<(), HostError> {
     }
 }
 
+/// Bytes of randomness in a [`random_secret`].
+const SECRET_BYTES: usize = 16;
+
+/// A fresh secret (token or cluster secret) for a cluster the harness
+/// starts where the development defaults are refused (outside loopback):
+/// 16 bytes from the kernel's random source, as 32 hex characters.
+pub fn random_secret() -> Result<String, HostError> {
+    use std::io::Read;
+    let mut bytes = [0u8; SECRET_BYTES];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// A free loopback port, picked by the kernel.
 pub fn free_port() -> Result<u16, HostError> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -151,6 +164,14 @@ mod tests {
         let s = "Name:\tkeel\nUid:\t1000\t0\t1000\t1000\n";
         assert_eq!(parse_euid(s), Some(0));
         assert_eq!(parse_euid("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn random_secrets_are_hex_and_differ() {
+        let (a, b) = (random_secret().unwrap(), random_secret().unwrap());
+        assert_eq!(a.len(), 2 * SECRET_BYTES);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -515,6 +515,11 @@ impl LocalCluster {
         ))
     }
 
+    /// The admin token the cluster's nodes were started with.
+    pub fn admin_token(&self) -> &str {
+        &self.spec.admin_token
+    }
+
     /// The OS process id of node `id` while it runs (for reading its
     /// `/proc` entry, e.g. resident memory in `keel bench growth`).
     pub fn process_id(&self, id: u64) -> Option<u32> {

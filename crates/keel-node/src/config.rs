@@ -129,6 +129,13 @@ impl Default for BatchLimits {
     }
 }
 
+/// The development admin token: public (it is in this source), so a node
+/// accepts it only while it listens on loopback.
+pub const DEV_ADMIN_TOKEN: &str = "keel-admin-dev";
+/// The development cluster secret: public, loopback only, as
+/// [`DEV_ADMIN_TOKEN`].
+pub const DEV_CLUSTER_SECRET: &str = "keel-cluster-dev";
+
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
@@ -136,8 +143,8 @@ impl Default for NodeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7101)),
             advertise: None,
             data_dir: PathBuf::from("keel-data/node-1"),
-            admin_token: "keel-admin-dev".into(),
-            cluster_secret: "keel-cluster-dev".into(),
+            admin_token: DEV_ADMIN_TOKEN.into(),
+            cluster_secret: DEV_CLUSTER_SECRET.into(),
             raft: RaftTiming::default(),
             batch: BatchLimits::default(),
             clock_offset_max_ms: crate::clock::CLOCK_OFFSET_MAX_MS_DEFAULT,
@@ -214,6 +221,26 @@ impl NodeConfig {
         if self.admin_token.len() < 8 || self.cluster_secret.len() < 8 {
             return bad("admin_token and cluster_secret must be at least 8 characters".into());
         }
+        if !self.listen.ip().is_loopback() {
+            let public = [
+                (
+                    self.admin_token == DEV_ADMIN_TOKEN,
+                    "admin token",
+                    "KEEL_ADMIN_TOKEN",
+                ),
+                (
+                    self.cluster_secret == DEV_CLUSTER_SECRET,
+                    "cluster secret",
+                    "KEEL_CLUSTER_SECRET",
+                ),
+            ];
+            if let Some((_, what, var)) = public.iter().find(|(dev, _, _)| *dev) {
+                return bad(format!(
+                    "listening on {} (outside loopback) with the development {what}, which is public: set {var} (or the configuration file's field) to a secret of your own",
+                    self.listen
+                ));
+            }
+        }
         // Both travel in HTTP headers: visible ASCII only.
         let printable = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
         if !printable(&self.admin_token) || !printable(&self.cluster_secret) {
@@ -272,5 +299,32 @@ mod tests {
             ..NodeConfig::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn development_secrets_are_refused_outside_loopback() {
+        let outside = SocketAddr::from(([10, 0, 0, 5], 7101));
+        let c = NodeConfig {
+            listen: outside,
+            ..NodeConfig::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("KEEL_ADMIN_TOKEN"), "{e}");
+        let c = NodeConfig {
+            listen: outside,
+            admin_token: "a-real-admin-token".into(),
+            ..NodeConfig::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("KEEL_CLUSTER_SECRET"), "{e}");
+        let c = NodeConfig {
+            listen: outside,
+            admin_token: "a-real-admin-token".into(),
+            cluster_secret: "a-real-cluster-secret".into(),
+            ..NodeConfig::default()
+        };
+        c.validate().unwrap();
+        // Loopback keeps the development defaults working for `keel up`.
+        NodeConfig::default().validate().unwrap();
     }
 }
