@@ -7,19 +7,16 @@
 // built once per refused request, so their size costs nothing that matters.
 #![allow(clippy::result_large_err)]
 
-pub mod api;
-pub mod auth;
-pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod election;
-pub mod limits;
+pub mod export;
+pub mod http;
 pub mod metrics;
 pub mod node;
-pub mod openapi;
-pub mod problem;
 pub mod proposer;
 pub mod rpc;
+pub mod rpc_server;
 pub mod server;
 pub mod signals;
 

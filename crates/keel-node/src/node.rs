@@ -10,11 +10,17 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Raft, RaftMetrics, ServerState};
 use serde::{Deserialize, Serialize};
 
-use keel_domain::{Applied, Envelope};
+use keel_domain::query::{self, Page, QueryError};
+use keel_domain::{
+    Account, AccountId, Applied, Envelope, FieldError, Order, OrderId, Product, Sku, Summary,
+    TableError,
+};
 use keel_store::{NodeId, StateMachineStore, StateReader, TypeConfig};
 
+use crate::clock::ClockGuard;
 use crate::config::NodeConfig;
-use crate::metrics::{Metrics, Role};
+use crate::export::{ExportError, ExportSlot, HeldExport, LogRecords, EXPORTS_MAX};
+use crate::metrics::{Metrics, Role, Route, RouteStatus};
 use crate::proposer::{only_result, Group, ProposeError, Proposer};
 use crate::rpc::{path, CallError, PeerClient};
 
@@ -57,6 +63,24 @@ pub enum ReadError {
     /// The store failed or is corrupt.
     #[error("storage: {0}")]
     Store(#[from] keel_store::StoreError),
+    /// A table of the state failed to read or decode.
+    #[error(transparent)]
+    Table(#[from] TableError),
+    /// A list's `limit` or `cursor` is malformed.
+    #[error(transparent)]
+    Invalid(FieldError),
+    /// The task doing the read did not run to its end.
+    #[error("{0}")]
+    Interrupted(String),
+}
+
+impl From<QueryError> for ReadError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::Invalid(f) => ReadError::Invalid(f),
+            QueryError::Table(t) => ReadError::Table(t),
+        }
+    }
 }
 
 /// How fresh a read must be.
@@ -166,11 +190,25 @@ pub enum CompactError {
     Unavailable(String),
 }
 
-/// A running replica.
+/// A running replica. Its parts are private: callers say what they want
+/// (submit, read a product, the cluster's status), never reach into the
+/// store or Raft.
 pub struct Node {
-    /// This node's id.
-    pub id: NodeId,
-    /// Its configuration.
+    id: NodeId,
+    config: NodeConfig,
+    raft: Raft<TypeConfig>,
+    sm: StateMachineStore,
+    log: keel_store::LogStore,
+    backup_exports: Arc<tokio::sync::Semaphore>,
+    proposer: Proposer,
+    peers: PeerClient,
+    metrics: Arc<Metrics>,
+    clock: Arc<ClockGuard>,
+}
+
+/// What a [`Node`] is made of, handed over once at start-up.
+pub struct NodeParts {
+    /// Its configuration (its id is `config.id`).
     pub config: NodeConfig,
     /// The Raft instance.
     pub raft: Raft<TypeConfig>,
@@ -178,18 +216,63 @@ pub struct Node {
     pub sm: StateMachineStore,
     /// The log store, for backup reads of committed entries.
     pub log: keel_store::LogStore,
-    /// Slots for backup exports running at once (see [`crate::backup`]).
-    pub backup_exports: Arc<tokio::sync::Semaphore>,
     /// The proposer (leader only does real work).
     pub proposer: Proposer,
     /// Client for calls to peers.
     pub peers: PeerClient,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// What the internal RPC tells the election clock.
-    pub election: Arc<crate::signals::ElectionSignals>,
     /// Whether this node's wall clock may lead ([`crate::clock`]).
-    pub clock: Arc<crate::clock::ClockGuard>,
+    pub clock: Arc<ClockGuard>,
+}
+
+/// A value read from this replica's state, and the applied index of the
+/// read view it came from (`None` when nothing has been applied).
+#[derive(Clone, Debug)]
+pub struct ReadAt<T> {
+    /// What was read.
+    pub value: T,
+    /// The read view's applied index.
+    pub applied_index: Option<u64>,
+}
+
+/// This replica's state digest at its applied index.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StateDigest {
+    /// The answering node.
+    pub node_id: NodeId,
+    /// The applied index the digest was taken at.
+    pub applied_index: Option<u64>,
+    /// The digest, lower-case hex.
+    pub digest: String,
+}
+
+/// One peer's clock as this node last read it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeerClock {
+    /// The peer's clock minus this node's (ms): positive when it is ahead.
+    pub offset_ms: i64,
+    /// Round trip of the reading (ms).
+    pub rtt_ms: f64,
+    /// Age of the reading (ms).
+    pub age_ms: u64,
+}
+
+/// `/v1/clock`: this node's wall clock and what it knows of its peers'.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClockStatus {
+    /// The answering node.
+    pub node_id: NodeId,
+    /// Its wall clock, ms since the Unix epoch.
+    pub wall_ms: u64,
+    /// The largest offset from a majority at which it may still lead (ms).
+    pub clock_offset_max_ms: u64,
+    /// Whether its clock agrees with a majority's, so it may lead.
+    pub may_lead: bool,
+    /// Whether it is a leader stepping down for its clock.
+    pub stepping_down: bool,
+    /// The latest reading of each peer's clock, by node id.
+    pub peers: BTreeMap<String, PeerClock>,
 }
 
 /// The role name of a server state.
@@ -204,6 +287,38 @@ pub fn role_name(s: ServerState) -> &'static str {
 }
 
 impl Node {
+    /// Assembles the node from its parts.
+    pub fn new(parts: NodeParts) -> Self {
+        Self {
+            id: parts.config.id,
+            config: parts.config,
+            raft: parts.raft,
+            sm: parts.sm,
+            log: parts.log,
+            backup_exports: Arc::new(tokio::sync::Semaphore::new(EXPORTS_MAX)),
+            proposer: parts.proposer,
+            peers: parts.peers,
+            metrics: parts.metrics,
+            clock: parts.clock,
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Whether this node leads and its clock may stamp entries: when the
+    /// leader's own chores (expiry, clock ticks) should run.
+    pub fn leads_with_agreed_clock(&self) -> bool {
+        matches!(self.leader(), Some((id, _)) if id == self.id) && self.clock.may_lead()
+    }
+
     fn m(&self) -> RaftMetrics<NodeId, BasicNode> {
         self.raft.metrics().borrow().clone()
     }
@@ -397,12 +512,196 @@ impl Node {
     }
 
     /// A consistent read view at the asked consistency.
-    pub async fn read(&self, consistency: Consistency) -> Result<StateReader, ReadError> {
+    async fn read(&self, consistency: Consistency) -> Result<StateReader, ReadError> {
         let stale = keel_domain::test_bugs::on(keel_domain::test_bugs::TestBug::StaleRead);
         if consistency == Consistency::Linearizable && !stale {
             self.catch_up().await?;
         }
         Ok(self.sm.reader_async().await?)
+    }
+
+    /// Runs `query` on one read view at the asked consistency.
+    async fn read_with<T>(
+        &self,
+        consistency: Consistency,
+        query: impl FnOnce(&StateReader) -> Result<T, ReadError>,
+    ) -> Result<ReadAt<T>, ReadError> {
+        let r = self.read(consistency).await?;
+        let value = query(&r)?;
+        // The view's own applied index; one that does not read is left out,
+        // as the header it feeds is only informative.
+        let applied_index = r.applied().ok().flatten().map(|l| l.index);
+        Ok(ReadAt {
+            value,
+            applied_index,
+        })
+    }
+
+    /// The product with its stock, if it exists.
+    pub async fn read_product(
+        &self,
+        consistency: Consistency,
+        sku: &Sku,
+    ) -> Result<ReadAt<Option<Product>>, ReadError> {
+        self.read_with(consistency, |r| Ok(query::product(r, sku)?))
+            .await
+    }
+
+    /// A page of products in SKU order.
+    pub async fn list_products(
+        &self,
+        consistency: Consistency,
+        cursor: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<ReadAt<Page<Product>>, ReadError> {
+        self.read_with(consistency, |r| Ok(query::products(r, cursor, limit)?))
+            .await
+    }
+
+    /// The account with its balance, if it exists.
+    pub async fn read_account(
+        &self,
+        consistency: Consistency,
+        id: &AccountId,
+    ) -> Result<ReadAt<Option<Account>>, ReadError> {
+        self.read_with(consistency, |r| Ok(query::account(r, id)?))
+            .await
+    }
+
+    /// A page of a customer's orders, newest first.
+    pub async fn customer_orders(
+        &self,
+        consistency: Consistency,
+        id: &AccountId,
+        cursor: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<ReadAt<Page<Order>>, ReadError> {
+        self.read_with(consistency, |r| {
+            Ok(query::customer_orders(r, id, cursor, limit)?)
+        })
+        .await
+    }
+
+    /// The order, if it exists.
+    pub async fn read_order(
+        &self,
+        consistency: Consistency,
+        id: OrderId,
+    ) -> Result<ReadAt<Option<Order>>, ReadError> {
+        self.read_with(consistency, |r| Ok(query::order(r, id)?))
+            .await
+    }
+
+    /// The counts and totals kept for conservation checks.
+    pub async fn summary(&self, consistency: Consistency) -> Result<ReadAt<Summary>, ReadError> {
+        self.read_with(consistency, |r| Ok(query::summary(r)?))
+            .await
+    }
+
+    /// What the leader's expiry chore needs from the local state: the
+    /// earliest reservation due (ms), if any, and the state clock (ms, 0
+    /// when unknown). A read that fails reads as nothing due at clock 0, so
+    /// the chore waits for its next tick.
+    pub async fn expiry_view(&self) -> (Option<u64>, u64) {
+        match self.sm.reader_async().await {
+            Ok(r) => (
+                query::next_expiry_ms(&r).ok().flatten(),
+                keel_domain::apply::load_summary(&r).map_or(0, |s| s.clock_ms),
+            ),
+            Err(_) => (None, 0),
+        }
+    }
+
+    /// This replica's state digest at its applied index (not a linearizable
+    /// read: each replica answers for itself).
+    pub async fn digest(&self) -> Result<StateDigest, ReadError> {
+        // Reading commits applied entries first and then hashes every table:
+        // a blocking thread.
+        let sm = self.sm.clone();
+        let (applied, d) = tokio::task::spawn_blocking(move || {
+            let r = sm.reader()?;
+            Ok::<_, keel_store::StoreError>((r.applied()?, r.digest()?))
+        })
+        .await
+        .map_err(|e| ReadError::Interrupted(format!("the digest did not run: {e}")))??;
+        Ok(StateDigest {
+            node_id: self.id,
+            applied_index: applied.map(|l| l.index),
+            digest: keel_protocol::hex::encode(&d),
+        })
+    }
+
+    /// This node's applied index.
+    pub fn applied_index(&self) -> Option<u64> {
+        self.sm.last_applied().map(|l| l.index)
+    }
+
+    /// This node's wall clock and what it knows of its peers'.
+    pub fn clock_status(&self) -> ClockStatus {
+        let now = Instant::now();
+        let peers = self
+            .clock
+            .samples()
+            .into_iter()
+            .map(|(id, s)| {
+                let age = now.saturating_duration_since(s.at).as_millis();
+                let peer = PeerClock {
+                    offset_ms: s.offset_ms,
+                    rtt_ms: s.rtt.as_secs_f64() * 1e3,
+                    age_ms: u64::try_from(age).unwrap_or(u64::MAX),
+                };
+                (id.to_string(), peer)
+            })
+            .collect();
+        ClockStatus {
+            node_id: self.id,
+            wall_ms: keel_protocol::wall_ms(),
+            clock_offset_max_ms: self.config.clock_offset_max_ms,
+            may_lead: self.clock.may_lead(),
+            stepping_down: self.clock.stepping_down(),
+            peers,
+        }
+    }
+
+    /// Takes one of the backup export slots ([`crate::export::EXPORTS_MAX`]).
+    pub fn backup_export_slot(&self) -> Result<ExportSlot, ExportError> {
+        crate::export::take_slot(&self.backup_exports)
+    }
+
+    /// Writes a snapshot export of this node's state as it is now, holding
+    /// `slot` as long as the export lives. Call [`Node::catch_up`] first
+    /// for one that holds every acknowledged write.
+    pub async fn export_snapshot(&self, slot: ExportSlot) -> Result<HeldExport, ExportError> {
+        crate::export::export_snapshot(self.sm.clone(), slot).await
+    }
+
+    /// A page of committed log records above `after`, up to `upto` and never
+    /// past this node's applied index.
+    pub async fn log_records(
+        &self,
+        after: u64,
+        upto: Option<u64>,
+    ) -> Result<LogRecords, ExportError> {
+        crate::export::log_records(self.log.clone(), self.applied_index(), after, upto).await
+    }
+
+    /// Counts one answered public request: its route, status and duration.
+    pub fn observe_request(&self, route: String, status: u16, seconds: f64) {
+        let m = &self.metrics;
+        m.request_seconds
+            .get_or_create(&Route {
+                route: route.clone(),
+            })
+            .observe(seconds);
+        m.requests
+            .get_or_create(&RouteStatus { route, status })
+            .inc();
+    }
+
+    /// Every metric in Prometheus' text format, Raft's gauges refreshed.
+    pub fn render_metrics(&self) -> String {
+        self.refresh_raft_gauges();
+        self.metrics.render()
     }
 
     /// Waits until this node has applied everything the cluster had
@@ -700,32 +999,34 @@ impl Node {
     }
 }
 
-/// Updates the Raft gauges from openraft's metrics (called at scrape).
-pub fn refresh_raft_gauges(node: &Node) {
-    let m = node.raft.metrics().borrow().clone();
-    let metrics = &node.metrics;
-    for s in [
-        ServerState::Leader,
-        ServerState::Follower,
-        ServerState::Candidate,
-        ServerState::Learner,
-        ServerState::Shutdown,
-    ] {
+impl Node {
+    /// Updates the Raft gauges from openraft's metrics (called at scrape).
+    fn refresh_raft_gauges(&self) {
+        let m = self.m();
+        let metrics = &self.metrics;
+        for s in [
+            ServerState::Leader,
+            ServerState::Follower,
+            ServerState::Candidate,
+            ServerState::Learner,
+            ServerState::Shutdown,
+        ] {
+            metrics
+                .role
+                .get_or_create(&Role {
+                    role: role_name(s).into(),
+                })
+                .set(i64::from(m.state == s));
+        }
+        let g = |v: Option<u64>| v.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        metrics.term.set(g(Some(m.current_term)));
+        metrics.last_log_index.set(g(m.last_log_index));
         metrics
-            .role
-            .get_or_create(&Role {
-                role: role_name(s).into(),
-            })
-            .set(i64::from(m.state == s));
+            .applied_index
+            .set(g(m.last_applied.map(|l| l.index)));
+        metrics.leader_id.set(g(m.current_leader));
+        // A follower learns the commit index from the leader and applies up to
+        // it at once; its applied index is the best local view of it.
+        metrics.commit_index.set(g(m.last_applied.map(|l| l.index)));
     }
-    let g = |v: Option<u64>| v.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX));
-    metrics.term.set(g(Some(m.current_term)));
-    metrics.last_log_index.set(g(m.last_log_index));
-    metrics
-        .applied_index
-        .set(g(m.last_applied.map(|l| l.index)));
-    metrics.leader_id.set(g(m.current_leader));
-    // A follower learns the commit index from the leader and applies up to
-    // it at once; its applied index is the best local view of it.
-    metrics.commit_index.set(g(m.last_applied.map(|l| l.index)));
 }

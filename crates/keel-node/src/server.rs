@@ -1,34 +1,27 @@
-//! Node lifecycle: open storage, start Raft, serve HTTP (public API and
-//! internal RPC on one port), run the leader's expiry ticker, and stop every
-//! task on shutdown.
+//! Node lifecycle: open storage, start Raft, serve HTTP (the public API of
+//! [`crate::http`] and the internal RPC of [`crate::rpc_server`] on one
+//! port), run the leader's expiry ticker, and stop every task on shutdown.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
 use hyper_util::service::TowerToHyperService;
 use openraft::{BasicNode, Raft, SnapshotPolicy};
-use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::watch;
 
 use keel_domain::{Command, Envelope, Principal, RequestId};
 use keel_store::NodeId;
 
-use crate::api;
-use crate::auth::Api;
 use crate::clock::ClockGuard;
 use crate::config::{ConfigError, NodeConfig};
+use crate::http::auth::Api;
 use crate::metrics::Metrics;
-use crate::node::Node;
+use crate::node::{Node, NodeParts};
 use crate::proposer::Proposer;
-use crate::rpc::{path, NetworkFactory, PeerClient, RPC_BODY_BYTES_MAX};
+use crate::rpc::{NetworkFactory, PeerClient};
+use crate::rpc_server::RpcState;
 use crate::signals::ElectionSignals;
 
 /// How often the leader looks for reservations due to expire.
@@ -148,18 +141,22 @@ pub async fn run(
         metrics.clone(),
         stop_rx.clone(),
     );
-    let node = Arc::new(Node {
-        id: config.id,
+    let node = Arc::new(Node::new(NodeParts {
         config: config.clone(),
         raft: raft.clone(),
-        sm,
+        sm: sm.clone(),
         log: log_reader,
-        backup_exports: Arc::new(tokio::sync::Semaphore::new(crate::backup::EXPORTS_MAX)),
         proposer,
-        peers,
+        peers: peers.clone(),
         metrics: metrics.clone(),
-        election: election.clone(),
         clock: clock.clone(),
+    }));
+    let rpc = Arc::new(RpcState {
+        node: node.clone(),
+        raft: raft.clone(),
+        sm,
+        election: election.clone(),
+        metrics: metrics.clone(),
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -168,7 +165,8 @@ pub async fn run(
             addr: config.listen.to_string(),
             source,
         })?;
-    let app = api::router(Api::new(node.clone())).merge(internal_router(node.clone()));
+    let app =
+        crate::http::router::router(Api::new(node.clone())).merge(crate::rpc_server::router(rpc));
     let limits = keel_http_server::ServeLimits {
         connections: keel_http_server::ConnectionSlots::new(HTTP_CONNECTIONS_MAX),
         header_read_timeout: HTTP_HEADER_READ_TIMEOUT,
@@ -197,7 +195,7 @@ pub async fn run(
     let clock_prober = tokio::spawn(crate::clock::run(
         config.id,
         raft.clone(),
-        node.peers.clone(),
+        peers,
         clock,
         metrics,
         stop_rx.clone(),
@@ -292,19 +290,13 @@ async fn expiry_ticker(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(EXPIRE_TICK) => {}
             _ = stop.changed() => return,
         }
-        if !matches!(node.leader(), Some((id, _)) if id == node.id) || !node.clock.may_lead() {
+        if !node.leads_with_agreed_clock() {
             continue;
         }
         let mut ticks = 0;
         loop {
             let now = keel_protocol::wall_ms();
-            let (due, clock) = match node.sm.reader_async().await {
-                Ok(r) => (
-                    keel_domain::query::next_expiry_ms(&r).ok().flatten(),
-                    keel_domain::apply::load_summary(&r).map_or(0, |s| s.clock_ms),
-                ),
-                Err(_) => (None, 0),
-            };
+            let (due, clock) = node.expiry_view().await;
             let lagging = clock != 0 && now > clock.saturating_add(CLOCK_TICK_LAG_MS);
             let is_due = matches!(due, Some(t) if t <= now);
             let tick = lagging && ticks < CLOCK_CATCH_UP_TICKS_MAX;
@@ -313,7 +305,7 @@ async fn expiry_ticker(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             }
             ticks += 1;
             n += 1;
-            let Ok(request_id) = RequestId::new(format!("expire-{}-{now}-{n}", node.id)) else {
+            let Ok(request_id) = RequestId::new(format!("expire-{}-{now}-{n}", node.id())) else {
                 break;
             };
             let env = Envelope {
@@ -335,202 +327,5 @@ async fn expiry_ticker(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
                 break;
             }
         }
-    }
-}
-
-// ----- internal RPC server ---------------------------------------------------
-
-type Shared = State<Arc<Node>>;
-
-fn check_secret(node: &Node, h: &HeaderMap) -> Result<(), Response> {
-    if presents_secret(h, &node.config.cluster_secret) {
-        Ok(())
-    } else {
-        Err((StatusCode::FORBIDDEN, "bad cluster secret").into_response())
-    }
-}
-
-/// Whether an internal call's headers carry the cluster secret `secret`,
-/// compared in constant time: how long a refusal takes must not tell a
-/// caller how much of a guess was right.
-fn presents_secret(h: &HeaderMap, secret: &str) -> bool {
-    h.get(keel_protocol::header::CLUSTER_SECRET)
-        .is_some_and(|v| keel_protocol::constant_time_eq(v.as_bytes(), secret.as_bytes()))
-}
-
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    postcard::from_bytes(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad rpc body: {e}")).into_response())
-}
-
-fn encode<T: Serialize>(v: &T) -> Response {
-    match postcard::to_stdvec(v) {
-        Ok(b) => b.into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
-}
-
-macro_rules! rpc_handler {
-    ($name:ident, |$node:ident, $req:ident : $ty:ty| $body:expr) => {
-        async fn $name(State($node): Shared, h: HeaderMap, body: Bytes) -> Response {
-            if let Err(r) = check_secret(&$node, &h) {
-                return r;
-            }
-            let $req: $ty = match decode(&body) {
-                Ok(r) => r,
-                Err(r) => return r,
-            };
-            encode(&$body)
-        }
-    };
-}
-
-// Accepted AppendEntries and InstallSnapshot come from the current leader,
-// and a granted vote defers this node's own candidacy: each resets the
-// election clock, as openraft's own timer would.
-rpc_handler!(rpc_append, |node,
-                          req: openraft::raft::AppendEntriesRequest<
-    keel_store::TypeConfig,
->| {
-    let at = std::time::Instant::now();
-    let r = node.raft.append_entries(req).await;
-    if matches!(&r, Ok(a) if !matches!(a, openraft::raft::AppendEntriesResponse::HigherVote(_))) {
-        node.election.heard_from_leader(at);
-    }
-    r
-});
-rpc_handler!(
-    rpc_vote,
-    |node, req: openraft::raft::VoteRequest<NodeId>| {
-        let at = std::time::Instant::now();
-        let r = node.raft.vote(req).await;
-        if matches!(&r, Ok(v) if v.vote_granted) {
-            node.election.heard_from_leader(at);
-        }
-        r
-    }
-);
-rpc_handler!(
-    rpc_snapshot,
-    |node, req: openraft::raft::InstallSnapshotRequest<keel_store::TypeConfig>| {
-        install_snapshot_chunk(&node, req).await
-    }
-);
-
-type SnapshotChunk = openraft::raft::InstallSnapshotRequest<keel_store::TypeConfig>;
-type SnapshotReply = Result<
-    openraft::raft::InstallSnapshotResponse<NodeId>,
-    openraft::error::RaftError<NodeId, openraft::error::InstallSnapshotError>,
->;
-
-/// One chunk of a snapshot from the leader. The last one is checked with
-/// the bytes before it as a whole snapshot before openraft sees it
-/// (`StateMachineStore::verify_incoming`): a snapshot damaged on the way is
-/// refused as a mismatch, which makes the leader send it again from the
-/// start, instead of failing openraft's install, which would stop it.
-async fn install_snapshot_chunk(node: &Node, req: SnapshotChunk) -> SnapshotReply {
-    use openraft::error::{InstallSnapshotError, RaftError, SnapshotMismatch};
-    use openraft::SnapshotSegmentId;
-    let at = std::time::Instant::now();
-    let done = req.done;
-    node.metrics.snapshot_chunks_received.inc();
-    if done {
-        let id = req.meta.snapshot_id.clone();
-        if let Err(e) = node
-            .sm
-            .verify_incoming(&id, req.offset, req.data.clone())
-            .await
-        {
-            tracing::warn!(snapshot = %id, error = %e, "refusing a damaged snapshot; the leader sends it again");
-            return Err(RaftError::APIError(InstallSnapshotError::SnapshotMismatch(
-                SnapshotMismatch {
-                    expect: SnapshotSegmentId {
-                        id: id.clone(),
-                        offset: 0,
-                    },
-                    got: SnapshotSegmentId {
-                        id,
-                        offset: req.offset,
-                    },
-                },
-            )));
-        }
-    }
-    let r = node.raft.install_snapshot(req).await;
-    if r.is_ok() {
-        node.election.heard_from_leader(at);
-        if done {
-            node.metrics.snapshots_installed.inc();
-        }
-    }
-    r
-}
-rpc_handler!(rpc_forward, |node, req: Envelope| node
-    .propose_forwarded(req)
-    .await);
-rpc_handler!(rpc_forward_batch, |node, req: crate::proposer::Group| node
-    .propose_forwarded_group(req)
-    .await);
-rpc_handler!(rpc_read_index, |node, _req: ()| node.read_index().await);
-rpc_handler!(rpc_self, |node, _req: ()| node.self_status());
-rpc_handler!(rpc_clock, |_node, _req: ()| keel_protocol::wall_ms());
-
-fn internal_router(node: Arc<Node>) -> Router {
-    Router::new()
-        .route(path::APPEND, post(rpc_append))
-        .route(path::VOTE, post(rpc_vote))
-        .route(path::SNAPSHOT, post(rpc_snapshot))
-        .route(path::FORWARD, post(rpc_forward))
-        .route(path::FORWARD_BATCH, post(rpc_forward_batch))
-        .route(path::READ_INDEX, post(rpc_read_index))
-        .route(path::SELF, post(rpc_self))
-        .route(path::CLOCK, post(rpc_clock))
-        .layer(axum::extract::DefaultBodyLimit::max(RPC_BODY_BYTES_MAX))
-        .with_state(node)
-}
-
-#[cfg(test)]
-mod tests {
-    use axum::http::HeaderValue;
-
-    use super::*;
-
-    const SECRET: &str = "keel-cluster-dev";
-
-    fn presenting(value: &[u8]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(
-            keel_protocol::header::CLUSTER_SECRET,
-            HeaderValue::from_bytes(value).unwrap(),
-        );
-        h
-    }
-
-    #[test]
-    fn an_internal_call_with_the_cluster_secret_is_let_in() {
-        assert!(presents_secret(&presenting(SECRET.as_bytes()), SECRET));
-    }
-
-    #[test]
-    fn an_internal_call_without_the_cluster_secret_is_refused() {
-        assert!(!presents_secret(&HeaderMap::new(), SECRET));
-        for wrong in [
-            "",
-            "keel-cluster-deV",
-            "Keel-cluster-dev",
-            "keel-cluster-de",
-            "keel-cluster-dev ",
-            "keel-cluster-devx",
-        ] {
-            assert!(
-                !presents_secret(&presenting(wrong.as_bytes()), SECRET),
-                "{wrong:?} was taken for the secret"
-            );
-        }
-        // A header value need not be UTF-8; it is refused, not a panic.
-        assert!(!presents_secret(
-            &presenting(b"keel-cluster-d\xe9v"),
-            SECRET
-        ));
     }
 }

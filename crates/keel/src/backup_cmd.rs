@@ -273,7 +273,7 @@ pub const BACKUP_NICE: i32 = 19;
 /// thread it creates inherits it. Best effort (needs `renice`).
 fn lower_priority() {
     // CPU, and disk: the idle I/O class, so the nodes' fsyncs go first.
-    let ok = keel_node::backup::lower_priority(&std::process::id().to_string(), BACKUP_NICE);
+    let ok = keel_node::export::lower_priority(&std::process::id().to_string(), BACKUP_NICE);
     if !ok {
         eprintln!("note: could not lower keel backup's priority (renice, ionice)");
     }

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use keel_domain::DomainError;
 
-use crate::node::ReadError;
+use crate::node::{ReadError, SubmitError};
 
 /// The detail of every 500 `internal` on the wire; the cause is logged.
 pub const INTERNAL_DETAIL: &str = "the node could not serve this request; its log says why";
@@ -186,7 +186,19 @@ impl IntoResponse for Problem {
 pub(crate) fn read_problem(e: ReadError) -> Problem {
     match e {
         ReadError::Unavailable(m) => Problem::unavailable(m),
+        ReadError::Invalid(f) => Problem::validation(&f.field, f.reason),
         ReadError::Store(e) => Problem::internal(e.to_string()),
+        ReadError::Table(e) => Problem::internal(e.to_string()),
+        ReadError::Interrupted(m) => Problem::internal(m),
+    }
+}
+
+/// The problem a write that was not applied answers with.
+pub(crate) fn submit_problem(e: SubmitError) -> Problem {
+    match e {
+        SubmitError::Unavailable(m) => Problem::unavailable(m),
+        SubmitError::Overloaded => Problem::unavailable("the leader's proposal queue is full"),
+        SubmitError::Indeterminate(m) => Problem::indeterminate(m),
     }
 }
 

@@ -30,19 +30,10 @@ use keel_protocol::header::{
 };
 use keel_protocol::hex;
 
-use crate::auth::{admin, Api};
-use crate::problem::{read_problem, Problem};
+use crate::export::{ExportError, EXPORTS_MAX};
+use crate::http::auth::{admin, Api};
+use crate::http::errors::{read_problem, Problem};
 
-/// Backup exports (snapshots) a node runs at once. Each one scans the whole
-/// state and holds a read view open, so a second one would only slow both.
-pub const EXPORTS_MAX: usize = 1;
-/// Most log records in one page of `/v1/backup/log`.
-pub const LOG_PAGE_ENTRIES_MAX: usize = 4_096;
-/// About the most record bytes in one page (at least one record is sent).
-pub const LOG_PAGE_BYTES_MAX: usize = 16 << 20;
-/// Nice value of the thread that writes a snapshot export: a hot backup
-/// should take the CPU the node's clients leave, not compete with them.
-pub const EXPORT_NICE: i32 = 19;
 /// Read buffer when streaming a snapshot file.
 const STREAM_CHUNK_BYTES: usize = 256 << 10;
 
@@ -54,42 +45,32 @@ fn header(h: &mut HeaderMap, name: &'static str, v: impl ToString) {
     }
 }
 
-fn busy() -> Problem {
-    Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "backup_busy",
-        "A backup export is already running",
-        format!("this node runs at most {EXPORTS_MAX} snapshot export at a time; retry when it ends or use another replica"),
-    )
+fn export_problem(e: ExportError) -> Problem {
+    match e {
+        ExportError::Busy => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backup_busy",
+            "A backup export is already running",
+            format!("this node runs at most {EXPORTS_MAX} snapshot export at a time; retry when it ends or use another replica"),
+        ),
+        ExportError::Store(e) => Problem::internal(e.to_string()),
+        ExportError::Task(m) => Problem::internal(m),
+    }
 }
 
 /// `GET /v1/backup/snapshot`.
 pub async fn snapshot(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
     admin(&api, &h)?;
-    let permit = api
-        .node
-        .backup_exports
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| busy())?;
+    let slot = api.node.backup_export_slot().map_err(export_problem)?;
     // A backup taken from a follower must not miss a write the leader has
     // just acknowledged: wait until this node has applied that far.
     api.node.catch_up().await.map_err(read_problem)?;
-    let sm = api.node.sm.clone();
-    // Its own thread (not the shared blocking pool), so lowering its
-    // priority touches nothing else.
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("backup-export".into())
-        .spawn(move || {
-            lower_this_thread(EXPORT_NICE);
-            let _ = tx.send(sm.export_snapshot());
-        })
-        .map_err(|e| Problem::internal(format!("snapshot export thread: {e}")))?;
-    let export = rx
+    let held = api
+        .node
+        .export_snapshot(slot)
         .await
-        .map_err(|e| Problem::internal(format!("snapshot export thread: {e}")))?
-        .map_err(|e| Problem::internal(e.to_string()))?;
+        .map_err(export_problem)?;
+    let export = &held.export;
     let file = tokio::fs::File::open(&export.path)
         .await
         .map_err(|e| Problem::internal(format!("{}: {e}", export.path.display())))?;
@@ -108,19 +89,19 @@ pub async fn snapshot(State(api): Shared, h: HeaderMap) -> Result<Response, Prob
         axum::http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    // The export (whose drop removes the file) and the slot live as long as
-    // the stream: to its end, or until the client goes away.
-    let state = (file, export, permit);
-    let stream = futures::stream::unfold(state, |(mut file, export, permit)| async move {
+    // The export (whose drop removes the file) and its slot live as long
+    // as the stream: to its end, or until the client goes away.
+    let state = (file, held);
+    let stream = futures::stream::unfold(state, |(mut file, held)| async move {
         use tokio::io::AsyncReadExt;
         let mut buf = vec![0u8; STREAM_CHUNK_BYTES];
         match file.read(&mut buf).await {
             Ok(0) => None,
             Ok(n) => {
                 buf.truncate(n);
-                Some((Ok(bytes::Bytes::from(buf)), (file, export, permit)))
+                Some((Ok(bytes::Bytes::from(buf)), (file, held)))
             }
-            Err(e) => Some((Err(e), (file, export, permit))),
+            Err(e) => Some((Err(e), (file, held))),
         }
     });
     *resp.body_mut() = Body::from_stream(stream);
@@ -157,24 +138,14 @@ pub async fn log(
         api.node.catch_up().await.map_err(read_problem)?;
     }
     // Applied means committed: these entries are never truncated.
-    let applied = api.node.sm.last_applied().map(|l| l.index);
-    let upto = match (applied, q.upto) {
-        (Some(a), Some(u)) => a.min(u),
-        (Some(a), None) => a,
-        (None, _) => 0,
-    };
-    let log = api.node.log.clone();
+    let page = api
+        .node
+        .log_records(q.after, q.upto)
+        .await
+        .map_err(export_problem)?;
     let after = q.after;
-    let page = tokio::task::spawn_blocking(move || {
-        log.read_records(after, upto, LOG_PAGE_ENTRIES_MAX, LOG_PAGE_BYTES_MAX)
-    })
-    .await
-    .map_err(|e| Problem::internal(format!("log read task: {e}")))?
-    .map_err(|e| Problem::internal(e.to_string()))?;
-    let purged = page.purged.map(|p| p.index);
-    let wanted = after < upto && applied.is_some();
-    let first = page.records.first().map(|(i, _)| *i);
-    if wanted && first != after.checked_add(1) {
+    if page.purged_past(after) {
+        let purged = page.purged;
         return Err(Problem::new(
             StatusCode::GONE,
             "log_purged",
@@ -199,41 +170,11 @@ pub async fn log(
         .into_response();
     let hm = resp.headers_mut();
     header(hm, BACKUP_INDEX, last);
-    if let Some(a) = applied {
+    if let Some(a) = page.applied {
         header(hm, BACKUP_APPLIED, a);
     }
-    if let Some(p) = purged {
+    if let Some(p) = page.purged {
         header(hm, BACKUP_PURGED, p);
     }
     Ok(resp)
-}
-
-/// Sets the calling thread's nice value and the idle I/O class.
-fn lower_this_thread(nice: i32) {
-    let Ok(link) = std::fs::read_link("/proc/thread-self") else {
-        return;
-    };
-    let Some(tid) = link.file_name().and_then(|t| t.to_str()) else {
-        return;
-    };
-    if !lower_priority(tid, nice) {
-        tracing::debug!(tid, "could not lower the backup export's priority");
-    }
-}
-
-/// Gives process or thread `id` nice value `nice` and the idle I/O class,
-/// so backup work takes the CPU and disk a node's clients leave (Linux
-/// applies `renice -p` and `ionice -p` of a thread id to that thread
-/// alone; of a process id before it starts threads, to all it starts).
-/// Best effort: false when `renice` or `ionice` is missing or refused.
-pub fn lower_priority(id: &str, nice: i32) -> bool {
-    let run = |cmd: &str, args: &[&str]| {
-        std::process::Command::new(cmd)
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    run("renice", &["-n", &nice.to_string(), "-p", id]) & run("ionice", &["-c", "3", "-p", id])
 }

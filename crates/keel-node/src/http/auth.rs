@@ -1,6 +1,5 @@
-//! Who is calling the public HTTP API, and the state its handlers share:
-//! its own module so that the handler modules (`api`, `backup`) depend on
-//! it, and the router in `api` names the backup handlers without a cycle.
+//! Who is calling the public HTTP API (bearer tokens: the admin's and the
+//! customers'), and the state its handlers share.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,8 +9,8 @@ use axum::http::HeaderMap;
 use keel_domain::{AccountId, Principal, RequestId};
 use keel_protocol::{constant_time_eq, hex};
 
+use crate::http::errors::Problem;
 use crate::node::Node;
-use crate::problem::Problem;
 
 /// Shared state of the HTTP handlers.
 pub struct Api {
@@ -37,14 +36,14 @@ impl Api {
     pub(crate) fn generated_key(&self) -> RequestId {
         let n = self.next_key.fetch_add(1, Ordering::Relaxed);
         // Printable ASCII, well under 128 characters: always valid.
-        RequestId::new(format!("auto-{}-{}-{n}", self.node.id, self.boot_ms))
+        RequestId::new(format!("auto-{}-{}-{n}", self.node.id(), self.boot_ms))
             .unwrap_or_else(|_| unreachable_key())
     }
 
     /// The customer token for `id`: a keyed hash under the cluster secret,
     /// so any node can check it without shared state.
     pub fn customer_token(&self, id: &AccountId) -> String {
-        customer_token(&self.node.config.cluster_secret, id)
+        customer_token(&self.node.config().cluster_secret, id)
     }
 }
 
@@ -68,7 +67,7 @@ fn principal(api: &Api, headers: &HeaderMap) -> Option<Principal> {
         .to_str()
         .ok()?;
     let token = h.strip_prefix("Bearer ")?.trim();
-    if constant_time_eq(token.as_bytes(), api.node.config.admin_token.as_bytes()) {
+    if constant_time_eq(token.as_bytes(), api.node.config().admin_token.as_bytes()) {
         return Some(Principal::Admin);
     }
     let rest = token.strip_prefix("cust_")?;
@@ -78,13 +77,26 @@ fn principal(api: &Api, headers: &HeaderMap) -> Option<Principal> {
         .then_some(Principal::Customer(id))
 }
 
+/// The caller, or 401 `unauthorized`.
 pub(crate) fn authed(api: &Api, headers: &HeaderMap) -> Result<Principal, Problem> {
     principal(api, headers).ok_or_else(Problem::unauthorized)
 }
 
+/// Ok for the admin; 401 without a valid token, 403 for a customer.
 pub(crate) fn admin(api: &Api, headers: &HeaderMap) -> Result<(), Problem> {
     match authed(api, headers)? {
         Principal::Admin => Ok(()),
         _ => Err(Problem::forbidden("this endpoint needs the admin token")),
+    }
+}
+
+/// Ok for the admin and for the customer `owner`; 403 for anyone else.
+pub(crate) fn owner_or_admin(p: &Principal, owner: &AccountId) -> Result<(), Problem> {
+    match p {
+        Principal::Admin => Ok(()),
+        Principal::Customer(c) if c == owner => Ok(()),
+        _ => Err(Problem::forbidden(format!(
+            "only {owner} or an admin may read this"
+        ))),
     }
 }

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::limits::BODY_BYTES_MAX;
+use crate::http::extract::BODY_BYTES_MAX;
 
 /// One documented endpoint.
 pub struct RouteDoc {

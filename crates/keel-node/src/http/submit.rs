@@ -1,0 +1,107 @@
+//! How a write goes through the cluster and answers: the idempotency key
+//! becomes the request id, the stateless checks run first (a malformed
+//! command never enters the log), and the applied result maps to HTTP.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use keel_domain::{Applied, Command, DomainError, Envelope, Outcome, Principal, Product};
+use keel_protocol::header;
+
+use crate::http::auth::{admin, Api};
+use crate::http::errors::{submit_problem, Problem};
+use crate::http::extract::request_id;
+
+/// A product as the API shows it: the record plus `available`.
+#[derive(Serialize)]
+pub struct ProductView<'a> {
+    #[serde(flatten)]
+    product: &'a Product,
+    available: u64,
+}
+
+impl<'a> ProductView<'a> {
+    /// The view of `product`.
+    pub fn of(product: &'a Product) -> Self {
+        Self {
+            product,
+            available: product.stock.available(),
+        }
+    }
+}
+
+fn outcome_json(o: &Outcome) -> Value {
+    match o {
+        Outcome::Product(p) => json!(ProductView::of(p)),
+        Outcome::Account(a) => json!(a),
+        Outcome::Order(o) => json!(o),
+        Outcome::Expired { orders, more_due } => json!({"expired": orders, "more_due": more_due}),
+    }
+}
+
+/// The response of one applied command: its outcome (201 when `created`)
+/// or its refusal, marked when it was a replay.
+pub(crate) fn applied_response(a: &Applied, created: bool) -> Response {
+    let mut resp = match &a.result {
+        Ok(o) => {
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (status, Json(outcome_json(o))).into_response()
+        }
+        Err(e) => Problem::from(e).into_response(),
+    };
+    if a.replayed {
+        resp.headers_mut().insert(
+            header::IDEMPOTENT_REPLAYED,
+            HeaderValue::from_static("true"),
+        );
+    }
+    resp
+}
+
+/// Submits `command` for `principal` under the request's key.
+pub(crate) async fn write(
+    api: &Api,
+    headers: &HeaderMap,
+    principal: Principal,
+    command: Command,
+    created: bool,
+) -> Response {
+    let request_id = match request_id(api, headers) {
+        Ok(r) => r,
+        Err(p) => return p.into_response(),
+    };
+    // Stateless checks first: a malformed command never enters the log.
+    if let Err(f) = command.validate() {
+        return Problem::from(&DomainError::Validation(f)).into_response();
+    }
+    let env = Envelope {
+        request_id,
+        principal,
+        command,
+    };
+    match api.node.submit(env).await {
+        Ok(a) => applied_response(&a, created),
+        Err(e) => submit_problem(e).into_response(),
+    }
+}
+
+/// An admin-only write: checks the token first, then builds the command
+/// from the request (path parsing may refuse it), then submits it.
+pub(crate) async fn admin_write(
+    api: &Api,
+    h: &HeaderMap,
+    created: bool,
+    build: impl FnOnce() -> Result<Command, Problem>,
+) -> Response {
+    match admin(api, h).and_then(|_| build()) {
+        Ok(cmd) => write(api, h, Principal::Admin, cmd, created).await,
+        Err(p) => p.into_response(),
+    }
+}
