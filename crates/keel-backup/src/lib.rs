@@ -19,7 +19,7 @@
 //!
 //! # How backups are taken and restored
 //!
-//! A node serves two admin endpoints (`keel-node/src/backup.rs`) and nothing
+//! A node serves two admin endpoints (`keel-node/src/http/backup.rs`) and nothing
 //! else is read from a running cluster:
 //! `/v1/backup/snapshot` streams a snapshot of one redb read transaction
 //! (the snapshot format openraft already ships to followers; it is not made
