@@ -41,16 +41,17 @@ pub enum Principal {
 }
 
 /// One line of a `PlaceOrder`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LineRequest {
     /// The product.
     pub sku: Sku,
     /// Units, 1 to [`LINE_QTY_MAX`].
+    #[schema(minimum = 1, maximum = 10_000)]
     pub qty: u64,
 }
 
 /// A write to the commerce state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 // Externally tagged (`{"restock": {...}}`): the same type travels in the
 // Raft log as postcard, which cannot decode internally tagged enums.
 #[serde(rename_all = "snake_case")]
@@ -63,6 +64,7 @@ pub enum Command {
         /// Display name.
         name: ProductName,
         /// Unit price, 1 to [`PRICE_MAX`].
+        #[schema(value_type = i64, minimum = 1, maximum = 1_000_000_000_000_i64)]
         price: Minor,
         /// The product's currency.
         currency: Currency,
@@ -75,6 +77,7 @@ pub enum Command {
         /// The product.
         sku: Sku,
         /// Units to add, 1 to [`STOCK_QTY_MAX`].
+        #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
         qty: u64,
     },
     /// Set `on_hand` to an absolute count (a stock take); refused below reserved.
@@ -82,6 +85,7 @@ pub enum Command {
         /// The product.
         sku: Sku,
         /// The counted units, up to [`STOCK_QTY_MAX`].
+        #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
         on_hand: u64,
     },
     /// Open an account with a zero balance.
@@ -98,6 +102,7 @@ pub enum Command {
         /// The credited account.
         account: AccountId,
         /// Amount, 1 to [`DEPOSIT_MAX`].
+        #[schema(value_type = i64, minimum = 1, maximum = 1_000_000_000_000_000_i64)]
         amount: Minor,
     },
     /// Reserve every line's units, all or none, and create a `reserved` order.
@@ -105,9 +110,11 @@ pub enum Command {
         /// The buying customer.
         customer: AccountId,
         /// 1 to [`ORDER_LINES_MAX`] lines.
+        #[schema(min_items = 1, max_items = 100)]
         lines: Vec<LineRequest>,
         /// Reservation lifetime in seconds (default [`ORDER_TTL_DEFAULT_S`]).
         #[serde(default)]
+        #[schema(minimum = 1, maximum = 604_800)]
         ttl_seconds: Option<u32>,
     },
     /// Pay a reserved order: customer → merchant, reserved units are sold.
@@ -142,6 +149,7 @@ pub enum Command {
     /// Proposed by the leader; `now_ms` is capped at the entry's own time.
     ExpireDue {
         /// Leader time in ms.
+        #[schema(minimum = 0, maximum = 18_446_744_073_709_551_615_u64)]
         now_ms: u64,
     },
 }

@@ -10,7 +10,7 @@ use crate::model::OrderStatus;
 use crate::money::Minor;
 
 /// One order line that could not be reserved.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShortLine {
     /// The product.
     pub sku: Sku,

@@ -34,8 +34,37 @@ fn check_id(field: &'static str, s: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// The pattern of a SKU or account id, as [`check_id`] checks it.
+pub const ID_PATTERN: &str = "^[A-Za-z0-9._-]+$";
+/// The pattern of an idempotency key: printable ASCII.
+pub const REQUEST_ID_PATTERN: &str = "^[ -~]+$";
+/// The pattern of a currency code.
+pub const CURRENCY_PATTERN: &str = "^[A-Z]{3}$";
+/// The pattern of a product name: no control character (Unicode's `Cc`,
+/// what [`char::is_control`] refuses).
+pub const PRODUCT_NAME_PATTERN: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]+$";
+
+/// The OpenAPI schema of a string with these bounds: what the constructor
+/// accepts, exactly, so the API's contract and its validation agree.
+fn string_schema(
+    description: &str,
+    len: (usize, usize),
+    pattern: &str,
+    example: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .min_length(Some(len.0))
+        .max_length(Some(len.1))
+        .pattern(Some(pattern))
+        .examples([example])
+        .into()
+}
+
 macro_rules! string_id {
-    ($(#[$doc:meta])* $name:ident, $field:literal) => {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $example:literal) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -69,24 +98,52 @@ macro_rules! string_id {
                 f.write_str(&self.0)
             }
         }
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                string_schema(
+                    concat!("1 to 64 of A-Z a-z 0-9 - _ . (", $field, ")"),
+                    (1, ID_LEN_MAX),
+                    ID_PATTERN,
+                    $example,
+                )
+            }
+        }
+        impl utoipa::ToSchema for $name {}
     };
 }
 
 string_id!(
     /// A stock-keeping unit: 1 to 64 of `A-Z a-z 0-9 - _ .`.
     Sku,
-    "sku"
+    "sku",
+    "SKU-1"
 );
 string_id!(
     /// An account's id: the same alphabet and length as a SKU.
     AccountId,
-    "account"
+    "account",
+    "alice"
 );
 
 /// An order's id, assigned by the state machine: dense and increasing from 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct OrderId(pub u64);
+
+impl utoipa::PartialSchema for OrderId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::Custom("uint64".into())))
+            .description(Some("An order's id: assigned from 1 up"))
+            .minimum(Some(1))
+            .maximum(Some(u64::MAX))
+            .examples([1])
+            .into()
+    }
+}
+impl utoipa::ToSchema for OrderId {}
 
 impl fmt::Display for OrderId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -136,6 +193,17 @@ impl From<RequestId> for String {
         v.0
     }
 }
+impl utoipa::PartialSchema for RequestId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(
+            "An idempotency key: 1 to 128 printable ASCII characters",
+            (1, REQUEST_ID_LEN_MAX),
+            REQUEST_ID_PATTERN,
+            "order-7f3a",
+        )
+    }
+}
+impl utoipa::ToSchema for RequestId {}
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -176,6 +244,17 @@ impl From<Currency> for String {
         v.as_str().to_owned()
     }
 }
+impl utoipa::PartialSchema for Currency {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(
+            "An ISO 4217 currency code: three upper-case letters",
+            (3, 3),
+            CURRENCY_PATTERN,
+            "EUR",
+        )
+    }
+}
+impl utoipa::ToSchema for Currency {}
 impl fmt::Display for Currency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -217,6 +296,17 @@ impl TryFrom<String> for ProductName {
         Self::new(s)
     }
 }
+impl utoipa::PartialSchema for ProductName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(
+            "A product's display name: 1 to 200 characters, no control characters",
+            (1, PRODUCT_NAME_LEN_MAX),
+            PRODUCT_NAME_PATTERN,
+            "Blue mug",
+        )
+    }
+}
+impl utoipa::ToSchema for ProductName {}
 impl From<ProductName> for String {
     fn from(v: ProductName) -> String {
         v.0

@@ -9,7 +9,7 @@ use crate::ids::{AccountId, Currency, OrderId, ProductName, Sku};
 use crate::money::Minor;
 
 /// A catalogue entry with its stock.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Product {
     /// The product's SKU.
     pub sku: Sku,
@@ -26,7 +26,7 @@ pub struct Product {
 }
 
 /// Stock of one SKU. `reserved <= on_hand` always.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Stock {
     /// Units physically held (sold units have left).
     pub on_hand: u64,
@@ -45,7 +45,7 @@ impl Stock {
 
 /// Per-SKU movement counters. `on_hand` must always equal
 /// `restocked + returned + set_added - sold - set_removed`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StockLedger {
     /// Units added by `Restock`.
     pub restocked: u64,
@@ -60,7 +60,9 @@ pub struct StockLedger {
 }
 
 /// What an account is for; decides which balances may go negative.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountKind {
     /// A shopper; balance never below zero.
@@ -83,7 +85,7 @@ impl AccountKind {
 }
 
 /// An account with its balance in one currency.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Account {
     /// The account's id.
     pub id: AccountId,
@@ -96,7 +98,19 @@ pub struct Account {
 }
 
 /// Where an order is in its lifecycle (docs/DOMAIN.md).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Stock is held; waiting for payment or expiry.
@@ -168,7 +182,7 @@ impl OrderStatus {
 }
 
 /// One line of a placed order, with the price captured at placement.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderLine {
     /// The product.
     pub sku: Sku,
@@ -179,7 +193,7 @@ pub struct OrderLine {
 }
 
 /// A status change and the leader time it happened at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusChange {
     /// The new status.
     pub status: OrderStatus,
@@ -188,7 +202,7 @@ pub struct StatusChange {
 }
 
 /// An order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Order {
     /// Dense, increasing id assigned at placement.
     pub id: OrderId,
@@ -216,7 +230,7 @@ pub struct Order {
 
 /// Aggregates kept up to date by every command, so that a conservation check
 /// from outside costs one read. The invariant checker recomputes them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Summary {
     /// Number of products.
     pub products: u64,

@@ -40,6 +40,20 @@ impl Minor {
     }
 }
 
+impl utoipa::PartialSchema for Minor {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .description(Some(
+                "An amount in integer minor units (cents) of a currency",
+            ))
+            .into()
+    }
+}
+impl utoipa::ToSchema for Minor {}
+
 impl fmt::Display for Minor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)

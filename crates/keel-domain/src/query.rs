@@ -21,7 +21,7 @@ pub const PAGE_LIMIT_MAX: usize = 500;
 pub const PAGE_LIMIT_DEFAULT: usize = 50;
 
 /// One page of a list and the cursor of the next, if there is more.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Page<T> {
     /// The items, in the list's order.
     pub items: Vec<T>,
