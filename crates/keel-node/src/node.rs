@@ -94,7 +94,7 @@ pub enum Consistency {
 }
 
 /// A member's view as reported by `/v1/cluster`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemberStatus {
     /// Node id.
     pub id: NodeId,
@@ -115,7 +115,7 @@ pub struct MemberStatus {
 }
 
 /// `/v1/cluster`: the cluster as this node sees it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterStatus {
     /// The answering node.
     pub node_id: NodeId,
@@ -171,7 +171,7 @@ pub enum MembershipError {
 pub const COMPACT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a compaction did.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Compaction {
     /// Last log index in the snapshot now on disk.
     pub snapshot_index: u64,
@@ -237,7 +237,7 @@ pub struct ReadAt<T> {
 }
 
 /// This replica's state digest at its applied index.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StateDigest {
     /// The answering node.
     pub node_id: NodeId,
@@ -248,7 +248,7 @@ pub struct StateDigest {
 }
 
 /// One peer's clock as this node last read it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PeerClock {
     /// The peer's clock minus this node's (ms): positive when it is ahead.
     pub offset_ms: i64,
@@ -259,7 +259,7 @@ pub struct PeerClock {
 }
 
 /// `/v1/clock`: this node's wall clock and what it knows of its peers'.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClockStatus {
     /// The answering node.
     pub node_id: NodeId,

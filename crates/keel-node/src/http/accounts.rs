@@ -3,25 +3,30 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use keel_domain::{AccountId, AccountKind, Command, Currency, Minor};
+use keel_domain::query::Page;
+use keel_domain::{Account, AccountId, AccountKind, Command, Currency, Minor, Order};
 
 use crate::http::auth::{admin, authed, owner_or_admin, Api};
 use crate::http::errors::{read_problem, Problem};
-use crate::http::extract::{consistency, parse_account, Body, ReadParams};
+use crate::http::extract::{
+    consistency, parse_account, Body, ConsistencyParam, IdempotencyKey, PageParams, PathParams,
+    QueryParams, ReadParams,
+};
+use crate::http::openapi::{AdminPathProblems, ReadProblems, WriteProblems};
 use crate::http::read::answer;
 use crate::http::submit::admin_write;
 
 type Shared = State<Arc<Api>>;
 
 /// The body of `POST /v1/accounts`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountBody {
     id: AccountId,
@@ -29,7 +34,16 @@ pub struct AccountBody {
     currency: Currency,
 }
 
-/// `POST /v1/accounts`: open an account.
+/// Open an account with a zero balance.
+#[utoipa::path(
+    post, path = "/v1/accounts", tag = "accounts",
+    description = "Roles: admin. One merchant and one external account per currency.",
+    params(IdempotencyKey),
+    request_body = AccountBody,
+    responses((status = 201, description = "The account", body = Account), WriteProblems),
+    security(("bearer" = [])),
+    extensions(("x-roles" = json!(["admin"]))),
+)]
 pub async fn open(State(api): Shared, h: HeaderMap, Body(b): Body<AccountBody>) -> Response {
     admin_write(&api, &h, true, || {
         Ok(Command::OpenAccount {
@@ -42,16 +56,27 @@ pub async fn open(State(api): Shared, h: HeaderMap, Body(b): Body<AccountBody>) 
 }
 
 /// The body of `POST /v1/accounts/{id}/deposits`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AmountBody {
+    /// Minor units, 1 to 10^15.
+    #[schema(value_type = i64, minimum = 1, maximum = 1_000_000_000_000_000_i64)]
     amount: Minor,
 }
 
-/// `POST /v1/accounts/{id}/deposits`: credit from the external account.
+/// Credit an account from its currency's external account.
+#[utoipa::path(
+    post, path = "/v1/accounts/{id}/deposits", tag = "accounts",
+    description = "Roles: admin. Credits customer or merchant accounts, not the external one.",
+    params(("id" = AccountId, Path), IdempotencyKey),
+    request_body = AmountBody,
+    responses((status = 200, description = "The account", body = Account), WriteProblems),
+    security(("bearer" = [])),
+    extensions(("x-roles" = json!(["admin"]))),
+)]
 pub async fn deposit(
     State(api): Shared,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     h: HeaderMap,
     Body(b): Body<AmountBody>,
 ) -> Response {
@@ -72,12 +97,20 @@ fn owned_account(api: &Api, h: &HeaderMap, id: &str) -> Result<AccountId, Proble
     Ok(id)
 }
 
-/// `GET /v1/accounts/{id}`: the account with its balance.
+/// The account with its balance.
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}", tag = "accounts",
+    description = "Roles: owner, admin.",
+    params(("id" = AccountId, Path), ConsistencyParam),
+    responses((status = 200, description = "The account", body = Account), ReadProblems),
+    security(("bearer" = [])),
+    extensions(("x-roles" = json!(["owner", "admin"]))),
+)]
 pub async fn get(
     State(api): Shared,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     h: HeaderMap,
-    Query(q): Query<ReadParams>,
+    QueryParams(q): QueryParams<ReadParams>,
 ) -> Result<Response, Problem> {
     let id = owned_account(&api, &h, &id)?;
     let c = consistency(&q)?;
@@ -88,23 +121,50 @@ pub async fn get(
     Ok(answer(&read))
 }
 
-/// `POST /v1/accounts/{id}/token`: the customer's bearer token.
+/// A customer's bearer token.
+#[derive(Serialize, ToSchema)]
+pub struct CustomerToken {
+    /// The account it speaks for.
+    pub account: AccountId,
+    /// `Authorization: Bearer {token}`.
+    pub token: String,
+}
+
+/// Issue the customer's bearer token (any node can check it).
+#[utoipa::path(
+    post, path = "/v1/accounts/{id}/token", tag = "accounts",
+    description = "Roles: admin. The token is derived from the cluster secret, so it needs \
+                   no write and the account need not exist yet.",
+    params(("id" = AccountId, Path)),
+    responses((status = 200, description = "The token", body = CustomerToken), AdminPathProblems),
+    security(("bearer" = [])),
+    extensions(("x-roles" = json!(["admin"]))),
+)]
 pub async fn token(
     State(api): Shared,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     h: HeaderMap,
 ) -> Result<Response, Problem> {
     admin(&api, &h)?;
     let id = parse_account(&id)?;
-    Ok(Json(json!({"account": id, "token": api.customer_token(&id)})).into_response())
+    let token = api.customer_token(&id);
+    Ok(Json(CustomerToken { account: id, token }).into_response())
 }
 
-/// `GET /v1/accounts/{id}/orders`: a customer's orders, newest first.
+/// A customer's orders, newest first.
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}/orders", tag = "accounts",
+    description = "Roles: owner, admin.",
+    params(("id" = AccountId, Path), ConsistencyParam, PageParams),
+    responses((status = 200, description = "A page of orders", body = Page<Order>), ReadProblems),
+    security(("bearer" = [])),
+    extensions(("x-roles" = json!(["owner", "admin"]))),
+)]
 pub async fn orders(
     State(api): Shared,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     h: HeaderMap,
-    Query(q): Query<ReadParams>,
+    QueryParams(q): QueryParams<ReadParams>,
 ) -> Result<Response, Problem> {
     let id = owned_account(&api, &h, &id)?;
     let c = consistency(&q)?;

@@ -23,6 +23,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::IntoParams;
 
 use keel_protocol::header::{
     BACKUP_APPLIED, BACKUP_CLOCK_MS, BACKUP_INDEX, BACKUP_LEADER_NODE, BACKUP_PURGED, BACKUP_TERM,
@@ -33,6 +34,7 @@ use keel_protocol::hex;
 use crate::export::{ExportError, EXPORTS_MAX};
 use crate::http::auth::{admin, Api};
 use crate::http::errors::{read_problem, Problem};
+use crate::http::openapi::{BackupProblems, Binary};
 
 /// Read buffer when streaming a snapshot file.
 const STREAM_CHUNK_BYTES: usize = 256 << 10;
@@ -58,7 +60,18 @@ fn export_problem(e: ExportError) -> Problem {
     }
 }
 
-/// `GET /v1/backup/snapshot`.
+/// Hot backup: stream one consistent snapshot holding every write
+/// acknowledged before the request (headers: log id, digest, clock).
+#[utoipa::path(
+    get, path = "/v1/backup/snapshot", tag = "backup",
+    description = "Roles: admin. 503 `backup_busy` while another export runs here.",
+    responses(
+        (status = 200, description = "The snapshot", content_type = "application/octet-stream", body = Binary),
+        BackupProblems,
+    ),
+    security(("bearer" = [])),
+    extensions(("x-roles" = json!(["admin"]))),
+)]
 pub async fn snapshot(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
     admin(&api, &h)?;
     let slot = api.node.backup_export_slot().map_err(export_problem)?;
@@ -109,17 +122,38 @@ pub async fn snapshot(State(api): Shared, h: HeaderMap) -> Result<Response, Prob
 }
 
 /// The query of `/v1/backup/log`.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
+    /// Records with indexes above this one.
+    #[param(minimum = 0, maximum = 18_446_744_073_709_551_615_u64)]
     after: u64,
+    /// At most up to this index (never past this node's applied index).
+    #[param(minimum = 0, maximum = 18_446_744_073_709_551_615_u64)]
     upto: Option<u64>,
     /// Catch up to the cluster's commit before reading (see the module).
     #[serde(default)]
+    #[param(default = false)]
     barrier: bool,
 }
 
-/// `GET /v1/backup/log`.
+/// Committed log records, one page: frames of `keel_store::push_log_frame`.
+#[utoipa::path(
+    get, path = "/v1/backup/log", tag = "backup",
+    description = "Roles: admin. 410 `log_purged` when this node's log no longer holds \
+                   index `after + 1`: take a full backup, or ask another replica.",
+    params(LogQuery),
+    responses(
+        (status = 200, description = "Log frames", content_type = "application/octet-stream", body = Binary,
+         headers(
+            ("keel-backup-index" = u64, description = "The last index in the page (`after` when empty)"),
+         )),
+        BackupProblems,
+    ),
+    security(("bearer" = [])),
+    extensions(("x-roles" = json!(["admin"]))),
+)]
 pub async fn log(
     State(api): Shared,
     h: HeaderMap,

@@ -3,21 +3,31 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::http::auth::{admin, Api};
 use crate::http::errors::Problem;
-use crate::http::extract::Body;
-use crate::node::{CompactError, MembershipError};
+use crate::http::extract::{Body, PathParams};
+use crate::http::openapi::{AdminProblems, MembershipProblems};
+use crate::node::{ClusterStatus, CompactError, Compaction, MembershipError};
 
 type Shared = State<Arc<Api>>;
 
-/// `GET /v1/cluster`: members, roles, term, leader, indexes, lag, health.
+/// Members, roles, term, leader, log, applied, snapshot and purged
+/// indexes, lag and health, as this node sees them.
+#[utoipa::path(
+    get, path = "/v1/cluster", tag = "cluster",
+    description = "Roles: admin.",
+    responses((status = 200, description = "The cluster", body = ClusterStatus), AdminProblems),
+    security(("bearer" = [])),
+    extensions(("x-roles" = json!(["admin"]))),
+)]
 pub async fn status(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
     admin(&api, &h)?;
     Ok(Json(json!(api.node.cluster_status().await)).into_response())
@@ -44,14 +54,26 @@ fn membership_problem(e: MembershipError) -> Problem {
 }
 
 /// The body of `POST /v1/cluster/learners`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LearnerBody {
+    /// The new node's id (not 0, not a member yet).
+    #[schema(minimum = 0, maximum = 18_446_744_073_709_551_615_u64)]
     id: u64,
+    /// The new node's `host:port`, an IP literal: `127.0.0.1:7104`, `[::1]:7104`.
+    #[schema(min_length = 1, max_length = 255, examples("127.0.0.1:7104"))]
     addr: String,
 }
 
-/// `POST /v1/cluster/learners`: add a learner (on the leader).
+/// Add a learner and wait until it has caught up (on the leader).
+#[utoipa::path(
+    post, path = "/v1/cluster/learners", tag = "cluster",
+    description = "Roles: admin, on the leader (503 `not_leader` elsewhere).",
+    request_body = LearnerBody,
+    responses((status = 200, description = "The cluster", body = ClusterStatus), MembershipProblems),
+    security(("bearer" = [])),
+    extensions(("x-roles" = json!(["admin"]))),
+)]
 pub async fn add_learner(
     State(api): Shared,
     h: HeaderMap,
@@ -72,13 +94,23 @@ pub async fn add_learner(
 }
 
 /// The body of `POST /v1/cluster/members`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemberBody {
+    /// The learner to promote.
+    #[schema(minimum = 0, maximum = 18_446_744_073_709_551_615_u64)]
     id: u64,
 }
 
-/// `POST /v1/cluster/members`: promote a learner to voter (on the leader).
+/// Promote a learner to voter (on the leader).
+#[utoipa::path(
+    post, path = "/v1/cluster/members", tag = "cluster",
+    description = "Roles: admin, on the leader (503 `not_leader` elsewhere).",
+    request_body = MemberBody,
+    responses((status = 200, description = "The cluster", body = ClusterStatus), MembershipProblems),
+    security(("bearer" = [])),
+    extensions(("x-roles" = json!(["admin"]))),
+)]
 pub async fn promote(
     State(api): Shared,
     h: HeaderMap,
@@ -89,20 +121,37 @@ pub async fn promote(
     Ok(Json(json!(api.node.cluster_status().await)).into_response())
 }
 
-/// `DELETE /v1/cluster/members/{id}`: remove a member, refused when the
-/// rest would have no healthy quorum.
+/// Remove a member; refused when the rest would have no healthy quorum.
+#[utoipa::path(
+    delete, path = "/v1/cluster/members/{id}", tag = "cluster",
+    description = "Roles: admin, on the leader (503 `not_leader` elsewhere).",
+    params(("id" = u64, Path, minimum = 0, maximum = 18_446_744_073_709_551_615_u64)),
+    responses((status = 200, description = "The cluster", body = ClusterStatus), MembershipProblems),
+    security(("bearer" = [])),
+    extensions(("x-roles" = json!(["admin"]))),
+)]
 pub async fn remove(
     State(api): Shared,
     h: HeaderMap,
-    Path(id): Path<u64>,
+    PathParams(id): PathParams<u64>,
 ) -> Result<Response, Problem> {
     admin(&api, &h)?;
     api.node.remove(id).await.map_err(membership_problem)?;
     Ok(Json(json!(api.node.cluster_status().await)).into_response())
 }
 
-/// `POST /v1/cluster/compact`: snapshot this node's state and purge its log
-/// up to the snapshot.
+/// Snapshot this node's state now and purge its log up to the snapshot.
+#[utoipa::path(
+    post, path = "/v1/cluster/compact", tag = "cluster",
+    description = "Roles: admin. 409 `nothing_to_compact` before anything was applied.",
+    responses(
+        (status = 200, description = "What was compacted", body = Compaction),
+        (status = 409, description = "Problem: nothing_to_compact", body = crate::http::openapi::Problem, content_type = "application/problem+json"),
+        AdminProblems,
+    ),
+    security(("bearer" = [])),
+    extensions(("x-roles" = json!(["admin"]))),
+)]
 pub async fn compact(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
     admin(&api, &h)?;
     match api.node.compact().await {

@@ -100,6 +100,18 @@ impl Problem {
             ),
         )
     }
+    /// 413 `payload_too_large`: the body is above
+    /// [`BODY_BYTES_MAX`](crate::http::extract::BODY_BYTES_MAX).
+    pub fn payload_too_large() -> Self {
+        let limit = crate::http::extract::BODY_BYTES_MAX;
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "Payload too large",
+            format!("request bodies are limited to {limit} bytes"),
+        )
+        .with("limit_bytes", json!(limit))
+    }
     /// 500 `internal`: storage failure or corruption; nothing is served.
     /// The cause (file names, store errors) goes to the node's log, not on
     /// the wire: a client learns that the node failed, not its insides.

@@ -3,11 +3,13 @@
 //! each parsed into its typed form or refused as 400 `validation`.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::IntoParams;
 
 use keel_domain::{AccountId, OrderId, RequestId, Sku};
 use keel_protocol::header;
@@ -36,15 +38,40 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
 
 fn json_problem(e: JsonRejection) -> Problem {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "Payload too large",
-            format!("request bodies are limited to {BODY_BYTES_MAX} bytes"),
-        )
-        .with("limit_bytes", json!(BODY_BYTES_MAX));
+        return Problem::payload_too_large();
     }
     Problem::validation("body", e.body_text())
+}
+
+/// A query string whose rejection is a problem+json (400 `validation`,
+/// `field` "query"), not axum's plain text.
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(QueryParams(v)),
+            Err(e) => Err(Problem::validation("query", e.body_text())),
+        }
+    }
+}
+
+/// Path values whose rejection (a segment that is not UTF-8 once decoded,
+/// a number that does not parse) is a problem+json (400 `validation`,
+/// `field` "path"), not axum's plain text.
+pub struct PathParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(PathParams(v)),
+            Err(e) => Err(Problem::validation("path", e.body_text())),
+        }
+    }
 }
 
 /// The request's idempotency key, or one the node makes when it has none.
@@ -60,7 +87,8 @@ pub(crate) fn request_id(api: &Api, headers: &HeaderMap) -> Result<RequestId, Pr
     }
 }
 
-/// The query parameters of a read.
+/// The query parameters of a read. A read of one item ignores `limit`
+/// and `cursor`, so its contract names [`ConsistencyParam`] alone.
 #[derive(Deserialize)]
 pub struct ReadParams {
     /// `linearizable` (default) or `local`.
@@ -69,6 +97,63 @@ pub struct ReadParams {
     pub limit: Option<usize>,
     /// Where a list continues.
     pub cursor: Option<String>,
+}
+
+/// How fresh a read must be (the contract of [`ReadParams::consistency`]).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConsistencyParam {
+    /// `linearizable` (the default: every write acknowledged before the read
+    /// began) or `local` (this replica's state, which may lag).
+    #[param(inline)]
+    pub consistency: Option<ConsistencyName>,
+}
+
+/// The values of `?consistency=`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsistencyName {
+    /// Reflects every write acknowledged before the read began.
+    Linearizable,
+    /// This replica's current state.
+    Local,
+}
+
+/// A page of a list (the contract of [`ReadParams::limit`] and
+/// [`ReadParams::cursor`]).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page: hex, at most 512 digits.
+    #[param(pattern = "^([0-9A-Fa-f]{2})*$", max_length = 512)]
+    pub cursor: Option<String>,
+}
+
+/// The optional `Idempotency-Key` header of a write.
+pub struct IdempotencyKey;
+
+impl IntoParams for IdempotencyKey {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::Required;
+        use utoipa::PartialSchema;
+        vec![ParameterBuilder::new()
+            .name("Idempotency-Key")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "1 to 128 printable ASCII characters. The same key with the same body \
+                 answers the original response with `Idempotent-Replayed: true`; with \
+                 another body, 409 `idempotency_conflict`. Client retries need a key.",
+            ))
+            .schema(Some(RequestId::schema()))
+            .build()]
+    }
 }
 
 /// The consistency a read asks for.

@@ -1,104 +1,238 @@
-//! `/openapi.json`, generated from [`ROUTES`]: the same table a test checks
-//! against the live router, so the spec cannot list a route that does not
-//! exist or miss one that does.
+//! The parts of `/openapi.json` that are not a route: the document's head,
+//! the bearer security scheme, the problem+json schema with its stable
+//! `type` values, and the sets of problem responses routes share. The
+//! routes themselves, with their `#[utoipa::path]` annotations, are
+//! gathered by [`crate::http::router`], so the document lists exactly the
+//! routes the router serves.
 
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{OpenApi, RefOr, Response};
+use utoipa::{IntoResponses, PartialSchema, ToSchema};
+
+use keel_domain::ShortLine;
 
 use crate::http::extract::BODY_BYTES_MAX;
 
-/// One documented endpoint.
-pub struct RouteDoc {
-    /// HTTP method, lower case.
-    pub method: &'static str,
-    /// Path template.
-    pub path: &'static str,
-    /// Who may call it.
-    pub who: &'static str,
-    /// What it does.
-    pub summary: &'static str,
-    /// Whether it takes a JSON body.
-    pub body: bool,
-}
+/// The media type of every error answer (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+/// The name of the bearer security scheme in the document.
+pub const BEARER: &str = "bearer";
 
-/// Every public endpoint.
-pub const ROUTES: &[RouteDoc] = &[
-    RouteDoc { method: "post", path: "/v1/products", who: "admin", summary: "Create or update a product", body: true },
-    RouteDoc { method: "get", path: "/v1/products", who: "any", summary: "Catalogue with available stock (cursor pagination)", body: false },
-    RouteDoc { method: "get", path: "/v1/products/{sku}", who: "any", summary: "One product with available stock", body: false },
-    RouteDoc { method: "post", path: "/v1/products/{sku}/restock", who: "admin", summary: "Add stock: {qty}", body: true },
-    RouteDoc { method: "put", path: "/v1/products/{sku}/stock", who: "admin", summary: "Set stock: {on_hand}; refused below reserved", body: true },
-    RouteDoc { method: "post", path: "/v1/accounts", who: "admin", summary: "Open an account: {id, kind, currency}", body: true },
-    RouteDoc { method: "get", path: "/v1/accounts/{id}", who: "owner, admin", summary: "Account with balance", body: false },
-    RouteDoc { method: "post", path: "/v1/accounts/{id}/deposits", who: "admin", summary: "Credit from the external account: {amount}", body: true },
-    RouteDoc { method: "post", path: "/v1/accounts/{id}/token", who: "admin", summary: "Issue the customer's bearer token", body: false },
-    RouteDoc { method: "get", path: "/v1/accounts/{id}/orders", who: "owner, admin", summary: "A customer's orders, newest first", body: false },
-    RouteDoc { method: "post", path: "/v1/orders", who: "owner, admin", summary: "Place an order: {customer, lines:[{sku, qty}], ttl_seconds?}; 409 out_of_stock lists short lines", body: true },
-    RouteDoc { method: "get", path: "/v1/orders/{id}", who: "owner, admin", summary: "One order", body: false },
-    RouteDoc { method: "post", path: "/v1/orders/{id}/{action}", who: "pay/cancel: owner or admin; ship/deliver/refund: admin", summary: "Transition: action is pay, cancel, ship, deliver or refund ({restock})", body: false },
-    RouteDoc { method: "post", path: "/v1/batch", who: "admin", summary: "Up to 1,000 commands, applied in order as one unit, a result each", body: true },
-    RouteDoc { method: "get", path: "/v1/summary", who: "admin", summary: "Counts and totals for conservation checks", body: false },
-    RouteDoc { method: "get", path: "/v1/digest", who: "admin", summary: "This replica's state digest at its applied index", body: false },
-    RouteDoc { method: "get", path: "/v1/clock", who: "admin", summary: "This node's wall clock, its peers' offsets and whether its clock may lead", body: false },
-    RouteDoc { method: "get", path: "/v1/backup/snapshot", who: "admin", summary: "Hot backup: stream a snapshot of one consistent state of every acknowledged write (headers: log id, digest, clock)", body: false },
-    RouteDoc { method: "get", path: "/v1/backup/log", who: "admin", summary: "Backup: committed log records after=N[&upto=M][&barrier=true: catch up to the commit first], one page; 410 log_purged when gone", body: false },
-    RouteDoc { method: "get", path: "/v1/cluster", who: "admin", summary: "Members, roles, term, leader, indexes, lag, health", body: false },
-    RouteDoc { method: "post", path: "/v1/cluster/learners", who: "admin", summary: "Add a learner: {id, addr}", body: true },
-    RouteDoc { method: "post", path: "/v1/cluster/members", who: "admin", summary: "Promote a learner to voter: {id}", body: true },
-    RouteDoc { method: "delete", path: "/v1/cluster/members/{id}", who: "admin", summary: "Remove a member; refused if quorum would be lost", body: false },
-    RouteDoc { method: "post", path: "/v1/cluster/compact", who: "admin", summary: "Snapshot this node's state now and purge its log up to the snapshot: {snapshot_index, purged_index}", body: false },
-    RouteDoc { method: "get", path: "/healthz", who: "any", summary: "Liveness", body: false },
-    RouteDoc { method: "get", path: "/readyz", who: "any", summary: "Readiness: has a leader and is caught up", body: false },
-    RouteDoc { method: "get", path: "/metrics", who: "any", summary: "Prometheus metrics", body: false },
-    RouteDoc { method: "get", path: "/openapi.json", who: "any", summary: "This document", body: false },
+/// Every `type` a problem of this node can carry (docs/API.md), with the
+/// status it comes with. The gateway adds `rate_limited` (429) of its own.
+pub const PROBLEM_TYPES: &[(&str, u16)] = &[
+    ("validation", 400),
+    ("unauthorized", 401),
+    ("forbidden", 403),
+    ("not_found", 404),
+    ("already_exists", 409),
+    ("out_of_stock", 409),
+    ("insufficient_funds", 409),
+    ("invalid_transition", 409),
+    ("below_reserved", 409),
+    ("idempotency_conflict", 409),
+    ("membership_refused", 409),
+    ("nothing_to_compact", 409),
+    ("log_purged", 410),
+    ("payload_too_large", 413),
+    ("overflow", 422),
+    ("internal", 500),
+    ("unavailable", 503),
+    ("not_leader", 503),
+    ("backup_busy", 503),
+    ("indeterminate", 504),
 ];
 
-/// The OpenAPI 3.1 document.
-pub fn spec() -> Value {
-    let mut paths: Map<String, Value> = Map::new();
-    for r in ROUTES {
-        let params: Vec<Value> = r
-            .path
-            .split('/')
-            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        let mut op = json!({
-            "summary": r.summary,
-            "description": format!("Who: {}.", r.who),
-            "parameters": params,
-            "responses": {
-                "2XX": {"description": "Success"},
-                "default": {"description": "Problem", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-            }
-        });
-        if r.body {
-            op["requestBody"] = json!({
-                "required": true,
-                "description": format!("JSON, at most {BODY_BYTES_MAX} bytes (413 payload_too_large above)"),
-                "content": {"application/json": {}}
-            });
-        }
-        if r.method == "post" {
-            if let Some(list) = op["parameters"].as_array_mut() {
-                list.push(json!({"name": "Idempotency-Key", "in": "header", "required": false,
-                    "description": "1 to 128 printable ASCII. Same key and body replays the original response with Idempotent-Replayed: true. Client retries need a key.",
-                    "schema": {"type": "string"}}));
-            }
-        }
-        let entry = paths.entry(r.path.to_owned()).or_insert_with(|| json!({}));
-        entry[r.method] = op;
-    }
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "Keel API", "version": "v1"},
-        "paths": paths,
-        "components": {"schemas": {"Problem": {
-            "type": "object",
-            "required": ["type", "title", "status", "detail"],
-            "properties": {
-                "type": {"type": "string", "description": "stable code: validation, not_found, out_of_stock, insufficient_funds, invalid_transition, below_reserved, already_exists, idempotency_conflict, unauthorized, forbidden, unavailable, indeterminate, payload_too_large, membership_refused, not_leader, internal"},
-                "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}
-            }
-        }}}
-    })
+/// The document's head: title, version, the bearer scheme and the problem
+/// schema. [`crate::http::router`] adds every route to it.
+pub fn base() -> OpenApi {
+    let mut doc = OpenApi::new(
+        utoipa::openapi::InfoBuilder::new()
+            .title("Keel API")
+            .version("v1")
+            .description(Some(
+                "The public HTTP API of a Keel node (docs/API.md). Errors are \
+                 application/problem+json with a stable `type`. Roles: `admin` (the \
+                 admin token) may call everything; `owner` (a customer's token) may \
+                 call the routes that name it for its own account and orders; \
+                 routes without a security requirement are public. Each operation \
+                 lists its roles in `x-roles`.",
+            ))
+            .build(),
+        utoipa::openapi::Paths::new(),
+    );
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        BEARER,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "The admin token (`--admin-token`), or a customer's token from \
+                     `POST /v1/accounts/{id}/token`",
+                ))
+                .build(),
+        ),
+    );
+    components
+        .schemas
+        .insert(Problem::name().into_owned(), Problem::schema());
+    doc
 }
+
+/// The schema of a problem+json answer (documentation only: answers are
+/// built by [`crate::http::errors::Problem`]).
+pub struct Problem;
+
+impl PartialSchema for Problem {
+    fn schema() -> RefOr<Schema> {
+        let types: Vec<&str> = PROBLEM_TYPES.iter().map(|(t, _)| *t).collect();
+        let string = || ObjectBuilder::new().schema_type(Type::String);
+        ObjectBuilder::new()
+            .description(Some(
+                "RFC 9457 problem details. Typed fields beside the four standard ones \
+                 depend on `type` (e.g. `field` of `validation`, `lines` of \
+                 `out_of_stock`, the entity of `not_found`).",
+            ))
+            .property(
+                "type",
+                string()
+                    .enum_values(Some(types))
+                    .description(Some("A stable short code")),
+            )
+            .required("type")
+            .property("title", string().description(Some("The type's summary")))
+            .required("title")
+            .property(
+                "status",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(400))
+                    .maximum(Some(599)),
+            )
+            .required("status")
+            .property("detail", string().description(Some("What happened here")))
+            .required("detail")
+            .property(
+                "field",
+                string().description(Some("`validation`: the field refused")),
+            )
+            .property(
+                "lines",
+                ArrayBuilder::new()
+                    .items(ShortLine::schema())
+                    .description(Some("`out_of_stock`: every short line")),
+            )
+            .property(
+                "limit_bytes",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .description(Some("`payload_too_large`: the body limit")),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for Problem {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((ShortLine::name().into_owned(), ShortLine::schema()));
+    }
+}
+
+/// The schema of a binary body (`application/octet-stream`).
+pub struct Binary;
+
+impl PartialSchema for Binary {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_media_type("application/octet-stream")
+            .into()
+    }
+}
+
+impl ToSchema for Binary {}
+
+/// One problem response per status in `statuses`, each a [`Problem`] in
+/// [`PROBLEM_JSON`] naming the types that come with that status.
+fn problem_responses(statuses: &[u16]) -> BTreeMap<String, RefOr<Response>> {
+    statuses
+        .iter()
+        .map(|status| {
+            let types: Vec<&str> = PROBLEM_TYPES
+                .iter()
+                .filter(|(_, s)| s == status)
+                .map(|(t, _)| *t)
+                .collect();
+            let mut description = format!("Problem: {}", types.join(", "));
+            if *status == 413 {
+                description.push_str(&format!(" (bodies are limited to {BODY_BYTES_MAX} bytes)"));
+            }
+            let content = ContentBuilder::new()
+                .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                    Problem::name(),
+                ))))
+                .build();
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content(PROBLEM_JSON, content)
+                .build();
+            (status.to_string(), RefOr::T(response))
+        })
+        .collect()
+}
+
+macro_rules! problems {
+    ($(#[$doc:meta])* $name:ident: $($status:literal),+) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<Response>> {
+                problem_responses(&[$($status),+])
+            }
+        }
+    };
+}
+
+problems!(
+    /// What a write through the log may answer besides its outcome: a
+    /// refused request or command, an unknown entity, a state that refuses
+    /// it, a body too large, an amount out of range, a failed store,
+    /// nothing applied (503) or an unknown outcome (504).
+    WriteProblems: 400, 401, 403, 404, 409, 413, 422, 500, 503, 504
+);
+problems!(
+    /// What a read behind a token may answer besides its value.
+    ReadProblems: 400, 401, 403, 404, 500, 503
+);
+problems!(
+    /// What a public read may answer besides its value.
+    PublicReadProblems: 400, 404, 500, 503
+);
+problems!(
+    /// What an admin's status read (local, no read index) may answer.
+    AdminProblems: 401, 403, 500, 503
+);
+problems!(
+    /// What an admin's call on a path value, with no read or write, may
+    /// answer.
+    AdminPathProblems: 400, 401, 403
+);
+problems!(
+    /// What a membership change may answer besides the new status.
+    MembershipProblems: 400, 401, 403, 409, 413, 503
+);
+problems!(
+    /// What a backup read may answer besides its bytes.
+    BackupProblems: 400, 401, 403, 410, 500, 503
+);
+problems!(
+    /// What any route may answer when it is not ready.
+    Unavailable: 503
+);

@@ -3,27 +3,41 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use keel_domain::Summary;
+use keel_store::NodeId;
 
 use crate::http::auth::{admin, Api};
 use crate::http::errors::{read_problem, Problem};
-use crate::http::extract::{consistency, ReadParams};
+use crate::http::extract::{consistency, ConsistencyParam, QueryParams, ReadParams};
+use crate::http::openapi::{AdminProblems, ReadProblems, Unavailable};
 use crate::http::read::answer;
+use crate::node::{ClockStatus, StateDigest};
 
 /// Largest applied-index lag at which `/readyz` still says ready.
 pub const READY_LAG_MAX: u64 = 1_000;
 
 type Shared = State<Arc<Api>>;
 
-/// `GET /v1/summary`: counts and totals for conservation checks.
+/// Counts and totals for conservation checks.
+#[utoipa::path(
+    get, path = "/v1/summary", tag = "ops",
+    description = "Roles: admin.",
+    params(ConsistencyParam),
+    responses((status = 200, description = "The summary", body = Summary), ReadProblems),
+    security(("bearer" = [])),
+    extensions(("x-roles" = json!(["admin"]))),
+)]
 pub async fn summary(
     State(api): Shared,
     h: HeaderMap,
-    Query(q): Query<ReadParams>,
+    QueryParams(q): QueryParams<ReadParams>,
 ) -> Result<Response, Problem> {
     admin(&api, &h)?;
     let c = consistency(&q)?;
@@ -31,27 +45,81 @@ pub async fn summary(
     Ok(answer(&read))
 }
 
-/// `GET /v1/clock`: this node's wall clock and what it knows of its peers',
-/// so an operator (or the chaos suite's clock nemesis) can see a skew and
-/// why a node does not lead.
+/// This node's wall clock, its peers' offsets, and whether its clock may
+/// lead: so an operator (or the chaos suite's clock nemesis) can see a skew
+/// and why a node does not lead.
+#[utoipa::path(
+    get, path = "/v1/clock", tag = "ops",
+    description = "Roles: admin.",
+    responses((status = 200, description = "The clock", body = ClockStatus), AdminProblems),
+    security(("bearer" = [])),
+    extensions(("x-roles" = json!(["admin"]))),
+)]
 pub async fn clock(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
     admin(&api, &h)?;
     Ok(Json(api.node.clock_status()).into_response())
 }
 
-/// `GET /v1/digest`: this replica's state digest at its applied index.
+/// This replica's state digest at its applied index.
+#[utoipa::path(
+    get, path = "/v1/digest", tag = "ops",
+    description = "Roles: admin.",
+    responses((status = 200, description = "The digest", body = StateDigest), AdminProblems),
+    security(("bearer" = [])),
+    extensions(("x-roles" = json!(["admin"]))),
+)]
 pub async fn digest(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
     admin(&api, &h)?;
     let d = api.node.digest().await.map_err(read_problem)?;
     Ok(Json(d).into_response())
 }
 
-/// `GET /healthz`: alive.
-pub async fn healthz(State(api): Shared) -> Response {
-    Json(json!({"status": "alive", "node_id": api.node.id()})).into_response()
+/// `/healthz`: the process answers.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always `alive`.
+    #[schema(pattern = "^alive$")]
+    pub status: &'static str,
+    /// The answering node.
+    pub node_id: NodeId,
 }
 
-/// `GET /readyz`: has a leader and has applied its log (503 otherwise).
+/// Liveness: the process answers.
+#[utoipa::path(
+    get, path = "/healthz", tag = "ops",
+    description = "Roles: public.",
+    responses((status = 200, description = "Alive", body = Health)),
+    extensions(("x-roles" = json!(["public"]))),
+)]
+pub async fn healthz(State(api): Shared) -> Response {
+    Json(Health {
+        status: "alive",
+        node_id: api.node.id(),
+    })
+    .into_response()
+}
+
+/// `/readyz`: the node knows a leader and has applied its log.
+#[derive(Serialize, ToSchema)]
+pub struct Ready {
+    /// Always `ready`.
+    #[schema(pattern = "^ready$")]
+    pub status: &'static str,
+    /// The answering node.
+    pub node_id: NodeId,
+    /// The leader it knows.
+    pub leader_id: Option<NodeId>,
+    /// Its last log index minus its applied index.
+    pub lag: u64,
+}
+
+/// Readiness: has a leader and has applied its log (503 otherwise).
+#[utoipa::path(
+    get, path = "/readyz", tag = "ops",
+    description = "Roles: public.",
+    responses((status = 200, description = "Ready", body = Ready), Unavailable),
+    extensions(("x-roles" = json!(["public"]))),
+)]
 pub async fn readyz(State(api): Shared) -> Response {
     let s = api.node.self_status();
     let lag = s
@@ -59,8 +127,13 @@ pub async fn readyz(State(api): Shared) -> Response {
         .unwrap_or(0)
         .saturating_sub(s.applied_index.unwrap_or(0));
     if s.leader_id.is_some() && lag <= READY_LAG_MAX {
-        Json(json!({"status": "ready", "node_id": s.id, "leader_id": s.leader_id, "lag": lag}))
-            .into_response()
+        Json(Ready {
+            status: "ready",
+            node_id: s.id,
+            leader_id: s.leader_id,
+            lag,
+        })
+        .into_response()
     } else {
         Problem::unavailable(format!(
             "not ready: leader {:?}, apply lag {lag}",
@@ -70,7 +143,13 @@ pub async fn readyz(State(api): Shared) -> Response {
     }
 }
 
-/// `GET /metrics`: Prometheus' text format.
+/// Prometheus metrics, in its text format.
+#[utoipa::path(
+    get, path = "/metrics", tag = "ops",
+    description = "Roles: public.",
+    responses((status = 200, description = "Metrics", body = String, content_type = "text/plain")),
+    extensions(("x-roles" = json!(["public"]))),
+)]
 pub async fn metrics(State(api): Shared) -> Response {
     (
         [(

@@ -3,31 +3,53 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
-use keel_domain::{AccountId, Command, LineRequest};
+use keel_domain::{AccountId, Command, LineRequest, Order, OrderId};
 
 use crate::http::auth::{authed, owner_or_admin, Api};
 use crate::http::errors::{read_problem, Problem};
-use crate::http::extract::{consistency, parse_order, Body, ReadParams};
+use crate::http::extract::{
+    consistency, parse_order, Body, ConsistencyParam, IdempotencyKey, PathParams, QueryParams,
+    ReadParams,
+};
+use crate::http::openapi::{ReadProblems, WriteProblems};
 use crate::http::read::answer;
 use crate::http::submit::write;
 
 type Shared = State<Arc<Api>>;
 
 /// The body of `POST /v1/orders`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceBody {
+    /// The buying customer (a customer's token may name only itself).
     customer: AccountId,
+    /// 1 to 100 lines.
+    #[schema(min_items = 1, max_items = 100)]
     lines: Vec<LineRequest>,
+    /// Reservation lifetime in seconds, 1 to 604800 (default 900).
+    #[schema(minimum = 1, maximum = 604_800)]
     ttl_seconds: Option<u32>,
 }
 
-/// `POST /v1/orders`: reserve stock and create a `reserved` order.
+/// Reserve every line's units, all or none, and create a `reserved` order.
+#[utoipa::path(
+    post, path = "/v1/orders", tag = "orders",
+    description = "Roles: owner, admin. 409 `out_of_stock` lists the short lines; \\
+                   nothing is reserved then.",
+    params(IdempotencyKey),
+    request_body = PlaceBody,
+    responses((status = 201, description = "The order", body = Order), WriteProblems),
+    security(("bearer" = [])),
+    extensions(("x-roles" = json!(["owner", "admin"]))),
+)]
 pub async fn place(State(api): Shared, h: HeaderMap, Body(b): Body<PlaceBody>) -> Response {
     let p = match authed(&api, &h) {
         Ok(p) => p,
@@ -41,12 +63,20 @@ pub async fn place(State(api): Shared, h: HeaderMap, Body(b): Body<PlaceBody>) -
     write(&api, &h, p, cmd, true).await
 }
 
-/// `GET /v1/orders/{id}`: one order.
+/// One order.
+#[utoipa::path(
+    get, path = "/v1/orders/{id}", tag = "orders",
+    description = "Roles: owner, admin.",
+    params(("id" = OrderId, Path), ConsistencyParam),
+    responses((status = 200, description = "The order", body = Order), ReadProblems),
+    security(("bearer" = [])),
+    extensions(("x-roles" = json!(["owner", "admin"]))),
+)]
 pub async fn get(
     State(api): Shared,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     h: HeaderMap,
-    Query(q): Query<ReadParams>,
+    QueryParams(q): QueryParams<ReadParams>,
 ) -> Result<Response, Problem> {
     let id = parse_order(&id)?;
     let p = authed(&api, &h)?;
@@ -60,47 +90,133 @@ pub async fn get(
     Ok(answer(&read))
 }
 
-/// The body of `POST /v1/orders/{id}/refund` (optional).
-#[derive(Deserialize, Default)]
+/// Moves order `id` on by the command `build` makes of it, once the caller
+/// is known; the state machine checks the status and who may do it.
+async fn transition(
+    api: &Api,
+    id: &str,
+    h: &HeaderMap,
+    build: impl FnOnce(OrderId) -> Result<Command, Problem>,
+) -> Response {
+    let cmd = authed(api, h).and_then(|p| Ok((p, build(parse_order(id)?)?)));
+    match cmd {
+        Ok((p, cmd)) => write(api, h, p, cmd, false).await,
+        Err(p) => p.into_response(),
+    }
+}
+
+/// A transition route whose command is the order id alone: its contract
+/// and its handler, which differ only in path, roles and command.
+macro_rules! transition_route {
+    ($(#[$doc:meta])* $name:ident, $path:literal, $roles:literal, $desc:literal, $roles_json:tt, $cmd:ident) => {
+        $(#[$doc])*
+        #[utoipa::path(
+            post, path = $path, tag = "orders",
+            description = concat!("Roles: ", $roles, ".", $desc),
+            params(("id" = OrderId, Path), IdempotencyKey),
+            responses((status = 200, description = "The order", body = Order), WriteProblems),
+            security(("bearer" = [])),
+            extensions(("x-roles" = json!($roles_json))),
+        )]
+        pub async fn $name(
+            State(api): Shared,
+            PathParams(id): PathParams<String>,
+            h: HeaderMap,
+        ) -> Response {
+            transition(&api, &id, &h, |order| Ok(Command::$cmd { order })).await
+        }
+    };
+}
+
+transition_route!(
+    /// Pay a reserved order: customer to merchant; the reserved units are sold.
+    pay,
+    "/v1/orders/{id}/pay",
+    "owner, admin",
+    " 409 `insufficient_funds` or `invalid_transition`.",
+    ["owner", "admin"],
+    PayOrder
+);
+transition_route!(
+    /// Cancel a reserved order and release its units.
+    cancel,
+    "/v1/orders/{id}/cancel",
+    "owner, admin",
+    "",
+    ["owner", "admin"],
+    CancelOrder
+);
+transition_route!(
+    /// Mark a paid order shipped.
+    ship,
+    "/v1/orders/{id}/ship",
+    "admin",
+    "",
+    ["admin"],
+    ShipOrder
+);
+transition_route!(
+    /// Mark a shipped order delivered.
+    deliver,
+    "/v1/orders/{id}/deliver",
+    "admin",
+    "",
+    ["admin"],
+    DeliverOrder
+);
+
+/// The body of `POST /v1/orders/{id}/refund` (optional: no body is
+/// `{"restock": false}`).
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefundBody {
+    /// Return the units to stock.
     #[serde(default)]
+    #[schema(default = false)]
     restock: bool,
 }
 
-/// `POST /v1/orders/{id}/{action}`: pay, cancel, ship, deliver or refund.
-pub async fn transition(
-    State(api): Shared,
-    Path((id, action)): Path<(String, String)>,
-    h: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let cmd = (|| {
-        let p = authed(&api, &h)?;
-        let order = parse_order(&id)?;
-        let cmd = match action.as_str() {
-            "pay" => Command::PayOrder { order },
-            "cancel" => Command::CancelOrder { order },
-            "ship" => Command::ShipOrder { order },
-            "deliver" => Command::DeliverOrder { order },
-            "refund" => {
-                let b: RefundBody = if body.is_empty() {
-                    RefundBody::default()
-                } else {
-                    serde_json::from_slice(&body)
-                        .map_err(|e| Problem::validation("body", e.to_string()))?
-                };
-                Command::RefundOrder {
-                    order,
-                    restock: b.restock,
-                }
-            }
-            other => return Err(Problem::not_found(format!("no order action {other:?}"))),
-        };
-        Ok((p, cmd))
-    })();
-    match cmd {
-        Ok((p, cmd)) => write(&api, &h, p, cmd, false).await,
-        Err(p) => p.into_response(),
+/// The optional refund body, read whatever its content type (as before
+/// the route was annotated).
+fn refund_body(body: Result<Bytes, BytesRejection>) -> Result<RefundBody, Problem> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::payload_too_large()
+        } else {
+            Problem::validation("body", e.body_text())
+        }
+    })?;
+    if body.is_empty() {
+        return Ok(RefundBody::default());
     }
+    // JSON `null` is no options, as no body is.
+    serde_json::from_slice::<Option<RefundBody>>(&body)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| Problem::validation("body", e.to_string()))
+}
+
+/// Return a paid or shipped order's money; optionally its units to stock.
+#[utoipa::path(
+    post, path = "/v1/orders/{id}/refund", tag = "orders",
+    description = "Roles: admin.",
+    params(("id" = OrderId, Path), IdempotencyKey),
+    request_body(content = Option<RefundBody>, description = "Optional"),
+    responses((status = 200, description = "The order", body = Order), WriteProblems),
+    security(("bearer" = [])),
+    extensions(("x-roles" = json!(["admin"]))),
+)]
+pub async fn refund(
+    State(api): Shared,
+    PathParams(id): PathParams<String>,
+    h: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    transition(&api, &id, &h, |order| {
+        let b = refund_body(body)?;
+        Ok(Command::RefundOrder {
+            order,
+            restock: b.restock,
+        })
+    })
+    .await
 }

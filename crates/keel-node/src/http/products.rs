@@ -2,39 +2,57 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::ToSchema;
 
+use keel_domain::query::Page;
 use keel_domain::{Command, Currency, Minor, ProductName, Sku};
 
 use crate::http::auth::Api;
 use crate::http::errors::{read_problem, Problem};
-use crate::http::extract::{consistency, parse_sku, Body, ReadParams};
+use crate::http::extract::{
+    consistency, parse_sku, Body, ConsistencyParam, IdempotencyKey, PageParams, PathParams,
+    QueryParams, ReadParams,
+};
+use crate::http::openapi::{PublicReadProblems, WriteProblems};
 use crate::http::read::with_applied_index;
 use crate::http::submit::{admin_write, ProductView};
 
 type Shared = State<Arc<Api>>;
 
 /// The body of `POST /v1/products`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductBody {
     sku: Sku,
     name: ProductName,
+    /// Unit price in minor units, 1 to 10^12.
+    #[schema(value_type = i64, minimum = 1, maximum = 1_000_000_000_000_i64)]
     price: Minor,
     currency: Currency,
+    /// Whether it can be ordered (default true).
     #[serde(default = "yes")]
+    #[schema(default = true)]
     active: bool,
 }
 fn yes() -> bool {
     true
 }
 
-/// `POST /v1/products`: create or update a product.
+/// Create or update a product.
+#[utoipa::path(
+    post, path = "/v1/products", tag = "products",
+    description = "Roles: admin. A product's currency cannot change while units are reserved.",
+    params(IdempotencyKey),
+    request_body = ProductBody,
+    responses((status = 200, description = "The product", body = ProductView), WriteProblems),
+    security(("bearer" = [])),
+    extensions(("x-roles" = json!(["admin"]))),
+)]
 pub async fn upsert(State(api): Shared, h: HeaderMap, Body(b): Body<ProductBody>) -> Response {
     admin_write(&api, &h, false, || {
         Ok(Command::UpsertProduct {
@@ -48,24 +66,46 @@ pub async fn upsert(State(api): Shared, h: HeaderMap, Body(b): Body<ProductBody>
     .await
 }
 
-/// `GET /v1/products`: a page of the catalogue.
-pub async fn list(State(api): Shared, Query(q): Query<ReadParams>) -> Result<Response, Problem> {
+/// The catalogue in SKU order, with available stock.
+#[utoipa::path(
+    get, path = "/v1/products", tag = "products",
+    description = "Roles: public.",
+    params(ConsistencyParam, PageParams),
+    responses((status = 200, description = "A page of products", body = Page<ProductView>), PublicReadProblems),
+    extensions(("x-roles" = json!(["public"]))),
+)]
+pub async fn list(
+    State(api): Shared,
+    QueryParams(q): QueryParams<ReadParams>,
+) -> Result<Response, Problem> {
     let c = consistency(&q)?;
     let read = api
         .node
         .list_products(c, q.cursor.as_deref(), q.limit)
         .await
         .map_err(read_problem)?;
-    let items: Vec<ProductView<'_>> = read.value.items.iter().map(ProductView::of).collect();
-    let resp = Json(json!({"items": items, "next_cursor": read.value.next_cursor}));
-    Ok(with_applied_index(resp.into_response(), read.applied_index))
+    let page = Page {
+        items: read.value.items.iter().map(ProductView::of).collect(),
+        next_cursor: read.value.next_cursor,
+    };
+    Ok(with_applied_index(
+        Json(page).into_response(),
+        read.applied_index,
+    ))
 }
 
-/// `GET /v1/products/{sku}`: one product with its available stock.
+/// One product with its available stock.
+#[utoipa::path(
+    get, path = "/v1/products/{sku}", tag = "products",
+    description = "Roles: public.",
+    params(("sku" = Sku, Path), ConsistencyParam),
+    responses((status = 200, description = "The product", body = ProductView), PublicReadProblems),
+    extensions(("x-roles" = json!(["public"]))),
+)]
 pub async fn get(
     State(api): Shared,
-    Path(sku): Path<String>,
-    Query(q): Query<ReadParams>,
+    PathParams(sku): PathParams<String>,
+    QueryParams(q): QueryParams<ReadParams>,
 ) -> Result<Response, Problem> {
     let sku = parse_sku(&sku)?;
     let c = consistency(&q)?;
@@ -81,16 +121,27 @@ pub async fn get(
 }
 
 /// The body of `POST /v1/products/{sku}/restock`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QtyBody {
+    /// Units to add, 1 to 10^12.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     qty: u64,
 }
 
-/// `POST /v1/products/{sku}/restock`: add stock.
+/// Add stock.
+#[utoipa::path(
+    post, path = "/v1/products/{sku}/restock", tag = "products",
+    description = "Roles: admin.",
+    params(("sku" = Sku, Path), IdempotencyKey),
+    request_body = QtyBody,
+    responses((status = 200, description = "The product", body = ProductView), WriteProblems),
+    security(("bearer" = [])),
+    extensions(("x-roles" = json!(["admin"]))),
+)]
 pub async fn restock(
     State(api): Shared,
-    Path(sku): Path<String>,
+    PathParams(sku): PathParams<String>,
     h: HeaderMap,
     Body(b): Body<QtyBody>,
 ) -> Response {
@@ -104,16 +155,27 @@ pub async fn restock(
 }
 
 /// The body of `PUT /v1/products/{sku}/stock`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockBody {
+    /// The counted units, 0 to 10^12.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     on_hand: u64,
 }
 
-/// `PUT /v1/products/{sku}/stock`: set stock, refused below reserved.
+/// Set stock to a counted number; refused below what is reserved.
+#[utoipa::path(
+    put, path = "/v1/products/{sku}/stock", tag = "products",
+    description = "Roles: admin. 409 `below_reserved` below the reserved units.",
+    params(("sku" = Sku, Path), IdempotencyKey),
+    request_body = StockBody,
+    responses((status = 200, description = "The product", body = ProductView), WriteProblems),
+    security(("bearer" = [])),
+    extensions(("x-roles" = json!(["admin"]))),
+)]
 pub async fn set_stock(
     State(api): Shared,
-    Path(sku): Path<String>,
+    PathParams(sku): PathParams<String>,
     h: HeaderMap,
     Body(b): Body<StockBody>,
 ) -> Response {

@@ -2,15 +2,16 @@
 //! middleware every answer goes through (leader hints, request metrics)
 //! and the body limit.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
-use axum::{Json, Router};
+use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use keel_protocol::header;
 
@@ -19,8 +20,22 @@ use crate::http::errors::Problem;
 use crate::http::extract::BODY_BYTES_MAX;
 use crate::http::{accounts, backup, batch, cluster, openapi, ops, orders, products};
 
+/// The contract: this document, generated from the types and the
+/// routes' annotations.
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "ops",
+    description = "Roles: public. OpenAPI 3.1.",
+    responses((status = 200, description = "The OpenAPI document", body = Object)),
+    extensions(("x-roles" = json!(["public"]))),
+)]
 async fn openapi_json() -> Response {
-    Json(openapi::spec()).into_response()
+    static SPEC: OnceLock<String> = OnceLock::new();
+    let body = SPEC.get_or_init(|| spec().to_json().unwrap_or_default());
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.as_str(),
+    )
+        .into_response()
 }
 
 async fn fallback() -> Problem {
@@ -47,38 +62,258 @@ async fn track(State(api): State<Arc<Api>>, req: Request, next: Next) -> Respons
     resp
 }
 
+/// Every public route with its handler and its contract: the router and
+/// the OpenAPI document are both made from this one list.
+fn routes() -> OpenApiRouter<Arc<Api>> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(products::upsert, products::list))
+        .routes(routes!(products::get))
+        .routes(routes!(products::restock))
+        .routes(routes!(products::set_stock))
+        .routes(routes!(accounts::open))
+        .routes(routes!(accounts::get))
+        .routes(routes!(accounts::deposit))
+        .routes(routes!(accounts::token))
+        .routes(routes!(accounts::orders))
+        .routes(routes!(orders::place))
+        .routes(routes!(orders::get))
+        .routes(routes!(orders::pay))
+        .routes(routes!(orders::cancel))
+        .routes(routes!(orders::ship))
+        .routes(routes!(orders::deliver))
+        .routes(routes!(orders::refund))
+        .routes(routes!(batch::batch))
+        .routes(routes!(ops::summary))
+        .routes(routes!(ops::digest))
+        .routes(routes!(ops::clock))
+        .routes(routes!(backup::snapshot))
+        .routes(routes!(backup::log))
+        .routes(routes!(cluster::status))
+        .routes(routes!(cluster::add_learner))
+        .routes(routes!(cluster::promote))
+        .routes(routes!(cluster::remove))
+        .routes(routes!(cluster::compact))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(openapi_json))
+}
+
+/// The OpenAPI 3.1 document of [`router`]: exactly its routes.
+pub fn spec() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
 /// The public router.
 pub fn router(api: Arc<Api>) -> Router {
-    Router::new()
-        .route("/v1/products", post(products::upsert).get(products::list))
-        .route("/v1/products/{sku}", get(products::get))
-        .route("/v1/products/{sku}/restock", post(products::restock))
-        .route("/v1/products/{sku}/stock", put(products::set_stock))
-        .route("/v1/accounts", post(accounts::open))
-        .route("/v1/accounts/{id}", get(accounts::get))
-        .route("/v1/accounts/{id}/deposits", post(accounts::deposit))
-        .route("/v1/accounts/{id}/token", post(accounts::token))
-        .route("/v1/accounts/{id}/orders", get(accounts::orders))
-        .route("/v1/orders", post(orders::place))
-        .route("/v1/orders/{id}", get(orders::get))
-        .route("/v1/orders/{id}/{action}", post(orders::transition))
-        .route("/v1/batch", post(batch::batch))
-        .route("/v1/summary", get(ops::summary))
-        .route("/v1/digest", get(ops::digest))
-        .route("/v1/clock", get(ops::clock))
-        .route("/v1/backup/snapshot", get(backup::snapshot))
-        .route("/v1/backup/log", get(backup::log))
-        .route("/v1/cluster", get(cluster::status))
-        .route("/v1/cluster/learners", post(cluster::add_learner))
-        .route("/v1/cluster/members", post(cluster::promote))
-        .route("/v1/cluster/members/{id}", delete(cluster::remove))
-        .route("/v1/cluster/compact", post(cluster::compact))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(openapi_json))
+    let (router, _spec) = routes().split_for_parts();
+    router
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(api.clone(), track))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(api)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    use keel_domain::command::{
+        DEPOSIT_MAX, LINE_QTY_MAX, ORDER_LINES_MAX, ORDER_TTL_MAX_S, PRICE_MAX, STOCK_QTY_MAX,
+    };
+    use keel_domain::ids::ID_LEN_MAX;
+    use keel_domain::query::PAGE_LIMIT_MAX;
+
+    use super::*;
+    use crate::http::openapi::PROBLEM_TYPES;
+
+    fn doc() -> Value {
+        serde_json::to_value(spec()).unwrap()
+    }
+
+    fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+        let mut ops = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                ops.push((method.to_uppercase(), path.clone(), op.clone()));
+            }
+        }
+        ops
+    }
+
+    /// The `METHOD /path` items of docs/API.md's endpoint table.
+    fn documented_routes() -> BTreeSet<String> {
+        let api_md = include_str!("../../../../docs/API.md");
+        let table = api_md
+            .split("## Endpoints")
+            .nth(1)
+            .unwrap()
+            .split("\n\n|")
+            .nth(1)
+            .unwrap();
+        let mut routes = BTreeSet::new();
+        for row in table.lines().filter(|l| l.starts_with("| `")) {
+            let first_cell = row.split(" | ").next().unwrap();
+            for item in first_cell.split('`').skip(1).step_by(2) {
+                let mut words = item.splitn(2, ' ');
+                let (method, path) = (words.next().unwrap(), words.next().unwrap_or(""));
+                if ["GET", "POST", "PUT", "DELETE"].contains(&method) {
+                    routes.insert(format!("{method} {path}"));
+                }
+            }
+        }
+        routes
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_and_lists_the_routes_docs_api_md_lists() {
+        let doc = doc();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let served: BTreeSet<String> = operations(&doc)
+            .into_iter()
+            .map(|(m, p, _)| format!("{m} {p}"))
+            .collect();
+        assert_eq!(served, documented_routes());
+    }
+
+    #[test]
+    fn every_operation_names_its_roles_and_all_but_public_ones_need_a_token() {
+        for (method, path, op) in operations(&doc()) {
+            let roles: Vec<&str> = op["x-roles"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{method} {path} names no x-roles"))
+                .iter()
+                .map(|r| r.as_str().unwrap())
+                .collect();
+            assert!(!roles.is_empty(), "{method} {path}");
+            assert!(
+                roles
+                    .iter()
+                    .all(|r| ["admin", "owner", "public"].contains(r)),
+                "{method} {path}: {roles:?}"
+            );
+            let public = roles == ["public"];
+            assert_eq!(
+                op["security"].is_array(),
+                !public,
+                "{method} {path}: roles {roles:?}, security {}",
+                op["security"]
+            );
+            if !public {
+                assert_eq!(op["security"][0]["bearer"], serde_json::json!([]));
+                assert!(
+                    op["responses"]["401"].is_object(),
+                    "{method} {path} has no 401"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_error_answer_is_a_problem_json() {
+        for (method, path, op) in operations(&doc()) {
+            for (status, response) in op["responses"].as_object().unwrap() {
+                if status.as_str() < "400" {
+                    continue;
+                }
+                let content = response["content"].as_object().unwrap();
+                assert_eq!(
+                    content.keys().collect::<Vec<_>>(),
+                    ["application/problem+json"],
+                    "{method} {path} {status}"
+                );
+                assert_eq!(
+                    content["application/problem+json"]["schema"]["$ref"],
+                    "#/components/schemas/Problem"
+                );
+            }
+        }
+        let problem = &doc()["components"]["schemas"]["Problem"];
+        let types: Vec<&str> = problem["properties"]["type"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        assert_eq!(types.len(), PROBLEM_TYPES.len());
+        for code in [
+            "validation",
+            "not_found",
+            "already_exists",
+            "out_of_stock",
+            "insufficient_funds",
+            "invalid_transition",
+            "below_reserved",
+            "idempotency_conflict",
+            "forbidden",
+            "overflow",
+        ] {
+            assert!(types.contains(&code), "{code} missing from {types:?}");
+        }
+    }
+
+    /// The numbers the schemas state are the ones the validators check
+    /// (the schemas repeat them as literals, which the derive requires).
+    #[test]
+    fn schema_bounds_are_the_validators_limits() {
+        let doc = doc();
+        let s = &doc["components"]["schemas"];
+        let max = |v: &Value| v["maximum"].as_u64().unwrap();
+        assert_eq!(
+            max(&s["ProductBody"]["properties"]["price"]),
+            PRICE_MAX as u64
+        );
+        assert_eq!(max(&s["QtyBody"]["properties"]["qty"]), STOCK_QTY_MAX);
+        assert_eq!(max(&s["StockBody"]["properties"]["on_hand"]), STOCK_QTY_MAX);
+        assert_eq!(
+            max(&s["AmountBody"]["properties"]["amount"]),
+            DEPOSIT_MAX as u64
+        );
+        assert_eq!(max(&s["LineRequest"]["properties"]["qty"]), LINE_QTY_MAX);
+        let place = &s["PlaceBody"]["properties"];
+        assert_eq!(
+            place["lines"]["maxItems"].as_u64().unwrap(),
+            ORDER_LINES_MAX as u64
+        );
+        assert_eq!(max(&place["ttl_seconds"]), u64::from(ORDER_TTL_MAX_S));
+        assert_eq!(s["Sku"]["maxLength"].as_u64().unwrap(), ID_LEN_MAX as u64);
+        let limit = doc["paths"]["/v1/products"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap()
+            .clone();
+        assert_eq!(max(&limit["schema"]), PAGE_LIMIT_MAX as u64);
+        // The same limits inside a batch's commands.
+        let commands = doc["components"]["schemas"]["BatchBody"]["items"]["oneOf"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let field = |variant: &str, name: &str| {
+            commands
+                .iter()
+                .find_map(|c| c["properties"].get(variant))
+                .unwrap_or_else(|| panic!("no {variant}"))["properties"][name]
+                .clone()
+        };
+        assert_eq!(max(&field("upsert_product", "price")), PRICE_MAX as u64);
+        assert_eq!(max(&field("restock", "qty")), STOCK_QTY_MAX);
+        assert_eq!(max(&field("set_stock", "on_hand")), STOCK_QTY_MAX);
+        assert_eq!(max(&field("deposit", "amount")), DEPOSIT_MAX as u64);
+        assert_eq!(
+            field("place_order", "lines")["maxItems"].as_u64().unwrap(),
+            ORDER_LINES_MAX as u64
+        );
+        assert_eq!(
+            max(&field("place_order", "ttl_seconds")),
+            u64::from(ORDER_TTL_MAX_S)
+        );
+        for c in &commands {
+            assert_eq!(c["additionalProperties"], false, "{c}");
+        }
+    }
 }

@@ -16,18 +16,20 @@ use crate::http::errors::{submit_problem, Problem};
 use crate::http::extract::request_id;
 
 /// A product as the API shows it: the record plus `available`.
-#[derive(Serialize)]
-pub struct ProductView<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ProductView {
+    /// The product with its stock.
     #[serde(flatten)]
-    product: &'a Product,
-    available: u64,
+    pub product: Product,
+    /// Units that can still be reserved: `on_hand - reserved`.
+    pub available: u64,
 }
 
-impl<'a> ProductView<'a> {
+impl ProductView {
     /// The view of `product`.
-    pub fn of(product: &'a Product) -> Self {
+    pub fn of(product: &Product) -> Self {
         Self {
-            product,
+            product: product.clone(),
             available: product.stock.available(),
         }
     }
