@@ -45,12 +45,16 @@ pub enum Principal {
 pub struct LineRequest {
     /// The product.
     pub sku: Sku,
-    /// Units, 1 to [`LINE_QTY_MAX`].
-    #[schema(minimum = 1, maximum = 10_000)]
+    /// Units, 1 to [`LINE_QTY_MAX`] ([`Command::validate`]; the schema
+    /// states the type's range, which a batch answers per command).
+    #[serde(deserialize_with = "crate::whole::u64")]
+    #[schema(minimum = 0, maximum = 18_446_744_073_709_551_615_u64)]
     pub qty: u64,
 }
 
-/// A write to the commerce state.
+/// A write to the commerce state. Its schema states each field's type
+/// (the range the JSON decodes into); the rules of [`Command::validate`]
+/// are checked after decoding, so a batch answers them per command.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 // Externally tagged (`{"restock": {...}}`): the same type travels in the
 // Raft log as postcard, which cannot decode internally tagged enums.
@@ -64,7 +68,6 @@ pub enum Command {
         /// Display name.
         name: ProductName,
         /// Unit price, 1 to [`PRICE_MAX`].
-        #[schema(value_type = i64, minimum = 1, maximum = 1_000_000_000_000_i64)]
         price: Minor,
         /// The product's currency.
         currency: Currency,
@@ -77,7 +80,8 @@ pub enum Command {
         /// The product.
         sku: Sku,
         /// Units to add, 1 to [`STOCK_QTY_MAX`].
-        #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
+        #[serde(deserialize_with = "crate::whole::u64")]
+        #[schema(minimum = 0, maximum = 18_446_744_073_709_551_615_u64)]
         qty: u64,
     },
     /// Set `on_hand` to an absolute count (a stock take); refused below reserved.
@@ -85,7 +89,8 @@ pub enum Command {
         /// The product.
         sku: Sku,
         /// The counted units, up to [`STOCK_QTY_MAX`].
-        #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
+        #[serde(deserialize_with = "crate::whole::u64")]
+        #[schema(minimum = 0, maximum = 18_446_744_073_709_551_615_u64)]
         on_hand: u64,
     },
     /// Open an account with a zero balance.
@@ -102,7 +107,6 @@ pub enum Command {
         /// The credited account.
         account: AccountId,
         /// Amount, 1 to [`DEPOSIT_MAX`].
-        #[schema(value_type = i64, minimum = 1, maximum = 1_000_000_000_000_000_i64)]
         amount: Minor,
     },
     /// Reserve every line's units, all or none, and create a `reserved` order.
@@ -110,36 +114,40 @@ pub enum Command {
         /// The buying customer.
         customer: AccountId,
         /// 1 to [`ORDER_LINES_MAX`] lines.
-        #[schema(min_items = 1, max_items = 100)]
         lines: Vec<LineRequest>,
         /// Reservation lifetime in seconds (default [`ORDER_TTL_DEFAULT_S`]).
-        #[serde(default)]
-        #[schema(minimum = 1, maximum = 604_800)]
+        #[serde(default, deserialize_with = "crate::whole::option_u32")]
+        #[schema(minimum = 0, maximum = 4_294_967_295_u32)]
         ttl_seconds: Option<u32>,
     },
     /// Pay a reserved order: customer → merchant, reserved units are sold.
     PayOrder {
         /// The order.
+        #[schema(value_type = u64, minimum = 0, maximum = 18_446_744_073_709_551_615_u64)]
         order: OrderId,
     },
     /// Cancel a reserved order and release its units.
     CancelOrder {
         /// The order.
+        #[schema(value_type = u64, minimum = 0, maximum = 18_446_744_073_709_551_615_u64)]
         order: OrderId,
     },
     /// Mark a paid order shipped.
     ShipOrder {
         /// The order.
+        #[schema(value_type = u64, minimum = 0, maximum = 18_446_744_073_709_551_615_u64)]
         order: OrderId,
     },
     /// Mark a shipped order delivered.
     DeliverOrder {
         /// The order.
+        #[schema(value_type = u64, minimum = 0, maximum = 18_446_744_073_709_551_615_u64)]
         order: OrderId,
     },
     /// Return a paid or shipped order's money; optionally its units to stock.
     RefundOrder {
         /// The order.
+        #[schema(value_type = u64, minimum = 0, maximum = 18_446_744_073_709_551_615_u64)]
         order: OrderId,
         /// Return the units to `on_hand`.
         #[serde(default)]
@@ -149,6 +157,7 @@ pub enum Command {
     /// Proposed by the leader; `now_ms` is capped at the entry's own time.
     ExpireDue {
         /// Leader time in ms.
+        #[serde(deserialize_with = "crate::whole::u64")]
         #[schema(minimum = 0, maximum = 18_446_744_073_709_551_615_u64)]
         now_ms: u64,
     },

@@ -126,9 +126,16 @@ string_id!(
 );
 
 /// An order's id, assigned by the state machine: dense and increasing from 1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct OrderId(pub u64);
+
+impl<'de> Deserialize<'de> for OrderId {
+    /// As the `u64` inside; from JSON, any integral number ([`crate::whole`]).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::whole::u64(d).map(OrderId)
+    }
+}
 
 impl utoipa::PartialSchema for OrderId {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {

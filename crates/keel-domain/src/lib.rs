@@ -27,6 +27,7 @@ pub mod money;
 pub mod query;
 pub mod tables;
 pub mod test_bugs;
+pub mod whole;
 
 pub use apply::{apply_batch, Applied, CommandResult, Outcome};
 pub use command::{Batch, Command, Envelope, LineRequest, Principal};

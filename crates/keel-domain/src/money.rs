@@ -1,16 +1,21 @@
 //! Money in integer minor units (cents). Every operation is checked: an
 //! overflow is an error the caller must handle, never a silent wrap.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 
 /// An amount in minor units of some currency. Signed because the external
 /// account (the outside world) runs a negative balance by design.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Minor(pub i64);
+
+impl<'de> Deserialize<'de> for Minor {
+    /// As the `i64` inside; from JSON, any integral number ([`crate::whole`]).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::whole::i64(d).map(Minor)
+    }
+}
 
 /// An arithmetic result did not fit in an `i64` of minor units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +54,8 @@ impl utoipa::PartialSchema for Minor {
             .description(Some(
                 "An amount in integer minor units (cents) of a currency",
             ))
+            .minimum(Some(i64::MIN))
+            .maximum(Some(i64::MAX))
             .into()
     }
 }

@@ -58,6 +58,7 @@ fn membership_problem(e: MembershipError) -> Problem {
 #[serde(deny_unknown_fields)]
 pub struct LearnerBody {
     /// The new node's id (not 0, not a member yet).
+    #[serde(deserialize_with = "keel_domain::whole::u64")]
     #[schema(minimum = 0, maximum = 18_446_744_073_709_551_615_u64)]
     id: u64,
     /// The new node's `host:port`, an IP literal: `127.0.0.1:7104`, `[::1]:7104`.
@@ -98,6 +99,7 @@ pub async fn add_learner(
 #[serde(deny_unknown_fields)]
 pub struct MemberBody {
     /// The learner to promote.
+    #[serde(deserialize_with = "keel_domain::whole::u64")]
     #[schema(minimum = 0, maximum = 18_446_744_073_709_551_615_u64)]
     id: u64,
 }

@@ -32,11 +32,24 @@ pub struct PlaceBody {
     /// The buying customer (a customer's token may name only itself).
     customer: AccountId,
     /// 1 to 100 lines.
-    #[schema(min_items = 1, max_items = 100)]
+    #[schema(value_type = Vec<PlaceLine>, min_items = 1, max_items = 100)]
     lines: Vec<LineRequest>,
     /// Reservation lifetime in seconds, 1 to 604800 (default 900).
+    #[serde(default, deserialize_with = "keel_domain::whole::option_u32")]
     #[schema(minimum = 1, maximum = 604_800)]
     ttl_seconds: Option<u32>,
+}
+
+/// One line of `POST /v1/orders` (documentation only: the body reads a
+/// [`LineRequest`], whose schema states the type's range, which a batch
+/// answers per command; an order's own request is refused whole).
+#[derive(ToSchema)]
+#[allow(dead_code)] // Read by the schema derive only.
+pub struct PlaceLine {
+    sku: keel_domain::Sku,
+    /// Units, 1 to 10,000.
+    #[schema(minimum = 1, maximum = 10_000)]
+    qty: u64,
 }
 
 /// Reserve every line's units, all or none, and create a `reserved` order.

@@ -125,6 +125,7 @@ pub async fn get(
 #[serde(deny_unknown_fields)]
 pub struct QtyBody {
     /// Units to add, 1 to 10^12.
+    #[serde(deserialize_with = "keel_domain::whole::u64")]
     #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     qty: u64,
 }
@@ -159,6 +160,7 @@ pub async fn restock(
 #[serde(deny_unknown_fields)]
 pub struct StockBody {
     /// The counted units, 0 to 10^12.
+    #[serde(deserialize_with = "keel_domain::whole::u64")]
     #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     on_hand: u64,
 }
