@@ -44,6 +44,19 @@ fn outcome_json(o: &Outcome) -> Value {
     }
 }
 
+/// The problem of a command the state machine refused. Every command
+/// passed its stateless checks before it was proposed, so a `validation`
+/// refusal from the state machine is about the state (a product not
+/// active, another currency, an account of the wrong kind): the request
+/// was well-formed and conflicts with what is stored, 409, not 400.
+fn refusal(e: &DomainError) -> Problem {
+    let mut p = Problem::from(e);
+    if matches!(e, DomainError::Validation(_)) {
+        p.status = StatusCode::CONFLICT;
+    }
+    p
+}
+
 /// The response of one applied command: its outcome (201 when `created`)
 /// or its refusal, marked when it was a replay.
 pub(crate) fn applied_response(a: &Applied, created: bool) -> Response {
@@ -56,7 +69,7 @@ pub(crate) fn applied_response(a: &Applied, created: bool) -> Response {
             };
             (status, Json(outcome_json(o))).into_response()
         }
-        Err(e) => Problem::from(e).into_response(),
+        Err(e) => refusal(e).into_response(),
     };
     if a.replayed {
         resp.headers_mut().insert(
@@ -105,5 +118,51 @@ pub(crate) async fn admin_write(
     match admin(api, h).and_then(|_| build()) {
         Ok(cmd) => write(api, h, Principal::Admin, cmd, created).await,
         Err(p) => p.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+    use keel_domain::{FieldError, OrderId, OrderStatus};
+
+    use super::*;
+
+    fn refused(e: DomainError) -> Response {
+        applied_response(
+            &Applied {
+                result: Err(e),
+                replayed: false,
+            },
+            false,
+        )
+    }
+
+    #[test]
+    fn a_validation_refusal_of_the_state_machine_is_a_conflict() {
+        let r = refused(DomainError::Validation(FieldError::new(
+            "account",
+            "deposits credit customer or merchant accounts, not the external one",
+        )));
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        let r = refused(DomainError::InvalidTransition {
+            order: OrderId(1),
+            from: OrderStatus::Paid,
+            action: "cancel".into(),
+        });
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+    }
+
+    #[test]
+    fn other_refusals_keep_their_status() {
+        let r = refused(DomainError::NotFound {
+            entity: "order".into(),
+            id: "7".into(),
+        });
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let r = refused(DomainError::Overflow {
+            what: "total".into(),
+        });
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     }
 }
