@@ -1596,17 +1596,28 @@ fn customer_orders_are_newest_first_by_cursor_pages() {
     assert_eq!(bob.next_cursor, None);
     let none = query::customer_orders(&w.t, &acct("carol"), None, None).unwrap();
     assert!(none.items.is_empty() && none.next_cursor.is_none());
-    // A cursor from alice's list does not page bob's; garbage is refused.
+    // A cursor is a position: one from alice's list (before bob's) pages
+    // bob's from its start, one past bob's gives an empty page, and neither
+    // shows anyone else's orders. Garbage is refused.
     let alice_cursor = query::customer_orders(&w.t, &acct("alice"), None, Some(1))
         .unwrap()
         .next_cursor
         .unwrap();
-    for bad in [alice_cursor.as_str(), "nothex", "abc"] {
+    let from_alice = query::customer_orders(&w.t, &acct("bob"), Some(&alice_cursor), None).unwrap();
+    assert_eq!(from_alice, bob_all(&w));
+    let past_bob = keel_protocol::hex::encode(b"carol\0");
+    let past = query::customer_orders(&w.t, &acct("bob"), Some(&past_bob), None).unwrap();
+    assert!(past.items.is_empty() && past.next_cursor.is_none());
+    for bad in ["nothex", "abc"] {
         match query::customer_orders(&w.t, &acct("bob"), Some(bad), None) {
             Err(QueryError::Invalid(f)) => assert_eq!(f.field, "cursor"),
             other => panic!("cursor {bad:?}: {other:?}"),
         }
     }
+}
+
+fn bob_all(w: &World) -> query::Page<Order> {
+    query::customer_orders(&w.t, &acct("bob"), None, None).unwrap()
 }
 
 #[test]

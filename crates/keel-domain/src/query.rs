@@ -125,16 +125,23 @@ pub fn customer_orders<T: ReadTables>(
     let limit = page_limit(limit)?;
     let prefix = keys::customer_prefix(customer);
     let after = parse_cursor(cursor)?;
-    if let Some(a) = &after {
-        if !a.starts_with(&prefix) {
-            return Err(FieldError::new("cursor", "belongs to another list").into());
+    let end_key = prefix_end(&prefix);
+    // A cursor is a position, as in `products`: one before this list starts
+    // it from the beginning, one past it gives an empty last page. Either
+    // way only this customer's orders are read, and the scan's start never
+    // passes its end.
+    let start = match &after {
+        Some(a) if a.as_slice() >= prefix.as_slice() => Bound::Excluded(a.as_slice()),
+        _ => Bound::Included(prefix.as_slice()),
+    };
+    if let (Some(a), Some(end)) = (&after, &end_key) {
+        if a >= end {
+            return Ok(Page {
+                items: Vec::new(),
+                next_cursor: None,
+            });
         }
     }
-    let start = match &after {
-        Some(a) => Bound::Excluded(a.as_slice()),
-        None => Bound::Included(prefix.as_slice()),
-    };
-    let end_key = prefix_end(&prefix);
     let end = end_key.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
     let rows = t.scan(
         Table::CustomerOrders,
