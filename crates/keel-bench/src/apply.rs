@@ -24,12 +24,12 @@ use keel_domain::{
     Envelope, LineRequest, MemTables, Minor, OrderId, Principal, ProductName, RequestId, Sku,
     Summary, Violation,
 };
+use keel_harness::clear_dir;
 use keel_store::{StateMachineStore, TypeConfig};
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 use serde_json::{json, Value};
 
-use crate::local::clear_dir;
 use crate::BenchError;
 
 /// Unit price of every product in the benchmark (minor units).

@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use keel_backup::{job, restore, Key, Layout, NodeSource, Repository, RestorePoint, Target};
 use keel_client::Client;
+use keel_harness::clear_dir;
 use serde_json::{json, Value};
 
 use crate::cluster::{clients_per_node, load, row, seed_catalogue, uniform_sku};
 use crate::compare::ADMIN_TOKEN;
-use crate::local::{clear_dir, start_cluster};
+use crate::local::start_cluster;
 use crate::BenchError;
 
 /// Place commands per `/v1/batch` request while preloading.

@@ -498,8 +498,7 @@ async fn workload_endpoint(
     config: &RunConfig,
 ) -> Result<String, ChaosError> {
     let endpoint = if config.through_gateway {
-        cluster.start_gateway(0, &[])?;
-        cluster.wait_gateway_ready(READY_TIMEOUT).await?
+        cluster.start_gateway_ready(0).await?
     } else {
         let leader = cluster.leader().await.unwrap_or(1);
         let target = match cluster.ids().into_iter().find(|id| *id != leader) {

@@ -32,6 +32,10 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// its own backtrace after it, take some tens of KiB; a whole log of a long
 /// run may take hundreds of MiB.
 pub const EXIT_LOG_TAIL_BYTES: u64 = 256 * 1024;
+/// How long a local cluster, or its gateway, gets to elect a leader and
+/// answer ready: a few election rounds of nodes started from nothing, with
+/// room for a loaded machine.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a cluster operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +54,43 @@ pub enum HarnessError {
     /// Unknown node id.
     #[error("no node {0}")]
     NoNode(u64),
+    /// A file or directory could not be read, written or removed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, naming the path.
+        what: String,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Removes `dir` and everything under it, if it exists: the scratch data
+/// directory a demo or benchmark starts from (and leaves behind).
+pub fn clear_dir(dir: &Path) -> Result<(), HarnessError> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|source| HarnessError::Io {
+            what: format!("clearing {}", dir.display()),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// The spec of a local cluster: `nodes` nodes of `binary` on 127.0.0.1, node
+/// N on `base_port + N - 1` (free ports when `base_port` is 0), data and
+/// logs under `dir`, and `admin_token` for every node.
+pub fn local_spec(
+    binary: impl Into<PathBuf>,
+    nodes: u64,
+    base_port: u16,
+    dir: impl Into<PathBuf>,
+    admin_token: &str,
+) -> ClusterSpec {
+    let mut spec = ClusterSpec::new(binary, dir, nodes);
+    spec.base_port = base_port;
+    spec.admin_token = admin_token.to_owned();
+    spec
 }
 
 /// What a cluster is made of.
@@ -809,6 +850,24 @@ impl LocalCluster {
             child: Some(child),
         });
         Ok(addr)
+    }
+
+    /// Starts the gateway on `port` (0 picks a free one), as
+    /// [`start_gateway`](Self::start_gateway) with no extra arguments, and
+    /// waits up to [`READY_TIMEOUT`] until it knows the leader; returns its
+    /// address. A gateway that is not ready in time is an error naming its
+    /// log.
+    pub async fn start_gateway_ready(&mut self, port: u16) -> Result<String, HarnessError> {
+        self.start_gateway(port, &[])?;
+        self.wait_gateway_ready(READY_TIMEOUT)
+            .await
+            .map_err(|e| match e {
+                HarnessError::Timeout { what, after } => HarnessError::Timeout {
+                    what: format!("{what} (see {})", self.gateway_log_file().display()),
+                    after,
+                },
+                other => other,
+            })
     }
 
     /// The gateway's address, if one was started.

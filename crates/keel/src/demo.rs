@@ -20,7 +20,7 @@ use keel_domain::{Order, OrderStatus, Product};
 use keel_harness::LocalCluster;
 use serde_json::json;
 
-use crate::up::{local_spec, READY_TIMEOUT};
+use keel_harness::{clear_dir, local_spec, READY_TIMEOUT};
 
 mod backup;
 
@@ -254,8 +254,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn demo(args: Args) -> anyhow::Result<()> {
-    crate::clear_dir(&args.data_dir)?;
-    let spec = local_spec(3, args.base_port, args.data_dir.clone(), "keel-admin-dev")?;
+    clear_dir(&args.data_dir)?;
+    let exe = std::env::current_exe().context("locating the keel binary")?;
+    let spec = local_spec(
+        exe,
+        3,
+        args.base_port,
+        args.data_dir.clone(),
+        "keel-admin-dev",
+    );
     println!(
         "Starting a 3-node Keel cluster on 127.0.0.1:{}..{} (data in {})",
         args.base_port,
@@ -271,7 +278,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     let route = if args.direct {
         Route::Direct
     } else {
-        let gw = crate::up::start_gateway(&mut cluster, args.gateway_port).await?;
+        let gw = cluster.start_gateway_ready(args.gateway_port).await?;
         println!("Gateway up on http://{gw}: shoppers go through it, one attempt per request");
         Route::Gateway(gw)
     };

@@ -1,7 +1,6 @@
 //! `keel`: the one binary. Each subcommand parses its arguments and hands
 //! over to a library crate; no business logic lives here.
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 /// mimalloc instead of the system allocator: a node allocates and frees
@@ -88,15 +87,6 @@ enum BenchCmd {
     Compare(bench_cmd::CompareArgs),
     /// Throughput and node memory as the store grows (10k to 1M orders).
     Growth(bench_cmd::GrowthArgs),
-}
-
-/// Removes `dir` and everything under it, if it exists: the scratch data
-/// directory a demo or benchmark starts from (and leaves behind).
-pub(crate) fn clear_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
-    }
-    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {

@@ -2,13 +2,9 @@
 //! data under `./keel-data`; stops its children cleanly on Ctrl-C.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
-use keel_harness::{ClusterSpec, LocalCluster};
-
-/// How long `keel up` waits for the cluster to elect and be ready.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+use keel_harness::{local_spec, LocalCluster, READY_TIMEOUT};
 
 /// Arguments of `keel up`.
 #[derive(clap::Args)]
@@ -36,45 +32,18 @@ pub struct Args {
     from: Option<PathBuf>,
 }
 
-/// The spec of a local cluster run by this very binary.
-pub fn local_spec(
-    nodes: u64,
-    base_port: u16,
-    dir: PathBuf,
-    admin_token: &str,
-) -> anyhow::Result<ClusterSpec> {
-    let exe = std::env::current_exe().context("locating the keel binary")?;
-    let mut spec = ClusterSpec::new(exe, dir, nodes);
-    spec.base_port = base_port;
-    spec.admin_token = admin_token.to_owned();
-    Ok(spec)
-}
-
-/// Starts the gateway in front of `cluster` on `port` and waits until it
-/// knows the leader; returns its address.
-pub async fn start_gateway(cluster: &mut LocalCluster, port: u16) -> anyhow::Result<String> {
-    cluster.start_gateway(port, &[])?;
-    cluster
-        .wait_gateway_ready(READY_TIMEOUT)
-        .await
-        .with_context(|| {
-            format!(
-                "gateway not ready; see {}",
-                cluster.gateway_log_file().display()
-            )
-        })
-}
-
 /// Runs the cluster until Ctrl-C or SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
+        let exe = std::env::current_exe().context("locating the keel binary")?;
         let mut spec = local_spec(
+            exe,
             args.nodes,
             args.base_port,
             args.data_dir.clone(),
             &args.token.admin_token,
-        )?;
+        );
         if let Some(seed) = &args.from {
             let has_data = (1..=args.nodes).any(|id| args.data_dir.join(format!("node-{id}")).exists());
             if has_data {
@@ -98,7 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let entry = if args.no_gateway {
             cluster.addr(leader)?
         } else {
-            let gw = start_gateway(&mut cluster, args.gateway_port).await?;
+            let gw = cluster.start_gateway_ready(args.gateway_port).await?;
             println!(
                 "  gateway: http://{gw}  (status at /status, log {})",
                 cluster.gateway_log_file().display()

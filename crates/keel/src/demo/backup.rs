@@ -12,7 +12,7 @@ use keel_client::Client;
 use keel_harness::LocalCluster;
 
 use super::Check;
-use crate::up::{local_spec, READY_TIMEOUT};
+use keel_harness::{local_spec, READY_TIMEOUT};
 
 /// Concurrent reads when checking orders in the restored cluster.
 const VERIFY_CONCURRENCY: usize = 32;
@@ -107,7 +107,14 @@ pub async fn backup_destroy_restore(
         ),
     });
 
-    let mut spec = local_spec(3, base_port, data_dir.join("restored"), "keel-admin-dev")?;
+    let exe = std::env::current_exe().context("locating the keel binary")?;
+    let mut spec = local_spec(
+        exe,
+        3,
+        base_port,
+        data_dir.join("restored"),
+        "keel-admin-dev",
+    );
     if spec.base_dir.exists() {
         std::fs::remove_dir_all(&spec.base_dir)?;
     }
