@@ -20,10 +20,11 @@
 //!
 //! Around the checkers, the imperative shell of a run: [`nemesis`] (faults
 //! on real processes, on a seeded schedule), [`workload`] (customers through
-//! the public API, recorded as ops) and [`run`] (the whole run and its
-//! report, with availability per fault), [`term_sampler`] (each node's
-//! term through the run) and [`across`] (unavailability per nemesis over
-//! many runs).
+//! the public API, recorded as ops), [`final_state`] (the state read back
+//! for the invariants, also what `keel demo` is judged on) and [`run`] (the
+//! whole run and its report, with availability per fault), [`term_sampler`]
+//! (each node's term through the run) and [`across`] (unavailability per
+//! nemesis over many runs).
 //!
 //! What produces a history (the cluster harness, the nemesis that injects
 //! faults, the workload and its recorder) belongs beside these as modules of
@@ -158,6 +159,7 @@
 
 pub mod across;
 mod error;
+pub mod final_state;
 pub mod finding;
 pub mod history;
 pub mod invariants;
@@ -171,6 +173,7 @@ pub mod terms;
 pub mod workload;
 
 pub use error::ChaosError;
+pub use final_state::{read_final_state, StateQuery};
 pub use finding::{Finding, DETAIL_EXAMPLES_MAX};
 pub use history::{
     History, HistoryError, Op, OpKind, OpResult, Outcome, HISTORY_OPS_MAX, HISTORY_VERSION,

@@ -8,15 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keel_client::Client;
-use keel_domain::{Account, AccountId, Order, Product, Sku};
+use keel_domain::{AccountId, Sku};
 use keel_harness::{ClusterSpec, LocalCluster};
 use serde::{Deserialize, Serialize};
 
+pub use crate::final_state::CONVERGE_TIMEOUT;
+use crate::final_state::{read_final_state, StateQuery};
 use crate::history::{History, Op, OpKind, Outcome};
-use crate::invariants::{
-    check_invariants, FinalAccount, FinalLine, FinalOrder, FinalState, FinalStock, ReplicaDigest,
-};
+use crate::invariants::{check_invariants, FinalState, ReplicaDigest};
 use crate::nemesis::{schedule, FaultRecord, Nemeses, Nemesis, RECOVERY_TIMEOUT};
 use crate::sync::lock;
 use crate::term_sampler::TermSampler;
@@ -24,12 +23,8 @@ use crate::terms::{check_terms_never_go_back, TermRecord, Wipe};
 use crate::workload::{self, Recorder, WorkloadConfig};
 use crate::{check_all, ChaosError, Finding};
 
-/// Longest the replicas get to converge after the last heal.
-pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a node gets to start and elect.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest reading the final state back may take (hundreds of reads).
-pub const FINAL_STATE_TIMEOUT: Duration = Duration::from_secs(180);
 /// Name of the finding that the cluster healed after the last fault.
 pub const HEALED: &str = "cluster healed";
 /// Name of the finding that every requested nemesis struck.
@@ -340,7 +335,9 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
     let healed = healed_finding(&mut cluster, fault_error).await;
     let ids = cluster.ids();
     let converged = converged_finding(&cluster, &ids, healed.ok).await;
-    let state = final_state_within_timeout(&cluster, &admin, &workload_config, &recorder).await;
+    let supplied = supplied_skus(&workload_config);
+    let query = state_query(&workload_config, &recorder, &supplied);
+    let state = read_final_state(&cluster, &admin, &query).await;
     let terms = sampler.finish().await;
     cluster.stop_all();
 
@@ -351,7 +348,7 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
     findings.push(converged);
     findings.extend(final_state_findings(state, &ids, &history, healed.ok)?);
     findings.insert(0, healed);
-    findings.extend(history_findings(&history, &workload_config, &recorder));
+    findings.extend(history_findings(&history, &supplied, &recorder));
     let faults: Vec<FaultReport> = faults
         .into_iter()
         .map(|f| availability(f, &history))
@@ -635,25 +632,6 @@ async fn converged_finding(cluster: &LocalCluster, ids: &[u64], healed: bool) ->
     }
 }
 
-async fn final_state_within_timeout(
-    cluster: &LocalCluster,
-    admin: &Client,
-    config: &WorkloadConfig,
-    recorder: &Recorder,
-) -> Result<FinalState, ChaosError> {
-    match tokio::time::timeout(
-        FINAL_STATE_TIMEOUT,
-        final_state(cluster, admin, config, recorder),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(ChaosError::Setup(format!(
-            "reading final state: not done in {FINAL_STATE_TIMEOUT:?}"
-        ))),
-    }
-}
-
 /// The findings on the final state: every digest read, and the invariants.
 fn final_state_findings(
     state: Result<FinalState, ChaosError>,
@@ -674,18 +652,47 @@ fn final_state_findings(
     Ok(findings)
 }
 
-/// The findings on the history alone: the checkers, and replays.
-fn history_findings(
-    history: &History,
-    workload_config: &WorkloadConfig,
-    recorder: &Recorder,
-) -> Vec<Finding> {
-    let initial: BTreeMap<Sku, u64> = workload_config
+/// Every SKU of the workload with its starting stock.
+fn supplied_skus(workload_config: &WorkloadConfig) -> BTreeMap<Sku, u64> {
+    workload_config
         .supplied()
         .into_iter()
         .filter_map(|(sku, qty)| Some((Sku::new(&sku).ok()?, qty)))
+        .collect()
+}
+
+/// What the run set up, for reading its final state: the SKUs, the shop's
+/// two accounts and every customer that must or may exist.
+fn state_query(
+    workload_config: &WorkloadConfig,
+    recorder: &Recorder,
+    supplied: &BTreeMap<Sku, u64>,
+) -> StateQuery {
+    let (must, may) = recorder.customers(workload_config);
+    let ids = |refs: Vec<workload::CustomerRef>| -> Vec<AccountId> {
+        refs.into_iter()
+            .filter_map(|(p, n)| AccountId::new(workload::customer_id(p, n)).ok())
+            .collect()
+    };
+    let mut accounts: Vec<AccountId> = ["shop", "world"]
+        .into_iter()
+        .filter_map(|a| AccountId::new(a).ok())
         .collect();
-    let mut findings = check_all(history, &initial);
+    accounts.extend(ids(must));
+    StateQuery {
+        supplied: supplied.clone(),
+        accounts,
+        accounts_in_doubt: ids(may),
+    }
+}
+
+/// The findings on the history alone: the checkers, and replays.
+fn history_findings(
+    history: &History,
+    supplied: &BTreeMap<Sku, u64>,
+    recorder: &Recorder,
+) -> Vec<Finding> {
+    let mut findings = check_all(history, supplied);
     let mismatches = lock(&recorder.replay_mismatches).clone();
     findings.push(Finding::from_problems(
         "same key, same answer",
@@ -720,148 +727,6 @@ fn wipes(faults: &[FaultReport]) -> Vec<Wipe> {
             })
         })
         .collect()
-}
-
-/// Everything the end-of-run checks read back from the cluster.
-async fn final_state(
-    cluster: &LocalCluster,
-    admin: &Client,
-    config: &WorkloadConfig,
-    recorder: &Recorder,
-) -> Result<FinalState, ChaosError> {
-    let read = |e: keel_client::ClientError| ChaosError::Setup(format!("reading final state: {e}"));
-    let mut state = FinalState::default();
-    for (sku, qty) in config.supplied() {
-        let p: Product = match admin
-            .get(&format!("/v1/products/{sku}"))
-            .await
-            .and_then(|r| r.json())
-        {
-            Ok(p) => p,
-            // Set up and acknowledged before the first fault, so gone means
-            // lost: a finding, not a failed run.
-            Err(e) if e.kind() == Some("not_found") => {
-                state.missing.push(format!("product {sku}"));
-                if let Ok(sku) = keel_domain::Sku::new(&sku) {
-                    state.supplied.insert(sku, qty);
-                }
-                continue;
-            }
-            Err(e) => return Err(read(e)),
-        };
-        state.stock.push(FinalStock {
-            sku: p.sku.clone(),
-            on_hand: p.stock.on_hand,
-            reserved: p.stock.reserved,
-            sold: p.stock.ledger.sold,
-        });
-        state.supplied.insert(p.sku, qty);
-    }
-    let (must, may) = recorder.customers(config);
-    let mut account_ids: Vec<(String, bool)> =
-        vec![("shop".to_owned(), true), ("world".to_owned(), true)];
-    account_ids.extend(
-        must.iter()
-            .map(|&(p, n)| (workload::customer_id(p, n), true)),
-    );
-    account_ids.extend(
-        may.iter()
-            .map(|&(p, n)| (workload::customer_id(p, n), false)),
-    );
-    for (id, must_exist) in account_ids {
-        let a: Account = match admin
-            .get(&format!("/v1/accounts/{id}"))
-            .await
-            .and_then(|r| r.json())
-        {
-            Ok(a) => a,
-            Err(e) if e.kind() == Some("not_found") => {
-                if must_exist {
-                    state.missing.push(format!("account {id}"));
-                }
-                continue;
-            }
-            Err(e) => return Err(read(e)),
-        };
-        if a.kind == keel_domain::AccountKind::Customer {
-            state.orders.extend(customer_orders(admin, &a.id).await?);
-        }
-        state.accounts.push(FinalAccount {
-            id: a.id,
-            kind: a.kind,
-            currency: a.currency,
-            balance: a.balance,
-        });
-    }
-    state.replicas = digests_at_one_index(cluster).await;
-    Ok(state)
-}
-
-/// Every replica's digest, read at one applied index. An idle leader still
-/// proposes clock ticks (`keel_node::server::CLOCK_TICK_LAG_MS`), so a
-/// round of reads can straddle one and see replicas at different indexes,
-/// where different digests prove nothing: read rounds again (for at most
-/// [`CONVERGE_TIMEOUT`]) until one finds every replica at the same index,
-/// and judge that round. Replicas that differ at one index are a violation
-/// found at once; the last round is kept when none agrees on an index.
-async fn digests_at_one_index(cluster: &LocalCluster) -> Vec<ReplicaDigest> {
-    let deadline = Instant::now() + CONVERGE_TIMEOUT;
-    loop {
-        let mut round = Vec::new();
-        for id in cluster.ids() {
-            if let Some((applied_index, digest)) = cluster.digest(id).await {
-                round.push(ReplicaDigest {
-                    node: format!("node {id}"),
-                    applied_index,
-                    digest,
-                });
-            }
-        }
-        let one_index = round
-            .windows(2)
-            .all(|w| w[0].applied_index == w[1].applied_index);
-        if one_index || Instant::now() >= deadline {
-            return round;
-        }
-        tokio::time::sleep(keel_harness::POLL_INTERVAL).await;
-    }
-}
-
-async fn customer_orders(admin: &Client, id: &AccountId) -> Result<Vec<FinalOrder>, ChaosError> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut path = format!("/v1/accounts/{id}/orders?limit=100");
-        if let Some(c) = &cursor {
-            path.push_str(&format!("&cursor={c}"));
-        }
-        let page = admin
-            .get(&path)
-            .await
-            .map_err(|e| ChaosError::Setup(format!("orders of {id}: {e}")))?
-            .body;
-        let items: Vec<Order> = serde_json::from_value(page["items"].clone())
-            .map_err(|e| ChaosError::Setup(format!("orders of {id}: {e}")))?;
-        out.extend(items.into_iter().map(|o| {
-            FinalOrder {
-                id: o.id,
-                customer: o.customer,
-                lines: o
-                    .lines
-                    .into_iter()
-                    .map(|l| FinalLine {
-                        sku: l.sku,
-                        qty: l.qty,
-                    })
-                    .collect(),
-                status: o.status,
-            }
-        }));
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return Ok(out),
-        }
-    }
 }
 
 fn count_outcomes(history: &History) -> BTreeMap<String, u64> {
