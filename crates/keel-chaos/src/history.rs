@@ -261,6 +261,29 @@ impl Op {
     }
 }
 
+impl Op {
+    /// Whether the client saw this op fail for lack of service: lost, or
+    /// refused for a reason other than the state's (a domain refusal such as
+    /// out of stock is an answer, and an order read that finds none too).
+    pub fn is_error(&self) -> bool {
+        match &self.outcome {
+            Outcome::Ok(_) => false,
+            Outcome::Unknown(_) => true,
+            Outcome::Fail(kind) => {
+                let refusal = [
+                    fail::OUT_OF_STOCK,
+                    fail::INVALID_TRANSITION,
+                    fail::INSUFFICIENT_FUNDS,
+                ]
+                .contains(&kind.as_str());
+                let absent =
+                    kind == fail::NOT_FOUND && matches!(self.kind, OpKind::ReadOrder { .. });
+                !(refusal || absent)
+            }
+        }
+    }
+}
+
 impl fmt::Display for OpKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -572,6 +595,25 @@ mod tests {
             Err(HistoryError::InvalidOp { .. })
         ));
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn errors_are_lost_or_unserved_requests_not_refusals() {
+        let with = |outcome: Outcome| Op {
+            outcome,
+            ..place(0)
+        };
+        assert!(with(Outcome::Unknown("timeout".into())).is_error());
+        assert!(with(Outcome::Fail(fail::UNAVAILABLE.into())).is_error());
+        assert!(!with(Outcome::Fail(fail::OUT_OF_STOCK.into())).is_error());
+        assert!(!place(0).is_error());
+        let read = |outcome: Outcome| Op {
+            kind: OpKind::ReadOrder { order: OrderId(1) },
+            outcome,
+            ..place(0)
+        };
+        assert!(!read(Outcome::Fail(fail::NOT_FOUND.into())).is_error());
+        assert!(with(Outcome::Fail(fail::NOT_FOUND.into())).is_error());
     }
 
     #[test]

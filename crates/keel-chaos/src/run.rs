@@ -757,23 +757,6 @@ fn latency_p99_ms(history: &History) -> f64 {
     l[i] as f64 / 1e6
 }
 
-/// An op that the client saw fail for lack of service (not a domain
-/// refusal such as out of stock).
-fn is_error(op: &Op) -> bool {
-    match &op.outcome {
-        Outcome::Ok(_) => false,
-        Outcome::Unknown(_) => true,
-        Outcome::Fail(kind) => {
-            let refusal = matches!(
-                kind.as_str(),
-                "out_of_stock" | "invalid_transition" | "insufficient_funds"
-            );
-            let absent = kind == "not_found" && matches!(op.kind, OpKind::ReadOrder { .. });
-            !(refusal || absent)
-        }
-    }
-}
-
 /// The run's verdict on its nemeses: each requested one struck, unless it
 /// was skipped for want of what it needs and `allow_skip` accepts that.
 pub fn nemeses_struck(
@@ -989,7 +972,7 @@ pub fn availability(record: FaultRecord, history: &History) -> FaultReport {
     let errors = history
         .ops()
         .iter()
-        .filter(|o| o.complete_ns >= from && o.invoke_ns <= until && is_error(o))
+        .filter(|o| o.complete_ns >= from && o.invoke_ns <= until && o.is_error())
         .count() as u64;
     FaultReport {
         unavailable_ms: first_ok.map(|t| (t - from) as f64 / 1e6),

@@ -338,6 +338,12 @@ async fn client_loop(
         opening: false,
         funding: false,
     };
+    let route = Route::Once(config.endpoint.clone());
+    let sender = OpSender {
+        client: &client,
+        route: &route,
+        ttl_seconds: config.ttl_seconds,
+    };
     let mut reserved: Vec<OrderId> = Vec::new();
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -360,14 +366,14 @@ async fn client_loop(
         let Some(kind) = kind else {
             continue;
         };
-        let mut op = perform(&client, &config, process, t0, kind).await;
-        resolve(&client, &config, t0, &stop, &mut op).await;
+        let mut op = sender.perform(process, t0, kind).await;
+        sender.resolve(t0, &stop, &mut op).await;
         // Now and then the very same write again, same key: it must answer
         // as the first did and change nothing. The history keeps one op per
         // key, so the second answer is folded into the op.
         if op.kind.key().is_some() && rng.below(REPLAY_ONE_IN) == 0 {
             recorder.replays.fetch_add(1, Ordering::Relaxed);
-            let again = perform(&client, &config, process, t0, op.kind.clone()).await;
+            let again = sender.perform(process, t0, op.kind.clone()).await;
             if let Some(m) = fold_again(&mut op, again) {
                 lock(&recorder.replay_mismatches).push(m);
             }
@@ -447,31 +453,6 @@ async fn apply_once(client: &Client, config: &WorkloadConfig, cmd: Value, key: &
     }
 }
 
-/// Asks again, with the same key, about a write whose outcome was lost,
-/// until an answer settles it (the node replays the stored result if the
-/// first attempt took effect): the op then ends at that answer, its effect
-/// somewhere in between. Unsettled writes stay `Unknown`, which the checkers
-/// allow either way but which stop them from splitting a long history.
-async fn resolve(
-    client: &Client,
-    config: &WorkloadConfig,
-    t0: Instant,
-    stop: &AtomicBool,
-    op: &mut Op,
-) {
-    if !matches!(op.outcome, Outcome::Unknown(_)) || op.kind.key().is_none() {
-        return;
-    }
-    for _ in 0..RESOLVE_ATTEMPTS_MAX {
-        if is_stored_answer(&op.outcome) || stop.load(Ordering::Relaxed) {
-            return;
-        }
-        tokio::time::sleep(RESOLVE_BACKOFF).await;
-        let again = perform(client, config, op.process, t0, op.kind.clone()).await;
-        fold_again(op, again);
-    }
-}
-
 /// Whether an outcome is the answer the cluster keeps with the request's
 /// key, which every later attempt with that key must get back: a success,
 /// or a refusal that says why the state did not allow it. `unavailable`
@@ -529,35 +510,104 @@ fn push(recorder: &Recorder, op: Op) {
     lock(&recorder.ops).push(op);
 }
 
-/// Sends one request, once, and records what came back.
-async fn perform(
-    client: &Client,
-    config: &WorkloadConfig,
-    process: u64,
-    t0: Instant,
-    kind: OpKind,
-) -> Op {
-    let (method, path, body) = request_of(&kind, config.ttl_seconds);
-    let key = kind.key().map(|k| k.as_str().to_owned());
-    let invoke_ns = t0.elapsed().as_nanos() as u64;
-    let reply = client
-        .call_at(
-            &config.endpoint,
-            method,
-            &path,
-            body.as_ref(),
-            key.as_deref(),
-        )
-        .await;
-    let complete_ns = t0.elapsed().as_nanos() as u64;
-    let outcome = match reply {
-        Ok(r) => match result_of(&kind, &r.body) {
+/// How a recorded request reaches the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// One attempt at this address (`host:port`, a gateway or a node): the
+    /// op records what that attempt said. What a chaos run does.
+    Once(String),
+    /// The client's own failover over its endpoints (a keyed write is sent
+    /// again on another node after a lost reply, 503 or 504): the op records
+    /// the last answer, and a write whose every attempt failed as unknown,
+    /// since one of them may have applied it.
+    Failover,
+}
+
+/// Sends a history's requests and records what each learnt: the one place
+/// where an answer becomes an [`Outcome`], for the chaos workload and for
+/// any other load judged by the checkers.
+#[derive(Clone, Copy)]
+pub struct OpSender<'a> {
+    /// The client, with a token that may act for every customer.
+    pub client: &'a Client,
+    /// How requests reach the cluster.
+    pub route: &'a Route,
+    /// The lifetime every place asks for: longer than the run, since the
+    /// checkers' models have no expiry.
+    pub ttl_seconds: u32,
+}
+
+impl OpSender<'_> {
+    /// Sends `kind` for client `process` and records what came back, with
+    /// the interval it was in flight in ns since `t0`.
+    pub async fn perform(&self, process: u64, t0: Instant, kind: OpKind) -> Op {
+        let (method, path, body) = request_of(&kind, self.ttl_seconds);
+        let key = kind.key().map(|k| k.as_str().to_owned());
+        let invoke_ns = t0.elapsed().as_nanos() as u64;
+        let reply = match self.route {
+            Route::Once(endpoint) => {
+                self.client
+                    .call_at(endpoint, method, &path, body.as_ref(), key.as_deref())
+                    .await
+            }
+            Route::Failover => self
+                .client
+                .call(method, &path, body.as_ref(), key.as_deref())
+                .await
+                .map_err(as_last_attempt),
+        };
+        let complete_ns = t0.elapsed().as_nanos() as u64;
+        Op {
+            process,
+            invoke_ns,
+            complete_ns,
+            outcome: outcome_of(&kind, reply),
+            kind,
+        }
+    }
+
+    /// Asks again, with the same key, about a write whose outcome was lost,
+    /// until an answer settles it (the node replays the stored result if
+    /// the first attempt took effect) or `stop` is set: the op then ends at
+    /// that answer, its effect somewhere in between. Unsettled writes stay
+    /// `Unknown`, which the checkers allow either way but which stop them
+    /// from splitting a long history.
+    pub async fn resolve(&self, t0: Instant, stop: &AtomicBool, op: &mut Op) {
+        if !matches!(op.outcome, Outcome::Unknown(_)) || op.kind.key().is_none() {
+            return;
+        }
+        for _ in 0..RESOLVE_ATTEMPTS_MAX {
+            if is_stored_answer(&op.outcome) || stop.load(Ordering::Relaxed) {
+                return;
+            }
+            tokio::time::sleep(RESOLVE_BACKOFF).await;
+            let again = self.perform(op.process, t0, op.kind.clone()).await;
+            fold_again(op, again);
+        }
+    }
+}
+
+/// What the client's failover ended with, as the attempt it ended on: no
+/// node answered usefully is a lost reply, since an earlier attempt may
+/// have reached one.
+fn as_last_attempt(e: ClientError) -> AttemptError {
+    match e {
+        ClientError::Unavailable(m) => AttemptError::Lost(m),
+        ClientError::Invalid(m) => AttemptError::Invalid(m),
+        other => AttemptError::Problem(other),
+    }
+}
+
+/// What one reply says about the op `kind`.
+fn outcome_of(kind: &OpKind, reply: Result<keel_client::Reply, AttemptError>) -> Outcome {
+    match reply {
+        Ok(r) => match result_of(kind, &r.body) {
             Some(res) => Outcome::Ok(res),
             None => Outcome::Unknown(format!("unreadable answer: {}", r.body)),
         },
         Err(AttemptError::Problem(ClientError::Problem {
             status, kind: k, ..
-        })) => classify_problem(status, &k, &kind),
+        })) => classify_problem(status, &k, kind),
         Err(AttemptError::Problem(e)) => Outcome::Unknown(e.to_string()),
         // Never sent is certain only for a direct connection; through a
         // gateway a refused connection to it is too. Either way nothing
@@ -565,13 +615,6 @@ async fn perform(
         Err(AttemptError::NotSent(m)) => Outcome::Fail(format!("not_sent: {m}")),
         Err(AttemptError::Invalid(m)) => Outcome::Fail(format!("invalid: {m}")),
         Err(AttemptError::Lost(m)) => Outcome::Unknown(m),
-    };
-    Op {
-        process,
-        invoke_ns,
-        complete_ns,
-        kind,
-        outcome,
     }
 }
 
@@ -884,6 +927,23 @@ mod tests {
         let mut op = place_op(10, 20, Outcome::Unknown("lost".into()));
         fold_again(&mut op, place_op(30, 40, refused("unavailable")));
         assert!(matches!(op.outcome, Outcome::Unknown(_)));
+    }
+
+    /// Through the client's own failover, an error is what its last
+    /// attempt saw: no node answering may follow an attempt that applied
+    /// the write, so it is unknown; a refusal is still a refusal.
+    #[test]
+    fn a_failover_that_found_no_node_is_unknown_and_a_refusal_fails() {
+        let kind = place_kind(0, 0, HOT_SKU, 1, "k").unwrap();
+        let no_node = Err(as_last_attempt(ClientError::Unavailable("down".into())));
+        assert!(matches!(outcome_of(&kind, no_node), Outcome::Unknown(_)));
+        let refusal = Err(as_last_attempt(ClientError::Problem {
+            status: 409,
+            kind: "out_of_stock".into(),
+            detail: String::new(),
+            body: Value::Null,
+        }));
+        assert_eq!(outcome_of(&kind, refusal), refused("out_of_stock"));
     }
 
     #[test]
