@@ -74,23 +74,29 @@ impl Finding {
 
 /// `"3 problems: a; b; c"`, listing at most [`DETAIL_EXAMPLES_MAX`].
 pub(crate) fn examples(problems: &[String]) -> String {
-    let shown: Vec<&str> = problems
-        .iter()
-        .take(DETAIL_EXAMPLES_MAX)
-        .map(String::as_str)
-        .collect();
-    let more = problems.len().saturating_sub(shown.len());
-    let tail = if more > 0 {
-        format!("; and {more} more")
-    } else {
-        String::new()
-    };
     let noun = if problems.len() == 1 {
         "problem"
     } else {
         "problems"
     };
-    format!("{} {noun}: {}{tail}", problems.len(), shown.join("; "))
+    format!("{} {noun}: {}", problems.len(), first_few(problems, "; "))
+}
+
+/// At most [`DETAIL_EXAMPLES_MAX`] of `items` joined by `separator`, then
+/// how many more there were: `"a; b; and 3 more"`.
+pub(crate) fn first_few<T: ToString>(items: &[T], separator: &str) -> String {
+    let shown: Vec<String> = items
+        .iter()
+        .take(DETAIL_EXAMPLES_MAX)
+        .map(ToString::to_string)
+        .collect();
+    let more = items.len().saturating_sub(shown.len());
+    let tail = if more > 0 {
+        format!("{separator}and {more} more")
+    } else {
+        String::new()
+    };
+    format!("{}{tail}", shown.join(separator))
 }
 
 impl fmt::Display for Finding {

@@ -190,14 +190,30 @@ fn phantom_order_fails() {
     assert!(!f.ok && f.detail.contains("match no place"), "{f}");
 }
 
+/// A load that buys the same thing again: the orders of one signature
+/// number at least its acknowledged places and at most those plus its
+/// unknown ones.
 #[test]
-fn reused_signatures_skip_the_trace() {
+fn shared_signatures_are_judged_by_count() {
     let h = history(vec![
         place(0, "c1", 2, placed(1, 2)),
         place(1, "c1", 2, Outcome::Unknown("timeout".into())),
+        place(2, "c1", 2, Outcome::Fail("out_of_stock".into())),
+        place(3, "c1", 2, placed(4, 2)),
     ]);
-    let f = check_places_applied_once(&h, &[order(1, "c1", 2, OrderStatus::Reserved)]);
-    assert!(f.skipped && !f.ok, "{f}");
+    let orders = |ids: &[u64]| -> Vec<FinalOrder> {
+        ids.iter()
+            .map(|id| order(*id, "c1", 2, OrderStatus::Reserved))
+            .collect()
+    };
+    for fine in [&[1, 4][..], &[1, 4, 7]] {
+        let f = check_places_applied_once(&h, &orders(fine));
+        assert!(f.ok, "orders {fine:?}: {f}");
+    }
+    let f = check_places_applied_once(&h, &orders(&[1, 4, 7, 8]));
+    assert!(!f.ok && f.detail.contains("made 4 orders"), "{f}");
+    let f = check_places_applied_once(&h, &orders(&[1]));
+    assert!(!f.ok && f.detail.contains("but only 1 such orders"), "{f}");
 }
 
 #[test]
