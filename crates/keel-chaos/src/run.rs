@@ -618,7 +618,9 @@ async fn healed_finding(cluster: &mut LocalCluster, fault_error: Option<String>)
     }
 }
 
-async fn converged_finding(cluster: &LocalCluster, ids: &[u64], healed: bool) -> Finding {
+/// Whether the replicas `ids` reach one applied index with equal digests
+/// within [`CONVERGE_TIMEOUT`]; skipped when the cluster did not heal.
+pub async fn converged_finding(cluster: &LocalCluster, ids: &[u64], healed: bool) -> Finding {
     if healed {
         match cluster.wait_converged(ids, CONVERGE_TIMEOUT).await {
             Ok((index, digest)) => Finding::pass(

@@ -1,0 +1,47 @@
+//! The demo's cluster: three nodes started from an empty data directory,
+//! and the way in for the shoppers, through the gateway or straight to the
+//! nodes.
+
+use keel_chaos::workload::Route;
+use keel_client::Client;
+use keel_harness::{clear_dir, local_spec, LocalCluster, READY_TIMEOUT};
+
+use crate::{DemoConfig, DemoError, ADMIN_TOKEN, NODES};
+
+/// Starts the cluster in a wiped `config.data_dir` and waits for a leader;
+/// returns the cluster and its first leader.
+pub async fn start(config: &DemoConfig) -> Result<(LocalCluster, u64), DemoError> {
+    clear_dir(&config.data_dir)?;
+    let spec = local_spec(
+        &config.keel_bin,
+        NODES,
+        config.base_port,
+        &config.data_dir,
+        ADMIN_TOKEN,
+    );
+    let cluster = LocalCluster::start(spec)?;
+    println!(
+        "Starting a {NODES}-node Keel cluster on {} (data in {})",
+        cluster.endpoints().join(", "),
+        config.data_dir.display()
+    );
+    let leader = cluster.wait_ready(READY_TIMEOUT).await?;
+    println!("Leader elected: node {leader}");
+    Ok((cluster, leader))
+}
+
+/// The client and route the shoppers use: the gateway, started here, with
+/// one attempt per request; or, with `config.direct`, every node with the
+/// client's own failover.
+pub async fn connect(
+    cluster: &mut LocalCluster,
+    config: &DemoConfig,
+) -> Result<(Client, Route), DemoError> {
+    if config.direct {
+        return Ok((cluster.admin_client(), Route::Failover));
+    }
+    let gateway = cluster.start_gateway_ready(config.gateway_port).await?;
+    println!("Gateway up on http://{gateway}: shoppers go through it, one attempt per request");
+    let client = Client::new(vec![gateway.clone()], Some(ADMIN_TOKEN.to_owned()));
+    Ok((client, Route::Once(gateway)))
+}
