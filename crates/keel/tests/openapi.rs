@@ -31,16 +31,17 @@ const FUZZ_TIME_MAX: Duration = Duration::from_secs(75);
 /// for a finished one.
 fn schemathesis() -> PathBuf {
     let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    // Built where it will stay: a venv's scripts name its own python by
+    // absolute path, so a venv renamed after the install cannot run them.
+    // The marker is written only once pip has finished, so an interrupted
+    // install is started again from scratch.
     let venv = root.join(format!("schemathesis-{SCHEMATHESIS}"));
     let exe = venv.join("bin/schemathesis");
-    if exe.exists() {
+    let installed = venv.join("installed");
+    if installed.exists() && exe.exists() {
         return exe;
     }
-    let partial = root.join(format!(
-        "schemathesis-{SCHEMATHESIS}.partial-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&partial);
+    let _ = std::fs::remove_dir_all(&venv);
     let run = |cmd: &mut Command, what: &str| {
         let out = cmd.output().unwrap_or_else(|e| {
             panic!("{what}: cannot run it ({e}); this test needs python3 with venv and pip")
@@ -54,11 +55,11 @@ fn schemathesis() -> PathBuf {
         );
     };
     run(
-        Command::new("python3").args(["-m", "venv"]).arg(&partial),
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
         "python3 -m venv",
     );
     run(
-        Command::new(partial.join("bin/pip")).args([
+        Command::new(venv.join("bin/pip")).args([
             "install",
             "--quiet",
             "--disable-pip-version-check",
@@ -66,11 +67,8 @@ fn schemathesis() -> PathBuf {
         ]),
         "pip install schemathesis",
     );
-    // Another test process may have finished first: theirs is as good.
-    if std::fs::rename(&partial, &venv).is_err() {
-        let _ = std::fs::remove_dir_all(&partial);
-    }
     assert!(exe.exists(), "{} missing after install", exe.display());
+    std::fs::write(&installed, b"ok\n").unwrap();
     exe
 }
 
