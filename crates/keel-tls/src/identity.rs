@@ -1,0 +1,29 @@
+//! The member identity a node's certificate names.
+//!
+//! A node's certificate carries, beside the host names clients dial, the DNS
+//! name `node-<id>.member.keel`. The CA signs it only into a node's
+//! certificate (`keel certs node --id`), so a peer that completed the
+//! handshake with a certificate naming member 2 holds member 2's key: a
+//! node that holds a certificate for one member cannot speak for another.
+
+use rustls_pki_types::{CertificateDer, ServerName};
+
+/// The pseudo-domain of member identities; never resolved.
+pub const MEMBER_DOMAIN: &str = "member.keel";
+
+/// The DNS name a certificate for member `id` carries.
+pub fn member_name(id: u64) -> String {
+    format!("node-{id}.{MEMBER_DOMAIN}")
+}
+
+/// Whether `cert` (already verified against the cluster's CA by the
+/// handshake) names member `id`.
+pub fn presents_member(cert: &CertificateDer<'_>, id: u64) -> bool {
+    let Ok(leaf) = webpki::EndEntityCert::try_from(cert) else {
+        return false;
+    };
+    let Ok(name) = ServerName::try_from(member_name(id)) else {
+        return false;
+    };
+    leaf.verify_is_valid_for_subject_name(&name).is_ok()
+}
