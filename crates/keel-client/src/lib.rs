@@ -138,6 +138,21 @@ impl Client {
         }
     }
 
+    /// A client for `endpoints` over TLS with `tls`: each endpoint must
+    /// present a certificate from the cluster's CA naming the host dialled.
+    pub fn with_tls(
+        endpoints: Vec<String>,
+        token: Option<String>,
+        tls: Arc<keel_tls::ClientTls>,
+    ) -> Self {
+        Self {
+            pool: Arc::new(
+                ConnPool::new(IDLE_PER_NODE_MAX, IDLE_TIMEOUT, CONNECT_TIMEOUT).with_tls(Some(tls)),
+            ),
+            ..Self::new(endpoints, token)
+        }
+    }
+
     /// The same cluster with another token.
     pub fn with_token(&self, token: Option<String>) -> Self {
         Self {

@@ -51,6 +51,15 @@ pub struct GatewayConfig {
     /// proxy (the gateway is the one long-lived process that already knows
     /// the nodes and the admin token). Absent: no backups.
     pub backup: Option<BackupSection>,
+    /// TLS (`[tls]`): clients are served with `cert` and `key`, and the
+    /// nodes are dialled trusting only the CAs in `ca` (each node must
+    /// present a certificate naming the address dialled); each file is read
+    /// again when it changes. Absent: plaintext both ways, which a listener
+    /// outside loopback refuses unless `insecure_plaintext` is set.
+    pub tls: Option<keel_tls::TlsFiles>,
+    /// Serve and dial plaintext outside loopback: the operator's explicit
+    /// choice for a network they trust.
+    pub insecure_plaintext: bool,
 }
 
 /// Most client-serving threads a gateway runs (`workers`).
@@ -84,6 +93,8 @@ impl Default for GatewayConfig {
             rate_limit: RateLimitConfig::default(),
             discovery: DiscoveryConfig::default(),
             backup: None,
+            tls: None,
+            insecure_plaintext: false,
         }
     }
 }
@@ -597,6 +608,12 @@ impl GatewayConfig {
 
     /// Checks everything the rules do not check themselves.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.listen.ip().is_loopback() && self.tls.is_none() && !self.insecure_plaintext {
+            return Err(ConfigError::Invalid {
+                field: "tls",
+                reason: "listening outside loopback without TLS: tokens would cross the network in clear; give [tls] ca, cert and key (or --tls-ca/--tls-cert/--tls-key; `keel certs` makes them), or set insecure_plaintext (--insecure-plaintext) on a network you trust",
+            });
+        }
         if self.nodes.is_empty() {
             return Err(ConfigError::Invalid {
                 field: "nodes",

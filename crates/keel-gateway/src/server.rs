@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::pool::{Class, Pool, ProbeFailure, WeightError};
 use crate::problem::Problem;
 use crate::proxy::{self, Client};
-use crate::shared::{KeyMaker, PendingCap, Shared};
+use crate::shared::{GatewayTls, KeyMaker, PendingCap, Shared};
 use crate::{ConfigError, NodeIndex};
 use keel_http_client::ConnPool;
 use keel_http_server::{ConnectionSlots, ServeLimits};
@@ -60,6 +60,9 @@ pub enum GatewayError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
+    /// The TLS files could not be read.
+    #[error("TLS: {0}")]
+    Tls(#[from] keel_tls::TlsError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -93,14 +96,22 @@ impl Gateway {
         // backoff jitter and the key prefix.
         let seed: u64 = rand::rngs::SmallRng::from_os_rng().random();
         let pool = Pool::new(config.clone(), metrics.clone(), seed)?;
+        let tls = match &config.tls {
+            Some(t) => Some(GatewayTls {
+                server: Arc::new(keel_tls::ServerTls::load(t.clone())?),
+                client: Arc::new(keel_tls::ClientTls::anonymous(t.ca.clone())?),
+            }),
+            None => None,
+        };
         let shared = Arc::new(Shared {
+            tls: tls.clone(),
             pending: Arc::new(PendingCap::new(config.limits.pending_max)),
             keys: Arc::new(KeyMaker::new(seed.rotate_left(17))),
             series: Arc::new(Class::ALL.map(|c| metrics.class_series(c.label()))),
             config: config.clone(),
             pool,
             metrics,
-            upstream: upstream_pool(&config),
+            upstream: upstream_pool(&config, tls.as_ref()),
         });
         let (stop, stopped) = watch::channel(false);
         let slots = ConnectionSlots::new(config.limits.connections_max);
@@ -180,12 +191,13 @@ async fn all_stopped(workers: Vec<oneshot::Receiver<()>>) {
 }
 
 /// The node connections of one runtime.
-fn upstream_pool(config: &GatewayConfig) -> ConnPool {
+fn upstream_pool(config: &GatewayConfig, tls: Option<&GatewayTls>) -> ConnPool {
     ConnPool::new(
         config.limits.idle_connections_per_node,
         UPSTREAM_IDLE_TIMEOUT,
         Duration::from_millis(config.limits.connect_timeout_ms),
     )
+    .with_tls(tls.map(|t| t.client.clone()))
 }
 
 /// A listening socket on `addr` that other workers may bind too.
@@ -216,7 +228,8 @@ fn spawn_worker(
         config: shared.config.clone(),
         pool: shared.pool.clone(),
         metrics: shared.metrics.clone(),
-        upstream: upstream_pool(&shared.config),
+        upstream: upstream_pool(&shared.config, shared.tls.as_ref()),
+        tls: shared.tls.clone(),
         pending: shared.pending.clone(),
         keys: shared.keys.clone(),
         series: shared.series.clone(),
@@ -274,13 +287,14 @@ async fn serve(
     stopped: watch::Receiver<bool>,
 ) {
     let own = Arc::new(OwnRoutes::new(gw.clone()));
+    let gw_tls = gw.tls.as_ref().map(|t| t.server.clone());
     let limits = ServeLimits {
         connections: slots,
         header_read_timeout: HEADER_READ_TIMEOUT,
         shutdown_grace: SHUTDOWN_GRACE,
     };
-    let make = move |peer| {
-        let (gw, own, client) = (gw.clone(), own.clone(), Client::new(peer));
+    let make = move |peer: keel_http_server::Peer| {
+        let (gw, own, client) = (gw.clone(), own.clone(), Client::new(peer.addr));
         service_fn(move |req: Request<Incoming>| {
             // The gateway's own routes go to its router; everything else is
             // proxied.
@@ -294,7 +308,8 @@ async fn serve(
             }
         })
     };
-    keel_http_server::serve(listener, limits, make, stopped).await;
+    let tls = gw_tls;
+    keel_http_server::serve(listener, limits, tls, make, stopped).await;
 }
 
 /// The gateway's own routes: a router, and the paths it serves (every other

@@ -31,6 +31,18 @@ pub struct Shared {
     /// Each request class's `requests` and `request_seconds` series, by
     /// [`crate::pool::Class::slot`].
     pub series: Arc<[ClassSeries; 3]>,
+    /// TLS toward clients and toward the nodes, when configured.
+    pub tls: Option<GatewayTls>,
+}
+
+/// The gateway's TLS: what it serves clients with, and what it dials the
+/// nodes with (the cluster's CA as the only roots).
+#[derive(Clone)]
+pub struct GatewayTls {
+    /// Toward clients.
+    pub server: Arc<keel_tls::ServerTls>,
+    /// Toward the nodes.
+    pub client: Arc<keel_tls::ClientTls>,
 }
 
 /// Generates the keys the gateway gives keyless writes: a random prefix

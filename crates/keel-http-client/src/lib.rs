@@ -15,7 +15,13 @@
 //! cluster: on a machine whose cores the whole cluster shares, the hand-offs
 //! a pooled client with connection tasks makes cost as much CPU as a node's
 //! own work on a small request.
+//!
+//! With a [`keel_tls::ClientTls`] every connection is TLS: the handshake
+//! happens within the connect timeout, and the server must present a
+//! certificate from the cluster's CA naming the host dialled.
 #![deny(missing_docs)]
+
+mod stream;
 
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
@@ -29,9 +35,12 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use keel_tls::ClientTls;
+use std::sync::Arc;
+use stream::Stream;
 use tokio::net::TcpStream;
 
-type Conn = Connection<TokioIo<TcpStream>, Full<Bytes>>;
+type Conn = Connection<TokioIo<Stream>, Full<Bytes>>;
 
 /// Why an exchange produced no reply.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +51,10 @@ pub enum ExchangeError {
     /// The connect did not finish within its timeout: the request never left.
     #[error("connect: no connection within {0:?}")]
     ConnectTimeout(Duration),
+    /// The TLS handshake failed (a certificate refused either way, or a
+    /// server that does not speak TLS): the request never left.
+    #[error("TLS handshake: {0}")]
+    Handshake(#[source] std::io::Error),
     /// The request may have reached the server, but no whole reply came back.
     #[error("{0}")]
     Lost(String),
@@ -50,7 +63,10 @@ pub enum ExchangeError {
 impl ExchangeError {
     /// Whether the request certainly never reached the server.
     pub fn not_sent(&self) -> bool {
-        matches!(self, Self::Connect(_) | Self::ConnectTimeout(_))
+        matches!(
+            self,
+            Self::Connect(_) | Self::ConnectTimeout(_) | Self::Handshake(_)
+        )
     }
 
     /// Whether the server refused the connection (nothing listens there).
@@ -72,6 +88,7 @@ pub struct ConnPool {
     idle_per_server: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
+    tls: Option<Arc<ClientTls>>,
 }
 
 impl ConnPool {
@@ -83,7 +100,20 @@ impl ConnPool {
             idle_per_server,
             idle_timeout,
             connect_timeout,
+            tls: None,
         }
+    }
+
+    /// The same pool speaking TLS with `tls` on every connection (none
+    /// when `tls` is `None`).
+    pub fn with_tls(mut self, tls: Option<Arc<ClientTls>>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Whether connections are made over TLS (`https`).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Sends `req` to the server at `addr` and reads its whole reply, up to
@@ -166,12 +196,9 @@ impl ConnPool {
     }
 
     async fn connect(&self, addr: &str) -> Result<Idle, ExchangeError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+        let stream = tokio::time::timeout(self.connect_timeout, self.open(addr))
             .await
-            .map_err(|_| ExchangeError::ConnectTimeout(self.connect_timeout))?
-            .map_err(ExchangeError::Connect)?;
-        // Small requests and replies: no waiting for a full segment.
-        let _ = stream.set_nodelay(true);
+            .map_err(|_| ExchangeError::ConnectTimeout(self.connect_timeout))??;
         // The handshake only sets up buffers: nothing is sent yet.
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
@@ -182,6 +209,26 @@ impl ConnPool {
             conn,
             since: Instant::now(),
         })
+    }
+}
+
+impl ConnPool {
+    /// A TCP connection to `addr`, and the TLS handshake on it when the
+    /// pool speaks TLS.
+    async fn open(&self, addr: &str) -> Result<Stream, ExchangeError> {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(ExchangeError::Connect)?;
+        // Small requests and replies: no waiting for a full segment.
+        let _ = tcp.set_nodelay(true);
+        let Some(tls) = &self.tls else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let tls = tls
+            .connect(keel_tls::host_of(addr), tcp)
+            .await
+            .map_err(ExchangeError::Handshake)?;
+        Ok(Stream::Tls(Box::new(tls)))
     }
 }
 

@@ -11,6 +11,11 @@
 //! dropped, which also ends idle kept-alive connections. On stop, the
 //! listener closes, requests in flight may finish for
 //! [`ServeLimits::shutdown_grace`], and then every connection is dropped.
+//!
+//! With a [`keel_tls::ServerTls`], every connection first completes a TLS
+//! handshake, within the header read timeout, on its own task (a slow
+//! handshake never holds up the accept loop), and the service for it learns
+//! the certificate the client presented ([`Peer::cert`]).
 #![deny(missing_docs)]
 
 use std::error::Error as StdError;
@@ -22,7 +27,8 @@ use bytes::Bytes;
 use hyper::body::{Body, Incoming};
 use hyper::service::HttpService;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use keel_tls::{PeerCert, ServerTls};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -56,20 +62,33 @@ pub struct ServeLimits {
     pub shutdown_grace: Duration,
 }
 
+/// Whom a connection is with.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// The certificate the client presented over TLS (verified against the
+    /// CA bundle), if it presented one.
+    pub cert: Option<PeerCert>,
+}
+
 /// Serves connections from `listener` until `stopped` turns true, each
-/// with the service `make` builds for its peer address.
+/// with the service `make` builds for its peer, over TLS when `tls` is
+/// given.
 pub async fn serve<M, S, B>(
     listener: TcpListener,
     limits: ServeLimits,
-    mut make: M,
+    tls: Option<Arc<ServerTls>>,
+    make: M,
     mut stopped: watch::Receiver<bool>,
 ) where
-    M: FnMut(SocketAddr) -> S,
+    M: Fn(Peer) -> S + Send + Sync + 'static,
     S: HttpService<Incoming, ResBody = B> + Send + 'static,
     S::Future: Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    let make = Arc::new(make);
     let permits = limits.connections.0.clone();
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -100,18 +119,57 @@ pub async fn serve<M, S, B>(
         while connections.try_join_next().is_some() {}
         // Small requests and replies: no waiting for a full segment.
         let _ = stream.set_nodelay(true);
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), make(peer)));
+        let (http, make, tls, watcher) =
+            (http.clone(), make.clone(), tls.clone(), graceful.watcher());
+        let handshake_within = limits.header_read_timeout;
         connections.spawn(async move {
             let _slot = permit;
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, %peer, "connection ended");
-            }
+            let Some(tls) = tls else {
+                let service = make(Peer {
+                    addr: peer,
+                    cert: None,
+                });
+                return serve_one(&http, watcher, TokioIo::new(stream), service, peer).await;
+            };
+            let stream = match tokio::time::timeout(handshake_within, tls.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, %peer, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "no TLS handshake in time");
+                    return;
+                }
+            };
+            let cert = PeerCert::of(&stream);
+            let service = make(Peer { addr: peer, cert });
+            serve_one(&http, watcher, TokioIo::new(stream), service, peer).await;
         });
     }
     drop(listener);
     let _ = tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await;
     connections.abort_all();
     while connections.join_next().await.is_some() {}
+}
+
+/// Serves one connection until it ends (or the graceful stop ends it).
+async fn serve_one<I, S, B>(
+    http: &hyper::server::conn::http1::Builder,
+    watcher: Watcher,
+    io: I,
+    service: S,
+    peer: SocketAddr,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = B> + Send + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    if let Err(e) = watcher.watch(http.serve_connection(io, service)).await {
+        tracing::debug!(error = %e, %peer, "connection ended");
+    }
 }
 
 /// Completes once shutdown was asked for (or its sender is gone).
@@ -180,6 +238,7 @@ mod tests {
                 header_read_timeout: head_within,
                 shutdown_grace: Duration::from_secs(5),
             },
+            None,
             move |_| {
                 let (started, gate) = (started.clone(), gate.clone());
                 service_fn(move |req: Request<Incoming>| {

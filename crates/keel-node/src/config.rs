@@ -37,6 +37,16 @@ pub struct NodeConfig {
     /// voters' (ms) with which it may stand for election and lead; past it
     /// the node steps down and says why (see `crate::clock`).
     pub clock_offset_max_ms: u64,
+    /// TLS for the listener and for calls to peers (`[tls]`: the CA bundle,
+    /// this node's certificate, which must name its member id, and its
+    /// key; each read again when it changes). None means plaintext, which
+    /// a listener outside loopback refuses unless
+    /// [`insecure_plaintext`](Self::insecure_plaintext) says otherwise.
+    pub tls: Option<keel_tls::TlsFiles>,
+    /// Serve plaintext outside loopback: the operator's explicit choice for
+    /// a network they trust (tokens and the cluster secret cross it in
+    /// clear).
+    pub insecure_plaintext: bool,
 }
 
 /// Raft timing. The heartbeat interval is also openraft 0.9's AppendEntries
@@ -148,6 +158,8 @@ impl Default for NodeConfig {
             raft: RaftTiming::default(),
             batch: BatchLimits::default(),
             clock_offset_max_ms: crate::clock::CLOCK_OFFSET_MAX_MS_DEFAULT,
+            tls: None,
+            insecure_plaintext: false,
         }
     }
 }
@@ -220,6 +232,12 @@ impl NodeConfig {
         }
         if self.admin_token.len() < 8 || self.cluster_secret.len() < 8 {
             return bad("admin_token and cluster_secret must be at least 8 characters".into());
+        }
+        if !self.listen.ip().is_loopback() && self.tls.is_none() && !self.insecure_plaintext {
+            return bad(format!(
+                "listening on {} (outside loopback) without TLS: the admin token, customer tokens and the cluster secret would cross the network in clear. Give the node its certificates (tls.ca, tls.cert, tls.key, or --tls-ca/--tls-cert/--tls-key; `keel certs` makes them), or pass --insecure-plaintext on a network you trust",
+                self.listen
+            ));
         }
         if !self.listen.ip().is_loopback() {
             let public = [
@@ -306,12 +324,14 @@ mod tests {
         let outside = SocketAddr::from(([10, 0, 0, 5], 7101));
         let c = NodeConfig {
             listen: outside,
+            insecure_plaintext: true,
             ..NodeConfig::default()
         };
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("KEEL_ADMIN_TOKEN"), "{e}");
         let c = NodeConfig {
             listen: outside,
+            insecure_plaintext: true,
             admin_token: "a-real-admin-token".into(),
             ..NodeConfig::default()
         };
@@ -319,6 +339,7 @@ mod tests {
         assert!(e.contains("KEEL_CLUSTER_SECRET"), "{e}");
         let c = NodeConfig {
             listen: outside,
+            insecure_plaintext: true,
             admin_token: "a-real-admin-token".into(),
             cluster_secret: "a-real-cluster-secret".into(),
             ..NodeConfig::default()
@@ -326,5 +347,37 @@ mod tests {
         c.validate().unwrap();
         // Loopback keeps the development defaults working for `keel up`.
         NodeConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn plaintext_outside_loopback_needs_the_operator_to_say_so() {
+        let secret = |c: NodeConfig| NodeConfig {
+            listen: SocketAddr::from(([10, 0, 0, 5], 7101)),
+            admin_token: "a-real-admin-token".into(),
+            cluster_secret: "a-real-cluster-secret".into(),
+            ..c
+        };
+        let e = secret(NodeConfig::default())
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("without TLS") && e.contains("--insecure-plaintext"),
+            "{e}"
+        );
+        let with_tls = NodeConfig {
+            tls: Some(keel_tls::TlsFiles {
+                ca: "ca.pem".into(),
+                cert: "node-1.pem".into(),
+                key: "node-1.key".into(),
+            }),
+            ..NodeConfig::default()
+        };
+        secret(with_tls).validate().unwrap();
+        let insecure = NodeConfig {
+            insecure_plaintext: true,
+            ..NodeConfig::default()
+        };
+        secret(insecure).validate().unwrap();
     }
 }

@@ -1,7 +1,8 @@
 //! Internal RPC between nodes: Raft's append/vote/snapshot, forwarded writes
 //! and read-index requests. HTTP/1.1 over pooled keep-alive connections,
 //! bodies in postcard (compact binary), every call with an explicit timeout,
-//! every request carrying the cluster secret.
+//! every request carrying the cluster secret and the caller's member id
+//! (which, over TLS, the caller's certificate must name).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,17 +83,20 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct PeerClient {
     pool: Arc<ConnPool>,
     secret: HeaderValue,
+    member: HeaderValue,
 }
 
 impl PeerClient {
-    /// A client presenting `secret` on every call.
-    pub fn new(secret: &str) -> Self {
+    /// A client of member `member` presenting `secret` on every call, over
+    /// TLS with `tls` (this node's certificate, which names `member`) when
+    /// given.
+    pub fn new(secret: &str, member: NodeId, tls: Option<Arc<keel_tls::ClientTls>>) -> Self {
         Self {
-            pool: Arc::new(ConnPool::new(
-                POOL_IDLE_PER_PEER_MAX,
-                POOL_IDLE_TIMEOUT,
-                CONNECT_TIMEOUT,
-            )),
+            pool: Arc::new(
+                ConnPool::new(POOL_IDLE_PER_PEER_MAX, POOL_IDLE_TIMEOUT, CONNECT_TIMEOUT)
+                    .with_tls(tls),
+            ),
+            member: HeaderValue::from(member),
             // The secret comes from configuration, which refuses one that is
             // not a valid header value; an empty value then only fails the
             // peer's check, as a wrong secret would.
@@ -113,6 +117,7 @@ impl PeerClient {
         let request = Request::post(path)
             .header(HOST, addr)
             .header(keel_protocol::header::CLUSTER_SECRET, self.secret.clone())
+            .header(keel_protocol::header::MEMBER, self.member.clone())
             .header(CONTENT_TYPE, POSTCARD_CONTENT_TYPE)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| CallError::Network(format!("request: {e}")))?;

@@ -2,6 +2,13 @@
 //! call (Raft's append, vote and snapshot chunks, forwarded writes, read
 //! indexes, status and clock probes). Every call must present the cluster
 //! secret; bodies are postcard. The client side is [`crate::rpc`].
+//!
+//! Over TLS a call must also come over a connection whose client
+//! certificate (from the cluster's CA, checked by the handshake) names the
+//! member the call's `keel-member` header claims, and a Raft message must
+//! be that member's own (its vote's leader or candidate): a node holding
+//! one member's certificate cannot speak for another, and a process with
+//! no member certificate cannot speak at all.
 
 use std::sync::Arc;
 
@@ -10,6 +17,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::Extension;
 use axum::Router;
 use openraft::Raft;
 use serde::{de::DeserializeOwned, Serialize};
@@ -40,12 +48,60 @@ pub struct RpcState {
 
 type Shared = State<Arc<RpcState>>;
 
-fn check_secret(rpc: &RpcState, h: &HeaderMap) -> Result<(), Response> {
-    if presents_secret(h, &rpc.node.config().cluster_secret) {
-        Ok(())
-    } else {
-        Err((StatusCode::FORBIDDEN, "bad cluster secret").into_response())
+/// The client certificate of the connection a request came over (none
+/// over plaintext, or from a client that presented none).
+#[derive(Clone, Debug)]
+pub struct ConnectedPeer(pub Option<keel_tls::PeerCert>);
+
+/// Checks an internal call's credentials and says which member it comes
+/// from, when TLS proves it (`None` over plaintext, where only the secret
+/// is checked).
+fn check_caller(
+    rpc: &RpcState,
+    h: &HeaderMap,
+    peer: Option<&ConnectedPeer>,
+) -> Result<Option<NodeId>, Response> {
+    let config = rpc.node.config();
+    if !presents_secret(h, &config.cluster_secret) {
+        return Err(forbidden("bad cluster secret".to_owned()));
     }
+    if config.tls.is_none() {
+        return Ok(None);
+    }
+    let claimed = h
+        .get(keel_protocol::header::MEMBER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<NodeId>().ok())
+        .ok_or_else(|| forbidden("an internal call must name its member".to_owned()))?;
+    let cert = peer
+        .and_then(|p| p.0.as_ref())
+        .ok_or_else(|| forbidden("an internal call needs a member certificate".to_owned()))?;
+    if !keel_tls::presents_member(&cert.0, claimed) {
+        tracing::warn!(
+            claimed,
+            "refused an internal call whose certificate names another member"
+        );
+        return Err(forbidden(format!(
+            "the certificate presented does not name member {claimed}"
+        )));
+    }
+    Ok(Some(claimed))
+}
+
+/// Checks that a Raft message from a proven member `caller` carries that
+/// member's own vote (as leader or candidate).
+fn check_sender(caller: Option<NodeId>, vote: &openraft::Vote<NodeId>) -> Result<(), Response> {
+    match caller {
+        Some(c) if vote.leader_id().voted_for() != Some(c) => Err(forbidden(format!(
+            "member {c} sent a message on behalf of {:?}",
+            vote.leader_id().voted_for()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn forbidden(why: String) -> Response {
+    (StatusCode::FORBIDDEN, why).into_response()
 }
 
 /// Whether an internal call's headers carry the cluster secret `secret`,
@@ -68,28 +124,45 @@ fn encode<T: Serialize>(v: &T) -> Response {
     }
 }
 
+/// An internal endpoint: the caller checked, the body decoded, the reply
+/// encoded. With `vote_of`, the decoded message's vote must be the proven
+/// caller's own (see [`check_sender`]).
 macro_rules! rpc_handler {
-    ($name:ident, |$rpc:ident, $req:ident : $ty:ty| $body:expr) => {
-        async fn $name(State($rpc): Shared, h: HeaderMap, body: Bytes) -> Response {
-            if let Err(r) = check_secret(&$rpc, &h) {
-                return r;
-            }
+    ($name:ident, |$rpc:ident, $req:ident : $ty:ty| vote_of($vote:expr) $body:expr) => {
+        async fn $name(
+            State($rpc): Shared,
+            peer: Option<Extension<ConnectedPeer>>,
+            h: HeaderMap,
+            body: Bytes,
+        ) -> Response {
+            let caller = match check_caller(&$rpc, &h, peer.as_ref().map(|p| &p.0)) {
+                Ok(c) => c,
+                Err(r) => return r,
+            };
             let $req: $ty = match decode(&body) {
                 Ok(r) => r,
                 Err(r) => return r,
             };
+            let vote: Option<openraft::Vote<NodeId>> = $vote(&$req);
+            if let Some(v) = vote {
+                if let Err(r) = check_sender(caller, &v) {
+                    return r;
+                }
+            }
             encode(&$body)
         }
+    };
+    ($name:ident, |$rpc:ident, $req:ident : $ty:ty| $body:expr) => {
+        rpc_handler!($name, |$rpc, $req: $ty| vote_of(|_r: &$ty| None) $body);
     };
 }
 
 // Accepted AppendEntries and InstallSnapshot come from the current leader,
 // and a granted vote defers this node's own candidacy: each resets the
 // election clock, as openraft's own timer would.
-rpc_handler!(rpc_append, |rpc,
-                          req: openraft::raft::AppendEntriesRequest<
-    TypeConfig,
->| {
+type AppendRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
+
+rpc_handler!(rpc_append, |rpc, req: AppendRequest| vote_of(|r: &AppendRequest| Some(r.vote)) {
     let at = std::time::Instant::now();
     let r = rpc.raft.append_entries(req).await;
     if matches!(&r, Ok(a) if !matches!(a, openraft::raft::AppendEntriesResponse::HigherVote(_))) {
@@ -97,7 +170,9 @@ rpc_handler!(rpc_append, |rpc,
     }
     r
 });
-rpc_handler!(rpc_vote, |rpc, req: openraft::raft::VoteRequest<NodeId>| {
+type VoteRequest = openraft::raft::VoteRequest<NodeId>;
+
+rpc_handler!(rpc_vote, |rpc, req: VoteRequest| vote_of(|r: &VoteRequest| Some(r.vote)) {
     let at = std::time::Instant::now();
     let r = rpc.raft.vote(req).await;
     if matches!(&r, Ok(v) if v.vote_granted) {
@@ -105,12 +180,9 @@ rpc_handler!(rpc_vote, |rpc, req: openraft::raft::VoteRequest<NodeId>| {
     }
     r
 });
-rpc_handler!(
-    rpc_snapshot,
-    |rpc, req: openraft::raft::InstallSnapshotRequest<TypeConfig>| {
-        install_snapshot_chunk(&rpc, req).await
-    }
-);
+rpc_handler!(rpc_snapshot, |rpc, req: SnapshotChunk| vote_of(|r: &SnapshotChunk| Some(r.vote)) {
+    install_snapshot_chunk(&rpc, req).await
+});
 
 type SnapshotChunk = openraft::raft::InstallSnapshotRequest<TypeConfig>;
 type SnapshotReply = Result<

@@ -10,6 +10,7 @@ use std::time::Duration;
 use hyper_util::service::TowerToHyperService;
 use openraft::{BasicNode, Raft, SnapshotPolicy};
 use tokio::sync::watch;
+use tower::ServiceExt;
 
 use keel_domain::{Command, Envelope, Principal, RequestId};
 use keel_store::NodeId;
@@ -21,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::node::{Node, NodeParts};
 use crate::proposer::Proposer;
 use crate::rpc::{NetworkFactory, PeerClient};
-use crate::rpc_server::RpcState;
+use crate::rpc_server::{ConnectedPeer, RpcState};
 use crate::signals::ElectionSignals;
 
 /// How often the leader looks for reservations due to expire.
@@ -71,6 +72,10 @@ pub enum NodeError {
     /// stopped; restarted once the disk works, it recovers from disk.
     #[error("storage failed, node stopped: {0}")]
     Storage(String),
+    /// The TLS files could not be read, or the certificate names another
+    /// member.
+    #[error("TLS: {0}")]
+    Tls(#[from] keel_tls::TlsError),
     /// The listen address could not be bound or the server failed.
     #[error("http server on {addr}: {source}")]
     Http {
@@ -81,6 +86,32 @@ pub enum NodeError {
     },
 }
 
+/// A node's TLS: what its listener serves with and what it calls its peers
+/// with (its own certificate, naming its member id).
+struct NodeTls {
+    server: Arc<keel_tls::ServerTls>,
+    client: Arc<keel_tls::ClientTls>,
+}
+
+/// Reads the node's TLS files, if it has any, and checks that its
+/// certificate names its member id.
+fn load_tls(config: &NodeConfig) -> Result<Option<NodeTls>, NodeError> {
+    let Some(paths) = &config.tls else {
+        if !config.listen.ip().is_loopback() {
+            tracing::warn!(
+                listen = %config.listen,
+                "serving plaintext outside loopback (--insecure-plaintext): tokens and the cluster secret cross the network in clear"
+            );
+        }
+        return Ok(None);
+    };
+    keel_tls::check_member_certificate(&paths.cert, config.id)?;
+    Ok(Some(NodeTls {
+        server: Arc::new(keel_tls::ServerTls::load(paths.clone())?),
+        client: Arc::new(keel_tls::ClientTls::with_identity(paths.clone())?),
+    }))
+}
+
 /// Runs a node until `shutdown` completes. With `bootstrap`, a node whose
 /// log is empty initialises a new cluster of exactly those members.
 pub async fn run(
@@ -89,6 +120,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     config.validate()?;
+    let tls = load_tls(&config)?;
     let (log, sm) = keel_store::open(&config.data_dir)?;
     let metrics = Arc::new(Metrics::new());
     let apply_h = metrics.apply_seconds.clone();
@@ -119,7 +151,11 @@ pub async fn run(
     .validate()
     .map_err(|e| NodeError::Raft(e.to_string()))?;
 
-    let peers = PeerClient::new(&config.cluster_secret);
+    let peers = PeerClient::new(
+        &config.cluster_secret,
+        config.id,
+        tls.as_ref().map(|t| t.client.clone()),
+    );
     let election = ElectionSignals::new();
     let clock = ClockGuard::new(config.clock_offset_max_ms);
     let network = NetworkFactory {
@@ -175,7 +211,18 @@ pub async fn run(
     let server = tokio::spawn(keel_http_server::serve(
         listener,
         limits,
-        move |_peer| TowerToHyperService::new(app.clone()),
+        tls.map(|t| t.server),
+        move |peer: keel_http_server::Peer| {
+            // Each request learns whom its connection is with, for the
+            // internal endpoints' member check.
+            let caller = ConnectedPeer(peer.cert);
+            TowerToHyperService::new(app.clone().map_request(
+                move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(caller.clone());
+                    req
+                },
+            ))
+        },
         stop_rx.clone(),
     ));
     tracing::info!(id = config.id, listen = %config.listen, "node serving");

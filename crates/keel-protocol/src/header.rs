@@ -34,6 +34,10 @@ pub const ATTEMPTS: &str = "keel-attempts";
 /// call; a node refuses an internal call without the right one.
 pub const CLUSTER_SECRET: &str = "keel-cluster-secret";
 
+/// Request header naming the member an internal call comes from; over TLS
+/// the caller's certificate must name the same member.
+pub const MEMBER: &str = "keel-member";
+
 // ----- a node's backup endpoints, read by the backup tool --------------------
 
 /// The log index an exported state or a log page ends at.
@@ -69,7 +73,7 @@ pub fn leader_hint_addr(hint: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
-    const ALL: [&str; 15] = [
+    const ALL: [&str; 16] = [
         IDEMPOTENCY_KEY,
         IDEMPOTENT_REPLAYED,
         APPLIED_INDEX,
@@ -78,6 +82,7 @@ mod tests {
         UPSTREAM,
         ATTEMPTS,
         CLUSTER_SECRET,
+        MEMBER,
         BACKUP_INDEX,
         BACKUP_TERM,
         BACKUP_LEADER_NODE,

@@ -41,6 +41,8 @@ pub const LEAF_VALIDITY_DEFAULT: Duration = Duration::from_secs(365 * 86_400);
 /// How far before now a certificate's validity starts, so a host whose
 /// clock is somewhat behind the CA's accepts a fresh certificate.
 pub const BACKDATE: Duration = Duration::from_secs(3_600);
+/// The pseudo-domain of gateway identities; never resolved.
+pub const GATEWAY_DOMAIN: &str = "gateway.keel";
 /// The pseudo-domain of client identities; never resolved.
 pub const CLIENT_DOMAIN: &str = "client.keel";
 
@@ -73,6 +75,11 @@ pub enum Subject {
         /// The member id.
         id: u64,
     },
+    /// A gateway by name: its certificate serves its clients.
+    Gateway {
+        /// The name, as a DNS label: letters, digits and `-`.
+        name: String,
+    },
     /// A client (an operator's tool, a shop's service) by name.
     Client {
         /// The name, as a DNS label: letters, digits and `-`.
@@ -85,6 +92,7 @@ impl Subject {
     pub fn file_stem(&self) -> String {
         match self {
             Subject::Node { id } => format!("node-{id}"),
+            Subject::Gateway { name } => format!("gateway-{name}"),
             Subject::Client { name } => format!("client-{name}"),
         }
     }
@@ -226,15 +234,19 @@ fn leaf_params(req: &Request) -> Result<CertificateParams, TlsError> {
                 ],
             )
         }
+        Subject::Gateway { name } => {
+            check_label(name)?;
+            (
+                format!("keel gateway {name}"),
+                format!("{name}.{GATEWAY_DOMAIN}"),
+                vec![
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                ],
+            )
+        }
         Subject::Client { name } => {
-            let label_ok = !name.is_empty()
-                && name.len() <= 63
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-            if !label_ok {
-                return Err(TlsError::Name(format!(
-                    "client name {name:?}: use 1 to 63 letters, digits and '-'"
-                )));
-            }
+            check_label(name)?;
             (
                 name.clone(),
                 format!("{name}.{CLIENT_DOMAIN}"),
@@ -259,6 +271,20 @@ fn leaf_params(req: &Request) -> Result<CertificateParams, TlsError> {
     params.not_before = req.validity.not_before.into();
     params.not_after = req.validity.not_after.into();
     Ok(params)
+}
+
+/// A gateway's or client's name must be one DNS label.
+fn check_label(name: &str) -> Result<(), TlsError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(TlsError::Name(format!(
+            "name {name:?}: use 1 to 63 letters, digits and '-'"
+        )))
+    }
 }
 
 fn san_dns(name: &str) -> Result<SanType, TlsError> {

@@ -12,7 +12,8 @@ use crate::TlsError;
 /// Where a process's TLS material lives: the cluster's CA bundle (every CA
 /// it trusts, one or two during a rollover), and its own certificate chain
 /// and private key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     /// PEM certificates of the CAs trusted.
     pub ca: PathBuf,

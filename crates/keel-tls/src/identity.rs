@@ -27,3 +27,20 @@ pub fn presents_member(cert: &CertificateDer<'_>, id: u64) -> bool {
     };
     leaf.verify_is_valid_for_subject_name(&name).is_ok()
 }
+
+/// Checks that the leaf certificate in the PEM file at `path` names member
+/// `id`: a node refuses to start with another member's certificate, which
+/// its peers would refuse anyway, call by call.
+pub fn check_member_certificate(path: &std::path::Path, id: u64) -> Result<(), crate::TlsError> {
+    let certs = crate::files::certificates(path)?;
+    match certs.first() {
+        Some(leaf) if presents_member(leaf, id) => Ok(()),
+        _ => Err(crate::TlsError::Pem {
+            path: path.to_owned(),
+            what: format!(
+                "the certificate does not name member {id} ({}): issue one with `keel certs node --id {id}`",
+                member_name(id)
+            ),
+        }),
+    }
+}

@@ -1,6 +1,7 @@
 //! Real handshakes over loopback sockets with certificates `keel certs`
 //! would write: who is let in, who is refused, and a rotation taking effect
 //! without a restart.
+#![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;

@@ -27,9 +27,13 @@ pub struct Args {
     /// Nodes to start from: `host:port[*weight],...`.
     #[arg(long, env = "KEEL_GATEWAY_NODES")]
     nodes: Option<String>,
-    /// Admin token: guards `/gateway/...` and reads `/v1/cluster` for discovery.
-    #[arg(long, env = "KEEL_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
+    /// File holding the admin token (or set KEEL_ADMIN_TOKEN): guards
+    /// `/gateway/...` and reads `/v1/cluster` for discovery. Never a flag:
+    /// a command line is readable by every user of the host.
+    #[arg(long, env = "KEEL_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: crate::tls_args::TlsArgs,
     /// Where writes go: leader, or a policy (round_robin,
     /// weighted_round_robin, least_outstanding, p2c_ewma, consistent_hash).
     #[arg(long, env = "KEEL_GATEWAY_WRITES")]
@@ -92,8 +96,16 @@ pub fn config(args: &Args) -> anyhow::Result<GatewayConfig> {
             .collect::<Result<_, _>>()
             .with_context(|| format!("--nodes {n:?}"))?;
     }
-    if let Some(t) = &args.admin_token {
-        c.admin_token = Some(t.clone());
+    if let Some(t) = crate::secrets::read(args.admin_token_file.as_deref(), "KEEL_ADMIN_TOKEN")
+        .context("reading the admin token")?
+    {
+        c.admin_token = Some(t);
+    }
+    if let Some(f) = args.tls.files() {
+        c.tls = Some(f);
+    }
+    if args.tls.insecure_plaintext {
+        c.insecure_plaintext = true;
     }
     for (flag, value, slot) in [
         ("--writes", &args.writes, &mut c.routing.writes),

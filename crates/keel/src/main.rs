@@ -17,11 +17,14 @@ mod bench_backup;
 mod bench_cluster;
 mod bench_cmd;
 mod bench_gateway;
+mod certs_cmd;
 mod chaos_cmd;
 mod demo;
 mod gateway_cmd;
 mod node_cmd;
 mod rebuild_cmd;
+mod secrets;
+mod tls_args;
 mod up;
 
 /// Keel: a replicated, fault-tolerant order and inventory core.
@@ -52,6 +55,10 @@ enum Cmd {
     Chaos(chaos_cmd::Cmd),
     /// Operator commands against a running cluster.
     Admin(admin::Args),
+    /// The cluster's certificate authority: create it, issue node, gateway
+    /// and client certificates, roll it over.
+    #[command(subcommand)]
+    Certs(certs_cmd::Cmd),
     /// Backups: create (full, incremental, differential, cold), list,
     /// verify, repair, prune, schedule.
     #[command(subcommand)]
@@ -115,6 +122,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Up(a) => up::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Admin(a) => admin::run(a),
+        Cmd::Certs(c) => certs_cmd::run(c),
         Cmd::Backup(c) => backup_cmd::run(c),
         Cmd::Restore(a) => backup_cmd::run_restore(a),
         Cmd::Chaos(c) => chaos_cmd::main(c),

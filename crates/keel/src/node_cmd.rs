@@ -27,12 +27,16 @@ pub struct Args {
     /// Data directory (log, state, snapshots).
     #[arg(long, env = "KEEL_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Admin bearer token.
-    #[arg(long, env = "KEEL_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
-    /// Shared secret of the cluster's internal RPC.
-    #[arg(long, env = "KEEL_CLUSTER_SECRET", hide_env_values = true)]
-    cluster_secret: Option<String>,
+    /// File holding the admin bearer token (or set KEEL_ADMIN_TOKEN).
+    /// Never a flag: a command line is readable by every user of the host.
+    #[arg(long, env = "KEEL_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// File holding the cluster's shared secret (or set
+    /// KEEL_CLUSTER_SECRET).
+    #[arg(long, env = "KEEL_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: crate::tls_args::TlsArgs,
     /// Initialise a new cluster with these members if this node's log is
     /// empty: `1=127.0.0.1:7101,2=127.0.0.1:7102,...`.
     #[arg(long, env = "KEEL_BOOTSTRAP")]
@@ -128,11 +132,20 @@ fn build_config(a: &Args) -> anyhow::Result<NodeConfig> {
     if let Some(v) = &a.data_dir {
         c.data_dir = v.clone();
     }
-    if let Some(v) = &a.admin_token {
-        c.admin_token = v.clone();
+    let secret = |file: &Option<PathBuf>, var: &str| {
+        crate::secrets::read(file.as_deref(), var).with_context(|| format!("reading {var}"))
+    };
+    if let Some(v) = secret(&a.admin_token_file, "KEEL_ADMIN_TOKEN")? {
+        c.admin_token = v;
     }
-    if let Some(v) = &a.cluster_secret {
-        c.cluster_secret = v.clone();
+    if let Some(v) = secret(&a.cluster_secret_file, "KEEL_CLUSTER_SECRET")? {
+        c.cluster_secret = v;
+    }
+    if let Some(f) = a.tls.files() {
+        c.tls = Some(f);
+    }
+    if a.tls.insecure_plaintext {
+        c.insecure_plaintext = true;
     }
     if let Some(v) = a.heartbeat_ms {
         c.raft.heartbeat_ms = v;
