@@ -4,9 +4,4 @@
 //! a record dropped because a lock was poisoned would weaken the checkers
 //! without a word.
 
-use std::sync::{Mutex, MutexGuard};
-
-/// Locks `m`, using a poisoned lock as it is (see the module's rule).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub(crate) use keel_protocol::sync::lock;

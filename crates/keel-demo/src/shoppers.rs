@@ -5,7 +5,7 @@
 //! its workload, so the run can be judged by keel-chaos's checkers.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keel_chaos::nemesis::SplitMix64;
@@ -85,7 +85,7 @@ impl Record {
     /// Keeps `op`; false when the history is full ([`HISTORY_OPS_MAX`]),
     /// and the op is dropped.
     fn push(&self, op: Op) -> bool {
-        let mut ops = self.ops.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ops = keel_protocol::sync::lock(&self.ops);
         if ops.len() >= HISTORY_OPS_MAX {
             return false;
         }
@@ -171,13 +171,7 @@ impl Shoppers {
             t.await.map_err(|e| DemoError::Shopper(e.to_string()))??;
         }
         let elapsed = self.t0.elapsed();
-        let ops = std::mem::take(
-            &mut *self
-                .record
-                .ops
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let ops = std::mem::take(&mut *keel_protocol::sync::lock(&self.record.ops));
         Ok(Shopped {
             history: History::from_ops(ops)?,
             elapsed,

@@ -219,7 +219,7 @@ impl Pool {
         // A panic while holding the lock would be a bug in the pure rules;
         // their state is still consistent (every call is all-or-nothing),
         // so carry on rather than take the whole gateway down.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        keel_protocol::sync::lock(&self.inner)
     }
 
     /// Chooses a node for an attempt of a `class` request, avoiding `avoid`

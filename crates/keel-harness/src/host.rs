@@ -145,7 +145,7 @@ pub fn ensure_faketime() -> Result<PathBuf, HostError> {
     // time, and the others then find it. The guarded value is `()`, so a
     // poisoned lock is used as it is.
     static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    let _one_at_a_time = keel_protocol::sync::lock(&INSTALL);
     if let Some(p) = find() {
         return Ok(p);
     }

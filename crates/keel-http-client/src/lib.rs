@@ -192,7 +192,7 @@ impl ConnPool {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Idle>>> {
         // A panic while holding the lock leaves only a list of connections,
         // each whole or absent: safe to go on with.
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+        keel_protocol::sync::lock(&self.idle)
     }
 
     async fn connect(&self, addr: &str) -> Result<Idle, ExchangeError> {

@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -42,7 +42,7 @@ impl Shared {
     /// The state; a panic elsewhere while holding it leaves it as consistent as any single
     /// operation leaves it, so a poisoned lock is used anyway rather than failing every request.
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        keel_protocol::sync::lock(&self.0)
     }
 }
 

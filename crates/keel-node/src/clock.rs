@@ -183,7 +183,7 @@ impl ClockGuard {
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<NodeId, ClockSample>> {
         // Critical sections are single map operations that cannot panic.
-        self.samples.lock().unwrap_or_else(|e| e.into_inner())
+        keel_protocol::sync::lock(&self.samples)
     }
 
     /// Records a reading of `peer`'s clock.

@@ -46,7 +46,7 @@ impl ElectionSignals {
     fn lock(&self) -> MutexGuard<'_, Heard> {
         // Every critical section is a plain field write that cannot panic,
         // so a poisoned lock still holds consistent data.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        keel_protocol::sync::lock(&self.inner)
     }
 
     /// A current leader's AppendEntries or InstallSnapshot that arrived at

@@ -4,11 +4,12 @@
 //! other over HTTP. What they must agree on byte for byte lives here, once:
 //! the names of Keel's headers and the form of the leader hint
 //! ([`header`]), how bytes are written as text ([`hex`]), how a presented
-//! secret is compared with the expected one ([`constant_time_eq`]), and how
-//! a process reads the wall clock ([`wall_ms`]). Each of these had drifted
-//! apart as copies in several crates; one of the copies compared the
-//! cluster secret with `==`, whose running time tells an attacker how many
-//! leading bytes were right.
+//! secret is compared with the expected one ([`constant_time_eq`]), how a
+//! process reads the wall clock ([`wall_ms`]), and how it takes a lock
+//! whose poisoning it tolerates ([`sync`]). Each of these had drifted apart
+//! as copies in several crates;
+//! one of the copies compared the cluster secret with `==`, whose running
+//! time tells an attacker how many leading bytes were right.
 //!
 //! The crate does no I/O and nothing async, and depends on no other Keel
 //! crate, so any of them can use it without a cycle. The one thing it reads
@@ -19,6 +20,7 @@
 
 pub mod header;
 pub mod hex;
+pub mod sync;
 
 mod clock;
 mod secret;
