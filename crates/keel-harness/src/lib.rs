@@ -43,6 +43,12 @@ pub enum HarnessError {
     /// A process could not be started or signalled.
     #[error("process: {0}")]
     Process(String),
+    /// A process's plumbing failed: its directory, log file or a socket.
+    #[error("process: {0}")]
+    ProcessIo(#[source] std::io::Error),
+    /// The host's tooling failed (a free port, a package, a secret).
+    #[error("process: {0}")]
+    Host(#[source] host::HostError),
     /// A condition was not met before its deadline.
     #[error("timed out after {after:?} waiting for {what}")]
     Timeout {
@@ -195,7 +201,7 @@ fn empty_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 fn free_port() -> Result<u16, HarnessError> {
-    host::free_port().map_err(|e| HarnessError::Process(e.to_string()))
+    host::free_port().map_err(HarnessError::Host)
 }
 
 /// A proxy listener on the bridge for every ordered pair of nodes, and the
@@ -208,7 +214,7 @@ fn proxy_links(net: &Network, ids: &[u64]) -> Result<LinkProxies, HarnessError> 
                 .map_err(|e| HarnessError::Process(format!("link proxy listener: {e}")))?;
             let via = listener
                 .local_addr()
-                .map_err(|e| HarnessError::Process(e.to_string()))?
+                .map_err(HarnessError::ProcessIo)?
                 .to_string();
             net.redirect(from, to, &via)?;
             links.push(links::Link {
@@ -223,8 +229,7 @@ fn proxy_links(net: &Network, ids: &[u64]) -> Result<LinkProxies, HarnessError> 
 impl LocalCluster {
     /// Starts `spec.nodes` nodes; node 1 bootstraps the cluster of all.
     pub fn start(spec: ClusterSpec) -> Result<Self, HarnessError> {
-        std::fs::create_dir_all(&spec.base_dir)
-            .map_err(|e| HarnessError::Process(e.to_string()))?;
+        std::fs::create_dir_all(&spec.base_dir).map_err(HarnessError::ProcessIo)?;
         let ids: Vec<u64> = (1..=spec.nodes).collect();
         let net = if spec.netns {
             Some(Network::create(&ids)?)
@@ -371,10 +376,8 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(self.log_file(id))
-            .map_err(|e| HarnessError::Process(e.to_string()))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| HarnessError::Process(e.to_string()))?;
+            .map_err(HarnessError::ProcessIo)?;
+        let log2 = log.try_clone().map_err(HarnessError::ProcessIo)?;
         let mut cmd = match &self.net {
             Some(net) => {
                 let mut c = Command::new("ip");
@@ -387,7 +390,7 @@ impl LocalCluster {
         if let Some(lib) = &self.spec.faketime {
             let file = self.clock_file(id);
             if !file.exists() {
-                std::fs::write(&file, "+0\n").map_err(|e| HarnessError::Process(e.to_string()))?;
+                std::fs::write(&file, "+0\n").map_err(HarnessError::ProcessIo)?;
             }
             // Re-read every second; CLOCK_MONOTONIC stays real, so timers,
             // timeouts and Raft's election clocks are not affected.
@@ -664,9 +667,7 @@ impl LocalCluster {
         match n.child.as_mut() {
             None => Ok(None),
             Some(c) => {
-                let st = c
-                    .try_wait()
-                    .map_err(|e| HarnessError::Process(e.to_string()))?;
+                let st = c.try_wait().map_err(HarnessError::ProcessIo)?;
                 if st.is_some() {
                     n.child = None;
                 }
@@ -828,10 +829,8 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(self.gateway_log_file())
-            .map_err(|e| HarnessError::Process(e.to_string()))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| HarnessError::Process(e.to_string()))?;
+            .map_err(HarnessError::ProcessIo)?;
+        let log2 = log.try_clone().map_err(HarnessError::ProcessIo)?;
         let child = Command::new(&self.spec.binary)
             .arg("gateway")
             .arg("--listen")

@@ -402,7 +402,7 @@ mod tests {
         let addr = net.node_addr(id);
         join(std::thread::spawn(move || {
             enter(&ns)?;
-            std::net::TcpListener::bind(&addr).map_err(|e| HarnessError::Process(e.to_string()))
+            std::net::TcpListener::bind(&addr).map_err(HarnessError::ProcessIo)
         }))
         .unwrap()
     }

@@ -65,9 +65,22 @@ pub enum NodeError {
     /// The data directory could not be opened or is corrupt.
     #[error(transparent)]
     Store(#[from] keel_store::StoreError),
-    /// Raft could not start.
+    /// openraft refused the Raft configuration.
     #[error("raft: {0}")]
-    Raft(String),
+    RaftConfig(#[source] openraft::ConfigError),
+    /// openraft stopped on a fatal error (a storage failure, or a panic in
+    /// its core) while starting or being asked about its state.
+    #[error("raft: {0}")]
+    RaftFatal(#[source] openraft::error::Fatal<NodeId>),
+    /// The cluster could not be initialised with the bootstrap members.
+    #[error("raft: {0}")]
+    RaftInitialize(
+        #[source]
+        openraft::error::RaftError<NodeId, openraft::error::InitializeError<NodeId, BasicNode>>,
+    ),
+    /// openraft's core task ended in a panic when asked to shut down.
+    #[error("raft: {0}")]
+    RaftShutdown(#[source] tokio::task::JoinError),
     /// Storage failed while running (a failed fsync, a full disk): the node
     /// stopped; restarted once the disk works, it recovers from disk.
     #[error("storage failed, node stopped: {0}")]
@@ -149,7 +162,7 @@ pub async fn run(
         ..Default::default()
     }
     .validate()
-    .map_err(|e| NodeError::Raft(e.to_string()))?;
+    .map_err(NodeError::RaftConfig)?;
 
     let peers = PeerClient::new(
         &config.cluster_secret,
@@ -168,7 +181,7 @@ pub async fn run(
     let log_reader = log.clone();
     let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm.clone())
         .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        .map_err(NodeError::RaftFatal)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (proposer, proposer_task) = Proposer::start(
@@ -278,7 +291,7 @@ pub async fn run(
     if let Some(why) = fatal {
         return Err(NodeError::Storage(why));
     }
-    stopped.map_err(|e| NodeError::Raft(e.to_string()))?;
+    stopped.map_err(NodeError::RaftShutdown)?;
     Ok(())
 }
 
@@ -300,11 +313,7 @@ async fn bootstrap_cluster(
     raft: &Raft<keel_store::TypeConfig>,
     members: BTreeMap<NodeId, String>,
 ) -> Result<(), NodeError> {
-    if raft
-        .is_initialized()
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?
-    {
+    if raft.is_initialized().await.map_err(NodeError::RaftFatal)? {
         return Ok(());
     }
     let nodes: BTreeMap<NodeId, BasicNode> = members
@@ -317,7 +326,7 @@ async fn bootstrap_cluster(
         Err(openraft::error::RaftError::APIError(
             openraft::error::InitializeError::NotAllowed(_),
         )) => Ok(()),
-        Err(e) => Err(NodeError::Raft(e.to_string())),
+        Err(e) => Err(NodeError::RaftInitialize(e)),
     }
 }
 
