@@ -45,6 +45,57 @@ pub enum Layout {
     },
 }
 
+/// Why a layout's text was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutParseError {
+    /// Neither `mirror` nor `K+M`.
+    #[error("layout {0:?}: expected `mirror` or `K+M` like 4+2")]
+    Form(String),
+    /// K or M is not a number.
+    #[error("layout {text:?}: bad {which}")]
+    Number {
+        /// The whole text.
+        text: String,
+        /// `K` or `M`.
+        which: &'static str,
+        /// Why the number was refused.
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// The numbers make no code ([`Layout::validate`]).
+    #[error(transparent)]
+    Invalid(#[from] BackupError),
+}
+
+impl std::str::FromStr for Layout {
+    type Err = LayoutParseError;
+
+    /// Parses `mirror` or `K+M` (K data and M parity shards, like `4+2`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "mirror" {
+            return Ok(Layout::Mirror);
+        }
+        let Some((k, m)) = s.split_once('+') else {
+            return Err(LayoutParseError::Form(s.to_string()));
+        };
+        let number = |part: &str, which| {
+            part.trim()
+                .parse::<usize>()
+                .map_err(|source| LayoutParseError::Number {
+                    text: s.to_string(),
+                    which,
+                    source,
+                })
+        };
+        let l = Layout::Erasure {
+            data: number(k, "K")?,
+            parity: number(m, "M")?,
+        };
+        l.validate()?;
+        Ok(l)
+    }
+}
+
 impl Layout {
     /// Checks the layout's own numbers.
     pub fn validate(&self) -> Result<(), BackupError> {
@@ -329,6 +380,22 @@ pub(crate) fn expected_payload_hash(layout: &Layout, info: &ChunkInfo, shard: us
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layout_is_parsed_from_its_text() {
+        assert_eq!("mirror".parse::<Layout>().unwrap(), Layout::Mirror);
+        assert_eq!(
+            " 4 + 2".trim_start().parse::<Layout>().unwrap(),
+            Layout::Erasure { data: 4, parity: 2 }
+        );
+        for bad in ["raid5", "x+2", "4+y", "0+2", "4+0", "30+3"] {
+            assert!(bad.parse::<Layout>().is_err(), "{bad}");
+        }
+        assert_eq!(
+            "x+2".parse::<Layout>().unwrap_err().to_string(),
+            "layout \"x+2\": bad K"
+        );
+    }
     use crate::manifest::Kind;
 
     fn info_for(sealed: &[u8]) -> ChunkInfo {

@@ -72,7 +72,7 @@ pub mod target;
 pub use chain::{plan_prune, plan_restore, ChainError, PrunePlan, RestorePoint, Retention};
 pub use codec::{Key, CHUNK_BYTES_MAX, CHUNK_BYTES_MIN};
 pub use error::BackupError;
-pub use layout::Layout;
+pub use layout::{Layout, LayoutParseError};
 pub use manifest::{BackupId, BackupMeta, ChunkInfo, Digest, Kind, Manifest};
 pub use objects::MANIFEST_OBJECT;
 pub use repo::Repository;

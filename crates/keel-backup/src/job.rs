@@ -317,3 +317,120 @@ fn read_cold(dir: &Path, snap: &Path, frames: &Path) -> Result<ColdRead, JobErro
         span,
     })
 }
+
+/// A backup an operator can ask for: every [`Kind`] but the archive, which
+/// only a schedule writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// A hot snapshot ([`take_full`]).
+    Full,
+    /// The log since the newest backup ([`take_log`]).
+    Incremental,
+    /// The log since the newest full ([`take_log`]).
+    Differential,
+    /// A stopped node's data directory ([`take_cold`]).
+    Cold,
+}
+
+/// A choice's text that names no choice.
+#[derive(Debug, thiserror::Error)]
+#[error("--kind {0:?}: expected full, incremental, differential or cold")]
+pub struct ChoiceParseError(String);
+
+impl std::str::FromStr for Choice {
+    type Err = ChoiceParseError;
+
+    /// Parses `full`, `incremental`, `differential` or `cold`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "full" => Ok(Choice::Full),
+            "incremental" => Ok(Choice::Incremental),
+            "differential" => Ok(Choice::Differential),
+            "cold" => Ok(Choice::Cold),
+            other => Err(ChoiceParseError(other.to_string())),
+        }
+    }
+}
+
+/// Where [`take`] reads from: a running cluster, or for a cold backup a
+/// stopped node's data directory.
+#[derive(Clone, Copy, Debug)]
+pub struct Origin<'a> {
+    /// Nodes to ask (a healthy follower is read).
+    pub nodes: &'a [String],
+    /// Their admin token.
+    pub token: &'a str,
+    /// Pace of the read in bytes per second (`None` or 0: no limit).
+    pub rate_bytes_per_s: Option<u64>,
+    /// The stopped node's data directory, for [`Choice::Cold`].
+    pub data_dir: Option<&'a Path>,
+}
+
+/// Why [`take`] took nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum TakeError {
+    /// A cold backup was asked for without a data directory.
+    #[error("--kind cold needs --data-dir of the stopped node")]
+    NoDataDir,
+    /// No node of the cluster could be read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The backup itself failed.
+    #[error(transparent)]
+    Job(#[from] JobError),
+}
+
+/// Takes the backup `choice` names, reading `from`; a full or log backup
+/// from a running cluster is paced by `from.rate_bytes_per_s` (a log
+/// backup too: with the log purged, it takes a full instead).
+pub async fn take(
+    repo: &Repository,
+    choice: Choice,
+    from: Origin<'_>,
+    work: &Path,
+    created_ms: u64,
+) -> Result<Taken, TakeError> {
+    let kind = match choice {
+        Choice::Cold => {
+            let dir = from.data_dir.ok_or(TakeError::NoDataDir)?;
+            return Ok(take_cold(repo, dir, work, created_ms).await?);
+        }
+        Choice::Full => Kind::Full,
+        Choice::Incremental => Kind::Incremental,
+        Choice::Differential => Kind::Differential,
+    };
+    let src = NodeSource::pick(from.nodes, from.token)
+        .await?
+        .with_rate(from.rate_bytes_per_s);
+    if kind == Kind::Full {
+        let m = take_full(repo, &src, created_ms).await?;
+        return Ok(Taken {
+            manifests: vec![m],
+            note: None,
+        });
+    }
+    Ok(take_log(repo, &src, kind, work, created_ms).await?)
+}
+
+#[cfg(test)]
+mod choice_tests {
+    use super::*;
+
+    #[test]
+    fn every_choice_is_parsed_and_others_refused() {
+        assert_eq!("full".parse::<Choice>().unwrap(), Choice::Full);
+        assert_eq!(
+            "incremental".parse::<Choice>().unwrap(),
+            Choice::Incremental
+        );
+        assert_eq!(
+            "differential".parse::<Choice>().unwrap(),
+            Choice::Differential
+        );
+        assert_eq!("cold".parse::<Choice>().unwrap(), Choice::Cold);
+        assert_eq!(
+            "archive".parse::<Choice>().unwrap_err().to_string(),
+            "--kind \"archive\": expected full, incremental, differential or cold"
+        );
+    }
+}

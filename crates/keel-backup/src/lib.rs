@@ -4,14 +4,18 @@
 //! - [`source`]: reads a running cluster through the node's backup
 //!   endpoints (never around them): a consistent snapshot stream and the
 //!   committed log after an index, at a [`Pace`];
+//! - [`spec`]: a repository as an operator describes it (target, layout
+//!   and key texts), opened;
 //! - [`job`]: takes full, incremental, differential and cold (a stopped
 //!   node's data directory) backups into a [`Repository`];
 //! - [`schedule`]: runs jobs on a timer, on events and as a continuous
-//!   archive of the log;
+//!   archive of the log, also as a child process of a gateway
+//!   ([`schedule::child`]);
 //! - [`restore`]: replays a chain of backups into a fresh data directory
 //!   through `keel-store`'s seed, to a point in time or an index, and
 //!   checks the result's digest and the domain's invariants before it
-//!   becomes visible.
+//!   becomes visible;
+//! - [`listing`]: manifests as an operator reads them.
 //!
 //! Log records travel in the log's own checksummed format ([`frames`]), so
 //! a restored log is byte-for-byte what the cluster committed. The
@@ -90,13 +94,16 @@
 mod error;
 pub mod frames;
 pub mod job;
+pub mod listing;
 pub mod pace;
 mod queue;
 pub mod restore;
 pub mod schedule;
 pub mod source;
+pub mod spec;
 
 pub use error::JobError;
 pub use keel_backup_repo::*;
 pub use pace::Pace;
 pub use source::{NodeSource, SourceError};
+pub use spec::{OpenError, RepoSpec, KEY_ENV};

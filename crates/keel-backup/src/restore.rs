@@ -31,6 +31,8 @@ pub const RESTORE_QUEUE_CHUNKS: usize = 4;
 /// What a restore produced.
 #[derive(Clone, Debug)]
 pub struct RestoreReport {
+    /// The point asked for.
+    pub point: RestorePoint,
     /// The directory now holding the restored state (a seed for
     /// `keel up --from` / `keel node --from-seed`).
     pub dir: PathBuf,
@@ -44,6 +46,38 @@ pub struct RestoreReport {
     pub time_ms: u64,
     /// The state digest (hex).
     pub digest: String,
+}
+
+impl RestoreReport {
+    /// The report as one JSON object (without the point asked for).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "dir": self.dir, "chain": self.chain, "entries_replayed": self.entries_replayed,
+            "index": self.index, "time_ms": self.time_ms, "digest": self.digest,
+        })
+    }
+}
+
+/// The report for an operator, ending with how to start a cluster from it.
+impl std::fmt::Display for RestoreReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "restored {} into {}", self.point, self.dir.display())?;
+        writeln!(f, "  chain:   {}", self.chain.join(" -> "))?;
+        writeln!(
+            f,
+            "  entries: {} replayed on the base",
+            self.entries_replayed
+        )?;
+        writeln!(f, "  index:   {}", self.index)?;
+        writeln!(f, "  time:    {} ms", self.time_ms)?;
+        writeln!(f, "  digest:  {}", self.digest)?;
+        writeln!(f, "  invariants: hold")?;
+        write!(
+            f,
+            "start a cluster from it: keel up --from {}",
+            self.dir.display()
+        )
+    }
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> JobError + '_ {
@@ -95,6 +129,7 @@ pub async fn restore(
             .map_err(io(parent))?;
     }
     Ok(RestoreReport {
+        point,
         dir: to.to_path_buf(),
         chain: chain.iter().map(|m| m.id.as_str().to_string()).collect(),
         entries_replayed: entries,

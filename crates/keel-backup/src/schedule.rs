@@ -18,6 +18,10 @@ use crate::source::{NodeSource, SourceError};
 use crate::JobError;
 use crate::Repository;
 
+pub mod child;
+
+pub use child::{stop_on_signal, stop_with_parent, ChildCommand, ChildSchedule, ParentError};
+
 /// How often the loop looks at the cluster.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Smallest archive segment age accepted (a segment per poll would flood
@@ -41,6 +45,17 @@ pub struct Policy {
     /// Pace of full backups, bytes per second (see [`crate::pace`]);
     /// `None` or 0 for no limit.
     pub full_rate_bytes_per_s: Option<u64>,
+}
+
+impl Policy {
+    /// Whether the policy takes nothing at all (retention and pace alone
+    /// take no backup).
+    pub fn is_empty(&self) -> bool {
+        self.full_every.is_none()
+            && self.incremental_every.is_none()
+            && self.after_entries.is_none()
+            && self.archive.is_none()
+    }
 }
 
 /// When an archive segment closes.

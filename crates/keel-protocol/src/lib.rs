@@ -5,9 +5,9 @@
 //! the names of Keel's headers and the form of the leader hint
 //! ([`header`]), how bytes are written as text ([`hex`]), how a presented
 //! secret is compared with the expected one ([`constant_time_eq`]), how a
-//! process reads the wall clock ([`wall_ms`]), and how it takes a lock
-//! whose poisoning it tolerates ([`sync`]). Each of these had drifted apart
-//! as copies in several crates;
+//! process reads the wall clock ([`wall_ms`]), how a duration is written
+//! ([`duration`]), and how it takes a lock whose poisoning it tolerates
+//! ([`sync`]). Each of these had drifted apart as copies in several crates;
 //! one of the copies compared the cluster secret with `==`, whose running
 //! time tells an attacker how many leading bytes were right.
 //!
@@ -18,6 +18,7 @@
 //! through leader-stamped log entries.
 #![deny(missing_docs)]
 
+pub mod duration;
 pub mod header;
 pub mod hex;
 pub mod sync;
@@ -26,4 +27,5 @@ mod clock;
 mod secret;
 
 pub use clock::wall_ms;
+pub use duration::parse_duration;
 pub use secret::constant_time_eq;

@@ -5,10 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use keel_backup::{
-    job, restore, schedule, BackupId, Key, Kind, Layout, Manifest, Repository, RestorePoint,
-    Retention, Target,
-};
+use keel_backup::listing::{Listing, ManifestLine};
+use keel_backup::{job, restore, schedule, RepoSpec, Repository, RestorePoint, Retention};
+use keel_protocol::parse_duration;
 
 /// Where backups live and how they are sealed (shared by every command).
 #[derive(clap::Args, Clone, Debug)]
@@ -33,47 +32,16 @@ pub struct RepoArgs {
     key_file: Option<PathBuf>,
 }
 
-/// Environment variable that may hold the key as 64 hex digits.
-pub const KEY_ENV: &str = "KEEL_BACKUP_KEY";
-
 impl RepoArgs {
     /// Opens the repository the arguments describe.
     pub fn open(&self) -> anyhow::Result<Repository> {
-        let targets = self
-            .targets
-            .iter()
-            .map(|t| Target::parse(t).with_context(|| format!("backup target {t:?}")))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let layout = parse_layout(&self.layout)?;
-        let key = match &self.key_file {
-            Some(p) => Key::from_file(p)?,
-            None => Key::from_env(KEY_ENV).with_context(|| {
-                format!("no key: give --key-file or set {KEY_ENV} to 64 hex digits")
-            })?,
-        };
-        Ok(Repository::open(targets, layout, key)?)
+        Ok(RepoSpec {
+            targets: self.targets.clone(),
+            layout: self.layout.clone(),
+            key_file: self.key_file.clone(),
+        }
+        .open()?)
     }
-}
-
-/// Parses `mirror` or `K+M`.
-pub fn parse_layout(s: &str) -> anyhow::Result<Layout> {
-    if s == "mirror" {
-        return Ok(Layout::Mirror);
-    }
-    let Some((k, m)) = s.split_once('+') else {
-        bail!("layout {s:?}: expected `mirror` or `K+M` like 4+2");
-    };
-    let data: usize = k
-        .trim()
-        .parse()
-        .with_context(|| format!("layout {s:?}: bad K"))?;
-    let parity: usize = m
-        .trim()
-        .parse()
-        .with_context(|| format!("layout {s:?}: bad M"))?;
-    let l = Layout::Erasure { data, parity };
-    l.validate()?;
-    Ok(l)
 }
 
 /// Which cluster to read.
@@ -224,40 +192,6 @@ pub struct RestoreArgs {
     json: bool,
 }
 
-/// Parses `500ms`, `5s`, `10m`, `2h`, `1d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{s:?}: add a unit (ms, s, m, h, d)"))?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("{s:?}: bad number"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" => n.saturating_mul(1_000),
-        "m" => n.saturating_mul(60_000),
-        "h" => n.saturating_mul(3_600_000),
-        "d" => n.saturating_mul(86_400_000),
-        _ => return Err(format!("{s:?}: unit must be ms, s, m, h or d")),
-    };
-    if ms == 0 {
-        return Err(format!("{s:?}: must be more than zero"));
-    }
-    Ok(Duration::from_millis(ms))
-}
-
-fn print_manifest(m: &Manifest) {
-    println!(
-        "{:<44} {:<12} {:>10}..{:<10} {:>12} bytes  parent {}",
-        m.id.as_str(),
-        m.kind.as_str(),
-        m.first_index,
-        m.last_index,
-        m.content_bytes,
-        m.parent.as_ref().map_or("-", BackupId::as_str)
-    );
-}
-
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -291,10 +225,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
                 if a.json {
                     println!("{}", serde_json::to_string_pretty(&list)?);
                 } else {
-                    for m in &list {
-                        print_manifest(m);
-                    }
-                    println!("{} backups", list.len());
+                    println!("{}", Listing(&list));
                 }
                 Ok(())
             }
@@ -333,39 +264,15 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
 
 async fn create(a: CreateArgs) -> anyhow::Result<()> {
     let repo = a.repo.open()?;
-    let now = keel_protocol::wall_ms();
-    let taken = match a.kind.as_str() {
-        "cold" => {
-            let dir = a
-                .data_dir
-                .as_deref()
-                .context("--kind cold needs --data-dir of the stopped node")?;
-            job::take_cold(&repo, dir, &a.work_dir, now).await?
-        }
-        "full" => {
-            let src = keel_backup::NodeSource::pick(&a.cluster.nodes, &a.cluster.token.admin_token)
-                .await?
-                .with_rate(a.cluster.rate_bytes_per_s());
-            let m = job::take_full(&repo, &src, now).await?;
-            job::Taken {
-                manifests: vec![m],
-                note: None,
-            }
-        }
-        k @ ("incremental" | "differential") => {
-            let kind = if k == "incremental" {
-                Kind::Incremental
-            } else {
-                Kind::Differential
-            };
-            // Paced too: with the log purged, this takes a full instead.
-            let src = keel_backup::NodeSource::pick(&a.cluster.nodes, &a.cluster.token.admin_token)
-                .await?
-                .with_rate(a.cluster.rate_bytes_per_s());
-            job::take_log(&repo, &src, kind, &a.work_dir, now).await?
-        }
-        other => bail!("--kind {other:?}: expected full, incremental, differential or cold"),
+    let choice: job::Choice = a.kind.parse()?;
+    let from = job::Origin {
+        nodes: &a.cluster.nodes,
+        token: &a.cluster.token.admin_token,
+        rate_bytes_per_s: a.cluster.rate_bytes_per_s(),
+        data_dir: a.data_dir.as_deref(),
     };
+    let now = keel_protocol::wall_ms();
+    let taken = job::take(&repo, choice, from, &a.work_dir, now).await?;
     let _ = std::fs::remove_dir(&a.work_dir);
     if let Some(n) = &taken.note {
         eprintln!("note: {n}");
@@ -374,7 +281,7 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&taken.manifests)?);
     } else {
         for m in &taken.manifests {
-            print_manifest(m);
+            println!("{}", ManifestLine(m));
         }
     }
     Ok(())
@@ -384,51 +291,29 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
 /// gateway` runs it as a child `keel backup schedule` process, which lowers
 /// its own priority (as every `keel backup` does) so compressing and
 /// sealing a backup never competes with the proxy it runs beside.
-pub struct ConfiguredBackups {
-    args: Vec<String>,
-}
+pub struct ConfiguredBackups(schedule::ChildCommand);
 
 impl ConfiguredBackups {
     /// Opens the repository once (targets, layout, key), so a bad section
     /// fails when the gateway starts rather than at the first backup.
     pub fn open(b: &keel_gateway::config::BackupSection) -> anyhow::Result<Self> {
-        RepoArgs {
-            targets: b.targets.clone(),
-            layout: b.layout.clone(),
-            key_file: b.key_file.clone(),
-        }
-        .open()
-        .context("[backup] section")?;
-        let mut args: Vec<String> = vec!["backup".into(), "schedule".into()];
-        for t in &b.targets {
-            args.extend(["--target".into(), t.clone()]);
-        }
-        args.extend(["--layout".into(), b.layout.clone()]);
-        if let Some(k) = &b.key_file {
-            args.extend(["--key-file".into(), k.display().to_string()]);
-        }
-        args.extend(["--work-dir".into(), b.work_dir.display().to_string()]);
-        let timed = [
-            ("--full-every", b.full_every_s.map(|s| format!("{s}s"))),
-            (
-                "--incremental-every",
-                b.incremental_every_s.map(|s| format!("{s}s")),
-            ),
-            ("--after-entries", b.after_entries.map(|n| n.to_string())),
-            (
-                "--archive-every",
-                b.archive_every_ms.map(|ms| format!("{ms}ms")),
-            ),
-            ("--keep-full", b.keep_full.map(|n| n.to_string())),
-            ("--rate-mib-s", b.rate_mib_s.map(|n| n.to_string())),
-        ];
-        for (flag, value) in timed {
-            if let Some(v) = value {
-                args.extend([flag.into(), v]);
-            }
-        }
-        args.extend(["--archive-bytes".into(), b.archive_bytes.to_string()]);
-        Ok(Self { args })
+        let child = schedule::ChildSchedule {
+            repo: RepoSpec {
+                targets: b.targets.clone(),
+                layout: b.layout.clone(),
+                key_file: b.key_file.clone(),
+            },
+            work_dir: b.work_dir.clone(),
+            full_every_s: b.full_every_s,
+            incremental_every_s: b.incremental_every_s,
+            after_entries: b.after_entries,
+            archive_every_ms: b.archive_every_ms,
+            archive_bytes: b.archive_bytes,
+            keep_full: b.keep_full,
+            rate_mib_s: b.rate_mib_s,
+        };
+        let child = schedule::ChildCommand::open(&child).context("[backup] section")?;
+        Ok(Self(child))
     }
 
     /// The `keel backup schedule` command for `nodes`; the admin token goes
@@ -439,30 +324,8 @@ impl ConfiguredBackups {
         token: &str,
     ) -> anyhow::Result<tokio::process::Command> {
         let exe = std::env::current_exe().context("locating the keel binary")?;
-        let mut cmd = tokio::process::Command::new(exe);
-        cmd.args(&self.args)
-            .arg("--with-parent")
-            .arg("--nodes")
-            .arg(nodes.join(","))
-            .env("KEEL_ADMIN_TOKEN", token)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        Ok(cmd)
+        Ok(self.0.command(exe, nodes, token))
     }
-}
-
-/// Asks the kernel for SIGTERM when the parent dies, so a schedule never
-/// outlives the gateway that runs it, even one killed with SIGKILL.
-fn stop_with_parent() -> anyhow::Result<()> {
-    let parent = nix::unistd::getppid();
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-        .context("asking to stop with the parent process")?;
-    // The parent may have died before the request: then this process was
-    // already handed to another parent and no signal will come.
-    if nix::unistd::getppid() != parent {
-        bail!("the process that started this schedule has already exited");
-    }
-    Ok(())
 }
 
 async fn run_schedule(a: ScheduleArgs) -> anyhow::Result<()> {
@@ -480,28 +343,12 @@ async fn run_schedule(a: ScheduleArgs) -> anyhow::Result<()> {
         }),
         full_rate_bytes_per_s: a.cluster.rate_bytes_per_s(),
     };
-    if policy.full_every.is_none()
-        && policy.incremental_every.is_none()
-        && policy.after_entries.is_none()
-        && policy.archive.is_none()
-    {
+    if policy.is_empty() {
         bail!("nothing to schedule: give --full-every, --incremental-every, --after-entries or --archive-every");
     }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => return,
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        let _ = stop_tx.send(true);
-    });
+    let stop_rx = schedule::stop_on_signal();
     if a.with_parent {
-        stop_with_parent()?;
+        schedule::stop_with_parent()?;
     }
     let job = schedule::Scheduled {
         repo: &repo,
@@ -526,25 +373,9 @@ pub fn run_restore(a: RestoreArgs) -> anyhow::Result<()> {
         };
         let r = restore::restore(&repo, point, &a.to).await?;
         if a.json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "dir": r.dir, "chain": r.chain, "entries_replayed": r.entries_replayed,
-                    "index": r.index, "time_ms": r.time_ms, "digest": r.digest,
-                })
-            );
+            println!("{}", r.json());
         } else {
-            println!("restored {} into {}", point, r.dir.display());
-            println!("  chain:   {}", r.chain.join(" -> "));
-            println!("  entries: {} replayed on the base", r.entries_replayed);
-            println!("  index:   {}", r.index);
-            println!("  time:    {} ms", r.time_ms);
-            println!("  digest:  {}", r.digest);
-            println!("  invariants: hold");
-            println!(
-                "start a cluster from it: keel up --from {}",
-                r.dir.display()
-            );
+            println!("{r}");
         }
         Ok(())
     })

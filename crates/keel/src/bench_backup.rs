@@ -48,7 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         orders: args.orders,
         clients: args.clients,
         duration_s: args.duration_s,
-        layout: crate::backup_cmd::parse_layout(&args.layout)?,
+        layout: args.layout.parse()?,
         layout_name: args.layout,
         base_port: args.base_port,
         data_dir: args.data_dir,
