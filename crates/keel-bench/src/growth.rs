@@ -207,6 +207,17 @@ pub async fn growth(cfg: &GrowthConfig) -> Result<Vec<GrowthRow>, BenchError> {
     Ok(rows)
 }
 
+/// What `keel bench growth` prints: a line saying what was measured, then
+/// [`growth_table`].
+pub fn growth_text(cfg: &GrowthConfig, rows: &[GrowthRow]) -> String {
+    format!(
+        "keel bench growth: 3 nodes on 127.0.0.1 (fsync on), {} closed-loop clients placing orders for {} s at each size\n{}",
+        cfg.spec.clients,
+        cfg.spec.duration.as_secs(),
+        growth_table(rows)
+    )
+}
+
 /// The growth table.
 pub fn growth_table(rows: &[GrowthRow]) -> String {
     let mut header = vec!["orders in store", "preload orders/s"];

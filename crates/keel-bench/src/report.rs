@@ -170,6 +170,21 @@ pub fn run_table(reports: &[Report]) -> String {
     render(&header, &rows, 4)
 }
 
+/// What `keel bench run` prints of one report: its table row, its
+/// errors and refusals by type, and requests never sent, if any.
+pub fn run_text(r: &Report) -> String {
+    let mut out = run_table(std::slice::from_ref(r));
+    out.push_str(&format!("errors by type: {}\n", fmt_counts(&r.errors)));
+    out.push_str(&format!("refused (answers): {}\n", fmt_counts(&r.refused)));
+    if r.unsent > 0 {
+        out.push_str(&format!(
+            "due but never sent by the end (charged up to the end): {}\n",
+            r.unsent
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

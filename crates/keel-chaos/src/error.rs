@@ -23,4 +23,16 @@ pub enum ChaosError {
     /// The history could not be built or written.
     #[error(transparent)]
     History(#[from] HistoryError),
+    /// A run's file could not be written.
+    #[error("writing {path}")]
+    Write {
+        /// The file.
+        path: String,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A report could not be encoded as JSON.
+    #[error(transparent)]
+    Encode(serde_json::Error),
 }

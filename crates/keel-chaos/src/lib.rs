@@ -159,6 +159,7 @@
 
 pub mod across;
 mod error;
+pub mod files;
 pub mod final_state;
 pub mod finding;
 pub mod history;

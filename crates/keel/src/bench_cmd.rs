@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use keel_bench::compare::{compare, CompareConfig};
 use keel_bench::compare_table::format_report;
-use keel_bench::growth::{growth, growth_table, GrowthConfig};
-use keel_bench::report::{fmt_counts, run_table};
+use keel_bench::growth::{growth, growth_text, GrowthConfig};
+use keel_bench::report::run_text;
 use keel_bench::run::{run, RunConfig};
 use keel_bench::workload::{parse_counts, LoadSpec, Workload};
 
@@ -162,15 +162,7 @@ pub fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
-    print!("{}", run_table(std::slice::from_ref(&r)));
-    println!("errors by type: {}", fmt_counts(&r.errors));
-    println!("refused (answers): {}", fmt_counts(&r.refused));
-    if r.unsent > 0 {
-        println!(
-            "due but never sent by the end (charged up to the end): {}",
-            r.unsent
-        );
-    }
+    print!("{}", run_text(&r));
     Ok(())
 }
 
@@ -216,11 +208,7 @@ pub fn growth_cmd(a: GrowthArgs) -> anyhow::Result<()> {
     if a.json {
         println!("{}", serde_json::to_string(&rows)?);
     } else {
-        println!(
-            "keel bench growth: 3 nodes on 127.0.0.1 (fsync on), {} closed-loop clients placing orders for {} s at each size",
-            cfg.spec.clients, cfg.spec.duration.as_secs()
-        );
-        print!("{}", growth_table(&rows));
+        print!("{}", growth_text(&cfg, &rows));
     }
     Ok(())
 }

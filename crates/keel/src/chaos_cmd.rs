@@ -97,11 +97,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     for i in 0..a.runs {
         let seed = a.seed.wrapping_add(i);
-        let dir = if a.runs == 1 {
-            a.data_dir.clone()
-        } else {
-            a.data_dir.join(format!("seed-{seed}"))
-        };
+        let dir = keel_chaos::files::seed_dir(&a.data_dir, a.runs, seed);
         match one_run(&rt, &a, seed, &dir) {
             Ok(report) => {
                 if !report.ok {
@@ -157,22 +153,12 @@ fn one_run(
         allow_skip: a.allow_skip,
     };
     let (report, history) = rt.block_on(run(config))?;
-    let history_path = dir.join("history.jsonl");
-    let report_path = dir.join("report.json");
-    let file = std::fs::File::create(&history_path)
-        .with_context(|| format!("writing {}", history_path.display()))?;
-    history.write_jsonl(std::io::BufWriter::new(file))?;
-    std::fs::write(&report_path, serde_json::to_vec_pretty(&report)?)
-        .with_context(|| format!("writing {}", report_path.display()))?;
+    let saved = keel_chaos::files::save(dir, &report, &history)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", keel_chaos::render::report_table(&report));
-        println!(
-            "history: {}\nreport:  {}",
-            history_path.display(),
-            report_path.display()
-        );
+        println!("{saved}");
     }
     Ok(report)
 }
