@@ -1,39 +1,41 @@
 //! The gateway's own `application/problem+json` (RFC 9457) errors. Their
-//! `type` codes are stable and shared with the nodes where the meaning is
-//! the same (`payload_too_large`, `unavailable`, `indeterminate`,
-//! `unauthorized`, `validation`, `not_found`).
+//! `type` codes are stable and, where the meaning is the same
+//! (`payload_too_large`, `unavailable`, `indeterminate`, `unauthorized`,
+//! `validation`, `not_found`), built by `keel_protocol::problem` as the
+//! nodes build them.
 
 use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-/// A problem the gateway answers itself.
+/// A problem the gateway answers itself: the shared body
+/// (`keel_protocol::problem`) and its `Retry-After`, if any.
 #[derive(Debug)]
 pub struct Problem {
-    status: StatusCode,
-    kind: &'static str,
-    title: &'static str,
-    detail: String,
-    extra: Map<String, Value>,
+    body: Shared,
     retry_after_s: Option<u64>,
+}
+
+type Shared = keel_protocol::problem::Problem;
+
+impl From<Shared> for Problem {
+    fn from(body: Shared) -> Self {
+        Self {
+            body,
+            retry_after_s: None,
+        }
+    }
 }
 
 impl Problem {
     fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: String) -> Self {
-        Self {
-            status,
-            kind,
-            title,
-            detail,
-            extra: Map::new(),
-            retry_after_s: None,
-        }
+        Shared::new(status, kind, title, detail).into()
     }
 
     fn with(mut self, k: &str, v: Value) -> Self {
-        self.extra.insert(k.to_owned(), v);
+        self.body = self.body.with(k, v);
         self
     }
 
@@ -62,13 +64,7 @@ impl Problem {
 
     /// 413 `payload_too_large`.
     pub fn body_too_large(limit: usize) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "Payload too large",
-            format!("request bodies are limited to {limit} bytes"),
-        )
-        .with("limit_bytes", json!(limit))
+        Shared::payload_too_large(limit).into()
     }
 
     /// 408 `body_timeout`: the client was too slow sending its body.
@@ -83,24 +79,12 @@ impl Problem {
 
     /// 400 `validation`: the body could not be read.
     pub fn bad_body(why: &str) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "validation",
-            "Invalid request",
-            format!("body: {why}"),
-        )
-        .with("field", json!("body"))
+        Shared::validation("body", why).into()
     }
 
     /// 400 `validation` on a named field.
     pub fn validation(field: &str, reason: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "validation",
-            "Invalid request",
-            format!("{field}: {}", reason.into()),
-        )
-        .with("field", json!(field))
+        Shared::validation(field, reason).into()
     }
 
     /// 503 `overloaded`: the gateway is at its pending-request cap.
@@ -116,13 +100,8 @@ impl Problem {
 
     /// 503 `unavailable`: no node could be tried.
     pub fn no_backend() -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Service unavailable",
-            "the gateway knows no cluster node".into(),
-        )
-        .retry_after(Duration::from_secs(1))
+        Problem::from(Shared::unavailable("the gateway knows no cluster node"))
+            .retry_after(Duration::from_secs(1))
     }
 
     /// 502 `upstream_unavailable`: no node could be reached in time; nothing
@@ -139,42 +118,27 @@ impl Problem {
     /// 504 `indeterminate`: a write reached a node but its reply did not
     /// come back; it may have been applied.
     pub fn indeterminate(why: &str) -> Self {
-        Self::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "indeterminate",
-            "Outcome unknown",
-            format!("{why}; retry with the same Idempotency-Key to get the result"),
-        )
+        Shared::indeterminate(why).into()
     }
 
     /// 401 `unauthorized`.
     pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Authentication required",
-            "send Authorization: Bearer <gateway admin token>".into(),
-        )
+        Shared::unauthorized("send Authorization: Bearer <gateway admin token>").into()
     }
 
     /// 404 `not_found`.
     pub fn not_found(what: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "Not found", what.into())
+        Shared::not_found(what).into()
     }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let mut body = self.extra;
-        body.insert("type".into(), json!(self.kind));
-        body.insert("title".into(), json!(self.title));
-        body.insert("status".into(), json!(self.status.as_u16()));
-        body.insert("detail".into(), json!(self.detail));
-        let mut resp = (self.status, Value::Object(body).to_string()).into_response();
+        let mut resp = (self.body.status, self.body.body()).into_response();
         let h = resp.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
+            HeaderValue::from_static(keel_protocol::problem::CONTENT_TYPE),
         );
         if let Some(s) = self.retry_after_s {
             h.insert(header::RETRY_AFTER, HeaderValue::from(s));

@@ -6,10 +6,11 @@
 //! ([`header`]), how bytes are written as text ([`hex`]), how a presented
 //! secret is compared with the expected one ([`constant_time_eq`]), how a
 //! process reads the wall clock ([`wall_ms`]), how a duration is written
-//! ([`duration`]), and how it takes a lock whose poisoning it tolerates
-//! ([`sync`]). Each of these had drifted apart as copies in several crates;
-//! one of the copies compared the cluster secret with `==`, whose running
-//! time tells an attacker how many leading bytes were right.
+//! ([`duration`]), the errors servers answer with ([`problem`]), and how it
+//! takes a lock whose poisoning it tolerates ([`sync`]). Each of these had
+//! drifted apart as copies in several crates; one of the copies compared the
+//! cluster secret with `==`, whose running time tells an attacker how many
+//! leading bytes were right.
 //!
 //! The crate does no I/O and nothing async, and depends on no other Keel
 //! crate, so any of them can use it without a cycle. The one thing it reads
@@ -21,6 +22,7 @@
 pub mod duration;
 pub mod header;
 pub mod hex;
+pub mod problem;
 pub mod sync;
 
 mod clock;

@@ -2,7 +2,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use keel_domain::DomainError;
 
@@ -14,20 +14,12 @@ pub const INTERNAL_DETAIL: &str = "the node could not serve this request; its lo
 /// Seconds a client should wait before retrying a 503.
 pub const RETRY_AFTER_S: u64 = 1;
 
-/// A problem response.
+/// A problem response: the shared body (`keel_protocol::problem`) and the
+/// node's own problems and headers.
 #[derive(Debug)]
-pub struct Problem {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Stable short code (`out_of_stock`, `validation`, ...).
-    pub kind: &'static str,
-    /// Short human summary of the kind.
-    pub title: &'static str,
-    /// What happened in this case.
-    pub detail: String,
-    /// Typed extra fields.
-    pub extra: Map<String, Value>,
-}
+pub struct Problem(pub keel_protocol::problem::Problem);
+
+type Shared = keel_protocol::problem::Problem;
 
 impl Problem {
     /// A problem with no extra fields.
@@ -37,42 +29,23 @@ impl Problem {
         title: &'static str,
         detail: impl Into<String>,
     ) -> Self {
-        Self {
-            status,
-            kind,
-            title,
-            detail: detail.into(),
-            extra: Map::new(),
-        }
+        Self(Shared::new(status, kind, title, detail))
     }
     /// Adds a typed field.
-    pub fn with(mut self, k: &str, v: Value) -> Self {
-        self.extra.insert(k.to_owned(), v);
-        self
+    pub fn with(self, k: &str, v: Value) -> Self {
+        Self(self.0.with(k, v))
     }
     /// 400 `validation` naming the field.
     pub fn validation(field: &str, reason: impl Into<String>) -> Self {
-        let reason = reason.into();
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "validation",
-            "Invalid request",
-            format!("{field}: {reason}"),
-        )
-        .with("field", json!(field))
+        Self(Shared::validation(field, reason))
     }
     /// 404 `not_found`.
     pub fn not_found(what: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "Not found", what)
+        Self(Shared::not_found(what))
     }
     /// 401 `unauthorized`.
     pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Authentication required",
-            "send Authorization: Bearer <token>",
-        )
+        Self(Shared::unauthorized("send Authorization: Bearer <token>"))
     }
     /// 403 `forbidden`.
     pub fn forbidden(detail: impl Into<String>) -> Self {
@@ -80,37 +53,19 @@ impl Problem {
     }
     /// 503 `unavailable`: nothing was applied; retry later.
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Service unavailable",
-            detail,
-        )
+        Self(Shared::unavailable(detail))
     }
     /// 504 `indeterminate`: the write may have been applied; retry with the
     /// same Idempotency-Key to learn its result.
     pub fn indeterminate(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "indeterminate",
-            "Outcome unknown",
-            format!(
-                "{}; retry with the same Idempotency-Key to get the result",
-                detail.into()
-            ),
-        )
+        Self(Shared::indeterminate(detail))
     }
     /// 413 `payload_too_large`: the body is above
     /// [`BODY_BYTES_MAX`](crate::http::extract::BODY_BYTES_MAX).
     pub fn payload_too_large() -> Self {
-        let limit = crate::http::extract::BODY_BYTES_MAX;
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "Payload too large",
-            format!("request bodies are limited to {limit} bytes"),
-        )
-        .with("limit_bytes", json!(limit))
+        Self(Shared::payload_too_large(
+            crate::http::extract::BODY_BYTES_MAX,
+        ))
     }
     /// 500 `internal`: storage failure or corruption; nothing is served.
     /// The cause (file names, store errors) goes to the node's log, not on
@@ -161,7 +116,7 @@ impl From<&DomainError> for Problem {
         if let Ok(Value::Object(outer)) = serde_json::to_value(e) {
             for (_, inner) in outer {
                 if let Value::Object(fields) = inner {
-                    p.extra.extend(fields);
+                    p.0.extra.extend(fields);
                 }
             }
         }
@@ -171,22 +126,13 @@ impl From<&DomainError> for Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let mut body = Map::new();
-        body.insert("type".into(), json!(self.kind));
-        body.insert("title".into(), json!(self.title));
-        body.insert("status".into(), json!(self.status.as_u16()));
-        body.insert("detail".into(), json!(self.detail));
-        for (k, v) in self.extra {
-            body.entry(k).or_insert(v);
-        }
-        let mut resp = (self.status, Value::Object(body).to_string()).into_response();
+        let status = self.0.status;
+        let mut resp = (status, self.0.body()).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
+            HeaderValue::from_static(keel_protocol::problem::CONTENT_TYPE),
         );
-        if self.status == StatusCode::SERVICE_UNAVAILABLE
-            || self.status == StatusCode::TOO_MANY_REQUESTS
-        {
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
         }
@@ -221,9 +167,9 @@ mod tests {
     #[test]
     fn an_internal_error_keeps_its_cause_off_the_wire() {
         let p = Problem::internal("/var/lib/keel/state.redb: page 7 checksum mismatch");
-        assert_eq!(p.status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(p.kind, "internal");
-        assert_eq!(p.detail, INTERNAL_DETAIL);
-        assert!(!p.detail.contains("state.redb"));
+        assert_eq!(p.0.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(p.0.kind, "internal");
+        assert_eq!(p.0.detail, INTERNAL_DETAIL);
+        assert!(!p.0.detail.contains("state.redb"));
     }
 }

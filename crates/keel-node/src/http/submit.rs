@@ -52,7 +52,7 @@ fn outcome_json(o: &Outcome) -> Value {
 fn refusal(e: &DomainError) -> Problem {
     let mut p = Problem::from(e);
     if matches!(e, DomainError::Validation(_)) {
-        p.status = StatusCode::CONFLICT;
+        p.0.status = StatusCode::CONFLICT;
     }
     p
 }
