@@ -37,12 +37,11 @@ pub struct AccountBody {
 /// Open an account with a zero balance.
 #[utoipa::path(
     post, path = "/v1/accounts", tag = "accounts",
-    description = "Roles: admin. One merchant and one external account per currency.",
+    description = "One merchant and one external account per currency.",
     params(IdempotencyKey),
     request_body = AccountBody,
     responses((status = 201, description = "The account", body = Account), WriteProblems),
     security(("bearer" = [])),
-    extensions(("x-roles" = json!(["admin"]))),
 )]
 pub async fn open(State(api): Shared, h: HeaderMap, Body(b): Body<AccountBody>) -> Response {
     admin_write(&api, &h, true, || {
@@ -67,12 +66,11 @@ pub struct AmountBody {
 /// Credit an account from its currency's external account.
 #[utoipa::path(
     post, path = "/v1/accounts/{id}/deposits", tag = "accounts",
-    description = "Roles: admin. Credits customer or merchant accounts, not the external one.",
+    description = "Credits customer or merchant accounts, not the external one.",
     params(("id" = AccountId, Path), IdempotencyKey),
     request_body = AmountBody,
     responses((status = 200, description = "The account", body = Account), WriteProblems),
     security(("bearer" = [])),
-    extensions(("x-roles" = json!(["admin"]))),
 )]
 pub async fn deposit(
     State(api): Shared,
@@ -100,11 +98,9 @@ fn owned_account(api: &Api, h: &HeaderMap, id: &str) -> Result<AccountId, Proble
 /// The account with its balance.
 #[utoipa::path(
     get, path = "/v1/accounts/{id}", tag = "accounts",
-    description = "Roles: owner, admin.",
     params(("id" = AccountId, Path), ConsistencyParam),
     responses((status = 200, description = "The account", body = Account), ReadProblems),
     security(("bearer" = [])),
-    extensions(("x-roles" = json!(["owner", "admin"]))),
 )]
 pub async fn get(
     State(api): Shared,
@@ -133,12 +129,11 @@ pub struct CustomerToken {
 /// Issue the customer's bearer token (any node can check it).
 #[utoipa::path(
     post, path = "/v1/accounts/{id}/token", tag = "accounts",
-    description = "Roles: admin. The token is derived from the cluster secret, so it needs \
+    description = "The token is derived from the cluster secret, so it needs \
                    no write and the account need not exist yet.",
     params(("id" = AccountId, Path)),
     responses((status = 200, description = "The token", body = CustomerToken), AdminPathProblems),
     security(("bearer" = [])),
-    extensions(("x-roles" = json!(["admin"]))),
 )]
 pub async fn token(
     State(api): Shared,
@@ -154,11 +149,9 @@ pub async fn token(
 /// A customer's orders, newest first.
 #[utoipa::path(
     get, path = "/v1/accounts/{id}/orders", tag = "accounts",
-    description = "Roles: owner, admin.",
     params(("id" = AccountId, Path), ConsistencyParam, PageParams),
     responses((status = 200, description = "A page of orders", body = Page<Order>), ReadProblems),
     security(("bearer" = [])),
-    extensions(("x-roles" = json!(["owner", "admin"]))),
 )]
 pub async fn orders(
     State(api): Shared,

@@ -64,13 +64,12 @@ fn export_problem(e: ExportError) -> Problem {
 /// acknowledged before the request (headers: log id, digest, clock).
 #[utoipa::path(
     get, path = "/v1/backup/snapshot", tag = "backup",
-    description = "Roles: admin. 503 `backup_busy` while another export runs here.",
+    description = "503 `backup_busy` while another export runs here.",
     responses(
         (status = 200, description = "The snapshot", content_type = "application/octet-stream", body = Binary),
         BackupProblems,
     ),
     security(("bearer" = [])),
-    extensions(("x-roles" = json!(["admin"]))),
 )]
 pub async fn snapshot(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
     admin(&api, &h)?;
@@ -141,7 +140,7 @@ pub struct LogQuery {
 /// Committed log records, one page: frames of `keel_store::push_log_frame`.
 #[utoipa::path(
     get, path = "/v1/backup/log", tag = "backup",
-    description = "Roles: admin. 410 `log_purged` when this node's log no longer holds \
+    description = "410 `log_purged` when this node's log no longer holds \
                    index `after + 1`: take a full backup, or ask another replica.",
     params(LogQuery),
     responses(
@@ -152,7 +151,6 @@ pub struct LogQuery {
         BackupProblems,
     ),
     security(("bearer" = [])),
-    extensions(("x-roles" = json!(["admin"]))),
 )]
 pub async fn log(
     State(api): Shared,

@@ -23,10 +23,8 @@ type Shared = State<Arc<Api>>;
 /// indexes, lag and health, as this node sees them.
 #[utoipa::path(
     get, path = "/v1/cluster", tag = "cluster",
-    description = "Roles: admin.",
     responses((status = 200, description = "The cluster", body = ClusterStatus), AdminProblems),
     security(("bearer" = [])),
-    extensions(("x-roles" = json!(["admin"]))),
 )]
 pub async fn status(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
     admin(&api, &h)?;
@@ -69,11 +67,10 @@ pub struct LearnerBody {
 /// Add a learner and wait until it has caught up (on the leader).
 #[utoipa::path(
     post, path = "/v1/cluster/learners", tag = "cluster",
-    description = "Roles: admin, on the leader (503 `not_leader` elsewhere).",
+    description = "On the leader only (503 `not_leader` elsewhere).",
     request_body = LearnerBody,
     responses((status = 200, description = "The cluster", body = ClusterStatus), MembershipProblems),
     security(("bearer" = [])),
-    extensions(("x-roles" = json!(["admin"]))),
 )]
 pub async fn add_learner(
     State(api): Shared,
@@ -107,11 +104,10 @@ pub struct MemberBody {
 /// Promote a learner to voter (on the leader).
 #[utoipa::path(
     post, path = "/v1/cluster/members", tag = "cluster",
-    description = "Roles: admin, on the leader (503 `not_leader` elsewhere).",
+    description = "On the leader only (503 `not_leader` elsewhere).",
     request_body = MemberBody,
     responses((status = 200, description = "The cluster", body = ClusterStatus), MembershipProblems),
     security(("bearer" = [])),
-    extensions(("x-roles" = json!(["admin"]))),
 )]
 pub async fn promote(
     State(api): Shared,
@@ -126,11 +122,10 @@ pub async fn promote(
 /// Remove a member; refused when the rest would have no healthy quorum.
 #[utoipa::path(
     delete, path = "/v1/cluster/members/{id}", tag = "cluster",
-    description = "Roles: admin, on the leader (503 `not_leader` elsewhere).",
+    description = "On the leader only (503 `not_leader` elsewhere).",
     params(("id" = u64, Path, minimum = 0, maximum = 18_446_744_073_709_551_615_u64)),
     responses((status = 200, description = "The cluster", body = ClusterStatus), MembershipProblems),
     security(("bearer" = [])),
-    extensions(("x-roles" = json!(["admin"]))),
 )]
 pub async fn remove(
     State(api): Shared,
@@ -145,14 +140,13 @@ pub async fn remove(
 /// Snapshot this node's state now and purge its log up to the snapshot.
 #[utoipa::path(
     post, path = "/v1/cluster/compact", tag = "cluster",
-    description = "Roles: admin. 409 `nothing_to_compact` before anything was applied.",
+    description = "409 `nothing_to_compact` before anything was applied.",
     responses(
         (status = 200, description = "What was compacted", body = Compaction),
         (status = 409, description = "Problem: nothing_to_compact", body = crate::http::openapi::Problem, content_type = "application/problem+json"),
         AdminProblems,
     ),
     security(("bearer" = [])),
-    extensions(("x-roles" = json!(["admin"]))),
 )]
 pub async fn compact(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
     admin(&api, &h)?;

@@ -2,8 +2,10 @@
 //! knows every handler; the handlers live by resource ([`products`],
 //! [`accounts`], [`orders`], [`batch`], [`cluster`], [`backup`], [`ops`])
 //! and share [`auth`] (who is calling), [`extract`] (bodies, keys, query
-//! parameters, path values), [`errors`] (problem+json) and the two ways a
-//! request reaches the state: [`submit`] for writes, [`read`] for reads.
+//! parameters, path values), [`errors`] (problem+json), [`roles`] (who may
+//! call each route, the one table the document's roles come from) and the
+//! two ways a request reaches the state: [`submit`] for writes, [`read`]
+//! for reads.
 //! Every handler goes through [`crate::node::Node`]'s methods, never to the
 //! store or Raft.
 
@@ -19,5 +21,6 @@ pub mod ops;
 pub mod orders;
 pub mod products;
 pub mod read;
+pub mod roles;
 pub mod router;
 pub mod submit;

@@ -28,11 +28,9 @@ type Shared = State<Arc<Api>>;
 /// Counts and totals for conservation checks.
 #[utoipa::path(
     get, path = "/v1/summary", tag = "ops",
-    description = "Roles: admin.",
     params(ConsistencyParam),
     responses((status = 200, description = "The summary", body = Summary), ReadProblems),
     security(("bearer" = [])),
-    extensions(("x-roles" = json!(["admin"]))),
 )]
 pub async fn summary(
     State(api): Shared,
@@ -50,10 +48,8 @@ pub async fn summary(
 /// and why a node does not lead.
 #[utoipa::path(
     get, path = "/v1/clock", tag = "ops",
-    description = "Roles: admin.",
     responses((status = 200, description = "The clock", body = ClockStatus), AdminProblems),
     security(("bearer" = [])),
-    extensions(("x-roles" = json!(["admin"]))),
 )]
 pub async fn clock(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
     admin(&api, &h)?;
@@ -63,10 +59,8 @@ pub async fn clock(State(api): Shared, h: HeaderMap) -> Result<Response, Problem
 /// This replica's state digest at its applied index.
 #[utoipa::path(
     get, path = "/v1/digest", tag = "ops",
-    description = "Roles: admin.",
     responses((status = 200, description = "The digest", body = StateDigest), AdminProblems),
     security(("bearer" = [])),
-    extensions(("x-roles" = json!(["admin"]))),
 )]
 pub async fn digest(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
     admin(&api, &h)?;
@@ -87,9 +81,7 @@ pub struct Health {
 /// Liveness: the process answers.
 #[utoipa::path(
     get, path = "/healthz", tag = "ops",
-    description = "Roles: public.",
     responses((status = 200, description = "Alive", body = Health)),
-    extensions(("x-roles" = json!(["public"]))),
 )]
 pub async fn healthz(State(api): Shared) -> Response {
     Json(Health {
@@ -116,9 +108,7 @@ pub struct Ready {
 /// Readiness: has a leader and has applied its log (503 otherwise).
 #[utoipa::path(
     get, path = "/readyz", tag = "ops",
-    description = "Roles: public.",
     responses((status = 200, description = "Ready", body = Ready), Unavailable),
-    extensions(("x-roles" = json!(["public"]))),
 )]
 pub async fn readyz(State(api): Shared) -> Response {
     let s = api.node.self_status();
@@ -146,9 +136,7 @@ pub async fn readyz(State(api): Shared) -> Response {
 /// Prometheus metrics, in its text format.
 #[utoipa::path(
     get, path = "/metrics", tag = "ops",
-    description = "Roles: public.",
     responses((status = 200, description = "Metrics", body = String, content_type = "text/plain")),
-    extensions(("x-roles" = json!(["public"]))),
 )]
 pub async fn metrics(State(api): Shared) -> Response {
     (

@@ -55,13 +55,12 @@ pub struct PlaceLine {
 /// Reserve every line's units, all or none, and create a `reserved` order.
 #[utoipa::path(
     post, path = "/v1/orders", tag = "orders",
-    description = "Roles: owner, admin. 409 `out_of_stock` lists the short lines; \\
+    description = "409 `out_of_stock` lists the short lines; \\
                    nothing is reserved then.",
     params(IdempotencyKey),
     request_body = PlaceBody,
     responses((status = 201, description = "The order", body = Order), WriteProblems),
     security(("bearer" = [])),
-    extensions(("x-roles" = json!(["owner", "admin"]))),
 )]
 pub async fn place(State(api): Shared, h: HeaderMap, Body(b): Body<PlaceBody>) -> Response {
     let p = match authed(&api, &h) {
@@ -79,11 +78,9 @@ pub async fn place(State(api): Shared, h: HeaderMap, Body(b): Body<PlaceBody>) -
 /// One order.
 #[utoipa::path(
     get, path = "/v1/orders/{id}", tag = "orders",
-    description = "Roles: owner, admin.",
     params(("id" = OrderId, Path), ConsistencyParam),
     responses((status = 200, description = "The order", body = Order), ReadProblems),
     security(("bearer" = [])),
-    extensions(("x-roles" = json!(["owner", "admin"]))),
 )]
 pub async fn get(
     State(api): Shared,
@@ -119,17 +116,17 @@ async fn transition(
 }
 
 /// A transition route whose command is the order id alone: its contract
-/// and its handler, which differ only in path, roles and command.
+/// and its handler, which differ only in path, description and command
+/// (their roles are in [`crate::http::roles::ROUTE_ROLES`]).
 macro_rules! transition_route {
-    ($(#[$doc:meta])* $name:ident, $path:literal, $roles:literal, $desc:literal, $roles_json:tt, $cmd:ident) => {
+    ($(#[$doc:meta])* $name:ident, $path:literal, $desc:literal, $cmd:ident) => {
         $(#[$doc])*
         #[utoipa::path(
             post, path = $path, tag = "orders",
-            description = concat!("Roles: ", $roles, ".", $desc),
+            description = $desc,
             params(("id" = OrderId, Path), IdempotencyKey),
             responses((status = 200, description = "The order", body = Order), WriteProblems),
             security(("bearer" = [])),
-            extensions(("x-roles" = json!($roles_json))),
         )]
         pub async fn $name(
             State(api): Shared,
@@ -145,36 +142,28 @@ transition_route!(
     /// Pay a reserved order: customer to merchant; the reserved units are sold.
     pay,
     "/v1/orders/{id}/pay",
-    "owner, admin",
-    " 409 `insufficient_funds` or `invalid_transition`.",
-    ["owner", "admin"],
+    "409 `insufficient_funds` or `invalid_transition`.",
     PayOrder
 );
 transition_route!(
     /// Cancel a reserved order and release its units.
     cancel,
     "/v1/orders/{id}/cancel",
-    "owner, admin",
     "",
-    ["owner", "admin"],
     CancelOrder
 );
 transition_route!(
     /// Mark a paid order shipped.
     ship,
     "/v1/orders/{id}/ship",
-    "admin",
     "",
-    ["admin"],
     ShipOrder
 );
 transition_route!(
     /// Mark a shipped order delivered.
     deliver,
     "/v1/orders/{id}/deliver",
-    "admin",
     "",
-    ["admin"],
     DeliverOrder
 );
 
@@ -211,12 +200,10 @@ fn refund_body(body: Result<Bytes, BytesRejection>) -> Result<RefundBody, Proble
 /// Return a paid or shipped order's money; optionally its units to stock.
 #[utoipa::path(
     post, path = "/v1/orders/{id}/refund", tag = "orders",
-    description = "Roles: admin.",
     params(("id" = OrderId, Path), IdempotencyKey),
     request_body(content = Option<RefundBody>, description = "Optional"),
     responses((status = 200, description = "The order", body = Order), WriteProblems),
     security(("bearer" = [])),
-    extensions(("x-roles" = json!(["admin"]))),
 )]
 pub async fn refund(
     State(api): Shared,

@@ -46,12 +46,11 @@ fn yes() -> bool {
 /// Create or update a product.
 #[utoipa::path(
     post, path = "/v1/products", tag = "products",
-    description = "Roles: admin. A product's currency cannot change while units are reserved.",
+    description = "A product's currency cannot change while units are reserved.",
     params(IdempotencyKey),
     request_body = ProductBody,
     responses((status = 200, description = "The product", body = ProductView), WriteProblems),
     security(("bearer" = [])),
-    extensions(("x-roles" = json!(["admin"]))),
 )]
 pub async fn upsert(State(api): Shared, h: HeaderMap, Body(b): Body<ProductBody>) -> Response {
     admin_write(&api, &h, false, || {
@@ -69,10 +68,8 @@ pub async fn upsert(State(api): Shared, h: HeaderMap, Body(b): Body<ProductBody>
 /// The catalogue in SKU order, with available stock.
 #[utoipa::path(
     get, path = "/v1/products", tag = "products",
-    description = "Roles: public.",
     params(ConsistencyParam, PageParams),
     responses((status = 200, description = "A page of products", body = Page<ProductView>), PublicReadProblems),
-    extensions(("x-roles" = json!(["public"]))),
 )]
 pub async fn list(
     State(api): Shared,
@@ -97,10 +94,8 @@ pub async fn list(
 /// One product with its available stock.
 #[utoipa::path(
     get, path = "/v1/products/{sku}", tag = "products",
-    description = "Roles: public.",
     params(("sku" = Sku, Path), ConsistencyParam),
     responses((status = 200, description = "The product", body = ProductView), PublicReadProblems),
-    extensions(("x-roles" = json!(["public"]))),
 )]
 pub async fn get(
     State(api): Shared,
@@ -133,12 +128,10 @@ pub struct QtyBody {
 /// Add stock.
 #[utoipa::path(
     post, path = "/v1/products/{sku}/restock", tag = "products",
-    description = "Roles: admin.",
     params(("sku" = Sku, Path), IdempotencyKey),
     request_body = QtyBody,
     responses((status = 200, description = "The product", body = ProductView), WriteProblems),
     security(("bearer" = [])),
-    extensions(("x-roles" = json!(["admin"]))),
 )]
 pub async fn restock(
     State(api): Shared,
@@ -168,12 +161,11 @@ pub struct StockBody {
 /// Set stock to a counted number; refused below what is reserved.
 #[utoipa::path(
     put, path = "/v1/products/{sku}/stock", tag = "products",
-    description = "Roles: admin. 409 `below_reserved` below the reserved units.",
+    description = "409 `below_reserved` below the reserved units.",
     params(("sku" = Sku, Path), IdempotencyKey),
     request_body = StockBody,
     responses((status = 200, description = "The product", body = ProductView), WriteProblems),
     security(("bearer" = [])),
-    extensions(("x-roles" = json!(["admin"]))),
 )]
 pub async fn set_stock(
     State(api): Shared,

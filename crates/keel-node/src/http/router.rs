@@ -18,15 +18,14 @@ use keel_protocol::header;
 use crate::http::auth::Api;
 use crate::http::errors::Problem;
 use crate::http::extract::BODY_BYTES_MAX;
-use crate::http::{accounts, backup, batch, cluster, openapi, ops, orders, products};
+use crate::http::{accounts, backup, batch, cluster, openapi, ops, orders, products, roles};
 
 /// The contract: this document, generated from the types and the
 /// routes' annotations.
 #[utoipa::path(
     get, path = "/openapi.json", tag = "ops",
-    description = "Roles: public. OpenAPI 3.1.",
+    description = "OpenAPI 3.1.",
     responses((status = 200, description = "The OpenAPI document", body = Object)),
-    extensions(("x-roles" = json!(["public"]))),
 )]
 async fn openapi_json() -> Response {
     static SPEC: OnceLock<String> = OnceLock::new();
@@ -99,9 +98,12 @@ fn routes() -> OpenApiRouter<Arc<Api>> {
         .routes(routes!(openapi_json))
 }
 
-/// The OpenAPI 3.1 document of [`router`]: exactly its routes.
+/// The OpenAPI 3.1 document of [`router`]: exactly its routes, each with
+/// its roles from [`roles::ROUTE_ROLES`].
 pub fn spec() -> utoipa::openapi::OpenApi {
-    routes().into_openapi()
+    let mut doc = routes().into_openapi();
+    roles::document(&mut doc);
+    doc
 }
 
 /// The public router.
@@ -209,6 +211,41 @@ mod tests {
                     "{method} {path} has no 401"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_roles_table_has_exactly_the_served_routes() {
+        let served: BTreeSet<String> = operations(&doc())
+            .into_iter()
+            .map(|(m, p, _)| format!("{m} {p}"))
+            .collect();
+        let table: BTreeSet<String> = roles::ROUTE_ROLES
+            .iter()
+            .map(|(m, p, _)| format!("{} {p}", m.to_uppercase()))
+            .collect();
+        assert_eq!(served, table);
+        assert_eq!(
+            table.len(),
+            roles::ROUTE_ROLES.len(),
+            "a route listed twice"
+        );
+    }
+
+    #[test]
+    fn each_description_opens_with_the_roles_it_lists() {
+        for (method, path, op) in operations(&doc()) {
+            let roles: Vec<&str> = op["x-roles"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap())
+                .collect();
+            let description = op["description"].as_str().unwrap();
+            assert!(
+                description.starts_with(&format!("Roles: {}.", roles.join(", "))),
+                "{method} {path}: {description}"
+            );
         }
     }
 
