@@ -19,6 +19,10 @@ use serde_json::{json, Value};
 
 use keel_domain::{Account, Order, Summary};
 
+mod status;
+
+pub use status::status_table;
+
 /// Timeout of one HTTP attempt.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(6);
 /// Longest wait to connect to a node.

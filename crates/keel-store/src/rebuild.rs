@@ -48,6 +48,28 @@ pub struct Rebuilt {
     pub committed_index: Option<u64>,
 }
 
+/// What was done and what the next start does, for an operator.
+impl std::fmt::Display for Rebuilt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kept_aside {
+            Some(p) => writeln!(f, "kept the old state aside as {}", p.display())?,
+            None => writeln!(f, "there was no state file")?,
+        }
+        match self.from_snapshot {
+            Some(Some(l)) => writeln!(f, "the state starts from this node's snapshot up to {l}")?,
+            Some(None) | None => writeln!(f, "the state starts empty")?,
+        }
+        write!(
+            f,
+            "log purged up to {}, committed up to {}: start the node as before; it re-applies its \
+             log and catches up from the leader",
+            self.purged.map_or("nothing".to_owned(), |p| p.to_string()),
+            self.committed_index
+                .map_or("nothing known".to_owned(), |i| i.to_string()),
+        )
+    }
+}
+
 /// Replaces the state of the stopped node whose data directory is
 /// `data_dir` by one derived from its own log (see the module docs). The
 /// log is opened first, which verifies every record and fails while a node
