@@ -20,6 +20,7 @@ use keel_client::Client;
 pub mod host;
 pub mod links;
 pub mod net;
+pub mod tls;
 pub use links::LinkProxies;
 pub use net::Network;
 
@@ -60,6 +61,9 @@ pub enum HarnessError {
     /// Unknown node id.
     #[error("no node {0}")]
     NoNode(u64),
+    /// The cluster's certificates could not be made or read.
+    #[error("TLS: {0}")]
+    Tls(#[from] keel_tls::TlsError),
     /// A file or directory could not be read, written or removed.
     #[error("{what}: {source}")]
     Io {
@@ -136,6 +140,12 @@ pub struct ClusterSpec {
     /// never fsynced, as a power loss does. The files themselves live in
     /// `node-N.disk/` beside the mount point.
     pub lazyfs: bool,
+    /// Run every link over TLS, with a CA made under `base_dir/ca` (kept
+    /// across restarts) and certificates as `keel certs` issues them:
+    /// nodes with mutual TLS between them, the gateway, and every client
+    /// the harness makes. Without it, nodes in namespaces (outside
+    /// loopback) are started with `--insecure-plaintext`.
+    pub tls: bool,
 }
 
 impl ClusterSpec {
@@ -154,6 +164,7 @@ impl ClusterSpec {
             link_proxies: false,
             faketime: None,
             lazyfs: false,
+            tls: false,
         }
     }
 }
@@ -180,6 +191,8 @@ pub struct LocalCluster {
     /// Each node's lazy filesystem, when `spec.lazyfs`. Unmounted after
     /// the nodes are killed (fields drop after `Drop::drop`).
     lazy: BTreeMap<u64, keel_lazyfs::LazyFs>,
+    /// The cluster's CA, when `spec.tls`.
+    tls: Option<tls::ClusterTls>,
 }
 
 struct GatewayProc {
@@ -259,7 +272,13 @@ impl LocalCluster {
             .map(|(id, a)| format!("{id}={a}"))
             .collect::<Vec<_>>()
             .join(",");
+        let tls = if spec.tls {
+            Some(tls::ClusterTls::open(&spec.base_dir.join("ca"))?)
+        } else {
+            None
+        };
         let mut c = Self {
+            tls,
             spec,
             nodes: BTreeMap::new(),
             bootstrap,
@@ -409,8 +428,18 @@ impl LocalCluster {
             // Secrets by environment, never on a command line other users
             // can read in /proc.
             .env("KEEL_ADMIN_TOKEN", &self.spec.admin_token)
-            .env("KEEL_CLUSTER_SECRET", &self.spec.cluster_secret)
-            .args(&self.spec.extra_args)
+            .env("KEEL_CLUSTER_SECRET", &self.spec.cluster_secret);
+        match &self.tls {
+            Some(t) => {
+                cmd.args(tls::flags(&t.node(id, &addr)?));
+            }
+            // Outside loopback, plaintext is the operator's explicit choice.
+            None if self.net.is_some() => {
+                cmd.arg("--insecure-plaintext");
+            }
+            None => {}
+        }
+        cmd.args(&self.spec.extra_args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
@@ -548,20 +577,36 @@ impl LocalCluster {
 
     /// An admin client over all endpoints.
     pub fn admin_client(&self) -> Client {
-        Client::new(self.endpoints(), Some(self.spec.admin_token.clone()))
+        self.client(self.endpoints(), Some(self.spec.admin_token.clone()))
     }
 
     /// An admin client of one node only.
     pub fn node_client(&self, id: u64) -> Result<Client, HarnessError> {
-        Ok(Client::new(
-            vec![self.addr(id)?],
-            Some(self.spec.admin_token.clone()),
-        ))
+        Ok(self.client(vec![self.addr(id)?], Some(self.spec.admin_token.clone())))
+    }
+
+    /// A client of `endpoints` (nodes or the gateway) with `token`, over
+    /// TLS trusting the cluster's CA when the cluster runs TLS.
+    pub fn client(&self, endpoints: Vec<String>, token: Option<String>) -> Client {
+        match &self.tls {
+            Some(t) => Client::with_tls(endpoints, token, t.client()),
+            None => Client::new(endpoints, token),
+        }
+    }
+
+    /// The cluster's CA, when it runs TLS.
+    pub fn tls(&self) -> Option<&tls::ClusterTls> {
+        self.tls.as_ref()
     }
 
     /// The admin token the cluster's nodes were started with.
     pub fn admin_token(&self) -> &str {
         &self.spec.admin_token
+    }
+
+    /// The cluster secret the cluster's nodes were started with.
+    pub fn cluster_secret(&self) -> &str {
+        &self.spec.cluster_secret
     }
 
     /// The OS process id of node `id` while it runs (for reading its
@@ -831,6 +876,10 @@ impl LocalCluster {
             .open(self.gateway_log_file())
             .map_err(HarnessError::ProcessIo)?;
         let log2 = log.try_clone().map_err(HarnessError::ProcessIo)?;
+        let tls_flags = match &self.tls {
+            Some(t) => tls::flags(&t.gateway(&addr)?).to_vec(),
+            None => Vec::new(),
+        };
         let child = Command::new(&self.spec.binary)
             .arg("gateway")
             .arg("--listen")
@@ -838,6 +887,7 @@ impl LocalCluster {
             .arg("--nodes")
             .arg(self.endpoints().join(","))
             .env("KEEL_ADMIN_TOKEN", &self.spec.admin_token)
+            .args(tls_flags)
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(log)
@@ -885,7 +935,7 @@ impl LocalCluster {
         let addr = self
             .gateway_addr()
             .ok_or_else(|| HarnessError::Process("no gateway started".into()))?;
-        let c = Client::new(vec![addr.clone()], None);
+        let c = self.client(vec![addr.clone()], None);
         self.wait_for("gateway ready with a leader", timeout, || async {
             let v = c
                 .call_at(&addr, keel_client::method_get(), "/status", None, None)
