@@ -215,10 +215,10 @@ impl NodeEntry {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.addr.parse::<SocketAddr>().is_err() {
+        if keel_protocol::addr::parse_host_port(&self.addr).is_err() {
             return Err(ConfigError::Invalid {
                 field: "nodes",
-                reason: "each node is host:port with a numeric IP, like 127.0.0.1:7101",
+                reason: "each node is host:port, the host an IP address or a DNS name, like 10.0.0.5:7101 or keel-1.shop.example:7101",
             });
         }
         if self.weight > WEIGHT_MAX {

@@ -106,6 +106,30 @@ struct NodeTls {
     client: Arc<keel_tls::ClientTls>,
 }
 
+/// Checks that the members' list a new cluster is founded with names this
+/// node by the address it advertises: that address is what its peers,
+/// gateways and clients will be told, and a node listening on `0.0.0.0`
+/// cannot be reached there.
+fn check_advertised(
+    config: &NodeConfig,
+    members: &BTreeMap<NodeId, String>,
+) -> Result<(), NodeError> {
+    let advertised = config.advertised();
+    match members.get(&config.id) {
+        Some(addr) if *addr == advertised => Ok(()),
+        Some(addr) => Err(ConfigError(format!(
+            "the members' list names node {} as {addr}, but it advertises {advertised}: set --advertise {addr} (the address the others reach it at)",
+            config.id
+        ))
+        .into()),
+        None => Err(ConfigError(format!(
+            "the members' list does not name this node ({}); a new cluster's founders must include it",
+            config.id
+        ))
+        .into()),
+    }
+}
+
 /// Reads the node's TLS files, if it has any, and checks that its
 /// certificate names its member id.
 fn load_tls(config: &NodeConfig) -> Result<Option<NodeTls>, NodeError> {
@@ -133,6 +157,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     config.validate()?;
+    if let Some(members) = &bootstrap {
+        check_advertised(&config, members)?;
+    }
     let tls = load_tls(&config)?;
     let (log, sm) = keel_store::open(&config.data_dir)?;
     let metrics = Arc::new(Metrics::new());
@@ -238,7 +265,13 @@ pub async fn run(
         },
         stop_rx.clone(),
     ));
-    tracing::info!(id = config.id, listen = %config.listen, "node serving");
+    tracing::info!(
+        id = config.id,
+        listen = %config.listen,
+        advertise = %config.advertised(),
+        tls = config.tls.is_some(),
+        "node serving"
+    );
 
     if let Some(members) = bootstrap {
         bootstrap_cluster(&raft, members).await?;
@@ -383,5 +416,38 @@ async fn expiry_ticker(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_founder_must_be_named_by_the_address_it_advertises() {
+        let members: BTreeMap<NodeId, String> = [
+            (1, "keel-1.shop.example:7101".to_owned()),
+            (2, "keel-2.shop.example:7101".to_owned()),
+        ]
+        .into();
+        let wildcard = NodeConfig {
+            listen: "0.0.0.0:7101".parse().unwrap(),
+            insecure_plaintext: true,
+            ..NodeConfig::default()
+        };
+        let e = check_advertised(&wildcard, &members)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--advertise keel-1.shop.example:7101"), "{e}");
+        let advertised = NodeConfig {
+            advertise: Some("keel-1.shop.example:7101".into()),
+            ..wildcard.clone()
+        };
+        check_advertised(&advertised, &members).unwrap();
+        let stranger = NodeConfig {
+            id: 3,
+            ..advertised
+        };
+        assert!(check_advertised(&stranger, &members).is_err());
     }
 }

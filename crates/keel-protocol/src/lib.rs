@@ -3,7 +3,7 @@
 //! Nodes, the gateway, the typed client and the backup tool talk to each
 //! other over HTTP. What they must agree on byte for byte lives here, once:
 //! the names of Keel's headers and the form of the leader hint
-//! ([`header`]), how bytes are written as text ([`hex`]), how a presented
+//! ([`header`]), the form of an address ([`addr`]), how bytes are written as text ([`hex`]), how a presented
 //! secret is compared with the expected one ([`constant_time_eq`]), how a
 //! process reads the wall clock ([`wall_ms`]), how a duration is written
 //! ([`duration`]), the errors servers answer with ([`problem`]), and how it
@@ -19,6 +19,7 @@
 //! through leader-stamped log entries.
 #![deny(missing_docs)]
 
+pub mod addr;
 pub mod duration;
 pub mod header;
 pub mod hex;

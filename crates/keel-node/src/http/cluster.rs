@@ -78,10 +78,10 @@ pub async fn add_learner(
     Body(b): Body<LearnerBody>,
 ) -> Result<Response, Problem> {
     admin(&api, &h)?;
-    if b.addr.is_empty() || b.addr.len() > 255 || b.addr.parse::<std::net::SocketAddr>().is_err() {
+    if keel_protocol::addr::parse_host_port(&b.addr).is_err() {
         return Err(Problem::validation(
             "addr",
-            "must be host:port of the new node, e.g. 127.0.0.1:7104",
+            "must be host:port of the new node, the host an IP address or a DNS name, e.g. 10.0.0.5:7104 or keel-4.shop.example:7104",
         ));
     }
     api.node
