@@ -20,6 +20,7 @@ use keel_client::Client;
 pub mod host;
 pub mod links;
 pub mod net;
+pub mod supervise;
 pub mod tls;
 pub use links::LinkProxies;
 pub use net::Network;
@@ -198,6 +199,8 @@ pub struct LocalCluster {
 struct GatewayProc {
     addr: String,
     child: Option<Child>,
+    /// The extra arguments it was started with, for a restart.
+    extra_args: Vec<String>,
 }
 
 /// Removes everything inside `dir`, keeping `dir` itself.
@@ -897,6 +900,7 @@ impl LocalCluster {
         self.gateway = Some(GatewayProc {
             addr: addr.clone(),
             child: Some(child),
+            extra_args: extra_args.to_vec(),
         });
         Ok(addr)
     }
@@ -947,6 +951,31 @@ impl LocalCluster {
         })
         .await?;
         Ok(addr)
+    }
+
+    /// The gateway's exit status if it exited on its own since the last
+    /// look (a gateway stopped through [`stop_gateway`](Self::stop_gateway)
+    /// is not running and is not reported).
+    pub fn gateway_exited(&mut self) -> Option<std::process::ExitStatus> {
+        let g = self.gateway.as_mut()?;
+        let status = g.child.as_mut()?.try_wait().ok()??;
+        g.child = None;
+        Some(status)
+    }
+
+    /// Starts the gateway again on the same port with the same arguments.
+    pub fn restart_gateway(&mut self) -> Result<(), HarnessError> {
+        let g = self
+            .gateway
+            .as_ref()
+            .ok_or_else(|| HarnessError::Process("no gateway started".into()))?;
+        let port = g
+            .addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .ok_or_else(|| HarnessError::Process(format!("gateway address {}", g.addr)))?;
+        let extra = g.extra_args.clone();
+        self.start_gateway(port, &extra).map(drop)
     }
 
     /// Stops the gateway (SIGTERM, then SIGKILL after the grace period).
