@@ -36,6 +36,7 @@ pub mod run;
 pub mod schedule;
 pub mod seed;
 pub mod target;
+pub mod tls;
 pub mod workload;
 
 pub use error::BenchError;

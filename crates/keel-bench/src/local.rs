@@ -18,8 +18,20 @@ pub async fn start_cluster(
     data_dir: PathBuf,
     base_port: u16,
 ) -> Result<LocalCluster, BenchError> {
+    start_cluster_with(keel_bin, data_dir, base_port, false).await
+}
+
+/// [`start_cluster`], over TLS on every link when `tls` (a CA made in the
+/// data directory, as `keel certs` makes one).
+pub async fn start_cluster_with(
+    keel_bin: &Path,
+    data_dir: PathBuf,
+    base_port: u16,
+    tls: bool,
+) -> Result<LocalCluster, BenchError> {
     clear_dir(&data_dir)?;
-    let spec = local_spec(keel_bin, NODES, base_port, data_dir, ADMIN_TOKEN);
+    let mut spec = local_spec(keel_bin, NODES, base_port, data_dir, ADMIN_TOKEN);
+    spec.tls = tls;
     let cluster = LocalCluster::start(spec)?;
     cluster
         .wait_ready(KEEL_READY_TIMEOUT)
