@@ -3,8 +3,9 @@
 //! local three-node cluster on one laptop.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Largest `clock_offset_max_ms` accepted: the state machine moves its clock
 /// at most `keel_domain::apply::CLOCK_STEP_MAX_MS` per entry, and an offset
@@ -268,6 +269,193 @@ impl NodeConfig {
     }
 }
 
+/// Values given beside the configuration file (the binary's flags and
+/// `KEEL_*` environment variables); each one present overrides the file's.
+#[derive(Clone, Debug, Default)]
+pub struct NodeOverrides {
+    /// [`NodeConfig::id`].
+    pub id: Option<u64>,
+    /// [`NodeConfig::listen`].
+    pub listen: Option<SocketAddr>,
+    /// [`NodeConfig::advertise`].
+    pub advertise: Option<String>,
+    /// [`NodeConfig::data_dir`].
+    pub data_dir: Option<PathBuf>,
+    /// [`NodeConfig::admin_token`].
+    pub admin_token: Option<String>,
+    /// [`NodeConfig::cluster_secret`].
+    pub cluster_secret: Option<String>,
+    /// [`NodeConfig::tls`].
+    pub tls: Option<keel_tls::TlsFiles>,
+    /// Sets [`NodeConfig::insecure_plaintext`] when true.
+    pub insecure_plaintext: bool,
+    /// [`RaftTiming::heartbeat_ms`].
+    pub heartbeat_ms: Option<u64>,
+    /// [`RaftTiming::election_min_ms`].
+    pub election_min_ms: Option<u64>,
+    /// [`RaftTiming::election_max_ms`].
+    pub election_max_ms: Option<u64>,
+    /// [`RaftTiming::snapshot_every_entries`].
+    pub snapshot_every: Option<u64>,
+    /// [`RaftTiming::keep_entries_behind_snapshot`].
+    pub snapshot_keep: Option<u64>,
+    /// [`RaftTiming::snapshot_chunk_bytes`].
+    pub snapshot_chunk_bytes: Option<u64>,
+    /// [`BatchLimits::in_flight_max`].
+    pub batch_in_flight_max: Option<usize>,
+    /// [`BatchLimits::delay_us`].
+    pub batch_delay_us: Option<u64>,
+    /// [`NodeConfig::clock_offset_max_ms`].
+    pub clock_offset_max_ms: Option<u64>,
+}
+
+impl NodeOverrides {
+    /// Writes every value present into `c`.
+    pub fn apply(self, c: &mut NodeConfig) {
+        let set = |slot: &mut u64, v: Option<u64>| {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        };
+        set(&mut c.id, self.id);
+        set(&mut c.raft.heartbeat_ms, self.heartbeat_ms);
+        set(&mut c.raft.election_min_ms, self.election_min_ms);
+        set(&mut c.raft.election_max_ms, self.election_max_ms);
+        set(&mut c.raft.snapshot_every_entries, self.snapshot_every);
+        set(&mut c.raft.keep_entries_behind_snapshot, self.snapshot_keep);
+        set(&mut c.raft.snapshot_chunk_bytes, self.snapshot_chunk_bytes);
+        set(&mut c.batch.delay_us, self.batch_delay_us);
+        set(&mut c.clock_offset_max_ms, self.clock_offset_max_ms);
+        if let Some(v) = self.batch_in_flight_max {
+            c.batch.in_flight_max = v;
+        }
+        if let Some(v) = self.listen {
+            c.listen = v;
+        }
+        if let Some(v) = self.advertise {
+            c.advertise = Some(v);
+        }
+        if let Some(v) = self.data_dir {
+            c.data_dir = v;
+        }
+        if let Some(v) = self.admin_token {
+            c.admin_token = v;
+        }
+        if let Some(v) = self.cluster_secret {
+            c.cluster_secret = v;
+        }
+        if let Some(v) = self.tls {
+            c.tls = Some(v);
+        }
+        c.insecure_plaintext |= self.insecure_plaintext;
+    }
+}
+
+/// Why a node's configuration could not be put together.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The configuration file could not be read.
+    #[error("reading {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file is not a valid configuration.
+    #[error("parsing {}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        #[source]
+        source: ConfigError,
+    },
+    /// The merged configuration is out of range.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
+impl NodeConfig {
+    /// The configuration in `file` (defaults without one) with `overrides`
+    /// applied, checked. Without a file or a data directory, an `id` also
+    /// names the data directory (`keel-data/node-<id>`), so nodes started
+    /// by id alone on one host do not share one.
+    pub fn load(file: Option<&Path>, mut overrides: NodeOverrides) -> Result<Self, LoadError> {
+        let mut c = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::from_toml(&text).map_err(|source| LoadError::Parse {
+                    path: path.to_owned(),
+                    source,
+                })?
+            }
+            None => Self::default(),
+        };
+        if let (None, None, Some(id)) = (file, &overrides.data_dir, overrides.id) {
+            overrides.data_dir = Some(PathBuf::from(format!("keel-data/node-{id}")));
+        }
+        overrides.apply(&mut c);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// A `--bootstrap` member list that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum MembersError {
+    /// A member without `=`.
+    #[error("member {0:?} is not id=host:port")]
+    NotAMember(String),
+    /// A member whose id is not a number.
+    #[error("bad node id in {part:?}")]
+    BadId {
+        /// The member as written.
+        part: String,
+        /// Why the id is not a number.
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// A member whose address is not `host:port`.
+    #[error("bad address in {0:?}: expected host:port like 127.0.0.1:7101")]
+    BadAddress(String),
+    /// One id named twice.
+    #[error("node id {0} appears twice")]
+    Duplicate(u64),
+    /// No member at all.
+    #[error("--bootstrap names no members")]
+    Empty,
+}
+
+/// Parses a member list, `1=host:port,2=host:port` (empty parts ignored).
+pub fn parse_members(s: &str) -> Result<BTreeMap<u64, String>, MembersError> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| MembersError::NotAMember(part.to_owned()))?;
+        let id: u64 = id.trim().parse().map_err(|source| MembersError::BadId {
+            part: part.to_owned(),
+            source,
+        })?;
+        let addr = addr.trim();
+        if addr.parse::<SocketAddr>().is_err() {
+            return Err(MembersError::BadAddress(part.to_owned()));
+        }
+        if out.insert(id, addr.to_owned()).is_some() {
+            return Err(MembersError::Duplicate(id));
+        }
+    }
+    if out.is_empty() {
+        return Err(MembersError::Empty);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,5 +567,44 @@ mod tests {
             ..NodeConfig::default()
         };
         secret(insecure).validate().unwrap();
+    }
+
+    #[test]
+    fn members_parse_and_bad_ones_are_refused() {
+        let m = parse_members("1=127.0.0.1:7101,2=127.0.0.1:7102").unwrap();
+        assert_eq!(m.len(), 2);
+        assert!(parse_members("1=nope").is_err());
+        assert!(parse_members("x=127.0.0.1:1").is_err());
+        assert!(parse_members("1=127.0.0.1:1,1=127.0.0.1:2").is_err());
+        assert!(parse_members("").is_err());
+    }
+
+    #[test]
+    fn overrides_win_and_an_id_alone_names_the_data_dir() {
+        let o = NodeOverrides {
+            id: Some(2),
+            heartbeat_ms: Some(40),
+            ..NodeOverrides::default()
+        };
+        let c = NodeConfig::load(None, o).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("keel-data/node-2"));
+        assert_eq!(c.raft.heartbeat_ms, 40);
+        let o = NodeOverrides {
+            id: Some(2),
+            data_dir: Some("elsewhere".into()),
+            ..NodeOverrides::default()
+        };
+        assert_eq!(
+            NodeConfig::load(None, o).unwrap().data_dir,
+            PathBuf::from("elsewhere")
+        );
+        let o = NodeOverrides {
+            heartbeat_ms: Some(1),
+            ..NodeOverrides::default()
+        };
+        assert!(matches!(
+            NodeConfig::load(None, o),
+            Err(LoadError::Invalid(_))
+        ));
     }
 }

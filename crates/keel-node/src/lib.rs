@@ -12,6 +12,7 @@ pub mod config;
 pub mod election;
 pub mod export;
 pub mod http;
+pub mod launch;
 pub mod metrics;
 pub mod node;
 pub mod proposer;

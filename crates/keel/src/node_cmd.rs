@@ -2,12 +2,12 @@
 //! file, then `KEEL_*` environment variables, then flags (each overriding
 //! the one before).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
-use keel_node::NodeConfig;
+use anyhow::Context;
+use keel_node::config::{parse_members, NodeOverrides};
+use keel_node::{launch, NodeConfig};
 
 /// Arguments of `keel node`.
 #[derive(clap::Args)]
@@ -83,162 +83,49 @@ pub struct Args {
     test_bugs: Option<String>,
 }
 
-/// Parses `1=host:port,2=host:port`.
-pub fn parse_members(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
-    let mut out = BTreeMap::new();
-    for part in s.split(',').filter(|p| !p.trim().is_empty()) {
-        let (id, addr) = part
-            .split_once('=')
-            .with_context(|| format!("member {part:?} is not id=host:port"))?;
-        let id: u64 = id
-            .trim()
-            .parse()
-            .with_context(|| format!("bad node id in {part:?}"))?;
-        let addr = addr.trim();
-        if addr.parse::<SocketAddr>().is_err() {
-            bail!("bad address in {part:?}: expected host:port like 127.0.0.1:7101");
-        }
-        if out.insert(id, addr.to_owned()).is_some() {
-            bail!("node id {id} appears twice");
-        }
-    }
-    if out.is_empty() {
-        bail!("--bootstrap names no members");
-    }
-    Ok(out)
-}
-
-fn build_config(a: &Args) -> anyhow::Result<NodeConfig> {
-    let mut c = match &a.config {
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            NodeConfig::from_toml(&text).with_context(|| format!("parsing {}", p.display()))?
-        }
-        None => NodeConfig::default(),
-    };
-    if let Some(v) = a.id {
-        c.id = v;
-        if a.data_dir.is_none() && a.config.is_none() {
-            c.data_dir = PathBuf::from(format!("keel-data/node-{v}"));
-        }
-    }
-    if let Some(v) = a.listen {
-        c.listen = v;
-    }
-    if let Some(v) = &a.advertise {
-        c.advertise = Some(v.clone());
-    }
-    if let Some(v) = &a.data_dir {
-        c.data_dir = v.clone();
-    }
+fn overrides(a: Args) -> anyhow::Result<NodeOverrides> {
     let secret = |file: &Option<PathBuf>, var: &str| {
         crate::secrets::read(file.as_deref(), var).with_context(|| format!("reading {var}"))
     };
-    if let Some(v) = secret(&a.admin_token_file, "KEEL_ADMIN_TOKEN")? {
-        c.admin_token = v;
-    }
-    if let Some(v) = secret(&a.cluster_secret_file, "KEEL_CLUSTER_SECRET")? {
-        c.cluster_secret = v;
-    }
-    if let Some(f) = a.tls.files() {
-        c.tls = Some(f);
-    }
-    if a.tls.insecure_plaintext {
-        c.insecure_plaintext = true;
-    }
-    if let Some(v) = a.heartbeat_ms {
-        c.raft.heartbeat_ms = v;
-    }
-    if let Some(v) = a.clock_offset_max_ms {
-        c.clock_offset_max_ms = v;
-    }
-    if let Some(v) = a.election_min_ms {
-        c.raft.election_min_ms = v;
-    }
-    if let Some(v) = a.election_max_ms {
-        c.raft.election_max_ms = v;
-    }
-    if let Some(v) = a.snapshot_every {
-        c.raft.snapshot_every_entries = v;
-    }
-    if let Some(v) = a.snapshot_keep {
-        c.raft.keep_entries_behind_snapshot = v;
-    }
-    if let Some(v) = a.snapshot_chunk_bytes {
-        c.raft.snapshot_chunk_bytes = v;
-    }
-    if let Some(v) = a.batch_in_flight_max {
-        c.batch.in_flight_max = v;
-    }
-    if let Some(v) = a.batch_delay_us {
-        c.batch.delay_us = v;
-    }
-    c.validate()?;
-    Ok(c)
-}
-
-/// Runs the node until SIGTERM or Ctrl-C.
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let config = build_config(&args)?;
-    if let Some(list) = &args.test_bugs {
-        use keel_domain::test_bugs::{enable, TestBug};
-        let bugs = TestBug::parse_list(list).map_err(anyhow::Error::msg)?;
-        enable(&bugs).map_err(anyhow::Error::msg)?;
-        eprintln!(
-            "node {}: DELIBERATE BUGS ON: {}",
-            config.id,
-            bugs.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
-        );
-    }
-    let bootstrap = args.bootstrap.as_deref().map(parse_members).transpose()?;
-    if let (Some(seed), Some(members)) = (&args.from_seed, &bootstrap) {
-        if let Some(at) =
-            keel_store::seed::start_from_seed(seed, &config.data_dir, config.id, members)
-                .with_context(|| format!("starting from the seed in {}", seed.display()))?
-        {
-            eprintln!(
-                "node {}: data directory {} starts from the seed {} at log index {}",
-                config.id,
-                config.data_dir.display(),
-                seed.display(),
-                at.index
-            );
-        }
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(async move {
-        let shutdown = async {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => return std::future::pending().await,
-                };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        };
-        keel_node::run(config, bootstrap, shutdown)
-            .await
-            .context("node stopped with an error")
+    Ok(NodeOverrides {
+        admin_token: secret(&a.admin_token_file, "KEEL_ADMIN_TOKEN")?,
+        cluster_secret: secret(&a.cluster_secret_file, "KEEL_CLUSTER_SECRET")?,
+        tls: a.tls.files(),
+        insecure_plaintext: a.tls.insecure_plaintext,
+        id: a.id,
+        listen: a.listen,
+        advertise: a.advertise,
+        data_dir: a.data_dir,
+        heartbeat_ms: a.heartbeat_ms,
+        election_min_ms: a.election_min_ms,
+        election_max_ms: a.election_max_ms,
+        snapshot_every: a.snapshot_every,
+        snapshot_keep: a.snapshot_keep,
+        snapshot_chunk_bytes: a.snapshot_chunk_bytes,
+        batch_in_flight_max: a.batch_in_flight_max,
+        batch_delay_us: a.batch_delay_us,
+        clock_offset_max_ms: a.clock_offset_max_ms,
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn members_parse_and_bad_ones_are_refused() {
-        let m = parse_members("1=127.0.0.1:7101,2=127.0.0.1:7102").unwrap();
-        assert_eq!(m.len(), 2);
-        assert!(parse_members("1=nope").is_err());
-        assert!(parse_members("x=127.0.0.1:1").is_err());
-        assert!(parse_members("1=127.0.0.1:1,1=127.0.0.1:2").is_err());
-        assert!(parse_members("").is_err());
+/// Runs the node until SIGTERM or Ctrl-C.
+pub fn run(mut args: Args) -> anyhow::Result<()> {
+    let (file, bugs, seed) = (
+        args.config.take(),
+        args.test_bugs.take(),
+        args.from_seed.take(),
+    );
+    let members = args.bootstrap.take();
+    let config = NodeConfig::load(file.as_deref(), overrides(args)?)?;
+    if let Some(list) = bugs {
+        let names = launch::enable_test_bugs(&list)?;
+        eprintln!("node {}: DELIBERATE BUGS ON: {names}", config.id);
     }
+    let bootstrap = members.as_deref().map(parse_members).transpose()?;
+    if let (Some(seed), Some(members)) = (seed, &bootstrap) {
+        if let Some(line) = launch::start_from_seed(&config, &seed, members)? {
+            eprintln!("{line}");
+        }
+    }
+    Ok(launch::run_until_signal(config, bootstrap)?)
 }
