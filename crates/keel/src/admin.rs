@@ -25,10 +25,7 @@ enum Cmd {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let client = Client::new(
-            vec![args.endpoint.clone()],
-            Some(args.token.admin_token.clone()),
-        );
+        let client = Client::new(vec![args.endpoint.clone()], Some(args.token.admin_token()?));
         match args.cmd {
             Cmd::Status => {
                 let r = client

@@ -267,7 +267,7 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
     let choice: job::Choice = a.kind.parse()?;
     let from = job::Origin {
         nodes: &a.cluster.nodes,
-        token: &a.cluster.token.admin_token,
+        token: &a.cluster.token.admin_token()?,
         rate_bytes_per_s: a.cluster.rate_bytes_per_s(),
         data_dir: a.data_dir.as_deref(),
     };
@@ -353,7 +353,7 @@ async fn run_schedule(a: ScheduleArgs) -> anyhow::Result<()> {
     let job = schedule::Scheduled {
         repo: &repo,
         nodes: &a.cluster.nodes,
-        token: &a.cluster.token.admin_token,
+        token: &a.cluster.token.admin_token()?,
         work: a.work_dir.clone(),
         policy,
         clock: keel_protocol::wall_ms,

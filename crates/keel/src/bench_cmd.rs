@@ -147,7 +147,7 @@ pub fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
     let spec = LoadSpec::new(a.clients, a.duration_s, a.rate)?;
     let cfg = RunConfig {
         endpoints: a.endpoint,
-        token: Some(a.token.admin_token),
+        token: Some(a.token.admin_token()?),
         workload,
         spec,
         skus: a.skus,

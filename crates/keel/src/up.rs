@@ -42,7 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.nodes,
             args.base_port,
             args.data_dir.clone(),
-            &args.token.admin_token,
+            &args.token.admin_token()?,
         );
         if let Some(seed) = &args.from {
             let has_data = (1..=args.nodes).any(|id| args.data_dir.join(format!("node-{id}")).exists());
@@ -82,10 +82,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 cluster.log_file(id).display()
             );
         }
-        println!("admin token: {}", args.token.admin_token);
+        println!("admin token: {}", args.token.admin_token()?);
         println!(
             "try: curl -s http://{}/v1/cluster -H 'Authorization: Bearer {}'",
-            entry, args.token.admin_token
+            entry, args.token.admin_token()?
         );
         println!("Ctrl-C stops the cluster.");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -73,7 +73,7 @@ pub fn base() -> OpenApi {
             HttpBuilder::new()
                 .scheme(HttpAuthScheme::Bearer)
                 .description(Some(
-                    "The admin token (`--admin-token`), or a customer's token from \
+                    "The admin token (`--admin-token-file` or `KEEL_ADMIN_TOKEN`), or a customer's token from \
                      `POST /v1/accounts/{id}/token`",
                 ))
                 .build(),
