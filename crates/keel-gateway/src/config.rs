@@ -178,6 +178,188 @@ impl BackupSection {
     }
 }
 
+/// Values given beside the configuration file (the binary's flags and
+/// `KEEL_GATEWAY_*` environment variables); each one present overrides the
+/// file's. Lists and names are still text, parsed by [`Self::apply`].
+#[derive(Clone, Debug, Default)]
+pub struct GatewayOverrides {
+    /// [`GatewayConfig::listen`].
+    pub listen: Option<SocketAddr>,
+    /// [`GatewayConfig::workers`].
+    pub workers: Option<usize>,
+    /// [`GatewayConfig::nodes`], as `host:port[*weight],...`.
+    pub nodes: Option<String>,
+    /// [`GatewayConfig::admin_token`].
+    pub admin_token: Option<String>,
+    /// [`GatewayConfig::tls`].
+    pub tls: Option<keel_tls::TlsFiles>,
+    /// Sets [`GatewayConfig::insecure_plaintext`] when true.
+    pub insecure_plaintext: bool,
+    /// [`RoutingConfig::writes`], by name.
+    pub writes: Option<String>,
+    /// [`RoutingConfig::linearizable_reads`], by name.
+    pub linearizable_reads: Option<String>,
+    /// [`RoutingConfig::local_reads`], by name.
+    pub local_reads: Option<String>,
+    /// [`HealthConfig::interval_ms`].
+    pub health_interval_ms: Option<u64>,
+    /// [`HealthConfig::phi_threshold`].
+    pub phi_threshold: Option<f64>,
+    /// [`RateLimitConfig::rate_per_s`].
+    pub rate_per_s: Option<u32>,
+    /// [`RateLimitConfig::burst`].
+    pub rate_burst: Option<u32>,
+    /// [`LimitsConfig::body_bytes_max`].
+    pub body_bytes_max: Option<usize>,
+    /// [`RetrySection::request_timeout_ms`].
+    pub request_timeout_ms: Option<u64>,
+    /// Clears [`RetrySection::add_idempotency_key`] when true.
+    pub no_idempotency_key: bool,
+    /// Clears [`DiscoveryConfig::enabled`] when true.
+    pub no_discovery: bool,
+}
+
+/// An override that cannot be read, named by its flag and value.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag} {value:?}")]
+pub struct OverrideError {
+    /// The flag, e.g. `--nodes`.
+    pub flag: &'static str,
+    /// The value given.
+    pub value: String,
+    /// What is wrong with it.
+    #[source]
+    pub source: ConfigError,
+}
+
+impl GatewayOverrides {
+    /// Writes every value present into `c`.
+    pub fn apply(self, c: &mut GatewayConfig) -> Result<(), OverrideError> {
+        let bad = |flag: &'static str, value: &str| {
+            let value = value.to_owned();
+            move |source| OverrideError {
+                flag,
+                value,
+                source,
+            }
+        };
+        if let Some(n) = &self.nodes {
+            c.nodes = n
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(NodeEntry::parse)
+                .collect::<Result<_, _>>()
+                .map_err(bad("--nodes", n))?;
+        }
+        for (flag, value, slot) in [
+            ("--writes", &self.writes, &mut c.routing.writes),
+            (
+                "--linearizable-reads",
+                &self.linearizable_reads,
+                &mut c.routing.linearizable_reads,
+            ),
+            (
+                "--local-reads",
+                &self.local_reads,
+                &mut c.routing.local_reads,
+            ),
+        ] {
+            if let Some(v) = value {
+                *slot = Target::parse(v).map_err(bad(flag, v))?;
+            }
+        }
+        if let Some(v) = self.listen {
+            c.listen = v;
+        }
+        if let Some(v) = self.workers {
+            c.workers = v;
+        }
+        if let Some(v) = self.admin_token {
+            c.admin_token = Some(v);
+        }
+        if let Some(v) = self.tls {
+            c.tls = Some(v);
+        }
+        c.insecure_plaintext |= self.insecure_plaintext;
+        if let Some(v) = self.health_interval_ms {
+            c.health.interval_ms = v;
+        }
+        if let Some(v) = self.phi_threshold {
+            c.health.phi_threshold = v;
+        }
+        if let Some(v) = self.rate_per_s {
+            c.rate_limit.rate_per_s = v;
+        }
+        if let Some(v) = self.rate_burst {
+            c.rate_limit.burst = v;
+        }
+        if let Some(v) = self.body_bytes_max {
+            c.limits.body_bytes_max = v;
+        }
+        if let Some(v) = self.request_timeout_ms {
+            c.retry.request_timeout_ms = v;
+        }
+        c.retry.add_idempotency_key &= !self.no_idempotency_key;
+        c.discovery.enabled &= !self.no_discovery;
+        Ok(())
+    }
+}
+
+/// Why a gateway's configuration could not be put together.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The configuration file could not be read.
+    #[error("reading {}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML for a gateway.
+    #[error("parsing {}", path.display())]
+    Parse {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What was wrong.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A flag or environment variable cannot be read.
+    #[error(transparent)]
+    Override(#[from] OverrideError),
+    /// The merged configuration is refused.
+    #[error("gateway configuration")]
+    Invalid(#[source] ConfigError),
+}
+
+impl GatewayConfig {
+    /// The configuration in `file` (defaults without one) with `overrides`
+    /// applied, checked.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        overrides: GatewayOverrides,
+    ) -> Result<Self, LoadError> {
+        let mut c = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::from_toml(&text).map_err(|source| LoadError::Parse {
+                    path: path.to_owned(),
+                    source,
+                })?
+            }
+            None => Self::default(),
+        };
+        overrides.apply(&mut c)?;
+        c.validate().map_err(LoadError::Invalid)?;
+        Ok(c)
+    }
+}
+
 /// One node the gateway starts from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -778,5 +960,29 @@ mod tests {
         };
         c.health.interval_ms = 1;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn overrides_replace_the_file_and_bad_ones_name_their_flag() {
+        let o = GatewayOverrides {
+            nodes: Some("127.0.0.1:7101*2, ,127.0.0.1:7102".into()),
+            local_reads: Some("p2c_ewma".into()),
+            no_discovery: true,
+            ..GatewayOverrides::default()
+        };
+        let c = GatewayConfig::load(None, o).unwrap();
+        assert_eq!(c.nodes.len(), 2);
+        assert_eq!(c.nodes[0].weight, 2);
+        assert_eq!(c.routing.local_reads, Target::P2cEwma);
+        assert!(!c.discovery.enabled);
+        let o = GatewayOverrides {
+            nodes: Some("127.0.0.1:7101".into()),
+            writes: Some("nearest".into()),
+            ..GatewayOverrides::default()
+        };
+        let e = GatewayConfig::load(None, o).unwrap_err();
+        assert_eq!(e.to_string(), "--writes \"nearest\"");
+        let e = GatewayConfig::load(None, GatewayOverrides::default()).unwrap_err();
+        assert!(matches!(e, LoadError::Invalid(_)), "{e}");
     }
 }

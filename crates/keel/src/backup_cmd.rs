@@ -290,42 +290,28 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
 /// A `[backup]` section of a gateway's configuration, checked: `keel
 /// gateway` runs it as a child `keel backup schedule` process, which lowers
 /// its own priority (as every `keel backup` does) so compressing and
-/// sealing a backup never competes with the proxy it runs beside.
-pub struct ConfiguredBackups(schedule::ChildCommand);
-
-impl ConfiguredBackups {
-    /// Opens the repository once (targets, layout, key), so a bad section
-    /// fails when the gateway starts rather than at the first backup.
-    pub fn open(b: &keel_gateway::config::BackupSection) -> anyhow::Result<Self> {
-        let child = schedule::ChildSchedule {
-            repo: RepoSpec {
-                targets: b.targets.clone(),
-                layout: b.layout.clone(),
-                key_file: b.key_file.clone(),
-            },
-            work_dir: b.work_dir.clone(),
-            full_every_s: b.full_every_s,
-            incremental_every_s: b.incremental_every_s,
-            after_entries: b.after_entries,
-            archive_every_ms: b.archive_every_ms,
-            archive_bytes: b.archive_bytes,
-            keep_full: b.keep_full,
-            rate_mib_s: b.rate_mib_s,
-        };
-        let child = schedule::ChildCommand::open(&child).context("[backup] section")?;
-        Ok(Self(child))
-    }
-
-    /// The `keel backup schedule` command for `nodes`; the admin token goes
-    /// by environment, never on a command line other users can read.
-    pub fn command(
-        &self,
-        nodes: &[String],
-        token: &str,
-    ) -> anyhow::Result<tokio::process::Command> {
-        let exe = std::env::current_exe().context("locating the keel binary")?;
-        Ok(self.0.command(exe, nodes, token))
-    }
+/// sealing a backup never competes with the proxy it runs beside. The
+/// repository is opened once, so a bad section fails when the gateway
+/// starts rather than at the first backup.
+pub fn child_schedule(
+    b: &keel_gateway::config::BackupSection,
+) -> anyhow::Result<schedule::ChildCommand> {
+    let child = schedule::ChildSchedule {
+        repo: RepoSpec {
+            targets: b.targets.clone(),
+            layout: b.layout.clone(),
+            key_file: b.key_file.clone(),
+        },
+        work_dir: b.work_dir.clone(),
+        full_every_s: b.full_every_s,
+        incremental_every_s: b.incremental_every_s,
+        after_entries: b.after_entries,
+        archive_every_ms: b.archive_every_ms,
+        archive_bytes: b.archive_bytes,
+        keep_full: b.keep_full,
+        rate_mib_s: b.rate_mib_s,
+    };
+    schedule::ChildCommand::open(&child).context("[backup] section")
 }
 
 async fn run_schedule(a: ScheduleArgs) -> anyhow::Result<()> {

@@ -4,13 +4,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::Context;
-use keel_gateway::config::{NodeEntry, Target};
+use anyhow::{bail, Context};
+use keel_backup::schedule::child::stop_child;
+use keel_gateway::config::GatewayOverrides;
 use keel_gateway::{Gateway, GatewayConfig};
-
-use crate::backup_cmd::ConfiguredBackups;
 
 /// Arguments of `keel gateway`.
 #[derive(clap::Args)]
@@ -72,104 +70,40 @@ pub struct Args {
 }
 
 /// Builds the configuration from file, environment and flags.
-pub fn config(args: &Args) -> anyhow::Result<GatewayConfig> {
-    let mut c = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            GatewayConfig::from_toml(&text)
-                .with_context(|| format!("parsing {}", path.display()))?
-        }
-        None => GatewayConfig::default(),
+pub fn config(a: Args) -> anyhow::Result<GatewayConfig> {
+    let token = crate::secrets::read(a.admin_token_file.as_deref(), "KEEL_ADMIN_TOKEN")
+        .context("reading the admin token")?;
+    let overrides = GatewayOverrides {
+        listen: a.listen,
+        workers: a.workers,
+        nodes: a.nodes,
+        admin_token: token,
+        tls: a.tls.files(),
+        insecure_plaintext: a.tls.insecure_plaintext,
+        writes: a.writes,
+        linearizable_reads: a.linearizable_reads,
+        local_reads: a.local_reads,
+        health_interval_ms: a.health_interval_ms,
+        phi_threshold: a.phi_threshold,
+        rate_per_s: a.rate_per_s,
+        rate_burst: a.rate_burst,
+        body_bytes_max: a.body_bytes_max,
+        request_timeout_ms: a.request_timeout_ms,
+        no_idempotency_key: a.no_idempotency_key,
+        no_discovery: a.no_discovery,
     };
-    if let Some(l) = args.listen {
-        c.listen = l;
-    }
-    if let Some(w) = args.workers {
-        c.workers = w;
-    }
-    if let Some(n) = &args.nodes {
-        c.nodes = n
-            .split(',')
-            .filter(|s| !s.trim().is_empty())
-            .map(NodeEntry::parse)
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("--nodes {n:?}"))?;
-    }
-    if let Some(t) = crate::secrets::read(args.admin_token_file.as_deref(), "KEEL_ADMIN_TOKEN")
-        .context("reading the admin token")?
-    {
-        c.admin_token = Some(t);
-    }
-    if let Some(f) = args.tls.files() {
-        c.tls = Some(f);
-    }
-    if args.tls.insecure_plaintext {
-        c.insecure_plaintext = true;
-    }
-    for (flag, value, slot) in [
-        ("--writes", &args.writes, &mut c.routing.writes),
-        (
-            "--linearizable-reads",
-            &args.linearizable_reads,
-            &mut c.routing.linearizable_reads,
-        ),
-        (
-            "--local-reads",
-            &args.local_reads,
-            &mut c.routing.local_reads,
-        ),
-    ] {
-        if let Some(v) = value {
-            *slot = Target::parse(v).with_context(|| format!("{flag} {v:?}"))?;
-        }
-    }
-    if let Some(v) = args.health_interval_ms {
-        c.health.interval_ms = v;
-    }
-    if let Some(v) = args.phi_threshold {
-        c.health.phi_threshold = v;
-    }
-    if let Some(v) = args.rate_per_s {
-        c.rate_limit.rate_per_s = v;
-    }
-    if let Some(v) = args.rate_burst {
-        c.rate_limit.burst = v;
-    }
-    if let Some(v) = args.body_bytes_max {
-        c.limits.body_bytes_max = v;
-    }
-    if let Some(v) = args.request_timeout_ms {
-        c.retry.request_timeout_ms = v;
-    }
-    if args.no_idempotency_key {
-        c.retry.add_idempotency_key = false;
-    }
-    if args.no_discovery {
-        c.discovery.enabled = false;
-    }
-    c.validate().context("gateway configuration")?;
-    Ok(c)
+    Ok(GatewayConfig::load(a.config.as_deref(), overrides)?)
 }
 
-/// Runs the gateway until Ctrl-C or SIGTERM.
-/// Longest the backup schedule gets to stop after the gateway does. A
-/// backup cut short leaves nothing visible (its manifest is written last),
-/// so stopping it is safe, only wasteful; and the gateway's own stop must
-/// stay short for whoever supervises it.
-const BACKUP_STOP_GRACE: Duration = Duration::from_secs(5);
-
+/// Runs the gateway until Ctrl-C or SIGTERM, and its `[backup]` schedule
+/// as a child process beside it.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let config = config(&args)?;
+    let config = config(args)?;
     let backups = match &config.backup {
-        Some(b) => {
-            if config.admin_token.is_none() {
-                anyhow::bail!(
-                    "[backup] needs admin_token: backups read the nodes' admin endpoints"
-                );
-            }
-            Some(ConfiguredBackups::open(b)?)
+        Some(_) if config.admin_token.is_none() => {
+            bail!("[backup] needs admin_token: backups read the nodes' admin endpoints")
         }
+        Some(b) => Some(crate::backup_cmd::child_schedule(b)?),
         None => None,
     };
     let nodes: Vec<String> = config.nodes.iter().map(|n| n.addr.clone()).collect();
@@ -184,14 +118,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("keel gateway listening on http://{}", gw.local_addr());
         let schedule = match &backups {
             Some(b) => {
-                let child = b
-                    .command(&nodes, &token)?
-                    .spawn()
-                    .context("starting keel backup schedule")?;
-                println!(
-                    "keel gateway runs the [backup] schedule (pid {})",
-                    child.id().unwrap_or(0)
-                );
+                let exe = std::env::current_exe().context("locating the keel binary")?;
+                let child = b.command(exe, &nodes, &token).spawn();
+                let child = child.context("starting keel backup schedule")?;
+                let pid = child.id().unwrap_or(0);
+                println!("keel gateway runs the [backup] schedule (pid {pid})");
                 Some(child)
             }
             None => None,
@@ -204,29 +135,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         })
         .await;
-        if let Some(child) = schedule {
-            stop_schedule(child).await;
+        if let Some(note) = schedule.map(stop_child) {
+            if let Some(note) = note.await {
+                eprintln!("{note}");
+            }
         }
         Ok(())
     })
-}
-
-/// SIGTERM, so the schedule ends the backup in hand, then SIGKILL after
-/// [`BACKUP_STOP_GRACE`].
-async fn stop_schedule(mut child: tokio::process::Child) {
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
-    match tokio::time::timeout(BACKUP_STOP_GRACE, child.wait()).await {
-        Ok(Ok(status)) if status.success() => {}
-        Ok(Ok(status)) => eprintln!("backup schedule ended: {status}"),
-        Ok(Err(e)) => eprintln!("backup schedule: {e}"),
-        Err(_) => {
-            let _ = child.kill().await;
-            eprintln!("backup schedule killed after {BACKUP_STOP_GRACE:?}");
-        }
-    }
 }

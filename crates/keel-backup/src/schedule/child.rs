@@ -3,6 +3,7 @@
 //! child stops with its parent and on a signal.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -137,4 +138,31 @@ pub fn stop_on_signal() -> watch::Receiver<bool> {
         let _ = stop_tx.send(true);
     });
     stop_rx
+}
+
+/// Longest a child schedule gets to stop after its parent asks. A backup
+/// cut short leaves nothing visible (its manifest is written last), so
+/// stopping it is safe, only wasteful; and the parent's own stop must stay
+/// short for whoever supervises it.
+pub const CHILD_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Stops a child schedule: SIGTERM, so it ends the backup in hand, then
+/// SIGKILL after [`CHILD_STOP_GRACE`]. Returns what the operator should
+/// hear, if anything went other than a clean exit.
+pub async fn stop_child(mut child: tokio::process::Child) -> Option<String> {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    match tokio::time::timeout(CHILD_STOP_GRACE, child.wait()).await {
+        Ok(Ok(status)) if status.success() => None,
+        Ok(Ok(status)) => Some(format!("backup schedule ended: {status}")),
+        Ok(Err(e)) => Some(format!("backup schedule: {e}")),
+        Err(_) => {
+            let _ = child.kill().await;
+            Some(format!("backup schedule killed after {CHILD_STOP_GRACE:?}"))
+        }
+    }
 }
