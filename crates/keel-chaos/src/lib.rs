@@ -23,8 +23,9 @@
 //! the public API, recorded as ops), [`final_state`] (the state read back
 //! for the invariants, also what `keel demo` is judged on) and [`run`] (the
 //! whole run and its report, with availability per fault), [`term_sampler`]
-//! (each node's term through the run) and [`across`] (unavailability per
-//! nemesis over many runs).
+//! (each node's term through the run), [`soak`] (one run after another
+//! over successive seeds) and [`across`] (unavailability per nemesis over
+//! many runs).
 //!
 //! What produces a history (the cluster harness, the nemesis that injects
 //! faults, the workload and its recorder) belongs beside these as modules of
@@ -168,6 +169,7 @@ pub mod linearizable;
 pub mod nemesis;
 pub mod render;
 pub mod run;
+pub mod soak;
 mod sync;
 pub mod term_sampler;
 pub mod terms;

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use keel_chaos::nemesis::Nemesis;
-use keel_chaos::run::{run, Report, RunConfig};
+use keel_chaos::run::{NetMode, RunConfig};
+use keel_chaos::soak::{soak, SeedOutcome};
 
 /// Arguments of `keel chaos run`.
 #[derive(clap::Args)]
@@ -92,55 +93,12 @@ fn seconds(s: f64, flag: &str) -> anyhow::Result<Duration> {
 }
 
 fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Runtime::new()?;
-    let mut reports = Vec::new();
-    let mut failed = Vec::new();
-    for i in 0..a.runs {
-        let seed = a.seed.wrapping_add(i);
-        let dir = keel_chaos::files::seed_dir(&a.data_dir, a.runs, seed);
-        match one_run(&rt, &a, seed, &dir) {
-            Ok(report) => {
-                if !report.ok {
-                    failed.push(seed);
-                }
-                reports.push(report);
-            }
-            // One run that could not finish (its cluster did not come back
-            // from a fault) is a failed seed; a soak goes on with the next.
-            Err(e) if a.runs > 1 => {
-                eprintln!("run with seed {seed} could not finish: {e:#}");
-                println!("seed {seed}: RUN FAILED: {e:#}");
-                failed.push(seed);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    if a.runs > 1 {
-        let figures = keel_chaos::across::across_runs(&reports);
-        if a.json {
-            println!("{}", serde_json::to_string_pretty(&figures)?);
-        } else {
-            print!("{}", keel_chaos::render::across_table(&figures, a.runs));
-        }
-    }
-    if !failed.is_empty() {
-        anyhow::bail!("violations found; replay with --seed {failed:?}");
-    }
-    Ok(())
-}
-
-fn one_run(
-    rt: &tokio::runtime::Runtime,
-    a: &RunArgs,
-    seed: u64,
-    dir: &std::path::Path,
-) -> anyhow::Result<Report> {
-    let config = RunConfig {
+    let template = RunConfig {
         binary: std::env::current_exe().context("locating the keel binary")?,
-        base_dir: dir.to_path_buf(),
+        base_dir: a.data_dir.clone(),
         nodes: a.nodes,
         duration: Duration::from_secs(a.duration),
-        seed,
+        seed: a.seed,
         nemeses: Nemesis::parse_list(&a.nemesis)?,
         clients: a.clients,
         quiet: seconds(a.quiet_s, "--quiet-s")?,
@@ -148,17 +106,40 @@ fn one_run(
         through_gateway: !a.direct,
         to_follower: a.to_follower,
         node_args: Vec::new(),
-        network: keel_chaos::run::NetMode::parse(&a.network)?,
+        network: NetMode::parse(&a.network)?,
         customers_seeded_per_client: a.customers_per_client,
         allow_skip: a.allow_skip,
     };
-    let (report, history) = rt.block_on(run(config))?;
-    let saved = keel_chaos::files::save(dir, &report, &history)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", keel_chaos::render::report_table(&report));
-        println!("{saved}");
+    let show = |outcome: SeedOutcome<'_>| match outcome {
+        // The report was already encoded once when its file was saved.
+        SeedOutcome::Judged { report, .. } if a.json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(report).unwrap_or_default()
+            )
+        }
+        SeedOutcome::Judged { report, saved } => {
+            print!("{}", keel_chaos::render::report_table(report));
+            println!("{saved}");
+        }
+        SeedOutcome::Unfinished { seed, error } => {
+            let e = anyhow::Error::from(error);
+            eprintln!("run with seed {seed} could not finish: {e:#}");
+            println!("seed {seed}: RUN FAILED: {e:#}");
+        }
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let soaked = rt.block_on(soak(&template, &a.data_dir, a.runs, show))?;
+    if a.runs > 1 {
+        let figures = keel_chaos::across::across_runs(&soaked.reports);
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&figures)?);
+        } else {
+            print!("{}", keel_chaos::render::across_table(&figures, a.runs));
+        }
     }
-    Ok(report)
+    if !soaked.failed.is_empty() {
+        anyhow::bail!("violations found; replay with --seed {:?}", soaked.failed);
+    }
+    Ok(())
 }
