@@ -58,6 +58,54 @@ impl Policy {
     }
 }
 
+/// A schedule as `keel backup schedule`'s flags describe it, before it
+/// becomes a [`Policy`].
+#[derive(Clone, Debug, Default)]
+pub struct ScheduleFlags {
+    /// A full backup this often.
+    pub full_every: Option<Duration>,
+    /// An incremental this often.
+    pub incremental_every: Option<Duration>,
+    /// An incremental after this many committed entries.
+    pub after_entries: Option<u64>,
+    /// Close an archive segment at this age (the archive is off without it).
+    pub archive_every: Option<Duration>,
+    /// ... or at this many bytes.
+    pub archive_bytes: u64,
+    /// Fulls (and their chains) to keep after each backup.
+    pub keep_full: Option<u64>,
+    /// Pace of full backups, bytes per second (`None` or 0: no limit).
+    pub full_rate_bytes_per_s: Option<u64>,
+}
+
+/// Flags that would schedule no backup at all.
+#[derive(Debug, thiserror::Error)]
+#[error("nothing to schedule: give --full-every, --incremental-every, --after-entries or --archive-every")]
+pub struct NothingToSchedule;
+
+impl ScheduleFlags {
+    /// The policy, refused when it would take nothing.
+    pub fn policy(self) -> Result<Policy, NothingToSchedule> {
+        let policy = Policy {
+            full_every: self.full_every,
+            incremental_every: self.incremental_every,
+            after_entries: self.after_entries,
+            archive: self.archive_every.map(|d| ArchivePolicy {
+                segment_bytes: self.archive_bytes,
+                segment_ms: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            }),
+            retention: self.keep_full.map(|k| Retention {
+                keep_full: usize::try_from(k).unwrap_or(usize::MAX),
+            }),
+            full_rate_bytes_per_s: self.full_rate_bytes_per_s,
+        };
+        if policy.is_empty() {
+            return Err(NothingToSchedule);
+        }
+        Ok(policy)
+    }
+}
+
 /// When an archive segment closes.
 #[derive(Clone, Copy, Debug)]
 pub struct ArchivePolicy {
@@ -363,4 +411,32 @@ async fn close_segment(
     let m = repo.write(meta, tokio::io::BufReader::new(f)).await;
     let _ = tokio::fs::remove_file(&seg.path).await;
     Ok(m?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_become_a_policy_and_flags_that_take_nothing_are_refused() {
+        let flags = ScheduleFlags {
+            archive_every: Some(Duration::from_secs(5)),
+            archive_bytes: 1 << 20,
+            keep_full: Some(2),
+            ..ScheduleFlags::default()
+        };
+        let p = flags.policy().unwrap();
+        let archive = p.archive.unwrap();
+        assert_eq!(
+            (archive.segment_ms, archive.segment_bytes),
+            (5_000, 1 << 20)
+        );
+        assert_eq!(p.retention.map(|r| r.keep_full), Some(2));
+        let pace_alone = ScheduleFlags {
+            keep_full: Some(1),
+            full_rate_bytes_per_s: Some(1 << 20),
+            ..ScheduleFlags::default()
+        };
+        assert!(pace_alone.policy().is_err());
+    }
 }

@@ -316,22 +316,16 @@ pub fn child_schedule(
 
 async fn run_schedule(a: ScheduleArgs) -> anyhow::Result<()> {
     let repo = a.repo.open()?;
-    let policy = schedule::Policy {
+    let policy = schedule::ScheduleFlags {
         full_every: a.full_every,
         incremental_every: a.incremental_every,
         after_entries: a.after_entries,
-        archive: a.archive_every.map(|d| schedule::ArchivePolicy {
-            segment_bytes: a.archive_bytes,
-            segment_ms: d.as_millis() as u64,
-        }),
-        retention: a.keep_full.map(|k| Retention {
-            keep_full: k as usize,
-        }),
+        archive_every: a.archive_every,
+        archive_bytes: a.archive_bytes,
+        keep_full: a.keep_full,
         full_rate_bytes_per_s: a.cluster.rate_bytes_per_s(),
-    };
-    if policy.is_empty() {
-        bail!("nothing to schedule: give --full-every, --incremental-every, --after-entries or --archive-every");
     }
+    .policy()?;
     let stop_rx = schedule::stop_on_signal();
     if a.with_parent {
         schedule::stop_with_parent()?;
