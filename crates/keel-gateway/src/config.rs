@@ -332,11 +332,14 @@ pub enum LoadError {
     /// The merged configuration is refused.
     #[error("gateway configuration")]
     Invalid(#[source] ConfigError),
+    /// A `[backup]` section without the admin token its backups need.
+    #[error("[backup] needs admin_token: backups read the nodes' admin endpoints")]
+    BackupWithoutToken,
 }
 
 impl GatewayConfig {
     /// The configuration in `file` (defaults without one) with `overrides`
-    /// applied, checked.
+    /// applied, checked; a `[backup]` section also needs the admin token.
     pub fn load(
         file: Option<&std::path::Path>,
         overrides: GatewayOverrides,
@@ -356,6 +359,9 @@ impl GatewayConfig {
         };
         overrides.apply(&mut c)?;
         c.validate().map_err(LoadError::Invalid)?;
+        if c.backup.is_some() && c.admin_token.is_none() {
+            return Err(LoadError::BackupWithoutToken);
+        }
         Ok(c)
     }
 }
@@ -984,5 +990,20 @@ mod tests {
         assert_eq!(e.to_string(), "--writes \"nearest\"");
         let e = GatewayConfig::load(None, GatewayOverrides::default()).unwrap_err();
         assert!(matches!(e, LoadError::Invalid(_)), "{e}");
+        let file = std::env::temp_dir().join(format!("keel-gateway-{}.toml", std::process::id()));
+        std::fs::write(
+            &file,
+            "nodes = [{ addr = \"127.0.0.1:7101\" }]\n[backup]\ntargets = [\"b\"]\nfull_every_s = 3600\n",
+        )
+        .unwrap();
+        let e = GatewayConfig::load(Some(&file), GatewayOverrides::default()).unwrap_err();
+        assert!(matches!(e, LoadError::BackupWithoutToken), "{e}");
+        let o = GatewayOverrides {
+            admin_token: Some("a-real-admin-token".into()),
+            ..GatewayOverrides::default()
+        };
+        let c = GatewayConfig::load(Some(&file), o).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(c.backup.map(|b| b.targets), Some(vec!["b".to_owned()]));
     }
 }

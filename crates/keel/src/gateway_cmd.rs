@@ -5,10 +5,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use keel_backup::schedule::child::stop_child;
 use keel_gateway::config::GatewayOverrides;
 use keel_gateway::{Gateway, GatewayConfig};
+
+use crate::backup_cmd::child_schedule;
 
 /// Arguments of `keel gateway`.
 #[derive(clap::Args)]
@@ -99,13 +101,7 @@ pub fn config(a: Args) -> anyhow::Result<GatewayConfig> {
 /// as a child process beside it.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = config(args)?;
-    let backups = match &config.backup {
-        Some(_) if config.admin_token.is_none() => {
-            bail!("[backup] needs admin_token: backups read the nodes' admin endpoints")
-        }
-        Some(b) => Some(crate::backup_cmd::child_schedule(b)?),
-        None => None,
-    };
+    let backups = config.backup.as_ref().map(child_schedule).transpose()?;
     let nodes: Vec<String> = config.nodes.iter().map(|n| n.addr.clone()).collect();
     let token = config.admin_token.clone().unwrap_or_default();
     // Clients are served by the gateway's own worker threads; this runtime
