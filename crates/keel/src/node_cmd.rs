@@ -83,7 +83,8 @@ pub struct Args {
     test_bugs: Option<String>,
 }
 
-fn overrides(a: Args) -> anyhow::Result<NodeOverrides> {
+/// The flags and environment variables that override the file.
+fn overrides(a: &Args) -> anyhow::Result<NodeOverrides> {
     let secret = |file: &Option<PathBuf>, var: &str| {
         crate::secrets::read(file.as_deref(), var).with_context(|| format!("reading {var}"))
     };
@@ -94,8 +95,8 @@ fn overrides(a: Args) -> anyhow::Result<NodeOverrides> {
         insecure_plaintext: a.tls.insecure_plaintext,
         id: a.id,
         listen: a.listen,
-        advertise: a.advertise,
-        data_dir: a.data_dir,
+        advertise: a.advertise.clone(),
+        data_dir: a.data_dir.clone(),
         heartbeat_ms: a.heartbeat_ms,
         election_min_ms: a.election_min_ms,
         election_max_ms: a.election_max_ms,
@@ -109,21 +110,15 @@ fn overrides(a: Args) -> anyhow::Result<NodeOverrides> {
 }
 
 /// Runs the node until SIGTERM or Ctrl-C.
-pub fn run(mut args: Args) -> anyhow::Result<()> {
-    let (file, bugs, seed) = (
-        args.config.take(),
-        args.test_bugs.take(),
-        args.from_seed.take(),
-    );
-    let members = args.bootstrap.take();
-    let config = NodeConfig::load(file.as_deref(), overrides(args)?)?;
-    if let Some(list) = bugs {
-        let names = launch::enable_test_bugs(&list)?;
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = NodeConfig::load(args.config.as_deref(), overrides(&args)?)?;
+    if let Some(list) = &args.test_bugs {
+        let names = launch::enable_test_bugs(list)?;
         eprintln!("node {}: DELIBERATE BUGS ON: {names}", config.id);
     }
-    let bootstrap = members.as_deref().map(parse_members).transpose()?;
-    if let (Some(seed), Some(members)) = (seed, &bootstrap) {
-        if let Some(line) = launch::start_from_seed(&config, &seed, members)? {
+    let bootstrap = args.bootstrap.as_deref().map(parse_members).transpose()?;
+    if let (Some(seed), Some(members)) = (&args.from_seed, &bootstrap) {
+        if let Some(line) = launch::start_from_seed(&config, seed, members)? {
             eprintln!("{line}");
         }
     }
