@@ -2,6 +2,19 @@
 
 use serde_json::Value;
 
+use crate::{method_get, AttemptError, Client};
+
+impl Client {
+    /// The cluster's status as [`status_table`] formats it, asked of
+    /// `endpoint` alone (an operator asking one node wants that node's view).
+    pub async fn status_table_at(&self, endpoint: &str) -> Result<String, AttemptError> {
+        let reply = self
+            .call_at(endpoint, method_get(), "/v1/cluster", None, None)
+            .await?;
+        Ok(status_table(&reply.body))
+    }
+}
+
 /// Formats `/v1/cluster` as a table: the leader and term, then one row
 /// per member (id, address, membership, role, term, applied index, lag,
 /// health).

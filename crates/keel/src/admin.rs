@@ -1,7 +1,7 @@
 //! `keel admin`: operator commands against a running cluster.
 
-use anyhow::{bail, Context};
-use keel_client::{method_get, status_table, Client};
+use anyhow::{anyhow, bail, Context};
+use keel_client::{AttemptError, Client};
 
 /// Arguments of `keel admin`.
 #[derive(clap::Args)]
@@ -27,19 +27,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     rt.block_on(async {
         let client = Client::new(vec![args.endpoint.clone()], Some(args.token.admin_token()?));
         match args.cmd {
-            Cmd::Status => {
-                let r = client
-                    .call_at(&args.endpoint, method_get(), "/v1/cluster", None, None)
-                    .await;
-                match r {
-                    Ok(r) => print!("{}", status_table(&r.body)),
-                    Err(keel_client::AttemptError::Problem(p)) => bail!("{p}"),
-                    Err(e) => {
-                        return Err(anyhow::anyhow!("{e:?}"))
-                            .context(format!("asking {}", args.endpoint))
-                    }
+            Cmd::Status => match client.status_table_at(&args.endpoint).await {
+                Ok(table) => print!("{table}"),
+                Err(AttemptError::Problem(p)) => bail!("{p}"),
+                Err(e) => {
+                    return Err(anyhow!("{e:?}")).context(format!("asking {}", args.endpoint))
                 }
-            }
+            },
         }
         Ok(())
     })
