@@ -360,6 +360,8 @@ pub struct Origin<'a> {
     pub nodes: &'a [String],
     /// Their admin token.
     pub token: &'a str,
+    /// The CA bundle their certificates chain to, when they serve TLS.
+    pub ca: Option<&'a Path>,
     /// Pace of the read in bytes per second (`None` or 0: no limit).
     pub rate_bytes_per_s: Option<u64>,
     /// The stopped node's data directory, for [`Choice::Cold`].
@@ -399,7 +401,7 @@ pub async fn take(
         Choice::Incremental => Kind::Incremental,
         Choice::Differential => Kind::Differential,
     };
-    let src = NodeSource::pick(from.nodes, from.token)
+    let src = NodeSource::pick(from.nodes, from.token, from.ca)
         .await?
         .with_rate(from.rate_bytes_per_s);
     if kind == Kind::Full {

@@ -139,6 +139,8 @@ pub struct Scheduled<'a> {
     pub nodes: &'a [String],
     /// Their admin token.
     pub token: &'a str,
+    /// The CA bundle their certificates chain to, when they serve TLS.
+    pub ca: Option<&'a std::path::Path>,
     /// Local scratch space.
     pub work: PathBuf,
     /// What to take and when.
@@ -159,6 +161,7 @@ pub async fn run(
         repo,
         nodes,
         token,
+        ca,
         work,
         policy,
         clock,
@@ -185,8 +188,7 @@ pub async fn run(
         }
         match round(
             repo,
-            nodes,
-            token,
+            (nodes, token, ca),
             &work,
             &policy,
             clock,
@@ -220,8 +222,7 @@ pub async fn run(
 #[allow(clippy::too_many_arguments)]
 async fn round(
     repo: &Repository,
-    nodes: &[String],
-    token: &str,
+    (nodes, token, ca): (&[String], &str, Option<&std::path::Path>),
     work: &std::path::Path,
     policy: &Policy,
     clock: Clock,
@@ -230,7 +231,7 @@ async fn round(
     segment: &mut Option<OpenSegment>,
 ) -> Result<Vec<Event>, JobError> {
     let mut events = Vec::new();
-    let source = NodeSource::pick(nodes, token)
+    let source = NodeSource::pick(nodes, token, ca)
         .await?
         .with_rate(policy.full_rate_bytes_per_s);
     let now = clock();

@@ -48,6 +48,14 @@ pub enum SourceError {
         /// The problem's `detail`.
         detail: String,
     },
+    /// The CA bundle to reach the nodes with could not be used.
+    #[error("CA bundle {ca}: {detail}")]
+    Tls {
+        /// The bundle.
+        ca: std::path::PathBuf,
+        /// What was wrong.
+        detail: String,
+    },
     /// The entries asked for are no longer in the node's log.
     #[error("{0}")]
     LogPurged(String),
@@ -110,10 +118,12 @@ struct MemberView {
     healthy: bool,
 }
 
-fn base_url(addr: &str) -> String {
+fn base_url(addr: &str, tls: bool) -> String {
     let a = addr.trim_end_matches('/');
     if a.starts_with("http://") || a.starts_with("https://") {
         a.to_string()
+    } else if tls {
+        format!("https://{a}")
     } else {
         format!("http://{a}")
     }
@@ -121,16 +131,34 @@ fn base_url(addr: &str) -> String {
 
 impl NodeSource {
     /// A source reading from the node at `addr` (`host:port` or a URL) with
-    /// the admin token.
-    pub fn new(addr: &str, token: &str) -> Result<Self, SourceError> {
-        let http = reqwest::Client::builder()
+    /// the admin token, over TLS trusting only the CAs in the PEM bundle
+    /// `ca` when one is given (the node must present a certificate naming
+    /// the host dialled).
+    pub fn new(addr: &str, token: &str, ca: Option<&Path>) -> Result<Self, SourceError> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
+            .read_timeout(READ_TIMEOUT);
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca).map_err(|e| SourceError::Tls {
+                ca: ca.to_owned(),
+                detail: e.to_string(),
+            })?;
+            let roots =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| SourceError::Tls {
+                    ca: ca.to_owned(),
+                    detail: e.to_string(),
+                })?;
+            builder = builder.use_rustls_tls().tls_built_in_root_certs(false);
+            for root in roots {
+                builder = builder.add_root_certificate(root);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| SourceError::Unreachable(e.to_string()))?;
         Ok(Self {
             http,
-            base: base_url(addr),
+            base: base_url(addr, ca.is_some()),
             token: token.to_string(),
             rate_bytes_per_s: None,
         })
@@ -156,10 +184,14 @@ impl NodeSource {
     /// Asks the given nodes for the cluster and returns a source on a
     /// healthy follower (a voter that is not the leader), else the leader,
     /// else the first node that answered.
-    pub async fn pick(nodes: &[String], token: &str) -> Result<Self, SourceError> {
+    pub async fn pick(
+        nodes: &[String],
+        token: &str,
+        ca: Option<&Path>,
+    ) -> Result<Self, SourceError> {
         let mut last_err = String::from("no node given");
         for n in nodes {
-            let s = Self::new(n, token)?;
+            let s = Self::new(n, token, ca)?;
             let url = format!("{}/v1/cluster", s.base);
             let view = match s.get_json::<ClusterView>(&url).await {
                 Ok(v) => v,
@@ -180,7 +212,7 @@ impl NodeSource {
                 .filter(healthy)
                 .find(|m| Some(m.id) == view.leader_id);
             return match follower.or(leader) {
-                Some(m) => Self::new(&m.addr, token),
+                Some(m) => Self::new(&m.addr, token, ca),
                 None => Ok(s),
             };
         }

@@ -249,7 +249,7 @@ pub async fn backup(cfg: &BackupConfig, say: impl Fn(String)) -> Result<BackupFi
 
     let repo = open_repo(&cfg.data_dir.join("targets"), layout)?;
     let nodes = cluster.endpoints();
-    let source = NodeSource::pick(&nodes, ADMIN_TOKEN)
+    let source = NodeSource::pick(&nodes, ADMIN_TOKEN, None)
         .await
         .map_err(|e| BenchError::setup("picking a node to back up", e))?;
 

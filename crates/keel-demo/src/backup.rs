@@ -35,6 +35,8 @@ pub struct Restore<'a> {
     pub admin_token: &'a str,
     /// What to read back from it.
     pub query: &'a StateQuery,
+    /// Whether it runs TLS, as the backed-up cluster did.
+    pub tls: bool,
 }
 
 /// Backs `cluster` up, destroys it, restores into a new cluster and judges
@@ -111,7 +113,8 @@ async fn back_up(
         .into_iter()
         .filter_map(|id| cluster.addr(id).ok())
         .collect();
-    let source = NodeSource::pick(&nodes, admin_token).await?;
+    let ca = cluster.tls().map(|t| t.bundle());
+    let source = NodeSource::pick(&nodes, admin_token, ca.as_deref()).await?;
     let t = Instant::now();
     let full = job::take_full(repo, &source, keel_protocol::wall_ms()).await?;
     println!(
@@ -181,6 +184,7 @@ async fn judge_restored(
     keel_harness::clear_dir(&dir)?;
     let mut spec = local_spec(to.keel_bin, 3, to.base_port, dir, to.admin_token);
     spec.seed = Some(seed);
+    spec.tls = to.tls;
     let mut restored = LocalCluster::start(spec)?;
     restored.wait_ready(READY_TIMEOUT).await?;
     let state = read_final_state(&restored, &restored.admin_client(), to.query).await;

@@ -12,19 +12,27 @@ use crate::{DemoConfig, DemoError, ADMIN_TOKEN, NODES};
 /// returns the cluster and its first leader.
 pub async fn start(config: &DemoConfig) -> Result<(LocalCluster, u64), DemoError> {
     clear_dir(&config.data_dir)?;
-    let spec = local_spec(
+    let mut spec = local_spec(
         &config.keel_bin,
         NODES,
         config.base_port,
         &config.data_dir,
         ADMIN_TOKEN,
     );
+    spec.tls = config.tls;
     let cluster = LocalCluster::start(spec)?;
     println!(
         "Starting a {NODES}-node Keel cluster on {} (data in {})",
         cluster.endpoints().join(", "),
         config.data_dir.display()
     );
+    match cluster.tls() {
+        Some(t) => println!(
+            "TLS on every link: a CA in {}, mutual TLS between the nodes",
+            t.dir().display()
+        ),
+        None => println!("TLS off: every link is plaintext on loopback"),
+    }
     let leader = cluster.wait_ready(READY_TIMEOUT).await?;
     println!("Leader elected: node {leader}");
     Ok((cluster, leader))
@@ -41,7 +49,12 @@ pub async fn connect(
         return Ok((cluster.admin_client(), Route::Failover));
     }
     let gateway = cluster.start_gateway_ready(config.gateway_port).await?;
-    println!("Gateway up on http://{gateway}: shoppers go through it, one attempt per request");
-    let client = Client::new(vec![gateway.clone()], Some(ADMIN_TOKEN.to_owned()));
+    let scheme = if cluster.tls().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("Gateway up on {scheme}://{gateway}: shoppers go through it, one attempt per request");
+    let client = cluster.client(vec![gateway.clone()], Some(ADMIN_TOKEN.to_owned()));
     Ok((client, Route::Once(gateway)))
 }

@@ -84,6 +84,9 @@ pub struct DemoConfig {
     /// Shoppers go to the nodes directly, with the client's own failover,
     /// instead of through the gateway.
     pub direct: bool,
+    /// TLS on every link (the default): a CA made under `data_dir`, mutual
+    /// TLS between the nodes, the gateway and the shoppers over TLS.
+    pub tls: bool,
 }
 
 impl DemoConfig {
@@ -208,6 +211,7 @@ async fn backup_and_restore(
         data_dir: &config.data_dir,
         admin_token: ADMIN_TOKEN,
         query: &query,
+        tls: config.tls,
     };
     Ok(backup::backup_destroy_restore(cluster, &to, &shopped.history).await)
 }

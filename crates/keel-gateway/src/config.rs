@@ -29,7 +29,9 @@ pub struct GatewayConfig {
     /// Bearer token for the gateway's admin routes (`/gateway/...`) and for
     /// reading the cluster's membership from `/v1/cluster`. Without it,
     /// admin routes answer 401 and discovery learns only from the leader
-    /// hints nodes put on every reply.
+    /// hints nodes put on every reply. Never written out when the
+    /// configuration is serialised.
+    #[serde(skip_serializing)]
     pub admin_token: Option<String>,
     /// Where each class of request goes.
     pub routing: RoutingConfig,
@@ -57,6 +59,9 @@ pub struct GatewayConfig {
     /// again when it changes. Absent: plaintext both ways, which a listener
     /// outside loopback refuses unless `insecure_plaintext` is set.
     pub tls: Option<keel_tls::TlsFiles>,
+    /// A file whose first line is the admin token (mode 0600), read at
+    /// start; `KEEL_ADMIN_TOKEN` or `--admin-token-file` take precedence.
+    pub admin_token_file: Option<std::path::PathBuf>,
     /// Serve and dial plaintext outside loopback: the operator's explicit
     /// choice for a network they trust.
     pub insecure_plaintext: bool,
@@ -94,6 +99,7 @@ impl Default for GatewayConfig {
             discovery: DiscoveryConfig::default(),
             backup: None,
             tls: None,
+            admin_token_file: None,
             insecure_plaintext: false,
         }
     }
@@ -332,6 +338,9 @@ pub enum LoadError {
     /// The merged configuration is refused.
     #[error("gateway configuration")]
     Invalid(#[source] ConfigError),
+    /// A secret file the configuration names could not be read.
+    #[error("the configuration's secret file: {0}")]
+    Secret(#[from] keel_secrets::SecretError),
     /// A `[backup]` section without the admin token its backups need.
     #[error("[backup] needs admin_token: backups read the nodes' admin endpoints")]
     BackupWithoutToken,
@@ -357,6 +366,9 @@ impl GatewayConfig {
             }
             None => Self::default(),
         };
+        if let Some(f) = &c.admin_token_file {
+            c.admin_token = Some(keel_secrets::from_file(f)?);
+        }
         overrides.apply(&mut c)?;
         c.validate().map_err(LoadError::Invalid)?;
         if c.backup.is_some() && c.admin_token.is_none() {

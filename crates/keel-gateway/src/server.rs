@@ -153,6 +153,11 @@ impl Gateway {
         self.addr
     }
 
+    /// Whether clients are served over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.shared.tls.is_some()
+    }
+
     /// The `/status` document (for embedding and tests).
     pub fn status(&self) -> serde_json::Value {
         self.shared.pool.status(Instant::now())

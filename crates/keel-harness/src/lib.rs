@@ -22,6 +22,7 @@ pub mod links;
 pub mod net;
 pub mod supervise;
 pub mod tls;
+pub mod writer;
 pub use links::LinkProxies;
 pub use net::Network;
 

@@ -40,6 +40,11 @@ impl ClusterTls {
         &self.dir
     }
 
+    /// The CA bundle every process of the cluster trusts.
+    pub fn bundle(&self) -> PathBuf {
+        self.dir.join(authority::BUNDLE_FILE)
+    }
+
     /// The client every harness call dials with: the CA as its only root.
     pub fn client(&self) -> Arc<ClientTls> {
         self.client.clone()

@@ -25,10 +25,13 @@ pub struct NodeConfig {
     pub advertise: Option<String>,
     /// Where the Raft log, state and snapshots live.
     pub data_dir: PathBuf,
-    /// Bearer token that grants the admin role on the public API.
+    /// Bearer token that grants the admin role on the public API. Never
+    /// written out when the configuration is serialised.
+    #[serde(skip_serializing)]
     pub admin_token: String,
     /// Shared secret nodes present to each other on internal RPC, and the key
     /// customer tokens are derived from. Must be equal on all nodes.
+    #[serde(skip_serializing)]
     pub cluster_secret: String,
     /// Raft timing and limits.
     pub raft: RaftTiming,
@@ -44,6 +47,13 @@ pub struct NodeConfig {
     /// a listener outside loopback refuses unless
     /// [`insecure_plaintext`](Self::insecure_plaintext) says otherwise.
     pub tls: Option<keel_tls::TlsFiles>,
+    /// A file whose first line is the admin token (mode 0600): how a
+    /// configuration file names the token without holding it. Read at
+    /// start; `KEEL_ADMIN_TOKEN` or `--admin-token-file` take precedence.
+    pub admin_token_file: Option<PathBuf>,
+    /// A file whose first line is the cluster secret, as
+    /// [`admin_token_file`](Self::admin_token_file).
+    pub cluster_secret_file: Option<PathBuf>,
     /// Serve plaintext outside loopback: the operator's explicit choice for
     /// a network they trust (tokens and the cluster secret cross it in
     /// clear).
@@ -160,6 +170,8 @@ impl Default for NodeConfig {
             batch: BatchLimits::default(),
             clock_offset_max_ms: crate::clock::CLOCK_OFFSET_MAX_MS_DEFAULT,
             tls: None,
+            admin_token_file: None,
+            cluster_secret_file: None,
             insecure_plaintext: false,
         }
     }
@@ -372,6 +384,9 @@ pub enum LoadError {
         #[source]
         source: ConfigError,
     },
+    /// A secret file the configuration names could not be read.
+    #[error("the configuration's secret file: {0}")]
+    Secret(#[from] keel_secrets::SecretError),
     /// The merged configuration is out of range.
     #[error(transparent)]
     Invalid(#[from] ConfigError),
@@ -396,6 +411,12 @@ impl NodeConfig {
             }
             None => Self::default(),
         };
+        if let Some(f) = &c.admin_token_file {
+            c.admin_token = keel_secrets::from_file(f)?;
+        }
+        if let Some(f) = &c.cluster_secret_file {
+            c.cluster_secret = keel_secrets::from_file(f)?;
+        }
         if let (None, None, Some(id)) = (file, &overrides.data_dir, overrides.id) {
             overrides.data_dir = Some(PathBuf::from(format!("keel-data/node-{id}")));
         }
@@ -421,7 +442,7 @@ pub enum MembersError {
         source: std::num::ParseIntError,
     },
     /// A member whose address is not `host:port`.
-    #[error("bad address in {0:?}: expected host:port like 127.0.0.1:7101")]
+    #[error("bad address in {0:?}: expected host:port, the host an IP address or a DNS name, like 10.0.0.5:7101 or keel-1:7101")]
     BadAddress(String),
     /// One id named twice.
     #[error("node id {0} appears twice")]
@@ -443,7 +464,7 @@ pub fn parse_members(s: &str) -> Result<BTreeMap<u64, String>, MembersError> {
             source,
         })?;
         let addr = addr.trim();
-        if addr.parse::<SocketAddr>().is_err() {
+        if keel_protocol::addr::parse_host_port(addr).is_err() {
             return Err(MembersError::BadAddress(part.to_owned()));
         }
         if out.insert(id, addr.to_owned()).is_some() {
@@ -577,6 +598,32 @@ mod tests {
         assert!(parse_members("x=127.0.0.1:1").is_err());
         assert!(parse_members("1=127.0.0.1:1,1=127.0.0.1:2").is_err());
         assert!(parse_members("").is_err());
+        let named = parse_members("1=keel-1:7101,2=keel-2.shop.example:7101").unwrap();
+        assert_eq!(named[&2], "keel-2.shop.example:7101");
+    }
+
+    #[test]
+    fn a_configuration_file_names_its_secrets_by_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin-token"), "a-token-from-a-file\n").unwrap();
+        std::fs::write(dir.path().join("cluster-secret"), "a-secret-from-a-file\n").unwrap();
+        let toml = format!(
+            "admin_token_file = {:?}\ncluster_secret_file = {:?}\n",
+            dir.path().join("admin-token"),
+            dir.path().join("cluster-secret")
+        );
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, toml).unwrap();
+        let c = NodeConfig::load(Some(&file), NodeOverrides::default()).unwrap();
+        assert_eq!(c.admin_token, "a-token-from-a-file");
+        assert_eq!(c.cluster_secret, "a-secret-from-a-file");
+        // Never written out.
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(!json.contains("a-token-from-a-file") && !json.contains("a-secret-from-a-file"));
+        // A missing file is an error naming it.
+        std::fs::remove_file(dir.path().join("admin-token")).unwrap();
+        let e = NodeConfig::load(Some(&file), NodeOverrides::default()).unwrap_err();
+        assert!(format!("{e:#}").contains("secret file"), "{e:#}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub struct AdminToken {
 impl AdminToken {
     /// The token, read from its file or the environment.
     pub fn admin_token(&self) -> anyhow::Result<String> {
-        let token = crate::secrets::read(self.admin_token_file.as_deref(), "KEEL_ADMIN_TOKEN")
+        let token = keel_secrets::read(self.admin_token_file.as_deref(), "KEEL_ADMIN_TOKEN")
             .context("reading the admin token")?;
         Ok(token.unwrap_or_else(|| keel_node::config::DEV_ADMIN_TOKEN.to_owned()))
     }

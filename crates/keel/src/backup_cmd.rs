@@ -57,6 +57,10 @@ pub struct ClusterArgs {
     nodes: Vec<String>,
     #[command(flatten)]
     token: crate::admin_token::AdminToken,
+    /// CA bundle the nodes' certificates chain to, when they serve TLS
+    /// (`keel certs` makes it).
+    #[arg(long, env = "KEEL_TLS_CA")]
+    tls_ca: Option<PathBuf>,
     /// Pace of a full (hot) backup in MiB/s, so it leaves the shop its
     /// CPU and disk; 0 for no limit.
     #[arg(long, env = "KEEL_BACKUP_RATE_MIB_S", default_value_t = keel_backup::pace::DEFAULT_FULL_RATE_MIB_S)]
@@ -268,6 +272,7 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
     let from = job::Origin {
         nodes: &a.cluster.nodes,
         token: &a.cluster.token.admin_token()?,
+        ca: a.cluster.tls_ca.as_deref(),
         rate_bytes_per_s: a.cluster.rate_bytes_per_s(),
         data_dir: a.data_dir.as_deref(),
     };
@@ -334,6 +339,7 @@ async fn run_schedule(a: ScheduleArgs) -> anyhow::Result<()> {
         repo: &repo,
         nodes: &a.cluster.nodes,
         token: &a.cluster.token.admin_token()?,
+        ca: a.cluster.tls_ca.as_deref(),
         work: a.work_dir.clone(),
         policy,
         clock: keel_protocol::wall_ms,

@@ -33,6 +33,9 @@ pub struct Args {
     /// failover) instead of through the gateway.
     #[arg(long)]
     direct: bool,
+    /// Run every link in plaintext (on loopback) instead of TLS.
+    #[arg(long)]
+    plaintext: bool,
 }
 
 /// Runs the demo; the error names the checks that failed.
@@ -47,6 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         gateway_port: args.gateway_port,
         data_dir: args.data_dir,
         direct: args.direct,
+        tls: !args.plaintext,
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(keel_demo::run(config)).context("keel demo")

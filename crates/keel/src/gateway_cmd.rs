@@ -73,7 +73,7 @@ pub struct Args {
 
 /// Builds the configuration from file, environment and flags.
 pub fn config(a: Args) -> anyhow::Result<GatewayConfig> {
-    let token = crate::secrets::read(a.admin_token_file.as_deref(), "KEEL_ADMIN_TOKEN")
+    let token = keel_secrets::read(a.admin_token_file.as_deref(), "KEEL_ADMIN_TOKEN")
         .context("reading the admin token")?;
     let overrides = GatewayOverrides {
         listen: a.listen,
@@ -104,6 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let backups = config.backup.as_ref().map(child_schedule).transpose()?;
     let nodes: Vec<String> = config.nodes.iter().map(|n| n.addr.clone()).collect();
     let token = config.admin_token.clone().unwrap_or_default();
+    let ca = config.tls.as_ref().map(|t| t.ca.clone());
     // Clients are served by the gateway's own worker threads; this runtime
     // only runs the probes, discovery and the backup schedule's child.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -111,11 +112,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async {
         let gw = Gateway::start(config).await?;
-        println!("keel gateway listening on http://{}", gw.local_addr());
+        let scheme = if gw.is_tls() { "https" } else { "http" };
+        println!("keel gateway listening on {scheme}://{}", gw.local_addr());
         let schedule = match &backups {
             Some(b) => {
                 let exe = std::env::current_exe().context("locating the keel binary")?;
-                let child = b.command(exe, &nodes, &token).spawn();
+                let child = b.command(exe, &nodes, &token, ca.as_deref()).spawn();
                 let child = child.context("starting keel backup schedule")?;
                 let pid = child.id().unwrap_or(0);
                 println!("keel gateway runs the [backup] schedule (pid {pid})");

@@ -23,7 +23,6 @@ mod demo;
 mod gateway_cmd;
 mod node_cmd;
 mod rebuild_cmd;
-mod secrets;
 mod tls_args;
 mod up;
 

@@ -86,7 +86,7 @@ pub struct Args {
 /// The flags and environment variables that override the file.
 fn overrides(a: &Args) -> anyhow::Result<NodeOverrides> {
     let secret = |file: &Option<PathBuf>, var: &str| {
-        crate::secrets::read(file.as_deref(), var).with_context(|| format!("reading {var}"))
+        keel_secrets::read(file.as_deref(), var).with_context(|| format!("reading {var}"))
     };
     Ok(NodeOverrides {
         admin_token: secret(&a.admin_token_file, "KEEL_ADMIN_TOKEN")?,

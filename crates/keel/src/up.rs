@@ -1,9 +1,12 @@
 //! `keel up`: a local three-node cluster as child processes on 127.0.0.1,
-//! data under `./keel-data`; stops its children cleanly on Ctrl-C.
+//! data under `./keel-data`, TLS on every link with a CA made there;
+//! restarts a child that exits on its own and stops them all cleanly on
+//! Ctrl-C.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
+use keel_harness::supervise::Supervisor;
 use keel_harness::{local_spec, LocalCluster, READY_TIMEOUT};
 
 /// Arguments of `keel up`.
@@ -30,10 +33,41 @@ pub struct Args {
     /// instead of an empty cluster; needs a --data-dir without node data.
     #[arg(long)]
     from: Option<PathBuf>,
+    /// Run every link in plaintext (on loopback) instead of TLS.
+    #[arg(long)]
+    plaintext: bool,
+}
+
+/// How often `keel up` looks for a node or gateway that exited.
+const SUPERVISE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How to reach the cluster with curl: the CA to trust, and the token as a
+/// variable unless it is the public development one.
+fn reach_hint(cluster: &LocalCluster, entry: &str, token: &str) -> String {
+    let dev = token == keel_node::config::DEV_ADMIN_TOKEN;
+    let bearer = if dev { token } else { "$KEEL_ADMIN_TOKEN" };
+    let mut s = String::new();
+    if dev {
+        s.push_str(&format!(
+            "admin token: {token} (the public development token)\n"
+        ));
+    }
+    match cluster.tls() {
+        Some(t) => s.push_str(&format!(
+            "TLS on: the cluster's CA is {} (`keel certs` manages it)\ntry: curl -s --cacert {} https://{entry}/v1/cluster -H \"Authorization: Bearer {bearer}\"\n",
+            t.dir().display(),
+            t.bundle().display()
+        )),
+        None => s.push_str(&format!(
+            "try: curl -s http://{entry}/v1/cluster -H \"Authorization: Bearer {bearer}\"\n"
+        )),
+    }
+    s
 }
 
 /// Runs the cluster until Ctrl-C or SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let token = args.token.admin_token()?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let exe = std::env::current_exe().context("locating the keel binary")?;
@@ -42,8 +76,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.nodes,
             args.base_port,
             args.data_dir.clone(),
-            &args.token.admin_token()?,
+            &token,
         );
+        spec.tls = !args.plaintext;
         if let Some(seed) = &args.from {
             let has_data = (1..=args.nodes).any(|id| args.data_dir.join(format!("node-{id}")).exists());
             if has_data {
@@ -64,34 +99,40 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "keel cluster of {} nodes is up (leader: node {leader})",
             args.nodes
         );
+        let scheme = if cluster.tls().is_some() { "https" } else { "http" };
         let entry = if args.no_gateway {
             cluster.addr(leader)?
         } else {
             let gw = cluster.start_gateway_ready(args.gateway_port).await?;
             println!(
-                "  gateway: http://{gw}  (status at /status, log {})",
+                "  gateway: {scheme}://{gw}  (status at /status, log {})",
                 cluster.gateway_log_file().display()
             );
             gw
         };
         for id in cluster.ids() {
             println!(
-                "  node {id}: http://{}  (data {}, log {})",
+                "  node {id}: {scheme}://{}  (data {}, log {})",
                 cluster.addr(id)?,
                 cluster.data_dir(id).display(),
                 cluster.log_file(id).display()
             );
         }
-        println!("admin token: {}", args.token.admin_token()?);
-        println!(
-            "try: curl -s http://{}/v1/cluster -H 'Authorization: Bearer {}'",
-            entry, args.token.admin_token()?
-        );
-        println!("Ctrl-C stops the cluster.");
+        print!("{}", reach_hint(&cluster, &entry, &token));
+        println!("Ctrl-C stops the cluster; a node or gateway that exits on its own is restarted.");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        let mut supervisor = Supervisor::new();
+        let mut look = tokio::time::interval(SUPERVISE_EVERY);
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = look.tick() => {
+                    for event in supervisor.tick(&mut cluster, std::time::Instant::now()) {
+                        println!("{event}");
+                    }
+                }
+            }
         }
         println!("stopping...");
         cluster.stop_all();

@@ -5,7 +5,6 @@
 //! secret reaches a log.
 #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -126,51 +125,13 @@ async fn a_tls_cluster_serves_fails_over_rotates_and_refuses_strangers() {
 
     // Writers run through everything below; none may see an error.
     let client = Arc::new(admin);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (placed, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let writer = {
-        let (client, stop, placed, failed) =
-            (client.clone(), stop.clone(), placed.clone(), failed.clone());
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let lines = vec![("SKU-1".to_string(), 1)];
-                match client
-                    .place_order(&format!("c{}", n % 4), &lines, &format!("tls-{n}"))
-                    .await
-                {
-                    Ok(_) => placed.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        eprintln!("write {n} failed: {e}");
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
-        })
-    };
-    let placed_by = |n: u64| {
-        let placed = placed.clone();
-        async move {
-            keel_harness::wait_for(
-                "more writes acknowledged",
-                Duration::from_secs(30),
-                &mut || {
-                    let placed = placed.clone();
-                    async move { (placed.load(Ordering::Relaxed) >= n).then_some(()) }
-                },
-            )
-            .await
-            .unwrap();
-        }
-    };
-    placed_by(20).await;
+    let writer = keel_harness::writer::Writer::start(client.clone(), 4, "tls");
+    writer.more(20, READY).await.unwrap();
 
     // A leader killed: the survivors elect over mutual TLS and go on.
     c.kill(leader).unwrap();
     c.wait_new_leader(leader, READY).await.unwrap();
-    let before = placed.load(Ordering::Relaxed);
-    placed_by(before + 20).await;
+    writer.more(20, READY).await.unwrap();
     c.restart(leader).unwrap();
     c.wait_ready(READY).await.unwrap();
 
@@ -208,17 +169,15 @@ async fn a_tls_cluster_serves_fails_over_rotates_and_refuses_strangers() {
         .unwrap();
     }
     // And the nodes still reach one another: writes keep being committed.
-    let before = placed.load(Ordering::Relaxed);
-    placed_by(before + 20).await;
+    writer.more(20, READY).await.unwrap();
 
     // Through a TLS gateway too.
     let gw = c.start_gateway_ready(0).await.unwrap();
     let via_gateway = c.client(vec![gw], Some(token.clone()));
     assert!(via_gateway.summary().await.is_ok());
 
-    stop.store(true, Ordering::Relaxed);
-    writer.await.unwrap();
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "a client saw an error");
+    let (_, failed) = writer.stop().await;
+    assert_eq!(failed, 0, "a client saw an error");
 
     // No secret in any log.
     c.stop_all();

@@ -81,15 +81,25 @@ impl ChildCommand {
     }
 
     /// The command running the schedule with the `keel` binary `exe`
-    /// against `nodes`; the admin token goes by environment, never on a
-    /// command line other users can read. The child stops with its parent.
-    pub fn command(&self, exe: PathBuf, nodes: &[String], token: &str) -> tokio::process::Command {
+    /// against `nodes` (over TLS trusting the CA bundle `ca` when given);
+    /// the admin token goes by environment, never on a command line other
+    /// users can read. The child stops with its parent.
+    pub fn command(
+        &self,
+        exe: PathBuf,
+        nodes: &[String],
+        token: &str,
+        ca: Option<&std::path::Path>,
+    ) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(exe);
         cmd.args(&self.args)
             .arg("--with-parent")
             .arg("--nodes")
-            .arg(nodes.join(","))
-            .env(ADMIN_TOKEN_ENV, token)
+            .arg(nodes.join(","));
+        if let Some(ca) = ca {
+            cmd.arg("--tls-ca").arg(ca);
+        }
+        cmd.env(ADMIN_TOKEN_ENV, token)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
         cmd
