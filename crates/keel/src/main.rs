@@ -17,6 +17,7 @@ mod bench_backup;
 mod bench_cluster;
 mod bench_cmd;
 mod bench_gateway;
+mod bench_tls;
 mod certs_cmd;
 mod chaos_cmd;
 mod demo;
@@ -93,6 +94,9 @@ enum BenchCmd {
     Compare(bench_cmd::CompareArgs),
     /// Throughput and node memory as the store grows (10k to 1M orders).
     Growth(bench_cmd::GrowthArgs),
+    /// TLS on every link against none, in alternating rounds: orders/s,
+    /// p99 and gateway reads/s with pooled connections.
+    Tls(bench_tls::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -132,5 +136,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench(BenchCmd::Run(args)) => bench_cmd::run_cmd(args),
         Cmd::Bench(BenchCmd::Compare(args)) => bench_cmd::compare_cmd(args),
         Cmd::Bench(BenchCmd::Growth(args)) => bench_cmd::growth_cmd(args),
+        Cmd::Bench(BenchCmd::Tls(args)) => bench_tls::run(args),
     }
 }
