@@ -59,7 +59,9 @@ pub struct LearnerBody {
     #[serde(deserialize_with = "keel_domain::whole::u64")]
     #[schema(minimum = 0, maximum = 18_446_744_073_709_551_615_u64)]
     id: u64,
-    /// The new node's `host:port`, an IP literal: `127.0.0.1:7104`, `[::1]:7104`.
+    /// The new node's `host:port` as its peers reach it (its advertised
+    /// address): an IP address or a DNS name, e.g. `10.0.0.5:7104`,
+    /// `[::1]:7104` or `keel-4.shop.example:7104`.
     #[schema(min_length = 1, max_length = 255, examples("127.0.0.1:7104"))]
     addr: String,
 }
