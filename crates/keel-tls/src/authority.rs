@@ -28,8 +28,7 @@ use rcgen::{
 use crate::files::certificates;
 use crate::{member_name, TlsError, TlsFiles};
 
-/// The trust bundle: every CA certificate trusted.
-pub const BUNDLE_FILE: &str = "ca.pem";
+pub use crate::files::BUNDLE_FILE;
 /// The signing CA's certificate.
 pub const CA_CERT_FILE: &str = "ca-cert.pem";
 /// The signing CA's private key (mode 0600).

@@ -9,6 +9,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::TlsError;
 
+/// The trust bundle's file name in a CA's directory: every CA certificate
+/// trusted (`keel certs` writes it).
+pub const BUNDLE_FILE: &str = "ca.pem";
+
 /// Where a process's TLS material lives: the cluster's CA bundle (every CA
 /// it trusts, one or two during a rollover), and its own certificate chain
 /// and private key.
@@ -28,7 +32,7 @@ impl TlsFiles {
     /// `<name>.pem` and `<name>.key`.
     pub fn in_dir(dir: &Path, name: &str) -> Self {
         Self {
-            ca: dir.join(crate::authority::BUNDLE_FILE),
+            ca: dir.join(BUNDLE_FILE),
             cert: dir.join(format!("{name}.pem")),
             key: dir.join(format!("{name}.key")),
         }
