@@ -208,6 +208,7 @@ impl Ids {
         Ok(Envelope {
             request_id: RequestId::new(format!("bench-{}", self.0)).map_err(domain)?,
             principal,
+            origin: None,
             command,
         })
     }
@@ -332,7 +333,7 @@ fn run_once(s: Scenario, args: &ApplyConfig) -> Result<Run, BenchError> {
             let n = placed + i;
             let customer = customer_of(n % args.customers)?;
             commands.push(ids.env(
-                Principal::Customer(customer.clone()),
+                Principal::customer(customer.clone()),
                 Command::PlaceOrder {
                     customer,
                     lines: vec![LineRequest {
@@ -346,7 +347,7 @@ fn run_once(s: Scenario, args: &ApplyConfig) -> Result<Run, BenchError> {
         for i in 0..k {
             let customer = customer_of((placed + i) % args.customers)?;
             commands.push(ids.env(
-                Principal::Customer(customer),
+                Principal::customer(customer),
                 Command::PayOrder {
                     order: OrderId(next_order + i),
                 },

@@ -11,17 +11,20 @@ use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::{self, Actor, AuditEntry, NewKey};
 use crate::codec::{decode, encode};
 use crate::command::{
-    Batch, Command, Envelope, LineRequest, Principal, BATCH_COMMANDS_MAX, ORDER_TTL_DEFAULT_S,
+    Batch, Command, Envelope, LineRequest, BATCH_COMMANDS_MAX, ORDER_TTL_DEFAULT_S,
 };
 use crate::error::{DomainError, ShortLine, TableError};
+use crate::identity::KeyInfo;
 use crate::ids::{AccountId, Currency, OrderId, Sku};
 use crate::keys;
 use crate::model::{
     Account, AccountKind, Order, OrderLine, OrderStatus, Product, StatusChange, Stock, Summary,
 };
 use crate::money::Minor;
+use crate::step::{get, ovf, Fail, Step};
 use crate::tables::{Direction, ReadTables, Table, WriteTables};
 use crate::test_bugs::{self, TestBug};
 
@@ -64,6 +67,28 @@ pub enum Outcome {
         /// True when the per-command limit left due orders behind.
         more_due: bool,
     },
+    /// The key created.
+    KeyCreated(KeyInfo),
+    /// The key revoked.
+    KeyRevoked(KeyInfo),
+    /// What a customer token issued now carries.
+    CustomerToken {
+        /// The customer's account.
+        account: AccountId,
+        /// The account's token generation.
+        generation: u32,
+        /// State time the token expires at (ms).
+        expires_at_ms: u64,
+    },
+    /// An account's tokens were revoked; new ones carry `generation`.
+    CustomerTokensRevoked {
+        /// The customer's account.
+        account: AccountId,
+        /// The account's new token generation.
+        generation: u32,
+    },
+    /// The operation was recorded in the audit trail.
+    Recorded,
 }
 
 /// One command's result: its outcome or its refusal.
@@ -199,37 +224,6 @@ struct State<'a, T> {
     summary: Summary,
 }
 
-fn get<T: ReadTables, V: serde::de::DeserializeOwned>(
-    t: &T,
-    table: Table,
-    key: &[u8],
-) -> Result<Option<V>, TableError> {
-    t.get(table, key)?
-        .map(|v| decode(table, key, &v))
-        .transpose()
-}
-
-/// A command's refusal, or a storage failure that must abort the batch.
-enum Fail {
-    Domain(DomainError),
-    Table(TableError),
-}
-impl From<DomainError> for Fail {
-    fn from(e: DomainError) -> Self {
-        Fail::Domain(e)
-    }
-}
-impl From<TableError> for Fail {
-    fn from(e: TableError) -> Self {
-        Fail::Table(e)
-    }
-}
-type Step<V> = Result<V, Fail>;
-
-fn ovf(what: &str) -> Fail {
-    Fail::Domain(DomainError::overflow(what))
-}
-
 /// The lines of an order being placed, priced and checked against each other.
 struct PricedLines<'l> {
     /// Each distinct product once, with the units the order wants of it.
@@ -250,27 +244,6 @@ fn reservation_expiry_ms(ttl_seconds: Option<u32>, clock: StateClock) -> Step<u6
         .ok_or_else(|| ovf("expires_at"))
 }
 
-fn admin_only(p: &Principal, action: &str) -> Step<()> {
-    match p {
-        Principal::Admin => Ok(()),
-        _ => Err(DomainError::Forbidden {
-            reason: format!("{action} needs the admin role"),
-        }
-        .into()),
-    }
-}
-
-fn owner_or_admin(p: &Principal, owner: &AccountId) -> Step<()> {
-    match p {
-        Principal::Admin => Ok(()),
-        Principal::Customer(c) if c == owner => Ok(()),
-        _ => Err(DomainError::Forbidden {
-            reason: format!("only {owner} or an admin may do this"),
-        }
-        .into()),
-    }
-}
-
 impl<'a, T: WriteTables> State<'a, T> {
     fn load(t: &'a mut T) -> Result<Self, TableError> {
         let summary = load_summary(t)?;
@@ -278,6 +251,19 @@ impl<'a, T: WriteTables> State<'a, T> {
     }
 
     fn apply_one(&mut self, env: &Envelope, clock: StateClock) -> Result<Applied, TableError> {
+        // Who is acting, at this position of the log: a credential revoked
+        // by an earlier entry is refused here, replays included, and the
+        // refusal touches nothing (not even the key's idempotency record).
+        let actor = match access::resolve(self.t, &env.principal, clock.now) {
+            Ok(a) => a,
+            Err(Fail::Domain(e)) => {
+                return Ok(Applied {
+                    result: Err(e),
+                    replayed: false,
+                })
+            }
+            Err(Fail::Table(e)) => return Err(e),
+        };
         let rid = env.request_id.as_str().as_bytes();
         let fingerprint = env.fingerprint();
         let stored = if test_bugs::on(TestBug::SkipIdempotency) {
@@ -299,11 +285,12 @@ impl<'a, T: WriteTables> State<'a, T> {
                 replayed: false,
             });
         }
-        let result = match self.execute(env, clock) {
+        let result = match self.execute(&actor, env, clock) {
             Ok(o) => Ok(o),
             Err(Fail::Domain(e)) => Err(e),
             Err(Fail::Table(e)) => return Err(e),
         };
+        self.audit(&actor, env, &result, clock)?;
         // Retention counts from the deadline base, so a record is never
         // pruned before it is a full retention old in real time.
         let rec = IdempotencyRecord {
@@ -323,10 +310,39 @@ impl<'a, T: WriteTables> State<'a, T> {
         })
     }
 
-    fn execute(&mut self, env: &Envelope, clock: StateClock) -> Step<Outcome> {
+    /// Records a staff action in the audit trail (what
+    /// [`Command::audit_entry`] names), refused ones included.
+    fn audit(
+        &mut self,
+        actor: &Actor,
+        env: &Envelope,
+        result: &CommandResult,
+        clock: StateClock,
+    ) -> Result<(), TableError> {
+        let (Actor::Staff { role, name }, Some((action, detail))) =
+            (actor, env.command.audit_entry())
+        else {
+            return Ok(());
+        };
+        access::append_audit(
+            self.t,
+            AuditEntry {
+                at_ms: clock.now,
+                actor: name,
+                role: *role,
+                action,
+                detail,
+                origin: env.origin.as_deref().unwrap_or(""),
+                outcome: result.as_ref().err().map_or("ok", |e| e.code()),
+            },
+        )
+    }
+
+    fn execute(&mut self, actor: &Actor, env: &Envelope, clock: StateClock) -> Step<Outcome> {
         let now = clock.now;
         env.command.validate().map_err(DomainError::from)?;
-        let p = &env.principal;
+        access::authorize(actor, &env.command)?;
+        let p = actor;
         match &env.command {
             Command::UpsertProduct {
                 sku,
@@ -334,32 +350,17 @@ impl<'a, T: WriteTables> State<'a, T> {
                 price,
                 currency,
                 active,
-            } => {
-                admin_only(p, "upsert_product")?;
-                self.upsert_product(sku, name.clone(), *price, *currency, *active)
-            }
-            Command::Restock { sku, qty } => {
-                admin_only(p, "restock")?;
-                self.restock(sku, *qty)
-            }
-            Command::SetStock { sku, on_hand } => {
-                admin_only(p, "set_stock")?;
-                self.set_stock(sku, *on_hand)
-            }
-            Command::OpenAccount { id, kind, currency } => {
-                admin_only(p, "open_account")?;
-                self.open_account(id, *kind, *currency)
-            }
-            Command::Deposit { account, amount } => {
-                admin_only(p, "deposit")?;
-                self.deposit(account, *amount)
-            }
+            } => self.upsert_product(sku, name.clone(), *price, *currency, *active),
+            Command::Restock { sku, qty } => self.restock(sku, *qty),
+            Command::SetStock { sku, on_hand } => self.set_stock(sku, *on_hand),
+            Command::OpenAccount { id, kind, currency } => self.open_account(id, *kind, *currency),
+            Command::Deposit { account, amount } => self.deposit(account, *amount),
             Command::PlaceOrder {
                 customer,
                 lines,
                 ttl_seconds,
             } => {
-                owner_or_admin(p, customer)?;
+                access::owns(p, customer)?;
                 self.place(customer, lines, *ttl_seconds, clock)
             }
             Command::PayOrder { order } => self.pay(p, *order, now),
@@ -369,32 +370,62 @@ impl<'a, T: WriteTables> State<'a, T> {
                     .map(Outcome::Order)
             }
             Command::ShipOrder { order } => {
-                admin_only(p, "ship")?;
                 self.advance(*order, OrderStatus::Paid, OrderStatus::Shipped, "ship", now)
             }
-            Command::DeliverOrder { order } => {
-                admin_only(p, "deliver")?;
-                self.advance(
-                    *order,
-                    OrderStatus::Shipped,
-                    OrderStatus::Delivered,
-                    "deliver",
-                    now,
-                )
+            Command::DeliverOrder { order } => self.advance(
+                *order,
+                OrderStatus::Shipped,
+                OrderStatus::Delivered,
+                "deliver",
+                now,
+            ),
+            Command::RefundOrder { order, restock } => self.refund(*order, *restock, now),
+            Command::ExpireDue { now_ms } => self.expire_due((*now_ms).min(now), now),
+            Command::CreateKey {
+                id,
+                name,
+                role,
+                account,
+                secret_hash,
+                ttl_seconds,
+            } => {
+                let key = NewKey {
+                    id,
+                    name,
+                    role: *role,
+                    account: account.as_ref(),
+                    secret_hash: *secret_hash,
+                    ttl_seconds: *ttl_seconds,
+                };
+                let by = match p {
+                    Actor::Staff { name, .. } => name.as_str(),
+                    _ => "",
+                };
+                access::create_key(self.t, key, by, now, clock.deadline_base)
+                    .map(Outcome::KeyCreated)
             }
-            Command::RefundOrder { order, restock } => {
-                admin_only(p, "refund")?;
-                self.refund(*order, *restock, now)
+            Command::RevokeKey { id } => access::revoke_key(self.t, id).map(Outcome::KeyRevoked),
+            Command::IssueCustomerToken {
+                account,
+                ttl_seconds,
+            } => {
+                let (generation, expires_at_ms) =
+                    access::issue_token(self.t, account, *ttl_seconds, clock.deadline_base)?;
+                Ok(Outcome::CustomerToken {
+                    account: account.clone(),
+                    generation,
+                    expires_at_ms,
+                })
             }
-            Command::ExpireDue { now_ms } => {
-                if !matches!(p, Principal::System | Principal::Admin) {
-                    return Err(DomainError::Forbidden {
-                        reason: "expire_due is proposed by the cluster".into(),
-                    }
-                    .into());
-                }
-                self.expire_due((*now_ms).min(now), now)
+            Command::RevokeCustomerTokens { account } => {
+                let generation = access::revoke_tokens(self.t, account)?;
+                Ok(Outcome::CustomerTokensRevoked {
+                    account: account.clone(),
+                    generation,
+                })
             }
+            // The audit record itself is written by `audit`.
+            Command::Record { .. } => Ok(Outcome::Recorded),
         }
     }
 
@@ -432,9 +463,9 @@ impl<'a, T: WriteTables> State<'a, T> {
             &keys::currency_account(currency, kind),
         )?)
     }
-    fn order_for(&self, p: &Principal, id: OrderId) -> Step<Order> {
+    fn order_for(&self, p: &Actor, id: OrderId) -> Step<Order> {
         let o = self.order(id)?;
-        owner_or_admin(p, &o.customer)?;
+        access::owns(p, &o.customer)?;
         Ok(o)
     }
 
@@ -887,7 +918,7 @@ impl<'a, T: WriteTables> State<'a, T> {
         q
     }
 
-    fn pay(&mut self, p: &Principal, id: OrderId, now: u64) -> Step<Outcome> {
+    fn pay(&mut self, p: &Actor, id: OrderId, now: u64) -> Step<Outcome> {
         let mut o = self.order_for(p, id)?;
         Self::check_transition(&o, OrderStatus::Paid, "pay")?;
         if o.expires_at_ms <= now {

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)] // Test module: a failed unwrap is a failed test.
 
 use super::*;
-use crate::command::{LINE_QTY_MAX, ORDER_LINES_MAX, ORDER_TTL_MAX_S};
+use crate::command::{Principal, LINE_QTY_MAX, ORDER_LINES_MAX, ORDER_TTL_MAX_S};
 use crate::error::FieldError;
 use crate::ids::{ProductName, RequestId, ID_LEN_MAX, PRODUCT_NAME_LEN_MAX, REQUEST_ID_LEN_MAX};
 use crate::invariants::{check_invariants, Violation};
@@ -32,7 +32,7 @@ fn rid(s: &str) -> RequestId {
     RequestId::new(s).unwrap()
 }
 fn customer(s: &str) -> Principal {
-    Principal::Customer(acct(s))
+    Principal::customer(acct(s))
 }
 fn lines(ls: &[(&str, u64)]) -> Vec<LineRequest> {
     ls.iter()
@@ -87,9 +87,14 @@ fn restock(s: &str, qty: u64) -> Command {
 fn business_rows(t: &MemTables) -> Vec<(Table, Vec<Row>)> {
     Table::ALL
         .iter()
-        .filter(|t| !matches!(t, Table::Idempotency | Table::IdempotencyByTime))
+        .filter(|t| {
+            !matches!(
+                t,
+                Table::Idempotency | Table::IdempotencyByTime | Table::Audit
+            )
+        })
         .map(|table| {
-            let rows = t
+            let mut rows = t
                 .scan(
                     *table,
                     Bound::Unbounded,
@@ -98,6 +103,7 @@ fn business_rows(t: &MemTables) -> Vec<(Table, Vec<Row>)> {
                     usize::MAX,
                 )
                 .unwrap();
+            rows.retain(|(k, _)| k.as_slice() != crate::keys::META_AUDIT_NEXT);
             (*table, rows)
         })
         .collect()
@@ -168,6 +174,7 @@ impl World {
         Envelope {
             request_id: rid(&format!("r{}", self.n)),
             principal,
+            origin: None,
             command,
         }
     }
@@ -235,7 +242,8 @@ impl World {
     }
 
     /// Runs a command that must be refused, and checks that the refusal
-    /// changed nothing but its own idempotency record.
+    /// changed nothing but its own idempotency record and, for staff, the
+    /// audit record of the attempt.
     fn refused_as(&mut self, principal: Principal, command: Command) -> DomainError {
         // Bring the state clock (and pruning) up to the current leader time
         // first: any batch does that, so it is not the refusal's doing.
@@ -1172,6 +1180,7 @@ fn a_different_body_or_principal_under_a_used_key_is_a_conflict() {
     let original = Envelope {
         request_id: rid("key-1"),
         principal: customer("alice"),
+        origin: None,
         command: place_cmd("alice", &[("A", 1)]),
     };
     let first = w.apply(vec![original.clone()]).remove(0);
@@ -1182,6 +1191,7 @@ fn a_different_body_or_principal_under_a_used_key_is_a_conflict() {
     };
     let other_principal = Envelope {
         principal: Principal::Admin,
+        origin: None,
         ..original.clone()
     };
     for env in [other_body, other_principal] {
@@ -1207,6 +1217,7 @@ fn idempotency_records_are_pruned_after_the_retention_window() {
     let env = Envelope {
         request_id: rid("old"),
         principal: Principal::Admin,
+        origin: None,
         command: restock("A", 1),
     };
     w.apply(vec![env.clone()]);
@@ -1474,6 +1485,7 @@ fn names_and_ids_have_length_limits() {
     let env = Envelope {
         request_id: rid(&long_key),
         principal: Principal::Admin,
+        origin: None,
         command: restock(&long_sku, 1),
     };
     assert!(w.apply(vec![env])[0].result.is_ok());
@@ -1766,6 +1778,7 @@ fn the_checker_detects_an_idempotency_record_without_its_time_entry() {
     let env = Envelope {
         request_id: rid("lonely"),
         principal: Principal::Admin,
+        origin: None,
         command: restock("A", 1),
     };
     w.apply(vec![env]);
@@ -1840,4 +1853,291 @@ fn a_malformed_idempotency_time_key_is_corruption_not_a_panic() {
         ),
         "{err:?}"
     );
+}
+
+// ----- identities, roles and the audit trail ---------------------------------
+
+fn key_id(s: &str) -> crate::ids::KeyId {
+    crate::ids::KeyId::new(s).unwrap()
+}
+
+fn create_key(id: &str, role: crate::identity::Role, account: Option<&str>) -> Command {
+    Command::CreateKey {
+        id: key_id(id),
+        name: format!("{id} for tests"),
+        role,
+        account: account.map(acct),
+        secret_hash: crate::identity::secret_hash(id),
+        ttl_seconds: None,
+    }
+}
+
+fn audit_trail(w: &World) -> Vec<crate::identity::AuditRecord> {
+    query::audit(&w.t, None, Some(500)).unwrap().items
+}
+
+#[test]
+fn each_role_may_apply_exactly_its_commands() {
+    use crate::identity::Role;
+    let mut w = World::new();
+    for (id, role, account) in [
+        ("k-admin", Role::Admin, None),
+        ("k-operator", Role::Operator, None),
+        ("k-support", Role::Support, None),
+        ("k-merchant", Role::Merchant, None),
+        ("k-alice", Role::Customer, Some("alice")),
+    ] {
+        w.ok(create_key(id, role, account));
+    }
+    let key = |id: &str| Principal::Key(key_id(id));
+    // The catalogue: admin and merchant.
+    for id in ["k-admin", "k-merchant"] {
+        w.ok_as(key(id), restock("A", 1));
+    }
+    for id in ["k-operator", "k-support", "k-alice"] {
+        let e = w.refused_as(key(id), restock("A", 1));
+        assert!(
+            matches!(&e, DomainError::Forbidden { reason } if reason.contains("admin or merchant")),
+            "{id}: {e}"
+        );
+    }
+    // Accounts and money: admin only.
+    w.ok_as(key("k-admin"), deposit("bob", 1));
+    for id in ["k-operator", "k-support", "k-merchant", "k-alice"] {
+        w.refused_as(key(id), deposit("bob", 1));
+    }
+    // Orders: the customer key for its own account only.
+    match w.ok_as(key("k-alice"), place_cmd("alice", &[("A", 1)])) {
+        Outcome::Order(o) => assert_eq!(o.customer, acct("alice")),
+        o => panic!("{o:?}"),
+    }
+    w.refused_as(key("k-alice"), place_cmd("bob", &[("A", 1)]));
+    for id in ["k-operator", "k-support", "k-merchant"] {
+        w.refused_as(key(id), place_cmd("alice", &[("A", 1)]));
+    }
+    // The audit record of an operation: admin and operator.
+    let record = || Command::Record {
+        action: "add_learner".into(),
+        detail: "node=4".into(),
+    };
+    w.ok_as(key("k-operator"), record());
+    w.refused_as(key("k-support"), record());
+    // Keys: admin only, the admin token included.
+    w.refused_as(key("k-operator"), create_key("k-x", Role::Admin, None));
+    w.ok_as(Principal::Admin, create_key("k-x", Role::Admin, None));
+    // Expiry: the cluster, or the admin.
+    w.refused_as(key("k-merchant"), Command::ExpireDue { now_ms: T0 });
+}
+
+#[test]
+fn a_revoked_key_is_refused_from_the_entry_that_revoked_it_on_replays_included() {
+    use crate::identity::Role;
+    let mut w = World::new();
+    w.ok(create_key("k-m", Role::Merchant, None));
+    let m = Principal::Key(key_id("k-m"));
+    let first = w.env(m.clone(), restock("A", 1));
+    let applied = w.apply(vec![first.clone()]).remove(0);
+    assert!(applied.result.is_ok());
+    // Revocation and a use in the same batch: the use after it is refused.
+    let revoke = w.env(Principal::Admin, Command::RevokeKey { id: key_id("k-m") });
+    let after = w.env(m.clone(), restock("A", 1));
+    let out = w.apply(vec![revoke, after]);
+    assert!(matches!(out[0].result, Ok(Outcome::KeyRevoked(_))));
+    assert!(
+        matches!(&out[1].result, Err(DomainError::Unauthorized { reason }) if reason.contains("k-m")),
+        "{:?}",
+        out[1].result
+    );
+    // The replay of the first request is refused too, and its stored
+    // result is kept for nobody.
+    let before = business_rows(&w.t);
+    let replay = w.apply(vec![first]).remove(0);
+    assert!(!replay.replayed);
+    assert!(matches!(
+        replay.result,
+        Err(DomainError::Unauthorized { .. })
+    ));
+    assert!(business_rows(&w.t) == before);
+    // Revoking it again: not found.
+    assert!(matches!(
+        w.refused(Command::RevokeKey { id: key_id("k-m") }),
+        DomainError::NotFound { .. }
+    ));
+    assert!(query::key(&w.t, &key_id("k-m")).unwrap().is_none());
+}
+
+#[test]
+fn a_key_expires_by_the_state_clock_never_early() {
+    use crate::identity::Role;
+    let mut w = World::new();
+    w.ok(Command::CreateKey {
+        id: key_id("k-short"),
+        name: "an hour".into(),
+        role: Role::Merchant,
+        account: None,
+        secret_hash: [7; 32],
+        ttl_seconds: Some(3600),
+    });
+    let k = Principal::Key(key_id("k-short"));
+    w.now_ms += 3_599_000;
+    w.ok_as(k.clone(), restock("A", 1));
+    w.now_ms += 1_000;
+    let e = w.refused_as(k, restock("A", 1));
+    assert!(matches!(e, DomainError::Unauthorized { .. }), "{e}");
+}
+
+#[test]
+fn key_creation_checks_role_account_name_and_duplicates() {
+    use crate::identity::Role;
+    let mut w = World::new();
+    w.ok(create_key("k-1", Role::Support, None));
+    assert!(matches!(
+        w.refused(create_key("k-1", Role::Support, None)),
+        DomainError::AlreadyExists { .. }
+    ));
+    let e = w.refused(create_key("k-2", Role::Customer, None));
+    assert!(
+        matches!(&e, DomainError::Validation(f) if f.field == "account"),
+        "{e}"
+    );
+    let e = w.refused(create_key("k-2", Role::Operator, Some("alice")));
+    assert!(
+        matches!(&e, DomainError::Validation(f) if f.field == "account"),
+        "{e}"
+    );
+    let e = w.refused(create_key("k-2", Role::Customer, Some("shop")));
+    assert!(
+        matches!(&e, DomainError::Validation(f) if f.field == "account"),
+        "{e}"
+    );
+    let e = w.refused(create_key("k-2", Role::Customer, Some("nobody")));
+    assert!(matches!(e, DomainError::NotFound { .. }), "{e}");
+    let named = |name: &str| {
+        let Command::CreateKey {
+            id,
+            role,
+            account,
+            secret_hash,
+            ttl_seconds,
+            ..
+        } = create_key("k-2", Role::Support, None)
+        else {
+            unreachable!()
+        };
+        Command::CreateKey {
+            id,
+            name: name.into(),
+            role,
+            account,
+            secret_hash,
+            ttl_seconds,
+        }
+    };
+    for bad in [String::new(), "x".repeat(101), "a\nb".into()] {
+        let e = w.refused(named(&bad));
+        assert!(
+            matches!(&e, DomainError::Validation(f) if f.field == "name"),
+            "{e}"
+        );
+    }
+    let listed = query::keys(&w.t, None, None).unwrap().items;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].created_by, "admin-token");
+}
+
+#[test]
+fn revoking_a_customers_tokens_refuses_the_old_generation_only() {
+    let mut w = World::new();
+    let token = |generation| Principal::Customer {
+        account: acct("alice"),
+        generation,
+    };
+    w.ok_as(token(0), place_cmd("alice", &[("A", 1)]));
+    match w.ok(Command::IssueCustomerToken {
+        account: acct("alice"),
+        ttl_seconds: Some(60),
+    }) {
+        Outcome::CustomerToken {
+            generation,
+            expires_at_ms,
+            ..
+        } => {
+            assert_eq!(generation, 0);
+            assert!(expires_at_ms >= w.now_ms + 60_000);
+        }
+        o => panic!("{o:?}"),
+    }
+    match w.ok(Command::RevokeCustomerTokens {
+        account: acct("alice"),
+    }) {
+        Outcome::CustomerTokensRevoked { generation, .. } => assert_eq!(generation, 1),
+        o => panic!("{o:?}"),
+    }
+    let e = w.refused_as(token(0), place_cmd("alice", &[("A", 1)]));
+    assert!(matches!(e, DomainError::Unauthorized { .. }), "{e}");
+    w.ok_as(token(1), place_cmd("alice", &[("A", 1)]));
+    // Bob's tokens were not touched.
+    w.ok_as(customer("bob"), place_cmd("bob", &[("A", 1)]));
+    // Only customers have tokens.
+    let e = w.refused(Command::IssueCustomerToken {
+        account: acct("shop"),
+        ttl_seconds: None,
+    });
+    assert!(matches!(e, DomainError::Validation(_)), "{e}");
+}
+
+#[test]
+fn staff_actions_are_audited_with_who_what_when_where_and_outcome() {
+    use crate::identity::Role;
+    let mut w = World::new();
+    let seeded = audit_trail(&w).len();
+    assert_eq!(seeded, 18, "World::new's admin commands are recorded");
+    w.ok(create_key("k-m", Role::Merchant, None));
+    let mut env = w.env(Principal::Key(key_id("k-m")), restock("A", 2));
+    env.origin = Some("10.0.0.7:5123".into());
+    w.apply(vec![env]);
+    w.refused_as(Principal::Key(key_id("k-m")), restock("NOPE", 1));
+    // A customer's order and the admin's are shop traffic, not audited.
+    w.ok_as(customer("alice"), place_cmd("alice", &[("A", 1)]));
+    w.ok(place_cmd("bob", &[("A", 1)]));
+    let trail = audit_trail(&w);
+    assert_eq!(trail.len(), seeded + 3);
+    let (newest, restocked, created) = (&trail[0], &trail[1], &trail[2]);
+    assert_eq!(created.action, "create_key");
+    assert_eq!(created.actor, "admin-token");
+    assert_eq!(created.role, Role::Admin);
+    assert!(
+        created.detail.contains("role=merchant"),
+        "{}",
+        created.detail
+    );
+    assert_eq!(restocked.actor, "key:k-m");
+    assert_eq!(restocked.role, Role::Merchant);
+    assert_eq!(restocked.detail, "sku=A qty=2");
+    assert_eq!(restocked.origin, "10.0.0.7:5123");
+    assert_eq!(restocked.outcome, "ok");
+    assert_eq!(restocked.at_ms, w.summary().clock_ms);
+    assert_eq!(newest.outcome, "not_found");
+    assert!(trail.windows(2).all(|p| p[0].seq == p[1].seq + 1));
+    // Pages continue from the cursor, newest first.
+    let page = query::audit(&w.t, None, Some(2)).unwrap();
+    let rest = query::audit(&w.t, page.next_cursor.as_deref(), Some(500)).unwrap();
+    assert_eq!(rest.items[0].seq, page.items[1].seq - 1);
+}
+
+#[test]
+fn the_audit_trail_keeps_its_last_records_only() {
+    use crate::identity::AUDIT_RECORDS_MAX;
+    let mut w = World::empty();
+    // Jump the sequence near the limit, as a long-lived cluster would be.
+    let next = AUDIT_RECORDS_MAX + 5;
+    w.t.put(Table::Meta, keys::META_AUDIT_NEXT, &encode(&next))
+        .unwrap();
+    w.t.put(Table::Audit, &keys::audit(6), &[]).unwrap();
+    w.ok(open("shop", AccountKind::Merchant, "EUR"));
+    // seq `next` was written and seq `next - MAX` (5) dropped; 6 stays.
+    assert!(w.t.get(Table::Audit, &keys::audit(next)).unwrap().is_some());
+    assert!(w.t.get(Table::Audit, &keys::audit(6)).unwrap().is_some());
+    w.ok(open("world", AccountKind::External, "EUR"));
+    assert!(w.t.get(Table::Audit, &keys::audit(6)).unwrap().is_none());
 }

@@ -5,7 +5,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::FieldError;
-use crate::ids::{AccountId, Currency, OrderId, ProductName, RequestId, Sku};
+use crate::identity::{
+    Role, AUDIT_TEXT_LEN_MAX, CUSTOMER_TOKEN_TTL_MAX_S, KEY_NAME_LEN_MAX, KEY_TTL_MAX_S,
+};
+use crate::ids::{AccountId, Currency, KeyId, OrderId, ProductName, RequestId, Sku};
 use crate::model::AccountKind;
 use crate::money::Minor;
 
@@ -28,16 +31,40 @@ pub const ORDER_TTL_MAX_S: u32 = 7 * 24 * 3600;
 /// Most commands in one batch (`/v1/batch` and one Raft entry alike).
 pub const BATCH_COMMANDS_MAX: usize = 1_000;
 
-/// Who is acting. Decides what a command may touch.
+/// Longest `origin` an envelope may carry (a socket address fits).
+pub const ORIGIN_LEN_MAX: usize = 64;
+
+/// Who is acting, as the node authenticated it. The state machine turns it
+/// into a role when the command applies, from the replicated state: a key
+/// revoked or a customer's tokens revoked by an earlier entry are refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Principal {
-    /// An operator with the admin token: may do anything.
+    /// The holder of the cluster's admin token: the `admin` role.
     Admin,
-    /// A customer: may place, pay and cancel its own orders.
-    Customer(AccountId),
+    /// A customer with a customer token of token generation `generation`:
+    /// may place, pay and cancel its own orders.
+    Customer {
+        /// The customer's account.
+        account: AccountId,
+        /// The account's token generation the token was issued in.
+        generation: u32,
+    },
     /// The cluster itself (the leader's `ExpireDue`).
     System,
+    /// The holder of an API key (by its secret or by a client certificate
+    /// naming it): the key's role, read from the state at apply time.
+    Key(KeyId),
+}
+
+impl Principal {
+    /// A customer with a token of the first generation (tests, tools).
+    pub fn customer(account: AccountId) -> Self {
+        Principal::Customer {
+            account,
+            generation: 0,
+        }
+    }
 }
 
 /// One line of a `PlaceOrder`.
@@ -161,6 +188,55 @@ pub enum Command {
         #[schema(minimum = 0, maximum = 18_446_744_073_709_551_615_u64)]
         now_ms: u64,
     },
+    /// Create an API key. The node chooses the id and the secret and sends
+    /// only the secret's hash; not accepted in a batch.
+    CreateKey {
+        /// The new key's id.
+        #[schema(value_type = String)]
+        id: KeyId,
+        /// What the key is for, 1 to `KEY_NAME_LEN_MAX` bytes.
+        name: String,
+        /// What it may do.
+        role: Role,
+        /// For the `customer` role, its account; none for other roles.
+        #[schema(value_type = Option<String>)]
+        account: Option<AccountId>,
+        /// `identity::secret_hash` of the secret.
+        #[schema(value_type = String)]
+        secret_hash: [u8; 32],
+        /// Lifetime in seconds, up to `KEY_TTL_MAX_S`; none never expires.
+        ttl_seconds: Option<u64>,
+    },
+    /// Revoke (delete) an API key; not accepted in a batch.
+    RevokeKey {
+        /// The key.
+        #[schema(value_type = String)]
+        id: KeyId,
+    },
+    /// Note the issue of a customer token and learn what to sign: the
+    /// account's token generation and the token's expiry. Not accepted in
+    /// a batch.
+    IssueCustomerToken {
+        /// The customer's account.
+        account: AccountId,
+        /// Lifetime in seconds, 1 to `CUSTOMER_TOKEN_TTL_MAX_S`.
+        ttl_seconds: Option<u32>,
+    },
+    /// Revoke every token issued to an account so far; not accepted in a
+    /// batch.
+    RevokeCustomerTokens {
+        /// The customer's account.
+        account: AccountId,
+    },
+    /// Record an operation the state machine does not perform itself
+    /// (membership, compaction, a backup read) in the audit trail; sent by
+    /// the node, not accepted in a batch.
+    Record {
+        /// The operation's name.
+        action: String,
+        /// Its parameters.
+        detail: String,
+    },
 }
 
 fn default_true() -> bool {
@@ -234,6 +310,37 @@ impl Command {
                     }
                 }
             }
+            Command::CreateKey {
+                name, ttl_seconds, ..
+            } => {
+                text_field("name", name, KEY_NAME_LEN_MAX)?;
+                if ttl_seconds.is_some_and(|t| t == 0 || t > KEY_TTL_MAX_S) {
+                    return Err(FieldError::new(
+                        "ttl_seconds",
+                        format!("must be 1 to {KEY_TTL_MAX_S}"),
+                    ));
+                }
+            }
+            Command::IssueCustomerToken { ttl_seconds, .. } => {
+                if ttl_seconds.is_some_and(|t| t == 0 || t > CUSTOMER_TOKEN_TTL_MAX_S) {
+                    return Err(FieldError::new(
+                        "ttl_seconds",
+                        format!("must be 1 to {CUSTOMER_TOKEN_TTL_MAX_S}"),
+                    ));
+                }
+            }
+            Command::Record { action, detail } => {
+                text_field("action", action, AUDIT_TEXT_LEN_MAX)?;
+                if detail.len() > AUDIT_TEXT_LEN_MAX || detail.chars().any(char::is_control) {
+                    return Err(FieldError::new(
+                        "detail",
+                        format!(
+                            "must be at most {AUDIT_TEXT_LEN_MAX} bytes without control characters"
+                        ),
+                    ));
+                }
+            }
+            Command::RevokeKey { .. } | Command::RevokeCustomerTokens { .. } => {}
             Command::OpenAccount { .. }
             | Command::PayOrder { .. }
             | Command::CancelOrder { .. }
@@ -260,8 +367,129 @@ impl Command {
             Command::DeliverOrder { .. } => "deliver_order",
             Command::RefundOrder { .. } => "refund_order",
             Command::ExpireDue { .. } => "expire_due",
+            Command::CreateKey { .. } => "create_key",
+            Command::RevokeKey { .. } => "revoke_key",
+            Command::IssueCustomerToken { .. } => "issue_customer_token",
+            Command::RevokeCustomerTokens { .. } => "revoke_customer_tokens",
+            Command::Record { .. } => "record",
         }
     }
+
+    /// The roles that may apply the command. A customer may besides act
+    /// on its own account and orders where [`Command::owner_may`] says so,
+    /// and only the cluster (or the admin) expires reservations.
+    pub fn writers(&self) -> &'static [Role] {
+        match self {
+            Command::UpsertProduct { .. } | Command::Restock { .. } | Command::SetStock { .. } => {
+                &[Role::Admin, Role::Merchant]
+            }
+            Command::Record { .. } => &[Role::Admin, Role::Operator],
+            Command::OpenAccount { .. }
+            | Command::Deposit { .. }
+            | Command::PlaceOrder { .. }
+            | Command::PayOrder { .. }
+            | Command::CancelOrder { .. }
+            | Command::ShipOrder { .. }
+            | Command::DeliverOrder { .. }
+            | Command::RefundOrder { .. }
+            | Command::ExpireDue { .. }
+            | Command::CreateKey { .. }
+            | Command::RevokeKey { .. }
+            | Command::IssueCustomerToken { .. }
+            | Command::RevokeCustomerTokens { .. } => &[Role::Admin],
+        }
+    }
+
+    /// True for the commands a customer may send for its own account or
+    /// order (the state machine checks the ownership).
+    pub fn owner_may(&self) -> bool {
+        matches!(
+            self,
+            Command::PlaceOrder { .. } | Command::PayOrder { .. } | Command::CancelOrder { .. }
+        )
+    }
+
+    /// The names ([`Command::name`]) of the commands `/v1/batch` refuses:
+    /// identities and the audit trail have their own routes.
+    pub const NOT_IN_BATCH: [&'static str; 5] = [
+        "create_key",
+        "revoke_key",
+        "issue_customer_token",
+        "revoke_customer_tokens",
+        "record",
+    ];
+
+    /// True for the commands `/v1/batch` accepts: the commerce commands.
+    pub fn in_batch(&self) -> bool {
+        !Self::NOT_IN_BATCH.contains(&self.name())
+    }
+
+    /// What the audit trail records when staff apply the command: its
+    /// action and detail, or `None` for the commerce a customer could do
+    /// itself (placing, paying, cancelling orders) and for expiry, which
+    /// are shop traffic rather than administration.
+    pub fn audit_entry(&self) -> Option<(String, String)> {
+        let detail = match self {
+            Command::PlaceOrder { .. }
+            | Command::PayOrder { .. }
+            | Command::CancelOrder { .. }
+            | Command::ExpireDue { .. } => return None,
+            Command::Record { action, detail } => return Some((action.clone(), detail.clone())),
+            Command::UpsertProduct {
+                sku,
+                price,
+                currency,
+                active,
+                ..
+            } => format!(
+                "sku={sku} price={} currency={currency} active={active}",
+                price.0
+            ),
+            Command::Restock { sku, qty } => format!("sku={sku} qty={qty}"),
+            Command::SetStock { sku, on_hand } => format!("sku={sku} on_hand={on_hand}"),
+            Command::OpenAccount { id, kind, currency } => {
+                format!("account={id} kind={} currency={currency}", kind.as_str())
+            }
+            Command::Deposit { account, amount } => {
+                format!("account={account} amount={}", amount.0)
+            }
+            Command::ShipOrder { order } | Command::DeliverOrder { order } => {
+                format!("order={order}")
+            }
+            Command::RefundOrder { order, restock } => format!("order={order} restock={restock}"),
+            Command::CreateKey {
+                id,
+                role,
+                account,
+                ttl_seconds,
+                ..
+            } => {
+                let mut d = format!("key={id} role={}", role.as_str());
+                if let Some(a) = account {
+                    d.push_str(&format!(" account={a}"));
+                }
+                if let Some(t) = ttl_seconds {
+                    d.push_str(&format!(" ttl_seconds={t}"));
+                }
+                d
+            }
+            Command::RevokeKey { id } => format!("key={id}"),
+            Command::IssueCustomerToken { account, .. }
+            | Command::RevokeCustomerTokens { account } => format!("account={account}"),
+        };
+        Some((self.name().to_owned(), detail))
+    }
+}
+
+/// Checks a required short text: 1 to `max` bytes, no control character.
+fn text_field(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
+    if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            field,
+            format!("must be 1 to {max} bytes without control characters"),
+        ));
+    }
+    Ok(())
 }
 
 /// A command with its idempotency key and the principal acting.
@@ -271,6 +499,10 @@ pub struct Envelope {
     pub request_id: RequestId,
     /// Who is acting.
     pub principal: Principal,
+    /// Where the request came from, as the node that took it saw it (at
+    /// most [`ORIGIN_LEN_MAX`] bytes; recorded in the audit trail, not part
+    /// of the fingerprint: a retry from elsewhere is the same request).
+    pub origin: Option<String>,
     /// What to do.
     pub command: Command,
 }
@@ -367,6 +599,7 @@ mod tests {
         let env = |p: Principal, qty| Envelope {
             request_id: RequestId::new("k").unwrap(),
             principal: p,
+            origin: None,
             command: Command::Restock { sku: sku(), qty },
         };
         assert_eq!(
@@ -387,7 +620,8 @@ mod tests {
     fn commands_round_trip_through_postcard() {
         let c = Envelope {
             request_id: RequestId::new("k").unwrap(),
-            principal: Principal::Customer(AccountId::new("c").unwrap()),
+            principal: Principal::customer(AccountId::new("c").unwrap()),
+            origin: None,
             command: Command::PlaceOrder {
                 customer: AccountId::new("c").unwrap(),
                 lines: vec![LineRequest { sku: sku(), qty: 2 }],

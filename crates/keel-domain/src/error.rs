@@ -91,6 +91,13 @@ pub enum DomainError {
         /// Why, for a human.
         reason: String,
     },
+    /// The credential the command came with is no longer good: its key
+    /// was revoked or has expired, or its customer's tokens were revoked.
+    #[error("unauthorized: {reason}")]
+    Unauthorized {
+        /// Why, for a human.
+        reason: String,
+    },
     /// An amount or quantity would overflow its integer type.
     #[error("arithmetic overflow in {what}")]
     Overflow {
@@ -113,6 +120,7 @@ impl DomainError {
             DomainError::IdempotencyConflict { .. } => "idempotency_conflict",
             DomainError::Forbidden { .. } => "forbidden",
             DomainError::Overflow { .. } => "overflow",
+            DomainError::Unauthorized { .. } => "unauthorized",
         }
     }
 

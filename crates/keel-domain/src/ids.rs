@@ -125,6 +125,14 @@ string_id!(
     "alice"
 );
 
+string_id!(
+    /// An API key's id: the same alphabet and length as a SKU. The node
+    /// that creates a key chooses it at random; it is not a secret.
+    KeyId,
+    "key",
+    "k-5f3a9c0e1d2b4a68"
+);
+
 /// An order's id, assigned by the state machine: dense and increasing from 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]

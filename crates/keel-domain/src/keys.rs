@@ -64,6 +64,15 @@ pub fn currency_account(currency: Currency, kind: AccountKind) -> Vec<u8> {
 
 /// Key of the summary singleton in `Meta`.
 pub const META_SUMMARY: &[u8] = b"summary";
+/// Key in `Meta` of the number of API keys held (`u64`).
+pub const META_KEY_COUNT: &[u8] = b"key_count";
+/// Key in `Meta` of the sequence number the next audit record gets (`u64`).
+pub const META_AUDIT_NEXT: &[u8] = b"audit_next";
+
+/// Key in `Audit`.
+pub fn audit(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
 
 #[cfg(test)]
 mod tests {

@@ -13,26 +13,31 @@
 //!   after every batch in debug builds by the store.
 #![deny(missing_docs)]
 
+mod access;
 pub mod apply;
 pub mod codec;
 pub mod command;
 pub mod error;
 pub mod field;
 pub mod hashing;
+pub mod identity;
 pub mod ids;
 pub mod invariants;
 pub mod keys;
 pub mod model;
 pub mod money;
 pub mod query;
+mod step;
 pub mod tables;
 pub mod test_bugs;
 pub mod whole;
 
+pub use access::token_generation;
 pub use apply::{apply_batch, Applied, CommandResult, Outcome};
 pub use command::{Batch, Command, Envelope, LineRequest, Principal};
 pub use error::{DomainError, FieldError, ShortLine, TableError};
-pub use ids::{AccountId, Currency, OrderId, ProductName, RequestId, Sku};
+pub use identity::{ApiKey, AuditRecord, KeyInfo, Role};
+pub use ids::{AccountId, Currency, KeyId, OrderId, ProductName, RequestId, Sku};
 pub use invariants::{check_invariants, Violation};
 pub use model::{
     Account, AccountKind, Order, OrderLine, OrderStatus, Product, StatusChange, Stock, StockLedger,

@@ -10,7 +10,8 @@ use keel_protocol::hex;
 
 use crate::codec::decode;
 use crate::error::{FieldError, TableError};
-use crate::ids::{AccountId, OrderId, Sku};
+use crate::identity::{ApiKey, AuditRecord, KeyInfo};
+use crate::ids::{AccountId, KeyId, OrderId, Sku};
 use crate::keys;
 use crate::model::{Account, Order, Product, Summary};
 use crate::tables::{prefix_end, Direction, ReadTables, Table};
@@ -61,12 +62,20 @@ fn parse_cursor(cursor: Option<&str>) -> Result<Option<Vec<u8>>, FieldError> {
     hex::decode(c).map(Some).map_err(|_| bad())
 }
 
+/// The decoded value at `key` of `table`, if any.
+fn record<T: ReadTables, V: serde::de::DeserializeOwned>(
+    t: &T,
+    table: Table,
+    key: &[u8],
+) -> Result<Option<V>, TableError> {
+    t.get(table, key)?
+        .map(|v| decode(table, key, &v))
+        .transpose()
+}
+
 /// The product with its stock, if it exists.
 pub fn product<T: ReadTables>(t: &T, sku: &Sku) -> Result<Option<Product>, TableError> {
-    let k = sku.as_str().as_bytes();
-    t.get(Table::Products, k)?
-        .map(|v| decode(Table::Products, k, &v))
-        .transpose()
+    record(t, Table::Products, sku.as_str().as_bytes())
 }
 
 /// Products in SKU order.
@@ -75,17 +84,30 @@ pub fn products<T: ReadTables>(
     cursor: Option<&str>,
     limit: Option<usize>,
 ) -> Result<Page<Product>, QueryError> {
+    forward_page(t, Table::Products, cursor, limit, |k, v| {
+        decode(Table::Products, k, v)
+    })
+}
+
+/// One page of `table` in key order, from after `cursor`.
+fn forward_page<T: ReadTables, V>(
+    t: &T,
+    table: Table,
+    cursor: Option<&str>,
+    limit: Option<usize>,
+    item: impl FnMut(&[u8], &[u8]) -> Result<V, TableError>,
+) -> Result<Page<V>, QueryError> {
     let limit = page_limit(limit)?;
     let after = parse_cursor(cursor)?;
     let start = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
     let rows = t.scan(
-        Table::Products,
+        table,
         start,
         Bound::Unbounded,
         Direction::Forward,
         limit + 1,
     )?;
-    page(rows, limit, |k, v| decode(Table::Products, k, v))
+    page(rows, limit, item)
 }
 
 fn page<V>(
@@ -109,10 +131,7 @@ fn page<V>(
 
 /// The order, if it exists.
 pub fn order<T: ReadTables>(t: &T, id: OrderId) -> Result<Option<Order>, TableError> {
-    let k = keys::order(id);
-    t.get(Table::Orders, &k)?
-        .map(|v| decode(Table::Orders, &k, &v))
-        .transpose()
+    record(t, Table::Orders, &keys::order(id))
 }
 
 /// A customer's orders, newest first.
@@ -166,10 +185,42 @@ pub fn customer_orders<T: ReadTables>(
 
 /// The account, if it exists.
 pub fn account<T: ReadTables>(t: &T, id: &AccountId) -> Result<Option<Account>, TableError> {
-    let k = id.as_str().as_bytes();
-    t.get(Table::Accounts, k)?
-        .map(|v| decode(Table::Accounts, k, &v))
-        .transpose()
+    record(t, Table::Accounts, id.as_str().as_bytes())
+}
+
+/// The API key, hash included (for checking a secret), if it is held.
+pub fn key<T: ReadTables>(t: &T, id: &KeyId) -> Result<Option<ApiKey>, TableError> {
+    record(t, Table::ApiKeys, id.as_str().as_bytes())
+}
+
+/// The API keys held, in id order, without their hashes.
+pub fn keys<T: ReadTables>(
+    t: &T,
+    cursor: Option<&str>,
+    limit: Option<usize>,
+) -> Result<Page<KeyInfo>, QueryError> {
+    forward_page(t, Table::ApiKeys, cursor, limit, |k, v| {
+        decode::<ApiKey>(Table::ApiKeys, k, v).map(|key| key.info())
+    })
+}
+
+/// The audit trail, newest first.
+pub fn audit<T: ReadTables>(
+    t: &T,
+    cursor: Option<&str>,
+    limit: Option<usize>,
+) -> Result<Page<AuditRecord>, QueryError> {
+    let limit = page_limit(limit)?;
+    let before = parse_cursor(cursor)?;
+    let end = before.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+    let rows = t.scan(
+        Table::Audit,
+        Bound::Unbounded,
+        end,
+        Direction::Backward,
+        limit + 1,
+    )?;
+    page(rows, limit, |k, v| decode(Table::Audit, k, v))
 }
 
 /// Counts and totals for conservation checks from outside.

@@ -32,13 +32,22 @@ pub enum Table {
     /// `currency ++ kind byte` → account id of that currency's merchant or
     /// external account.
     CurrencyAccounts,
-    /// Named singletons (the summary and clock).
+    /// Named singletons (the summary and clock, the key count, the next
+    /// audit sequence number).
     Meta,
+    /// `key id` → [`crate::identity::ApiKey`].
+    ApiKeys,
+    /// `account id` → token generation (`u32`): a customer token of an
+    /// older generation is refused.
+    CustomerTokens,
+    /// `seq (u64 BE)` → [`crate::identity::AuditRecord`]: the audit trail,
+    /// oldest first, the last [`crate::identity::AUDIT_RECORDS_MAX`] kept.
+    Audit,
 }
 
 impl Table {
     /// Every table, in a fixed order (digest, snapshots).
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 12] = [
         Table::Products,
         Table::Accounts,
         Table::Orders,
@@ -48,6 +57,9 @@ impl Table {
         Table::IdempotencyByTime,
         Table::CurrencyAccounts,
         Table::Meta,
+        Table::ApiKeys,
+        Table::CustomerTokens,
+        Table::Audit,
     ];
 
     /// The table's stable name (used as the redb table name).
@@ -62,6 +74,9 @@ impl Table {
             Table::IdempotencyByTime => "idempotency_by_time",
             Table::CurrencyAccounts => "currency_accounts",
             Table::Meta => "meta",
+            Table::ApiKeys => "api_keys",
+            Table::CustomerTokens => "customer_tokens",
+            Table::Audit => "audit",
         }
     }
 }

@@ -73,6 +73,7 @@ impl Shop {
         let env = Envelope {
             request_id: RequestId::new(key).unwrap(),
             principal: p,
+            origin: None,
             command: c,
         };
         let mut out = apply_batch(
@@ -374,7 +375,7 @@ fn idempotent_replay_returns_the_original_and_changes_nothing() {
 fn customers_act_only_on_their_own_orders_and_not_as_admin() {
     let mut s = Shop::new();
     let o = s.order(&[("A", 1)]);
-    let bob = Principal::Customer(acct("bob"));
+    let bob = Principal::customer(acct("bob"));
     assert_eq!(
         s.run_as(bob.clone(), "b1", Command::PayOrder { order: o })
             .result
@@ -396,7 +397,7 @@ fn customers_act_only_on_their_own_orders_and_not_as_admin() {
         .code(),
         "forbidden"
     );
-    let alice = Principal::Customer(acct("alice"));
+    let alice = Principal::customer(acct("alice"));
     assert!(s
         .run_as(alice, "a1", Command::PayOrder { order: o })
         .result

@@ -93,6 +93,7 @@ fn setup() -> Batch {
             .map(|(i, command)| Envelope {
                 request_id: RequestId::new(format!("setup-{i}")).unwrap(),
                 principal: Principal::Admin,
+                origin: None,
                 command,
             })
             .collect(),
@@ -122,7 +123,7 @@ fn mostly_admin() -> impl Strategy<Value = Principal> {
     prop_oneof![
         8 => Just(Principal::Admin),
         1 => Just(Principal::System),
-        1 => arb_buyer().prop_map(Principal::Customer),
+        1 => arb_buyer().prop_map(Principal::customer),
     ]
 }
 
@@ -132,7 +133,7 @@ fn anyone() -> impl Strategy<Value = Principal> {
     prop_oneof![
         3 => Just(Principal::Admin),
         1 => Just(Principal::System),
-        4 => arb_buyer().prop_map(Principal::Customer),
+        4 => arb_buyer().prop_map(Principal::customer),
     ]
 }
 
@@ -181,9 +182,9 @@ fn arb_command() -> impl Strategy<Value = (Principal, Command)> {
                 // Mostly the customer itself, sometimes an admin, rarely
                 // someone else.
                 let p = match who {
-                    0..=5 => Principal::Customer(customer.clone()),
+                    0..=5 => Principal::customer(customer.clone()),
                     6..=8 => Principal::Admin,
-                    _ => Principal::Customer(acct("c2")),
+                    _ => Principal::customer(acct("c2")),
                 };
                 (p, Command::PlaceOrder { customer, lines, ttl_seconds })
             }),
@@ -194,7 +195,7 @@ fn arb_command() -> impl Strategy<Value = (Principal, Command)> {
         2 => (mostly_admin(), order, any::<bool>())
             .prop_map(|(p, order, restock)| (p, Command::RefundOrder { order, restock })),
         2 => (
-            prop_oneof![6 => Just(Principal::System), 2 => Just(Principal::Admin), 1 => arb_buyer().prop_map(Principal::Customer)],
+            prop_oneof![6 => Just(Principal::System), 2 => Just(Principal::Admin), 1 => arb_buyer().prop_map(Principal::customer)],
             0u64..300_000,
         )
             .prop_map(|(p, now_ms)| (p, Command::ExpireDue { now_ms })),
@@ -296,6 +297,7 @@ impl Run {
         let fresh = |n: u64, principal, command| Envelope {
             request_id: RequestId::new(format!("r{n}")).unwrap(),
             principal,
+            origin: None,
             command,
         };
         let env = match step {
@@ -309,6 +311,7 @@ impl Run {
             Step::RetryOther(i, p, c) if !self.sent.is_empty() => Envelope {
                 request_id: self.sent[i.index(self.sent.len())].request_id.clone(),
                 principal: p,
+                origin: None,
                 command: self.resolve(c),
             },
             _ => return None,

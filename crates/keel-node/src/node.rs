@@ -598,6 +598,50 @@ impl Node {
             .await
     }
 
+    /// The API key `id` as this replica holds it (hash included, for
+    /// checking a secret) and this replica's state clock (ms).
+    pub async fn read_key(
+        &self,
+        id: &keel_domain::KeyId,
+    ) -> Result<(Option<keel_domain::ApiKey>, u64), ReadError> {
+        let r = self.sm.reader_async().await?;
+        let key = query::key(&r, id)?;
+        Ok((key, keel_domain::apply::load_summary(&r)?.clock_ms))
+    }
+
+    /// The token generation of `account` as this replica holds it, and
+    /// this replica's state clock (ms).
+    pub async fn read_token_generation(
+        &self,
+        account: &AccountId,
+    ) -> Result<(u32, u64), ReadError> {
+        let r = self.sm.reader_async().await?;
+        let generation = keel_domain::token_generation(&r, account)?;
+        Ok((generation, keel_domain::apply::load_summary(&r)?.clock_ms))
+    }
+
+    /// A page of the API keys, in id order, without their hashes.
+    pub async fn list_keys(
+        &self,
+        consistency: Consistency,
+        cursor: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<ReadAt<Page<keel_domain::KeyInfo>>, ReadError> {
+        self.read_with(consistency, |r| Ok(query::keys(r, cursor, limit)?))
+            .await
+    }
+
+    /// A page of the audit trail, newest first.
+    pub async fn audit(
+        &self,
+        consistency: Consistency,
+        cursor: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<ReadAt<Page<keel_domain::AuditRecord>>, ReadError> {
+        self.read_with(consistency, |r| Ok(query::audit(r, cursor, limit)?))
+            .await
+    }
+
     /// What the leader's expiry chore needs from the local state: the
     /// earliest reservation due (ms), if any, and the state clock (ms, 0
     /// when unknown). A read that fails reads as nothing due at clock 0, so

@@ -452,6 +452,7 @@ mod tests {
         Envelope {
             request_id: RequestId::new(id).unwrap(),
             principal: Principal::Admin,
+            origin: None,
             command: Command::Restock {
                 sku: Sku::new("SKU-1").unwrap(),
                 qty: 1,

@@ -253,12 +253,15 @@ pub async fn run(
         limits,
         tls.map(|t| t.server),
         move |peer: keel_http_server::Peer| {
-            // Each request learns whom its connection is with, for the
-            // internal endpoints' member check.
+            // Each request learns whom its connection is with: the
+            // internal endpoints' member check, the public API's client
+            // certificate identities and the audit trail's origin.
             let caller = ConnectedPeer(peer.cert);
+            let remote = crate::http::auth::RemoteAddr(peer.addr);
             TowerToHyperService::new(app.clone().map_request(
                 move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(caller.clone());
+                    req.extensions_mut().insert(remote);
                     req
                 },
             ))
@@ -400,6 +403,7 @@ async fn expiry_ticker(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             let env = Envelope {
                 request_id,
                 principal: Principal::System,
+                origin: None,
                 command: Command::ExpireDue { now_ms: now },
             };
             let more = match node.submit(env).await {

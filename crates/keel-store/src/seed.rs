@@ -286,6 +286,7 @@ mod tests {
         Envelope {
             request_id: RequestId::new(format!("req-{n}")).unwrap(),
             principal: keel_domain::Principal::Admin,
+            origin: None,
             command: Command::OpenAccount {
                 id: AccountId::new(format!("acct-{n}")).unwrap(),
                 kind: keel_domain::AccountKind::Customer,

@@ -42,6 +42,7 @@ fn env(n: usize, principal: Principal, command: Command) -> Envelope {
     Envelope {
         request_id: RequestId::new(format!("req-{n}")).unwrap(),
         principal,
+        origin: None,
         command,
     }
 }
@@ -71,7 +72,7 @@ fn upsert(sku: &str, price: i64) -> Command {
 /// A small shop as a sequence of batches: accounts, products with stock,
 /// deposits, then orders placed, one paid and one cancelled.
 fn shop_batches() -> Vec<Batch> {
-    let alice = || Principal::Customer(AccountId::new("alice").unwrap());
+    let alice = || Principal::customer(AccountId::new("alice").unwrap());
     let place = |sku: &str, qty: u64| Command::PlaceOrder {
         customer: AccountId::new("alice").unwrap(),
         lines: vec![LineRequest {

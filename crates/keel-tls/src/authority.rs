@@ -26,7 +26,7 @@ use rcgen::{
 };
 
 use crate::files::certificates;
-use crate::{member_name, TlsError, TlsFiles};
+use crate::{member_name, TlsError, TlsFiles, CLIENT_DOMAIN};
 
 pub use crate::files::BUNDLE_FILE;
 /// The signing CA's certificate.
@@ -42,8 +42,6 @@ pub const LEAF_VALIDITY_DEFAULT: Duration = Duration::from_secs(365 * 86_400);
 pub const BACKDATE: Duration = Duration::from_secs(3_600);
 /// The pseudo-domain of gateway identities; never resolved.
 pub const GATEWAY_DOMAIN: &str = "gateway.keel";
-/// The pseudo-domain of client identities; never resolved.
-pub const CLIENT_DOMAIN: &str = "client.keel";
 
 /// When a certificate is valid.
 #[derive(Clone, Copy, Debug)]

@@ -28,6 +28,27 @@ pub fn presents_member(cert: &CertificateDer<'_>, id: u64) -> bool {
     leaf.verify_is_valid_for_subject_name(&name).is_ok()
 }
 
+/// The pseudo-domain of client identities (`keel certs client --name`);
+/// never resolved.
+pub const CLIENT_DOMAIN: &str = "client.keel";
+
+/// The client name `cert` (already verified against the cluster's CA by
+/// the handshake) carries as `<name>.client.keel`, if any: what a node
+/// takes for the API key the certificate stands for.
+pub fn client_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let leaf = webpki::EndEntityCert::try_from(cert).ok()?;
+    let suffix = format!(".{CLIENT_DOMAIN}");
+    let candidate = leaf
+        .valid_dns_names()
+        .find_map(|n| n.strip_suffix(suffix.as_str()).map(str::to_owned))
+        .filter(|label| !label.is_empty() && !label.contains('.'))?;
+    // The names iterator only finds the candidate; the certificate is
+    // then checked for it the way a name must be checked.
+    let name = ServerName::try_from(format!("{candidate}{suffix}")).ok()?;
+    leaf.verify_is_valid_for_subject_name(&name).ok()?;
+    Some(candidate)
+}
+
 /// Checks that the leaf certificate in the PEM file at `path` names member
 /// `id`: a node refuses to start with another member's certificate, which
 /// its peers would refuse anyway, call by call.

@@ -34,7 +34,10 @@ use std::time::Duration;
 
 pub use client::{host_of, ClientTls};
 pub use files::TlsFiles;
-pub use identity::{check_member_certificate, member_name, presents_member, MEMBER_DOMAIN};
+pub use identity::{
+    check_member_certificate, client_name, member_name, presents_member, CLIENT_DOMAIN,
+    MEMBER_DOMAIN,
+};
 pub use rustls_pki_types::CertificateDer;
 pub use server::{PeerCert, ServerTls};
 pub use tokio_rustls::{client::TlsStream as ClientStream, server::TlsStream as ServerStream};

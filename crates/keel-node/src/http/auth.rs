@@ -1,16 +1,41 @@
-//! Who is calling the public HTTP API (bearer tokens: the admin's and the
-//! customers'), and the state its handlers share.
+//! Who is calling the public HTTP API, and the state its handlers share.
+//!
+//! A caller proves who it is with one of:
+//! - the cluster's admin token (`Authorization: Bearer <token>`): the
+//!   `admin` role, for bootstrap and break-glass use;
+//! - an API key (`Bearer key_<id>.<secret>`): the role the replicated key
+//!   holds; only the secret's hash is stored;
+//! - a customer token (`Bearer cust_<account>.<generation>.<expires>.<mac>`):
+//!   the `customer` role for that account, a MAC under the cluster secret
+//!   that names the account's token generation and its expiry;
+//! - a client certificate from the cluster's CA naming an API key
+//!   (`<key id>.client.keel`, `keel certs client --name <key id>`): that
+//!   key's identity, without its secret.
+//!
+//! The middleware [`authorize`] checks the caller against the route's roles
+//! ([`crate::http::roles::ROUTE_ROLES`]) before any handler runs and hands
+//! the handler a [`Caller`]. Credentials are checked against this node's
+//! applied state here; every write is checked again by the state machine at
+//! its log position, so a key revoked by an earlier entry is refused there
+//! on every replica whatever this node had applied.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 
-use keel_domain::{AccountId, Principal, RequestId};
+use keel_domain::command::ORIGIN_LEN_MAX;
+use keel_domain::{AccountId, KeyId, Principal, RequestId, Role};
 use keel_protocol::{constant_time_eq, hex};
 
-use crate::http::errors::Problem;
+use crate::http::errors::{read_problem, Problem};
+use crate::http::roles;
 use crate::node::Node;
+use crate::rpc_server::ConnectedPeer;
 
 /// Shared state of the HTTP handlers.
 pub struct Api {
@@ -40,10 +65,20 @@ impl Api {
             .unwrap_or_else(|_| unreachable_key())
     }
 
-    /// The customer token for `id`: a keyed hash under the cluster secret,
-    /// so any node can check it without shared state.
-    pub fn customer_token(&self, id: &AccountId) -> String {
-        customer_token(&self.node.config().cluster_secret, id)
+    /// The signed customer token of `account` for token generation
+    /// `generation`, expiring at state time `expires_at_ms`.
+    pub fn customer_token(
+        &self,
+        account: &AccountId,
+        generation: u32,
+        expires_at_ms: u64,
+    ) -> String {
+        customer_token(
+            &self.node.config().cluster_secret,
+            account,
+            generation,
+            expires_at_ms,
+        )
     }
 }
 
@@ -52,51 +87,245 @@ fn unreachable_key() -> RequestId {
     RequestId::new("x").unwrap_or_else(|_| unreachable_key())
 }
 
-/// The bearer token of a customer under a cluster secret.
-pub fn customer_token(secret: &str, id: &AccountId) -> String {
-    let key = blake3::derive_key("keel customer token v1", secret.as_bytes());
-    let mac = blake3::keyed_hash(&key, id.as_str().as_bytes());
-    format!("cust_{id}.{}", hex::encode(&mac.as_bytes()[..16]))
+/// The bearer token of a customer under a cluster secret: the account, its
+/// token generation and expiry, and a MAC of the three.
+pub fn customer_token(
+    secret: &str,
+    account: &AccountId,
+    generation: u32,
+    expires_at_ms: u64,
+) -> String {
+    let mac = token_mac(secret, account, generation, expires_at_ms);
+    format!("cust_{account}.{generation}.{expires_at_ms}.{mac}")
 }
 
-// ----- authentication ------------------------------------------------------
+fn token_mac(secret: &str, account: &AccountId, generation: u32, expires_at_ms: u64) -> String {
+    let key = blake3::derive_key("keel customer token v2", secret.as_bytes());
+    let mut h = blake3::Hasher::new_keyed(&key);
+    h.update(account.as_str().as_bytes());
+    h.update(&[0]);
+    h.update(&generation.to_be_bytes());
+    h.update(&expires_at_ms.to_be_bytes());
+    hex::encode(&h.finalize().as_bytes()[..16])
+}
 
-fn principal(api: &Api, headers: &HeaderMap) -> Option<Principal> {
-    let h = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let token = h.strip_prefix("Bearer ")?.trim();
+/// The bearer token of an API key: its id and its secret.
+pub fn key_token(id: &KeyId, secret: &str) -> String {
+    format!("key_{id}.{secret}")
+}
+
+/// The caller of a request: who (for the log and the state machine), in
+/// which role, and from where.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// Who, when authenticated.
+    pub principal: Option<Principal>,
+    /// The role, when authenticated.
+    pub role: Option<Role>,
+    /// The account a customer acts for.
+    pub account: Option<AccountId>,
+    /// The connection's remote address, as this node saw it.
+    pub origin: Option<String>,
+}
+
+impl Caller {
+    /// The principal, or 401 for an anonymous caller.
+    pub fn principal(&self) -> Result<Principal, Problem> {
+        self.principal.clone().ok_or_else(Problem::unauthorized)
+    }
+
+    /// Ok for staff and for the customer `owner`; 403 for anyone else.
+    pub fn owner_or_staff(&self, owner: &AccountId) -> Result<(), Problem> {
+        match (self.role, &self.account) {
+            (Some(Role::Customer), Some(a)) if a == owner => Ok(()),
+            (Some(Role::Customer), _) | (None, _) => Err(Problem::forbidden(format!(
+                "only {owner} or staff may do this"
+            ))),
+            (Some(_), _) => Ok(()),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        // Inserted by `authorize`, which every routed request passes.
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| Problem::internal("a handler ran without the authorize middleware"))
+    }
+}
+
+/// The address a connection came from, set per connection by the server.
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteAddr(pub std::net::SocketAddr);
+
+/// Checks the caller against the route's roles, then runs the handler with
+/// its [`Caller`]: 401 without a credential where one is needed (or with a
+/// bad one anywhere), 403 for a role the route does not take.
+pub async fn authorize(State(api): State<Arc<Api>>, mut req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let method = req.method().as_str().to_ascii_lowercase();
+    let access = route
+        .as_deref()
+        .and_then(|path| roles::roles_of(&method, path))
+        // A route missing from the table (the router's tests forbid it)
+        // is the admin's alone.
+        .unwrap_or(roles::ADMIN);
+    let origin = req.extensions().get::<RemoteAddr>().map(|a| {
+        let mut s = a.0.to_string();
+        s.truncate(ORIGIN_LEN_MAX);
+        s
+    });
+    let cert = req
+        .extensions()
+        .get::<ConnectedPeer>()
+        .and_then(|p| p.0.clone());
+    let caller = match authenticate(&api, req.headers(), cert.as_ref(), origin).await {
+        Ok(c) => c,
+        Err(p) => return p.into_response(),
+    };
+    if let Err(p) = roles::admit(access, caller.role) {
+        return p.into_response();
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+/// Who the request's credential names, checked against this node's state.
+async fn authenticate(
+    api: &Api,
+    headers: &HeaderMap,
+    cert: Option<&keel_tls::PeerCert>,
+    origin: Option<String>,
+) -> Result<Caller, Problem> {
+    let anonymous = Caller {
+        principal: None,
+        role: None,
+        account: None,
+        origin,
+    };
+    let bearer = match headers.get(axum::http::header::AUTHORIZATION) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .map(str::trim)
+                .ok_or_else(|| Problem::bad_credential("send Authorization: Bearer <token>"))?,
+        ),
+    };
+    let Some(token) = bearer else {
+        return match cert.and_then(|c| keel_tls::client_name(&c.0)) {
+            Some(name) => {
+                let id = KeyId::new(name).map_err(|_| {
+                    Problem::bad_credential("the client certificate names no API key")
+                })?;
+                let key = live_key(api, &id).await?;
+                Ok(key_caller(anonymous, id, &key))
+            }
+            None => Ok(anonymous),
+        };
+    };
     if constant_time_eq(token.as_bytes(), api.node.config().admin_token.as_bytes()) {
-        return Some(Principal::Admin);
+        return Ok(Caller {
+            principal: Some(Principal::Admin),
+            role: Some(Role::Admin),
+            ..anonymous
+        });
     }
-    let rest = token.strip_prefix("cust_")?;
-    let (id, _) = rest.rsplit_once('.')?;
-    let id = AccountId::new(id).ok()?;
-    constant_time_eq(token.as_bytes(), api.customer_token(&id).as_bytes())
-        .then_some(Principal::Customer(id))
+    if let Some(rest) = token.strip_prefix("key_") {
+        let (id, secret) = rest
+            .rsplit_once('.')
+            .ok_or_else(|| Problem::bad_credential("a key token is key_<id>.<secret>"))?;
+        let id = KeyId::new(id).map_err(|_| Problem::bad_credential("the key id is malformed"))?;
+        let key = live_key(api, &id).await?;
+        let presented = keel_domain::identity::secret_hash(secret);
+        if !constant_time_eq(&presented, &key.secret_hash) {
+            return Err(Problem::bad_credential("the key's secret does not match"));
+        }
+        return Ok(key_caller(anonymous, id, &key));
+    }
+    if let Some(rest) = token.strip_prefix("cust_") {
+        return customer_caller(api, rest, anonymous).await;
+    }
+    Err(Problem::bad_credential(
+        "the token is not one this cluster issued",
+    ))
 }
 
-/// The caller, or 401 `unauthorized`.
-pub(crate) fn authed(api: &Api, headers: &HeaderMap) -> Result<Principal, Problem> {
-    principal(api, headers).ok_or_else(Problem::unauthorized)
+/// The key `id`, when this node's state holds it unexpired.
+async fn live_key(api: &Api, id: &KeyId) -> Result<keel_domain::ApiKey, Problem> {
+    let (key, clock_ms) = api.node.read_key(id).await.map_err(read_problem)?;
+    let key =
+        key.ok_or_else(|| Problem::bad_credential("the key does not exist or was revoked"))?;
+    if key.expired_at(clock_ms) {
+        return Err(Problem::bad_credential("the key has expired"));
+    }
+    Ok(key)
 }
 
-/// Ok for the admin; 401 without a valid token, 403 for a customer.
-pub(crate) fn admin(api: &Api, headers: &HeaderMap) -> Result<(), Problem> {
-    match authed(api, headers)? {
-        Principal::Admin => Ok(()),
-        _ => Err(Problem::forbidden("this endpoint needs the admin token")),
+fn key_caller(anonymous: Caller, id: KeyId, key: &keel_domain::ApiKey) -> Caller {
+    Caller {
+        principal: Some(Principal::Key(id)),
+        role: Some(key.role),
+        account: key.account.clone(),
+        ..anonymous
     }
 }
 
-/// Ok for the admin and for the customer `owner`; 403 for anyone else.
-pub(crate) fn owner_or_admin(p: &Principal, owner: &AccountId) -> Result<(), Problem> {
-    match p {
-        Principal::Admin => Ok(()),
-        Principal::Customer(c) if c == owner => Ok(()),
-        _ => Err(Problem::forbidden(format!(
-            "only {owner} or an admin may read this"
-        ))),
+async fn customer_caller(api: &Api, rest: &str, anonymous: Caller) -> Result<Caller, Problem> {
+    let malformed = || {
+        Problem::bad_credential("a customer token is cust_<account>.<generation>.<expires>.<mac>")
+    };
+    let mut parts = rest.rsplitn(4, '.');
+    let (Some(mac), Some(expires), Some(generation), Some(account)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed());
+    };
+    let account = AccountId::new(account).map_err(|_| malformed())?;
+    let generation: u32 = generation.parse().map_err(|_| malformed())?;
+    let expires_at_ms: u64 = expires.parse().map_err(|_| malformed())?;
+    let expected = token_mac(
+        &api.node.config().cluster_secret,
+        &account,
+        generation,
+        expires_at_ms,
+    );
+    if !constant_time_eq(mac.as_bytes(), expected.as_bytes()) {
+        return Err(Problem::bad_credential(
+            "the customer token's signature does not match",
+        ));
     }
+    let (current, clock_ms) = api
+        .node
+        .read_token_generation(&account)
+        .await
+        .map_err(read_problem)?;
+    if clock_ms >= expires_at_ms {
+        return Err(Problem::bad_credential(
+            "the customer token has expired; ask for a new one",
+        ));
+    }
+    if generation != current {
+        return Err(Problem::bad_credential(
+            "the customer's tokens were revoked; ask for a new one",
+        ));
+    }
+    Ok(Caller {
+        principal: Some(Principal::Customer {
+            account: account.clone(),
+            generation,
+        }),
+        role: Some(Role::Customer),
+        account: Some(account),
+        ..anonymous
+    })
 }

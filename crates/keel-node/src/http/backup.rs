@@ -32,9 +32,10 @@ use keel_protocol::header::{
 use keel_protocol::hex;
 
 use crate::export::{ExportError, EXPORTS_MAX};
-use crate::http::auth::{admin, Api};
+use crate::http::auth::{Api, Caller};
 use crate::http::errors::{read_problem, Problem};
 use crate::http::openapi::{BackupProblems, Binary};
+use crate::http::submit::record;
 
 /// Read buffer when streaming a snapshot file.
 const STREAM_CHUNK_BYTES: usize = 256 << 10;
@@ -71,9 +72,17 @@ fn export_problem(e: ExportError) -> Problem {
     ),
     security(("bearer" = [])),
 )]
-pub async fn snapshot(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
-    admin(&api, &h)?;
+pub async fn snapshot(State(api): Shared, caller: Caller) -> Result<Response, Problem> {
     let slot = api.node.backup_export_slot().map_err(export_problem)?;
+    // A full export is recorded (the log pulls of incremental backups,
+    // many per backup, are not: they would crowd the trail out).
+    record(
+        &api,
+        &caller,
+        "backup_snapshot",
+        format!("node={}", api.node.id()),
+    )
+    .await?;
     // A backup taken from a follower must not miss a write the leader has
     // just acknowledged: wait until this node has applied that far.
     api.node.catch_up().await.map_err(read_problem)?;
@@ -154,10 +163,8 @@ pub struct LogQuery {
 )]
 pub async fn log(
     State(api): Shared,
-    h: HeaderMap,
     q: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    admin(&api, &h)?;
     let Query(q) = q.map_err(|e| {
         Problem::new(
             StatusCode::BAD_REQUEST,

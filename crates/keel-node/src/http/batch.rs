@@ -16,7 +16,7 @@ use utoipa::{PartialSchema, ToSchema};
 use keel_domain::command::BATCH_COMMANDS_MAX;
 use keel_domain::{Command, DomainError, Envelope, Principal, RequestId};
 
-use crate::http::auth::{admin, Api};
+use crate::http::auth::{Api, Caller};
 use crate::http::errors::{submit_problem, Problem};
 use crate::http::extract::{request_id, Body, IdempotencyKey, BODY_BYTES_MAX};
 use crate::http::openapi::WriteProblems;
@@ -37,6 +37,14 @@ fn closed_command() -> RefOr<Schema> {
     let RefOr::T(Schema::OneOf(mut one_of)) = schema else {
         return schema;
     };
+    // Only the commands a batch accepts.
+    one_of.items.retain(|item| match item {
+        RefOr::T(Schema::Object(o)) => !o
+            .properties
+            .keys()
+            .any(|k| Command::NOT_IN_BATCH.contains(&k.as_str())),
+        _ => true,
+    });
     for item in &mut one_of.items {
         if let RefOr::T(Schema::Object(o)) = item {
             o.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
@@ -97,10 +105,16 @@ pub struct BatchResults {
     responses((status = 200, description = "One result per command", body = BatchResults), WriteProblems),
     security(("bearer" = [])),
 )]
-pub async fn batch(State(api): Shared, h: HeaderMap, Body(cmds): Body<Vec<Command>>) -> Response {
-    if let Err(p) = admin(&api, &h) {
-        return p.into_response();
-    }
+pub async fn batch(
+    State(api): Shared,
+    h: HeaderMap,
+    caller: Caller,
+    Body(cmds): Body<Vec<Command>>,
+) -> Response {
+    let principal = match caller.principal() {
+        Ok(p) => p,
+        Err(p) => return p.into_response(),
+    };
     if cmds.is_empty() || cmds.len() > BATCH_COMMANDS_MAX {
         return Problem::validation(
             "body",
@@ -119,7 +133,7 @@ pub async fn batch(State(api): Shared, h: HeaderMap, Body(cmds): Body<Vec<Comman
     let mut results: Vec<Option<BatchResult>> = Vec::with_capacity(cmds.len());
     let mut envs = Vec::with_capacity(cmds.len());
     for (i, command) in cmds.into_iter().enumerate() {
-        match batch_envelope(&base, i, command) {
+        match batch_envelope(&base, i, command, &principal, &caller) {
             Ok(env) => {
                 envs.push(env);
                 results.push(None);
@@ -140,15 +154,31 @@ pub async fn batch(State(api): Shared, h: HeaderMap, Body(cmds): Body<Vec<Comman
 }
 
 /// The `i`th command of the batch keyed `base`, if valid.
-fn batch_envelope(base: &RequestId, i: usize, command: Command) -> Result<Envelope, Problem> {
+fn batch_envelope(
+    base: &RequestId,
+    i: usize,
+    command: Command,
+    principal: &Principal,
+    caller: &Caller,
+) -> Result<Envelope, Problem> {
     let request_id = RequestId::new(format!("{}#{i}", base.as_str()))
         .map_err(|e| Problem::validation("Idempotency-Key", e.reason))?;
+    if !command.in_batch() {
+        return Err(Problem::validation(
+            "command",
+            format!(
+                "{} is not accepted in a batch; use its own route",
+                command.name()
+            ),
+        ));
+    }
     command
         .validate()
         .map_err(|f| Problem::from(&DomainError::Validation(f)))?;
     Ok(Envelope {
         request_id,
-        principal: Principal::Admin,
+        principal: principal.clone(),
+        origin: caller.origin.clone(),
         command,
     })
 }

@@ -4,17 +4,18 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::http::auth::{admin, Api};
+use crate::http::auth::{Api, Caller};
 use crate::http::errors::Problem;
 use crate::http::extract::{Body, PathParams};
 use crate::http::openapi::{AdminProblems, MembershipProblems};
+use crate::http::submit::record;
 use crate::node::{ClusterStatus, CompactError, Compaction, MembershipError};
 
 type Shared = State<Arc<Api>>;
@@ -26,8 +27,7 @@ type Shared = State<Arc<Api>>;
     responses((status = 200, description = "The cluster", body = ClusterStatus), AdminProblems),
     security(("bearer" = [])),
 )]
-pub async fn status(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
-    admin(&api, &h)?;
+pub async fn status(State(api): Shared) -> Result<Response, Problem> {
     Ok(Json(json!(api.node.cluster_status().await)).into_response())
 }
 
@@ -76,16 +76,22 @@ pub struct LearnerBody {
 )]
 pub async fn add_learner(
     State(api): Shared,
-    h: HeaderMap,
+    caller: Caller,
     Body(b): Body<LearnerBody>,
 ) -> Result<Response, Problem> {
-    admin(&api, &h)?;
     if keel_protocol::addr::parse_host_port(&b.addr).is_err() {
         return Err(Problem::validation(
             "addr",
             "must be host:port of the new node, the host an IP address or a DNS name, e.g. 10.0.0.5:7104 or keel-4.shop.example:7104",
         ));
     }
+    record(
+        &api,
+        &caller,
+        "add_learner",
+        format!("node={} addr={}", b.id, b.addr),
+    )
+    .await?;
     api.node
         .add_learner(b.id, b.addr)
         .await
@@ -113,10 +119,10 @@ pub struct MemberBody {
 )]
 pub async fn promote(
     State(api): Shared,
-    h: HeaderMap,
+    caller: Caller,
     Body(b): Body<MemberBody>,
 ) -> Result<Response, Problem> {
-    admin(&api, &h)?;
+    record(&api, &caller, "promote", format!("node={}", b.id)).await?;
     api.node.promote(b.id).await.map_err(membership_problem)?;
     Ok(Json(json!(api.node.cluster_status().await)).into_response())
 }
@@ -131,10 +137,10 @@ pub async fn promote(
 )]
 pub async fn remove(
     State(api): Shared,
-    h: HeaderMap,
+    caller: Caller,
     PathParams(id): PathParams<u64>,
 ) -> Result<Response, Problem> {
-    admin(&api, &h)?;
+    record(&api, &caller, "remove_member", format!("node={id}")).await?;
     api.node.remove(id).await.map_err(membership_problem)?;
     Ok(Json(json!(api.node.cluster_status().await)).into_response())
 }
@@ -150,8 +156,8 @@ pub async fn remove(
     ),
     security(("bearer" = [])),
 )]
-pub async fn compact(State(api): Shared, h: HeaderMap) -> Result<Response, Problem> {
-    admin(&api, &h)?;
+pub async fn compact(State(api): Shared, caller: Caller) -> Result<Response, Problem> {
+    record(&api, &caller, "compact", format!("node={}", api.node.id())).await?;
     match api.node.compact().await {
         Ok(c) => Ok(Json(json!(c)).into_response()),
         Err(e @ CompactError::NothingApplied) => Err(Problem::new(

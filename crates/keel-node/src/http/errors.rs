@@ -43,9 +43,14 @@ impl Problem {
     pub fn not_found(what: impl Into<String>) -> Self {
         Self(Shared::not_found(what))
     }
-    /// 401 `unauthorized`.
+    /// 401 `unauthorized`: no credential where one is needed.
     pub fn unauthorized() -> Self {
-        Self(Shared::unauthorized("send Authorization: Bearer <token>"))
+        Self::bad_credential("send Authorization: Bearer <token>")
+    }
+    /// 401 `unauthorized`: a credential this cluster does not accept, and
+    /// why.
+    pub fn bad_credential(detail: &str) -> Self {
+        Self(Shared::unauthorized(detail))
     }
     /// 403 `forbidden`.
     pub fn forbidden(detail: impl Into<String>) -> Self {
@@ -87,6 +92,7 @@ pub fn domain_status(e: &DomainError) -> StatusCode {
         DomainError::Validation(_) => StatusCode::BAD_REQUEST,
         DomainError::NotFound { .. } => StatusCode::NOT_FOUND,
         DomainError::Forbidden { .. } => StatusCode::FORBIDDEN,
+        DomainError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
         DomainError::Overflow { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         DomainError::AlreadyExists { .. }
         | DomainError::OutOfStock { .. }
@@ -109,6 +115,7 @@ impl From<&DomainError> for Problem {
             DomainError::BelowReserved { .. } => "Stock below reserved",
             DomainError::IdempotencyConflict { .. } => "Idempotency key reused",
             DomainError::Forbidden { .. } => "Forbidden",
+            DomainError::Unauthorized { .. } => "Authentication required",
             DomainError::Overflow { .. } => "Amount out of range",
         };
         let mut p = Problem::new(domain_status(e), e.code(), title, e.to_string());

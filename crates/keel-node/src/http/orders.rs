@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use keel_domain::{AccountId, Command, LineRequest, Order, OrderId};
 
-use crate::http::auth::{authed, owner_or_admin, Api};
+use crate::http::auth::{Api, Caller};
 use crate::http::errors::{read_problem, Problem};
 use crate::http::extract::{
     consistency, parse_order, Body, ConsistencyParam, IdempotencyKey, PathParams, QueryParams,
@@ -62,17 +62,18 @@ pub struct PlaceLine {
     responses((status = 201, description = "The order", body = Order), WriteProblems),
     security(("bearer" = [])),
 )]
-pub async fn place(State(api): Shared, h: HeaderMap, Body(b): Body<PlaceBody>) -> Response {
-    let p = match authed(&api, &h) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
+pub async fn place(
+    State(api): Shared,
+    h: HeaderMap,
+    caller: Caller,
+    Body(b): Body<PlaceBody>,
+) -> Response {
     let cmd = Command::PlaceOrder {
         customer: b.customer,
         lines: b.lines,
         ttl_seconds: b.ttl_seconds,
     };
-    write(&api, &h, p, cmd, true).await
+    write(&api, &h, &caller, cmd, true).await
 }
 
 /// One order.
@@ -85,18 +86,17 @@ pub async fn place(State(api): Shared, h: HeaderMap, Body(b): Body<PlaceBody>) -
 pub async fn get(
     State(api): Shared,
     PathParams(id): PathParams<String>,
-    h: HeaderMap,
+    caller: Caller,
     QueryParams(q): QueryParams<ReadParams>,
 ) -> Result<Response, Problem> {
     let id = parse_order(&id)?;
-    let p = authed(&api, &h)?;
     let c = consistency(&q)?;
     let read = api.node.read_order(c, id).await.map_err(read_problem)?;
     let o = read
         .value
         .as_ref()
         .ok_or_else(|| Problem::not_found(format!("order {id} not found")))?;
-    owner_or_admin(&p, &o.customer)?;
+    caller.owner_or_staff(&o.customer)?;
     Ok(answer(&read))
 }
 
@@ -106,11 +106,11 @@ async fn transition(
     api: &Api,
     id: &str,
     h: &HeaderMap,
+    caller: &Caller,
     build: impl FnOnce(OrderId) -> Result<Command, Problem>,
 ) -> Response {
-    let cmd = authed(api, h).and_then(|p| Ok((p, build(parse_order(id)?)?)));
-    match cmd {
-        Ok((p, cmd)) => write(api, h, p, cmd, false).await,
+    match parse_order(id).and_then(build) {
+        Ok(cmd) => write(api, h, caller, cmd, false).await,
         Err(p) => p.into_response(),
     }
 }
@@ -132,8 +132,9 @@ macro_rules! transition_route {
             State(api): Shared,
             PathParams(id): PathParams<String>,
             h: HeaderMap,
+            caller: Caller,
         ) -> Response {
-            transition(&api, &id, &h, |order| Ok(Command::$cmd { order })).await
+            transition(&api, &id, &h, &caller, |order| Ok(Command::$cmd { order })).await
         }
     };
 }
@@ -209,9 +210,10 @@ pub async fn refund(
     State(api): Shared,
     PathParams(id): PathParams<String>,
     h: HeaderMap,
+    caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    transition(&api, &id, &h, |order| {
+    transition(&api, &id, &h, &caller, |order| {
         let b = refund_body(body)?;
         Ok(Command::RefundOrder {
             order,

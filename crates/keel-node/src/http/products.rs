@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use keel_domain::query::Page;
 use keel_domain::{Command, Currency, Minor, ProductName, Sku};
 
-use crate::http::auth::Api;
+use crate::http::auth::{Api, Caller};
 use crate::http::errors::{read_problem, Problem};
 use crate::http::extract::{
     consistency, parse_sku, Body, ConsistencyParam, IdempotencyKey, PageParams, PathParams,
@@ -20,7 +20,7 @@ use crate::http::extract::{
 };
 use crate::http::openapi::{PublicReadProblems, WriteProblems};
 use crate::http::read::with_applied_index;
-use crate::http::submit::{admin_write, ProductView};
+use crate::http::submit::{build_write, ProductView};
 
 type Shared = State<Arc<Api>>;
 
@@ -52,8 +52,13 @@ fn yes() -> bool {
     responses((status = 200, description = "The product", body = ProductView), WriteProblems),
     security(("bearer" = [])),
 )]
-pub async fn upsert(State(api): Shared, h: HeaderMap, Body(b): Body<ProductBody>) -> Response {
-    admin_write(&api, &h, false, || {
+pub async fn upsert(
+    State(api): Shared,
+    h: HeaderMap,
+    caller: Caller,
+    Body(b): Body<ProductBody>,
+) -> Response {
+    build_write(&api, &h, &caller, false, || {
         Ok(Command::UpsertProduct {
             sku: b.sku,
             name: b.name,
@@ -137,9 +142,10 @@ pub async fn restock(
     State(api): Shared,
     PathParams(sku): PathParams<String>,
     h: HeaderMap,
+    caller: Caller,
     Body(b): Body<QtyBody>,
 ) -> Response {
-    admin_write(&api, &h, false, || {
+    build_write(&api, &h, &caller, false, || {
         Ok(Command::Restock {
             sku: parse_sku(&sku)?,
             qty: b.qty,
@@ -171,9 +177,10 @@ pub async fn set_stock(
     State(api): Shared,
     PathParams(sku): PathParams<String>,
     h: HeaderMap,
+    caller: Caller,
     Body(b): Body<StockBody>,
 ) -> Response {
-    admin_write(&api, &h, false, || {
+    build_write(&api, &h, &caller, false, || {
         Ok(Command::SetStock {
             sku: parse_sku(&sku)?,
             on_hand: b.on_hand,

@@ -15,10 +15,12 @@ use utoipa_axum::routes;
 
 use keel_protocol::header;
 
-use crate::http::auth::Api;
+use crate::http::auth::{authorize, Api};
 use crate::http::errors::Problem;
 use crate::http::extract::BODY_BYTES_MAX;
-use crate::http::{accounts, backup, batch, cluster, openapi, ops, orders, products, roles};
+use crate::http::{
+    access, accounts, backup, batch, cluster, openapi, ops, orders, products, roles,
+};
 
 /// The contract: this document, generated from the types and the
 /// routes' annotations.
@@ -72,7 +74,7 @@ fn routes() -> OpenApiRouter<Arc<Api>> {
         .routes(routes!(accounts::open))
         .routes(routes!(accounts::get))
         .routes(routes!(accounts::deposit))
-        .routes(routes!(accounts::token))
+        .routes(routes!(accounts::token, accounts::revoke_tokens))
         .routes(routes!(accounts::orders))
         .routes(routes!(orders::place))
         .routes(routes!(orders::get))
@@ -92,6 +94,10 @@ fn routes() -> OpenApiRouter<Arc<Api>> {
         .routes(routes!(cluster::promote))
         .routes(routes!(cluster::remove))
         .routes(routes!(cluster::compact))
+        .routes(routes!(access::create, access::list))
+        .routes(routes!(access::revoke))
+        .routes(routes!(access::audit))
+        .routes(routes!(access::whoami))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
@@ -110,6 +116,8 @@ pub fn spec() -> utoipa::openapi::OpenApi {
 pub fn router(api: Arc<Api>) -> Router {
     let (router, _spec) = routes().split_for_parts();
     router
+        // Every routed request is admitted by the route table first.
+        .route_layer(axum::middleware::from_fn_with_state(api.clone(), authorize))
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(api.clone(), track))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
@@ -192,9 +200,10 @@ mod tests {
                 .collect();
             assert!(!roles.is_empty(), "{method} {path}");
             assert!(
-                roles
-                    .iter()
-                    .all(|r| ["admin", "owner", "public"].contains(r)),
+                roles.iter().all(|r| [
+                    "admin", "operator", "support", "merchant", "owner", "public"
+                ]
+                .contains(r)),
                 "{method} {path}: {roles:?}"
             );
             let public = roles == ["public"];

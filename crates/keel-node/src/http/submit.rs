@@ -8,10 +8,10 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use keel_domain::{Applied, Command, DomainError, Envelope, Outcome, Principal, Product};
+use keel_domain::{Applied, Command, DomainError, Envelope, Outcome, Product};
 use keel_protocol::header;
 
-use crate::http::auth::{admin, Api};
+use crate::http::auth::{Api, Caller};
 use crate::http::errors::{submit_problem, Problem};
 use crate::http::extract::request_id;
 
@@ -41,6 +41,17 @@ fn outcome_json(o: &Outcome) -> Value {
         Outcome::Account(a) => json!(a),
         Outcome::Order(o) => json!(o),
         Outcome::Expired { orders, more_due } => json!({"expired": orders, "more_due": more_due}),
+        Outcome::KeyCreated(k) | Outcome::KeyRevoked(k) => json!(k),
+        Outcome::CustomerToken {
+            account,
+            generation,
+            expires_at_ms,
+        } => json!({"account": account, "generation": generation, "expires_at_ms": expires_at_ms}),
+        Outcome::CustomerTokensRevoked {
+            account,
+            generation,
+        } => json!({"account": account, "generation": generation}),
+        Outcome::Recorded => json!({}),
     }
 }
 
@@ -80,44 +91,80 @@ pub(crate) fn applied_response(a: &Applied, created: bool) -> Response {
     resp
 }
 
-/// Submits `command` for `principal` under the request's key.
+/// Submits `command` for `caller` under the request's key and returns
+/// what the state machine made of it.
+pub(crate) async fn submit(
+    api: &Api,
+    headers: &HeaderMap,
+    caller: &Caller,
+    command: Command,
+) -> Result<Applied, Problem> {
+    let request_id = request_id(api, headers)?;
+    // Stateless checks first: a malformed command never enters the log.
+    command
+        .validate()
+        .map_err(|f| Problem::from(&DomainError::Validation(f)))?;
+    let env = Envelope {
+        request_id,
+        principal: caller.principal()?,
+        origin: caller.origin.clone(),
+        command,
+    };
+    api.node.submit(env).await.map_err(submit_problem)
+}
+
+/// Submits `command` for `caller` and answers with its outcome (201 when
+/// `created`) or its refusal.
 pub(crate) async fn write(
     api: &Api,
     headers: &HeaderMap,
-    principal: Principal,
+    caller: &Caller,
     command: Command,
     created: bool,
 ) -> Response {
-    let request_id = match request_id(api, headers) {
-        Ok(r) => r,
-        Err(p) => return p.into_response(),
-    };
-    // Stateless checks first: a malformed command never enters the log.
-    if let Err(f) = command.validate() {
-        return Problem::from(&DomainError::Validation(f)).into_response();
-    }
-    let env = Envelope {
-        request_id,
-        principal,
-        command,
-    };
-    match api.node.submit(env).await {
+    match submit(api, headers, caller, command).await {
         Ok(a) => applied_response(&a, created),
-        Err(e) => submit_problem(e).into_response(),
+        Err(p) => p.into_response(),
     }
 }
 
-/// An admin-only write: checks the token first, then builds the command
-/// from the request (path parsing may refuse it), then submits it.
-pub(crate) async fn admin_write(
+/// A write whose command is built from the request (path parsing may
+/// refuse it) once the route table has admitted the caller.
+pub(crate) async fn build_write(
     api: &Api,
     h: &HeaderMap,
+    caller: &Caller,
     created: bool,
     build: impl FnOnce() -> Result<Command, Problem>,
 ) -> Response {
-    match admin(api, h).and_then(|_| build()) {
-        Ok(cmd) => write(api, h, Principal::Admin, cmd, created).await,
+    match build() {
+        Ok(cmd) => write(api, h, caller, cmd, created).await,
         Err(p) => p.into_response(),
+    }
+}
+
+/// Records an operation the state machine does not perform (membership,
+/// compaction, a backup read) in the replicated audit trail, before it is
+/// performed: an operation whose record cannot be written is not done.
+pub(crate) async fn record(
+    api: &Api,
+    caller: &Caller,
+    action: &str,
+    detail: String,
+) -> Result<(), Problem> {
+    let env = Envelope {
+        request_id: api.generated_key(),
+        principal: caller.principal()?,
+        origin: caller.origin.clone(),
+        command: Command::Record {
+            action: action.to_owned(),
+            detail,
+        },
+    };
+    let applied = api.node.submit(env).await.map_err(submit_problem)?;
+    match applied.result {
+        Ok(_) => Ok(()),
+        Err(e) => Err(refusal(&e)),
     }
 }
 

@@ -831,6 +831,7 @@ mod tests {
         let env = Envelope {
             request_id: RequestId::new(format!("req-{n}")).unwrap(),
             principal: Principal::Admin,
+            origin: None,
             command,
         };
         Entry {
