@@ -33,10 +33,20 @@
 //!
 //! # How a run works
 //!
-//! `keel chaos run` starts a cluster and the gateway, seeds scarce
-//! and plentiful SKUs and funded customers, and runs clients that place, pay,
-//! cancel and read, each request one attempt whose interval and outcome are
-//! recorded (`Ok`, `Fail` only for answers that prove nothing changed, else
+//! `keel chaos run` starts a cluster and the gateway with TLS on every
+//! link, as a deployment runs: the harness makes a CA under the run's
+//! directory (`ca/`) and a certificate per node and for the gateway, the
+//! nodes speak mutual TLS to each other (through the link proxies, which
+//! relay the encrypted bytes, so every link fault strikes the real
+//! transport), and every client of the run (workload, term sampler,
+//! nemeses, final reads and digests) is the cluster's own
+//! (`LocalCluster::client`), over TLS with the CA as its only root;
+//! `--plaintext` is the explicit way back to plaintext, and the report says
+//! which it was. It seeds scarce and plentiful SKUs and funded customers,
+//! and runs clients that place, pay, cancel and read, each request one
+//! attempt whose interval and outcome are recorded (`Ok`, `Fail` only for
+//! answers that prove nothing changed (a refused connect or TLS handshake
+//! among them: the request never left), else
 //! `Unknown`; a lost write is asked about again with its key until the answer
 //! settles it). The nemeses strike on a schedule drawn from `--seed` (every
 //! chosen nemesis at least once) and each fault is healed and waited out.

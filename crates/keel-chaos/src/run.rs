@@ -85,6 +85,13 @@ pub struct RunConfig {
     /// Where the nodes' links live, which decides whether link faults can
     /// run.
     pub network: NetMode,
+    /// Run every link over TLS, as a deployment does: mutual TLS between
+    /// the nodes (through the link proxies and under every link fault),
+    /// the gateway and every client of the run (workload, term sampler,
+    /// nemeses, final reads) over TLS with the cluster's CA, made by the
+    /// harness under `base_dir/ca`. Off only by explicit choice
+    /// (`keel chaos run --plaintext`).
+    pub tls: bool,
     /// Accept nemeses skipped for want of root, FUSE, libfaketime or
     /// iptables; else a skipped one fails the run.
     pub allow_skip: bool,
@@ -264,6 +271,10 @@ pub struct Report {
     pub network: String,
     /// Whether the workload went through the gateway.
     pub through_gateway: bool,
+    /// Whether every link ran over TLS ([`RunConfig::tls`]); reports from
+    /// before TLS read as plaintext, which they were.
+    #[serde(default)]
+    pub tls: bool,
     /// Seconds under load.
     pub seconds: f64,
     /// Requests by outcome (`ok`, `fail`, `unknown`).
@@ -302,25 +313,21 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
     let endpoint = workload_endpoint(&mut cluster, &config).await?;
     let admin = cluster.admin_client();
     let plan = fault_plan(&config, &chosen);
-    let workload_config = workload_config(
-        &config,
-        endpoint,
-        cluster.admin_token(),
-        seconds_max(&config, plan.len()),
-    );
+    let workload_config = workload_config(&config, endpoint, seconds_max(&config, plan.len()));
     workload::seed(&admin, &workload_config).await?;
 
     let recorder = Arc::new(Recorder::default());
     let stop = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
-    let node_addrs = cluster
-        .ids()
-        .into_iter()
-        .map(|id| Ok((id, cluster.addr(id)?)))
-        .collect::<Result<Vec<_>, keel_harness::HarnessError>>()?;
-    let sampler = TermSampler::start(node_addrs, cluster.admin_token(), t0);
+    let sampler = TermSampler::start(&cluster, t0)?;
+    // The cluster's client: over TLS, trusting its CA, when it runs TLS.
+    let client = cluster.client(
+        vec![workload_config.endpoint.clone()],
+        Some(cluster.admin_token().to_owned()),
+    );
     let work = tokio::spawn(workload::run(
         workload_config.clone(),
+        Arc::new(client),
         t0,
         stop.clone(),
         recorder.clone(),
@@ -364,6 +371,7 @@ pub async fn run(config: RunConfig) -> Result<(Report, History), ChaosError> {
         nodes: config.nodes,
         network,
         through_gateway: config.through_gateway,
+        tls: config.tls,
         seconds,
         ops: count_outcomes(&history),
         replays: recorder.replays.load(Ordering::Relaxed),
@@ -466,6 +474,7 @@ fn cluster_spec(
     spec.link_proxies = netns && chosen.iter().any(|n| n.needs_link_proxies());
     spec.faketime = faketime;
     spec.lazyfs = lazyfs;
+    spec.tls = config.tls;
     Ok(spec)
 }
 
@@ -482,6 +491,10 @@ fn describe_network(cluster: &LocalCluster, lazyfs: bool, skipped: &[(Nemesis, S
         format!("{network}; data directories on lazy filesystems")
     } else {
         network
+    };
+    let network = match cluster.tls() {
+        Some(_) => format!("{network}; TLS on every link (mutual between nodes)"),
+        None => format!("{network}; plaintext (no TLS)"),
     };
     skipped.iter().fold(network, |n, (nemesis, why)| {
         format!("{n}; {} skipped ({why})", nemesis.name())
@@ -514,16 +527,10 @@ fn fault_plan(config: &RunConfig, chosen: &[Nemesis]) -> Vec<Nemesis> {
     schedule(chosen, steps.max(chosen.len()), config.seed)
 }
 
-fn workload_config(
-    config: &RunConfig,
-    endpoint: String,
-    token: &str,
-    seconds_max: u64,
-) -> WorkloadConfig {
+fn workload_config(config: &RunConfig, endpoint: String, seconds_max: u64) -> WorkloadConfig {
     WorkloadConfig {
         clients: config.clients,
         endpoint,
-        token: token.to_owned(),
         seed: config.seed,
         // Longer than the run, so nothing expires.
         ttl_seconds: u32::try_from(seconds_max + 3_600).unwrap_or(u32::MAX),

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keel_client::{method_get, Client};
+use keel_harness::{HarnessError, LocalCluster};
 use serde_json::Value;
 
 use crate::sync::lock;
@@ -61,30 +62,29 @@ impl Record {
 }
 
 impl TermSampler {
-    /// Starts asking each `(id, address)` node with the admin `token`;
-    /// times count from `t0`.
-    pub fn start(nodes: Vec<(u64, String)>, token: &str, t0: Instant) -> Self {
+    /// Starts asking every node `cluster` knows now, each through its own
+    /// admin client from the cluster ([`LocalCluster::node_client`]: the
+    /// cluster's token, and its TLS when it runs TLS); times count from
+    /// `t0`.
+    pub fn start(cluster: &LocalCluster, t0: Instant) -> Result<Self, HarnessError> {
         let (stop, stopped) = watch::channel(false);
         let record = Arc::new(Mutex::new(Record::default()));
-        let tasks = nodes
-            .into_iter()
-            .map(|(id, addr)| {
-                let client = Client::new(vec![addr.clone()], Some(token.to_owned()));
-                tokio::spawn(sample_node(
-                    id,
-                    addr,
-                    client,
-                    t0,
-                    stopped.clone(),
-                    record.clone(),
-                ))
-            })
-            .collect();
-        Self {
+        let mut tasks = Vec::new();
+        for id in cluster.ids() {
+            tasks.push(tokio::spawn(sample_node(
+                id,
+                cluster.addr(id)?,
+                cluster.node_client(id)?,
+                t0,
+                stopped.clone(),
+                record.clone(),
+            )));
+        }
+        Ok(Self {
             stop,
             tasks,
             record,
-        }
+        })
     }
 
     /// Stops the sampling and returns what it saw.

@@ -124,10 +124,9 @@ fn open_customer_commands(process: u64, n: u64) -> [Value; 2] {
 pub struct WorkloadConfig {
     /// Concurrent clients (logical processes of the history).
     pub clients: u64,
-    /// Where requests go (`host:port`, the gateway or a node).
+    /// Where requests go (`host:port`, the gateway or a node). The client
+    /// [`run`] is given carries the token and the cluster's TLS.
     pub endpoint: String,
-    /// Admin token (the workload acts for every customer).
-    pub token: String,
     /// Seed of the clients' choices.
     pub seed: u64,
     /// Reservation lifetime: longer than the run, so nothing expires (the
@@ -214,16 +213,17 @@ impl Recorder {
 }
 
 /// Runs the clients until `stop` is set; every request lands in `recorder`.
+/// They share `client`, which must reach `config.endpoint` with a token that
+/// acts for every customer: the cluster's own
+/// ([`keel_harness::LocalCluster::client`]), so the workload speaks TLS
+/// exactly when the cluster does.
 pub async fn run(
     config: WorkloadConfig,
+    client: Arc<Client>,
     t0: Instant,
     stop: Arc<AtomicBool>,
     recorder: Arc<Recorder>,
 ) {
-    let client = Arc::new(Client::new(
-        vec![config.endpoint.clone()],
-        Some(config.token.clone()),
-    ));
     let mut tasks = Vec::new();
     for p in 0..config.clients {
         tasks.push(tokio::spawn(client_loop(
@@ -693,7 +693,6 @@ mod tests {
         let config = WorkloadConfig {
             clients: 2,
             endpoint: String::new(),
-            token: String::new(),
             seed: 1,
             ttl_seconds: 60,
             customers_seeded_per_client: CUSTOMERS_SEEDED_PER_CLIENT,
@@ -711,7 +710,6 @@ mod tests {
         WorkloadConfig {
             clients,
             endpoint,
-            token: "t".into(),
             seed: 1,
             ttl_seconds: 60,
             customers_seeded_per_client: seeded,
@@ -836,8 +834,10 @@ mod tests {
         let endpoint = refusing_server().await;
         let recorder = Arc::new(Recorder::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let client = Arc::new(Client::new(vec![endpoint.clone()], Some("t".into())));
         let work = tokio::spawn(run(
             config(2, 0, 60, endpoint),
+            client,
             Instant::now(),
             stop.clone(),
             recorder.clone(),

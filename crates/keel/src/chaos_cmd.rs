@@ -53,6 +53,11 @@ pub struct RunArgs {
     /// link faults possible), `loopback`, or `auto` (netns when possible).
     #[arg(long, default_value = "auto")]
     network: String,
+    /// Run the cluster's links in plaintext instead of TLS (mutual TLS
+    /// between the nodes, clients and the gateway over TLS), e.g. to tell
+    /// a finding of the transport from one of the core.
+    #[arg(long)]
+    plaintext: bool,
     /// Where the cluster, the history and the report go (wiped at start).
     #[arg(long, default_value = "keel-data/chaos")]
     data_dir: PathBuf,
@@ -107,6 +112,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         to_follower: a.to_follower,
         node_args: Vec::new(),
         network: NetMode::parse(&a.network)?,
+        tls: !a.plaintext,
         customers_seeded_per_client: a.customers_per_client,
         allow_skip: a.allow_skip,
     };

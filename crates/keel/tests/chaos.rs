@@ -1,7 +1,8 @@
 //! The chaos suite, bounded for CI: every nemesis strikes once against a
-//! real cluster behind the gateway and every checker must pass; then the
-//! same suite against a build with a deliberate bug must fail, which proves
-//! the checkers can see what they claim to.
+//! real cluster behind the gateway, with TLS on every link as deployed,
+//! and every checker must pass; then the same suite against a build with a
+//! deliberate bug must fail, which proves the checkers can see what they
+//! claim to.
 #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
 
 mod common;
@@ -27,6 +28,7 @@ fn config(binary: PathBuf, dir: &Path, nemeses: Vec<Nemesis>, duration_s: u64) -
         to_follower: false,
         node_args: Vec::new(),
         network: NetMode::Auto,
+        tls: true,
         customers_seeded_per_client: keel_chaos::workload::CUSTOMERS_SEEDED_PER_CLIENT,
         allow_skip: false,
     }
@@ -46,7 +48,17 @@ async fn every_nemesis_once_and_no_checker_finds_a_violation() {
     );
     let ci = keel_harness::in_ci();
     cfg.allow_skip = !ci;
+    let ca = cfg.base_dir.join("ca");
     let (report, history) = run(cfg).await.unwrap();
+    // The faults struck the transport a deployment runs: the nodes spoke
+    // mutual TLS with certificates from the run's own CA.
+    assert!(report.tls, "the run was plaintext: {}", report.network);
+    let node_1 = keel_tls::TlsFiles::in_dir(&ca, "node-1");
+    assert!(
+        node_1.cert.exists(),
+        "no certificate for node 1 under {}",
+        ca.display()
+    );
     let struck: Vec<Nemesis> = report.faults.iter().map(|f| f.record.nemesis).collect();
     for n in Nemesis::ALL.into_iter().filter(|n| !struck.contains(n)) {
         assert!(!ci, "{n:?} never struck under CI=true: {}", report.network);
