@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use keel_client::{AttemptError, Client, ClientError};
+use keel_client::{AttemptError, Client, ClientError, HttpMethod};
 use keel_domain::{AccountId, OrderId, OrderStatus, RequestId, Sku};
 use serde_json::{json, Value};
 
@@ -632,7 +632,7 @@ fn classify_problem(status: u16, kind: &str, op: &OpKind) -> Outcome {
     }
 }
 
-fn request_of(kind: &OpKind, ttl_seconds: u32) -> (reqwest::Method, String, Option<Value>) {
+fn request_of(kind: &OpKind, ttl_seconds: u32) -> (HttpMethod, String, Option<Value>) {
     let post = keel_client::method_post();
     let get = keel_client::method_get();
     match kind {
