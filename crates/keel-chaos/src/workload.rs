@@ -834,6 +834,8 @@ mod tests {
         let endpoint = refusing_server().await;
         let recorder = Arc::new(Recorder::default());
         let stop = Arc::new(AtomicBool::new(false));
+        // Plaintext: the stand-in speaks bare HTTP, and what is tested is
+        // the clients' loop, not the transport.
         let client = Arc::new(Client::new(vec![endpoint.clone()], Some("t".into())));
         let work = tokio::spawn(run(
             config(2, 0, 60, endpoint),
