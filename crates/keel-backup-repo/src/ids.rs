@@ -98,7 +98,7 @@ impl BackupId {
         let secs = created_ms / 1000;
         let days = secs / 86_400;
         let rem = secs % 86_400;
-        let (year, month, day) = civil_from_days(days);
+        let (year, month, day) = keel_protocol::clock::civil_from_days(days);
         Ok(Self(format!(
             "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z-{}-{seq:0width$}",
             rem / 3600,
@@ -187,21 +187,6 @@ impl<'de> Deserialize<'de> for BackupId {
         let s = String::deserialize(d)?;
         Self::parse(&s).map_err(serde::de::Error::custom)
     }
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`, for unsigned days).
-pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 /// A BLAKE3 hash, shown as 64 hex characters in JSON.

@@ -303,7 +303,7 @@ pub(crate) fn open_manifest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::civil_from_days;
+    use keel_protocol::clock::civil_from_days;
 
     #[test]
     fn id_from_fields_matches_the_documented_shape() {

@@ -19,8 +19,10 @@ use serde_json::{json, Value};
 
 use keel_domain::{Account, Order, Summary};
 
+mod access;
 mod status;
 
+pub use access::{audit_table, keys_table, utc, CreatedKey, IssuedToken};
 pub use status::status_table;
 
 /// Timeout of one HTTP attempt.

@@ -20,13 +20,13 @@
 #![deny(missing_docs)]
 
 pub mod addr;
+pub mod clock;
 pub mod duration;
 pub mod header;
 pub mod hex;
 pub mod problem;
 pub mod sync;
 
-mod clock;
 mod secret;
 
 pub use clock::wall_ms;

@@ -1,16 +1,32 @@
 //! `keel admin`: operator commands against a running cluster.
 
+use std::path::PathBuf;
+
 use anyhow::{anyhow, bail, Context};
 use keel_client::{AttemptError, Client};
+use keel_domain::Role;
 
 /// Arguments of `keel admin`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// A node to ask.
+    /// A node (or gateway) to ask.
     #[arg(long, env = "KEEL_ENDPOINT", default_value = "127.0.0.1:7101")]
     endpoint: String,
+    /// The credential: the admin token or an API key's token, from
+    /// `--admin-token-file` or `KEEL_ADMIN_TOKEN`.
     #[command(flatten)]
     token: crate::admin_token::AdminToken,
+    /// The cluster's CA bundle (PEM): speak TLS to the endpoint. `keel up`
+    /// prints where its bundle is.
+    #[arg(long, env = "KEEL_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) to present, from `keel certs client
+    /// --name <key id>`: it stands for that key, with no token needed.
+    #[arg(long, env = "KEEL_TLS_CERT", requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "KEEL_TLS_KEY", requires_all = ["tls_ca", "tls_cert"])]
+    tls_key: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -19,13 +35,112 @@ pub struct Args {
 enum Cmd {
     /// The cluster as a table: id, address, role, term, applied index, lag, health.
     Status,
+    /// API keys: create (the token is shown once), list, revoke.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Customer tokens: issue one, or revoke every token of an account.
+    #[command(subcommand)]
+    Tokens(TokensCmd),
+    /// The audit trail, newest first: who did what, when, from where.
+    Audit {
+        /// Most records to print.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=500))]
+        limit: u16,
+    },
+    /// Who the credential stands for.
+    Whoami,
+}
+
+#[derive(clap::Subcommand)]
+enum KeysCmd {
+    /// Create a key; prints its id, then its token (shown once).
+    Create {
+        /// What the key is for (1 to 100 bytes).
+        #[arg(long)]
+        name: String,
+        /// admin, operator (membership, backups), support (reads
+        /// everything), merchant (catalogue and stock) or customer.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// For a customer key: its account.
+        #[arg(long)]
+        account: Option<String>,
+        /// Lifetime in seconds; never expires without.
+        #[arg(long)]
+        ttl_seconds: Option<u64>,
+    },
+    /// The keys (no secrets).
+    List,
+    /// Revoke a key: refused by every node from the revocation on.
+    Revoke {
+        /// The key's id (`k-…`).
+        id: String,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum TokensCmd {
+    /// Issue a customer token; prints it.
+    Issue {
+        /// The customer's account.
+        account: String,
+        /// Lifetime in seconds (default 30 days, at most 365 days).
+        #[arg(long)]
+        ttl_seconds: Option<u32>,
+    },
+    /// Revoke every token issued to the account so far.
+    Revoke {
+        /// The customer's account.
+        account: String,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+        format!("one of {}", names.join(", "))
+    })
+}
+
+/// An idempotency key for one command run: a retry inside the client
+/// replays, a second run is a new request.
+fn run_key(what: &str) -> String {
+    format!(
+        "admin-{what}-{}-{}",
+        std::process::id(),
+        keel_protocol::wall_ms()
+    )
+}
+
+fn client(args: &Args) -> anyhow::Result<Client> {
+    let endpoints = vec![args.endpoint.clone()];
+    let tls = match (&args.tls_ca, &args.tls_cert, &args.tls_key) {
+        (Some(ca), Some(cert), Some(key)) => {
+            Some(keel_tls::ClientTls::with_identity(keel_tls::TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            })?)
+        }
+        (Some(ca), _, _) => Some(keel_tls::ClientTls::anonymous(ca.clone())?),
+        _ => None,
+    };
+    // A client certificate stands for its key: no token is sent with it.
+    let token = match args.tls_cert {
+        Some(_) => None,
+        None => Some(args.token.admin_token()?),
+    };
+    Ok(match tls {
+        Some(t) => Client::with_tls(endpoints, token, std::sync::Arc::new(t)),
+        None => Client::new(endpoints, token),
+    })
 }
 
 /// Runs an admin command.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let client = Client::new(vec![args.endpoint.clone()], Some(args.token.admin_token()?));
+        let client = client(&args)?;
         match args.cmd {
             Cmd::Status => match client.status_table_at(&args.endpoint).await {
                 Ok(table) => print!("{table}"),
@@ -34,7 +149,85 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     return Err(anyhow!("{e:?}")).context(format!("asking {}", args.endpoint))
                 }
             },
+            Cmd::Keys(k) => keys(&client, k).await?,
+            Cmd::Tokens(t) => tokens(&client, t).await?,
+            Cmd::Audit { limit } => {
+                let page = client.audit(None, Some(usize::from(limit))).await?;
+                print!("{}", keel_client::audit_table(&page.items));
+            }
+            Cmd::Whoami => println!("{}", client.whoami().await?),
         }
         Ok(())
     })
+}
+
+async fn keys(client: &Client, cmd: KeysCmd) -> anyhow::Result<()> {
+    match cmd {
+        KeysCmd::Create {
+            name,
+            role,
+            account,
+            ttl_seconds,
+        } => {
+            let created = client
+                .create_key(
+                    &name,
+                    role,
+                    account.as_deref(),
+                    ttl_seconds,
+                    &run_key("key"),
+                )
+                .await?;
+            eprintln!(
+                "created key {} ({}); its token follows and is not shown again:",
+                created.key.id,
+                created.key.role.as_str()
+            );
+            println!("{}", created.token);
+        }
+        KeysCmd::List => {
+            let mut all = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = client.keys(cursor.as_deref()).await?;
+                all.extend(page.items);
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            print!("{}", keel_client::keys_table(&all));
+        }
+        KeysCmd::Revoke { id } => {
+            let k = client.revoke_key(&id, &run_key("revoke")).await?;
+            println!("revoked key {} ({})", k.id, k.role.as_str());
+        }
+    }
+    Ok(())
+}
+
+async fn tokens(client: &Client, cmd: TokensCmd) -> anyhow::Result<()> {
+    match cmd {
+        TokensCmd::Issue {
+            account,
+            ttl_seconds,
+        } => {
+            let t = client
+                .issue_token(&account, ttl_seconds, &run_key("token"))
+                .await?;
+            eprintln!(
+                "token for {} until {} UTC:",
+                t.account,
+                keel_client::utc(t.expires_at_ms)
+            );
+            println!("{}", t.token);
+        }
+        TokensCmd::Revoke { account } => {
+            let generation = client
+                .revoke_tokens(&account, &run_key("revoke-tokens"))
+                .await?;
+            println!("revoked every token of {account}; new tokens carry generation {generation}");
+        }
+    }
+    Ok(())
 }
