@@ -192,14 +192,12 @@ pub enum Command {
     /// only the secret's hash; not accepted in a batch.
     CreateKey {
         /// The new key's id.
-        #[schema(value_type = String)]
         id: KeyId,
-        /// What the key is for, 1 to `KEY_NAME_LEN_MAX` bytes.
+        /// What the key is for, 1 to `KEY_NAME_LEN_MAX` characters.
         name: String,
         /// What it may do.
         role: Role,
         /// For the `customer` role, its account; none for other roles.
-        #[schema(value_type = Option<String>)]
         account: Option<AccountId>,
         /// `identity::secret_hash` of the secret.
         #[schema(value_type = String)]
@@ -210,7 +208,6 @@ pub enum Command {
     /// Revoke (delete) an API key; not accepted in a batch.
     RevokeKey {
         /// The key.
-        #[schema(value_type = String)]
         id: KeyId,
     },
     /// Note the issue of a customer token and learn what to sign: the
@@ -481,12 +478,14 @@ impl Command {
     }
 }
 
-/// Checks a required short text: 1 to `max` bytes, no control character.
+/// Checks a required short text: 1 to `max` characters, no control
+/// character.
 fn text_field(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
-    if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
+    let n = value.chars().count();
+    if n == 0 || n > max || value.chars().any(char::is_control) {
         return Err(FieldError::new(
             field,
-            format!("must be 1 to {max} bytes without control characters"),
+            format!("must be 1 to {max} characters without control characters"),
         ));
     }
     Ok(())

@@ -11,7 +11,7 @@ use crate::ids::{AccountId, KeyId};
 /// Most API keys the state holds at once (live and expired; a revoked key
 /// is removed). Creating one more is refused until one is revoked.
 pub const KEYS_MAX: u64 = 10_000;
-/// Longest key name, in bytes.
+/// Longest key name, in characters.
 pub const KEY_NAME_LEN_MAX: usize = 100;
 /// Longest lifetime a key may be given (5 years).
 pub const KEY_TTL_MAX_S: u64 = 5 * 365 * 24 * 3600;
@@ -21,7 +21,7 @@ pub const AUDIT_RECORDS_MAX: u64 = 100_000;
 pub const CUSTOMER_TOKEN_TTL_DEFAULT_S: u32 = 30 * 24 * 3600;
 /// Longest lifetime of a customer token (365 days).
 pub const CUSTOMER_TOKEN_TTL_MAX_S: u32 = 365 * 24 * 3600;
-/// Longest free-text field of an audit record (action detail), in bytes.
+/// Longest free-text field of an audit record (action, detail).
 pub const AUDIT_TEXT_LEN_MAX: usize = 300;
 
 /// What a caller may do. Each API route names the roles it accepts
@@ -128,14 +128,12 @@ impl ApiKey {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyInfo {
     /// The key's id.
-    #[schema(value_type = String)]
     pub id: KeyId,
     /// What the key is for.
     pub name: String,
     /// What it may do.
     pub role: Role,
     /// For the `customer` role: its account.
-    #[schema(value_type = Option<String>)]
     pub account: Option<AccountId>,
     /// Leader time it was created at (ms).
     pub created_at_ms: u64,

@@ -76,14 +76,27 @@ pub fn i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
 
 /// An `Option<u32>` field (with `#[serde(default)]`: absent is `None`).
 pub fn option_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    /// `Some` of a whole `u32`, or `None` for null.
-    struct Wrap(u32);
-    impl<'de> Deserialize<'de> for Wrap {
+    option(d)
+}
+
+/// An `Option<u64>` field (with `#[serde(default)]`: absent is `None`).
+pub fn option_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    option(d)
+}
+
+fn option<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64> + TryFrom<i64> + Deserialize<'de>,
+{
+    /// `Some` of a whole number, or `None` for null.
+    struct Wrap<T>(T);
+    impl<'de, T: TryFrom<u64> + TryFrom<i64> + Deserialize<'de>> Deserialize<'de> for Wrap<T> {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
             whole(d).map(Wrap)
         }
     }
-    Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+    Ok(Option::<Wrap<T>>::deserialize(d)?.map(|w| w.0))
 }
 
 #[cfg(test)]

@@ -45,15 +45,19 @@ fn random_hex(n: usize) -> Result<String, Problem> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyBody {
-    /// What the key is for, 1 to 100 bytes.
-    #[schema(min_length = 1, max_length = 100)]
+    /// What the key is for: 1 to 100 characters, no control character.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
     name: String,
     /// What it may do.
     role: Role,
     /// For the `customer` role: the account it acts for.
-    #[schema(value_type = Option<String>)]
     account: Option<AccountId>,
     /// Lifetime in seconds (up to 5 years); none never expires.
+    #[serde(default, deserialize_with = "keel_domain::whole::option_u64")]
     #[schema(minimum = 1, maximum = 157_680_000)]
     ttl_seconds: Option<u64>,
 }
@@ -142,7 +146,7 @@ pub async fn list(
 #[utoipa::path(
     delete, path = "/v1/keys/{id}", tag = "access",
     description = "Recorded in the audit trail.",
-    params(("id" = String, Path), IdempotencyKey),
+    params(("id" = KeyId, Path), IdempotencyKey),
     responses((status = 200, description = "The revoked key", body = KeyInfo), WriteProblems),
     security(("bearer" = [])),
 )]
@@ -192,7 +196,6 @@ pub struct Whoami {
     /// The role, absent for an anonymous caller.
     pub role: Option<Role>,
     /// The account a customer acts for.
-    #[schema(value_type = Option<String>)]
     pub account: Option<AccountId>,
 }
 
