@@ -48,6 +48,10 @@ pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DISCOVERY_BYTES_MAX: usize = 1 << 20;
 /// Largest probe reply read (a `/readyz` document is a few hundred bytes).
 pub const PROBE_BYTES_MAX: usize = 64 << 10;
+/// Longest wait for a node to say who a credential stands for.
+pub const WHOAMI_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest `/v1/whoami` answer read.
+pub const WHOAMI_BYTES_MAX: usize = 4 << 10;
 /// Longest a client connection may sit between requests, or take to send a
 /// request's head, before the gateway closes it: nginx's `keepalive_timeout`
 /// (75 s). With the connection cap it bounds what idle or slow-loris
@@ -378,7 +382,7 @@ struct WeightBody {
 }
 
 async fn set_weight(State(gw): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    if !is_admin(&gw.config, &headers) {
+    if !may_operate(&gw, &headers).await {
         return Problem::unauthorized().into_response();
     }
     let b: WeightBody = match serde_json::from_slice(&body) {
@@ -396,15 +400,44 @@ async fn set_weight(State(gw): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     }
 }
 
-fn is_admin(config: &GatewayConfig, headers: &HeaderMap) -> bool {
-    let Some(token) = config.admin_token.as_deref() else {
-        return false;
-    };
-    headers
+/// Whether the caller may change the gateway's own settings (weights):
+/// the gateway's admin token, or a credential the cluster's nodes say
+/// stands for the `admin` or `operator` role (an API key), asked of the
+/// leader (or the first node) through `/v1/whoami` within
+/// [`WHOAMI_TIMEOUT`].
+async fn may_operate(gw: &Shared, headers: &HeaderMap) -> bool {
+    let Some(auth) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| keel_protocol::constant_time_eq(t.as_bytes(), token.as_bytes()))
+    else {
+        return false;
+    };
+    let own = gw.config.admin_token.as_deref().is_some_and(|token| {
+        auth.strip_prefix("Bearer ")
+            .is_some_and(|t| keel_protocol::constant_time_eq(t.as_bytes(), token.as_bytes()))
+    });
+    if own {
+        return true;
+    }
+    let Some(addr) = gw
+        .pool
+        .leader_addr()
+        .or_else(|| gw.pool.addrs().first().map(|(_, a)| a.clone()))
+    else {
+        return false;
+    };
+    let Ok(req) = node_request(&addr, "/v1/whoami", Some(auth)) else {
+        return false;
+    };
+    let ask = gw.upstream.exchange(&addr, req, WHOAMI_BYTES_MAX);
+    let Ok(Ok(resp)) = tokio::time::timeout(WHOAMI_TIMEOUT, ask).await else {
+        return false;
+    };
+    if resp.status() != StatusCode::OK {
+        return false;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&resp.into_body()).unwrap_or_default();
+    matches!(v["role"].as_str(), Some("admin" | "operator"))
 }
 
 /// Starts a prober for every node, including nodes discovered later.
