@@ -54,8 +54,10 @@ fn reach_hint(cluster: &LocalCluster, entry: &str, token: &str) -> String {
     }
     match cluster.tls() {
         Some(t) => s.push_str(&format!(
-            "TLS on: the cluster's CA is {} (`keel certs` manages it)\ntry: curl -s --cacert {} https://{entry}/v1/cluster -H \"Authorization: Bearer {bearer}\"\n",
+            "TLS on: the cluster's CA is {} (`keel certs` manages it)\ntry: curl -s --cacert {} https://{entry}/v1/cluster -H \"Authorization: Bearer {bearer}\"\n\
+             or:  keel admin --endpoint {entry} --tls-ca {} status   (keys, tokens, audit: keel admin --help)\n",
             t.dir().display(),
+            t.bundle().display(),
             t.bundle().display()
         )),
         None => s.push_str(&format!(
