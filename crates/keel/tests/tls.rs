@@ -5,26 +5,21 @@
 //! secret reaches a log.
 #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::tls_cluster;
 use http_body_util::Full;
 use keel_client::Client;
-use keel_harness::{host, ClusterSpec, LocalCluster};
+use keel_harness::host;
 use keel_http_client::ConnPool;
 use keel_tls::authority::{self, Subject, Validity};
 use keel_tls::ClientTls;
 
 const READY: Duration = Duration::from_secs(30);
-
-fn tls_cluster(dir: &std::path::Path) -> LocalCluster {
-    let mut spec = ClusterSpec::new(env!("CARGO_BIN_EXE_keel"), dir, 3);
-    spec.tls = true;
-    spec.admin_token = host::random_secret().unwrap();
-    spec.cluster_secret = host::random_secret().unwrap();
-    LocalCluster::start(spec).unwrap()
-}
 
 /// The status `/internal/clock` answers a caller presenting `identity`
 /// (none: no certificate) and claiming to be member `claimed`, with the

@@ -39,3 +39,14 @@ pub fn buggy_binary() -> PathBuf {
 pub fn bugs(list: &str) -> Vec<String> {
     vec!["--test-bugs".into(), list.into()]
 }
+
+/// A three-node cluster with TLS on every link and secrets of its own,
+/// in `dir`.
+pub fn tls_cluster(dir: &Path) -> keel_harness::LocalCluster {
+    use keel_harness::host::random_secret;
+    let mut spec = keel_harness::ClusterSpec::new(env!("CARGO_BIN_EXE_keel"), dir, 3);
+    spec.tls = true;
+    spec.admin_token = random_secret().unwrap();
+    spec.cluster_secret = random_secret().unwrap();
+    keel_harness::LocalCluster::start(spec).unwrap()
+}
