@@ -74,8 +74,12 @@ fn export_problem(e: ExportError) -> Problem {
 )]
 pub async fn snapshot(State(api): Shared, caller: Caller) -> Result<Response, Problem> {
     let slot = api.node.backup_export_slot().map_err(export_problem)?;
-    // A full export is recorded (the log pulls of incremental backups,
-    // many per backup, are not: they would crowd the trail out).
+    // A backup taken from a follower must not miss a write the leader has
+    // just acknowledged: wait until this node has applied that far.
+    api.node.catch_up().await.map_err(read_problem)?;
+    // A full export is recorded before it streams (the log pulls of
+    // incremental backups, many per backup, are not: they would crowd the
+    // trail out). It waited for the leader above, so the record can commit.
     record(
         &api,
         &caller,
@@ -83,9 +87,6 @@ pub async fn snapshot(State(api): Shared, caller: Caller) -> Result<Response, Pr
         format!("node={}", api.node.id()),
     )
     .await?;
-    // A backup taken from a follower must not miss a write the leader has
-    // just acknowledged: wait until this node has applied that far.
-    api.node.catch_up().await.map_err(read_problem)?;
     let held = api
         .node
         .export_snapshot(slot)

@@ -15,7 +15,7 @@ use crate::http::auth::{Api, Caller};
 use crate::http::errors::Problem;
 use crate::http::extract::{Body, PathParams};
 use crate::http::openapi::{AdminProblems, MembershipProblems};
-use crate::http::submit::record;
+use crate::http::submit::record_done;
 use crate::node::{ClusterStatus, CompactError, Compaction, MembershipError};
 
 type Shared = State<Arc<Api>>;
@@ -85,17 +85,12 @@ pub async fn add_learner(
             "must be host:port of the new node, the host an IP address or a DNS name, e.g. 10.0.0.5:7104 or keel-4.shop.example:7104",
         ));
     }
-    record(
-        &api,
-        &caller,
-        "add_learner",
-        format!("node={} addr={}", b.id, b.addr),
-    )
-    .await?;
+    let detail = format!("node={} addr={}", b.id, b.addr);
     api.node
         .add_learner(b.id, b.addr)
         .await
         .map_err(membership_problem)?;
+    record_done(&api, &caller, "add_learner", detail).await;
     Ok(Json(json!(api.node.cluster_status().await)).into_response())
 }
 
@@ -122,8 +117,8 @@ pub async fn promote(
     caller: Caller,
     Body(b): Body<MemberBody>,
 ) -> Result<Response, Problem> {
-    record(&api, &caller, "promote", format!("node={}", b.id)).await?;
     api.node.promote(b.id).await.map_err(membership_problem)?;
+    record_done(&api, &caller, "promote", format!("node={}", b.id)).await;
     Ok(Json(json!(api.node.cluster_status().await)).into_response())
 }
 
@@ -140,8 +135,8 @@ pub async fn remove(
     caller: Caller,
     PathParams(id): PathParams<u64>,
 ) -> Result<Response, Problem> {
-    record(&api, &caller, "remove_member", format!("node={id}")).await?;
     api.node.remove(id).await.map_err(membership_problem)?;
+    record_done(&api, &caller, "remove_member", format!("node={id}")).await;
     Ok(Json(json!(api.node.cluster_status().await)).into_response())
 }
 
@@ -157,9 +152,11 @@ pub async fn remove(
     security(("bearer" = [])),
 )]
 pub async fn compact(State(api): Shared, caller: Caller) -> Result<Response, Problem> {
-    record(&api, &caller, "compact", format!("node={}", api.node.id())).await?;
     match api.node.compact().await {
-        Ok(c) => Ok(Json(json!(c)).into_response()),
+        Ok(c) => {
+            record_done(&api, &caller, "compact", format!("node={}", api.node.id())).await;
+            Ok(Json(json!(c)).into_response())
+        }
         Err(e @ CompactError::NothingApplied) => Err(Problem::new(
             StatusCode::CONFLICT,
             "nothing_to_compact",

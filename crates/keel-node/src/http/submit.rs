@@ -143,9 +143,9 @@ pub(crate) async fn build_write(
     }
 }
 
-/// Records an operation the state machine does not perform (membership,
-/// compaction, a backup read) in the replicated audit trail, before it is
-/// performed: an operation whose record cannot be written is not done.
+/// Records an operation the state machine does not perform (a backup
+/// read) in the replicated audit trail before it is performed: one whose
+/// record cannot be written is not done.
 pub(crate) async fn record(
     api: &Api,
     caller: &Caller,
@@ -165,6 +165,17 @@ pub(crate) async fn record(
     match applied.result {
         Ok(_) => Ok(()),
         Err(e) => Err(refusal(&e)),
+    }
+}
+
+/// Records an operation that has just succeeded (a membership change,
+/// which may be what restores a quorum, or a compaction, which needs none,
+/// must not wait on the log first). A record that cannot be written is
+/// logged: the operation stands, and its membership change is in the Raft
+/// log regardless.
+pub(crate) async fn record_done(api: &Api, caller: &Caller, action: &str, detail: String) {
+    if let Err(p) = record(api, caller, action, detail.clone()).await {
+        tracing::warn!(action, detail, problem = %p.0.detail, "an operation was done but its audit record could not be written");
     }
 }
 
