@@ -77,22 +77,25 @@ pub async fn snapshot(State(api): Shared, caller: Caller) -> Result<Response, Pr
     // A backup taken from a follower must not miss a write the leader has
     // just acknowledged: wait until this node has applied that far.
     api.node.catch_up().await.map_err(read_problem)?;
-    // A full export is recorded before it streams (the log pulls of
-    // incremental backups, many per backup, are not: they would crowd the
-    // trail out). It waited for the leader above, so the record can commit.
-    record(
-        &api,
-        &caller,
-        "backup_snapshot",
-        format!("node={}", api.node.id()),
-    )
-    .await?;
     let held = api
         .node
         .export_snapshot(slot)
         .await
         .map_err(export_problem)?;
     let export = &held.export;
+    // A full export is recorded once it is taken and before it streams, so
+    // the snapshot holds the state the request asked for, not its own
+    // record (the log pulls of incremental backups, many per backup, are
+    // not recorded: they would crowd the trail out). It waited for the
+    // leader above, so the record can commit; one that cannot is not sent.
+    let at = export.last_log_id.map_or(0, |l| l.index);
+    record(
+        &api,
+        &caller,
+        "backup_snapshot",
+        format!("node={} index={at}", api.node.id()),
+    )
+    .await?;
     let file = tokio::fs::File::open(&export.path)
         .await
         .map_err(|e| Problem::internal(format!("{}: {e}", export.path.display())))?;
