@@ -7,6 +7,8 @@ use serde_json::{json, Value};
 use keel_domain::query::Page;
 use keel_domain::{AuditRecord, KeyInfo, Role};
 
+use keel_protocol::clock::utc_text;
+
 use crate::{method_delete, method_get, Client, ClientError};
 
 /// A key as `POST /v1/keys` answers: shown with its token once.
@@ -130,11 +132,6 @@ fn page_path(base: &str, cursor: Option<&str>, limit: Option<usize>) -> String {
     }
 }
 
-/// The time `ms` since the Unix epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
-pub fn utc(ms: u64) -> String {
-    keel_protocol::clock::utc_text(ms)
-}
-
 /// The keys as a table: id, role, account, expiry, name.
 pub fn keys_table(keys: &[KeyInfo]) -> String {
     let mut out = format!(
@@ -147,7 +144,7 @@ pub fn keys_table(keys: &[KeyInfo]) -> String {
             k.id,
             k.role.as_str(),
             k.account.as_ref().map_or("-", |a| a.as_str()),
-            k.expires_at_ms.map_or("never".into(), utc),
+            k.expires_at_ms.map_or("never".into(), utc_text),
             k.name
         ));
     }
@@ -164,7 +161,7 @@ pub fn audit_table(records: &[AuditRecord]) -> String {
         out.push_str(&format!(
             "{:>6} {:<19} {:<22} {:<9} {:<22} {:<22} {:<13} {}\n",
             r.seq,
-            utc(r.at_ms),
+            utc_text(r.at_ms),
             r.actor,
             r.role.as_str(),
             r.action,
@@ -180,13 +177,6 @@ pub fn audit_table(records: &[AuditRecord]) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
     use super::*;
-
-    #[test]
-    fn utc_formats_known_instants() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00");
-        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
-        assert_eq!(utc(1_796_601_599_000), "2026-12-06 23:59:59");
-    }
 
     #[test]
     fn page_paths_carry_only_what_was_given() {

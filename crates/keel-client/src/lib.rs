@@ -22,7 +22,7 @@ use keel_domain::{Account, Order, Summary};
 mod access;
 mod status;
 
-pub use access::{audit_table, keys_table, utc, CreatedKey, IssuedToken};
+pub use access::{audit_table, keys_table, CreatedKey, IssuedToken};
 pub use status::status_table;
 
 /// Timeout of one HTTP attempt.

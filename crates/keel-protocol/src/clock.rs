@@ -56,6 +56,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn utc_text_formats_known_instants() {
+        assert_eq!(utc_text(0), "1970-01-01 00:00:00");
+        assert_eq!(utc_text(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(utc_text(1_796_601_599_000), "2026-12-06 23:59:59");
+    }
+
+    #[test]
     fn reads_a_time_after_this_code_was_written() {
         // 2026-01-01T00:00:00Z: a clock reading before it is broken.
         assert!(wall_ms() > 1_767_225_600_000);

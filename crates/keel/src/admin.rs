@@ -218,7 +218,7 @@ async fn tokens(client: &Client, cmd: TokensCmd) -> anyhow::Result<()> {
             eprintln!(
                 "token for {} until {} UTC:",
                 t.account,
-                keel_client::utc(t.expires_at_ms)
+                keel_protocol::clock::utc_text(t.expires_at_ms)
             );
             println!("{}", t.token);
         }
