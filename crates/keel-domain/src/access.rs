@@ -60,10 +60,10 @@ pub(crate) fn resolve<T: ReadTables>(t: &T, p: &Principal, now: u64) -> Step<Act
         Principal::Key(id) => {
             let key: ApiKey = get(t, Table::ApiKeys, id.as_str().as_bytes())?
                 .ok_or_else(|| unauthorized(format!("key {id} does not exist or was revoked")))?;
-            if key.expired_at(now) {
+            if key.info.expired_at(now) {
                 return Err(unauthorized(format!("key {id} has expired")));
             }
-            match (key.role, key.account) {
+            match (key.info.role, key.info.account) {
                 (Role::Customer, Some(account)) => Ok(Actor::Customer(account)),
                 // A customer key is created with its account (checked by
                 // `create_key`); one without is corrupt state, refused.
@@ -192,18 +192,20 @@ pub(crate) fn create_key<T: WriteTables>(
         ),
     };
     let key = ApiKey {
-        id: k.id.clone(),
-        name: k.name.to_owned(),
-        role: k.role,
-        account: k.account.cloned(),
+        info: KeyInfo {
+            id: k.id.clone(),
+            name: k.name.to_owned(),
+            role: k.role,
+            account: k.account.cloned(),
+            created_at_ms: now,
+            expires_at_ms,
+            created_by: created_by.to_owned(),
+        },
         secret_hash: k.secret_hash,
-        created_at_ms: now,
-        expires_at_ms,
-        created_by: created_by.to_owned(),
     };
     t.put(Table::ApiKeys, k.id.as_str().as_bytes(), &encode(&key))?;
     t.put(Table::Meta, keys::META_KEY_COUNT, &encode(&(count + 1)))?;
-    Ok(key.info())
+    Ok(key.info)
 }
 
 /// Removes a key: from this entry on, every replica refuses it.
@@ -217,7 +219,7 @@ pub(crate) fn revoke_key<T: WriteTables>(t: &mut T, id: &KeyId) -> Step<KeyInfo>
         keys::META_KEY_COUNT,
         &encode(&count.saturating_sub(1)),
     )?;
-    Ok(key.info())
+    Ok(key.info)
 }
 
 /// What a customer token of `account` issued now carries: the account's

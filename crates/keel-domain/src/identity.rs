@@ -82,10 +82,19 @@ impl Role {
     }
 }
 
-/// An API key as the state stores it: the hash of its secret, never the
-/// secret.
+/// An API key as the state stores it: what the API shows of it and the
+/// hash of its secret, never the secret.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKey {
+    /// Everything but the hash.
+    pub info: KeyInfo,
+    /// [`secret_hash`] of the key's secret.
+    pub secret_hash: [u8; 32],
+}
+
+/// An API key as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KeyInfo {
     /// The key's id (the public half of the token).
     pub id: KeyId,
     /// What the key is for, for humans.
@@ -94,8 +103,6 @@ pub struct ApiKey {
     pub role: Role,
     /// For the `customer` role: the one account it acts for.
     pub account: Option<AccountId>,
-    /// [`secret_hash`] of the key's secret.
-    pub secret_hash: [u8; 32],
     /// Leader time it was created at (ms).
     pub created_at_ms: u64,
     /// State time from which it is refused (ms), if it expires.
@@ -104,43 +111,11 @@ pub struct ApiKey {
     pub created_by: String,
 }
 
-impl ApiKey {
-    /// What the API shows of the key: everything but the hash.
-    pub fn info(&self) -> KeyInfo {
-        KeyInfo {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            role: self.role,
-            account: self.account.clone(),
-            created_at_ms: self.created_at_ms,
-            expires_at_ms: self.expires_at_ms,
-            created_by: self.created_by.clone(),
-        }
-    }
-
+impl KeyInfo {
     /// True when the state clock `now_ms` has reached the key's expiry.
     pub fn expired_at(&self, now_ms: u64) -> bool {
         self.expires_at_ms.is_some_and(|e| now_ms >= e)
     }
-}
-
-/// An API key as the API shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct KeyInfo {
-    /// The key's id.
-    pub id: KeyId,
-    /// What the key is for.
-    pub name: String,
-    /// What it may do.
-    pub role: Role,
-    /// For the `customer` role: its account.
-    pub account: Option<AccountId>,
-    /// Leader time it was created at (ms).
-    pub created_at_ms: u64,
-    /// State time from which it is refused (ms), if it expires.
-    pub expires_at_ms: Option<u64>,
-    /// Who created it.
-    pub created_by: String,
 }
 
 /// The stored hash of a key's secret: a keyed-derivation hash, so the

@@ -14,6 +14,7 @@ use crate::identity::{ApiKey, AuditRecord, KeyInfo};
 use crate::ids::{AccountId, KeyId, OrderId, Sku};
 use crate::keys;
 use crate::model::{Account, Order, Product, Summary};
+use crate::step::get;
 use crate::tables::{prefix_end, Direction, ReadTables, Table};
 
 /// Largest page a list query returns.
@@ -62,20 +63,9 @@ fn parse_cursor(cursor: Option<&str>) -> Result<Option<Vec<u8>>, FieldError> {
     hex::decode(c).map(Some).map_err(|_| bad())
 }
 
-/// The decoded value at `key` of `table`, if any.
-fn record<T: ReadTables, V: serde::de::DeserializeOwned>(
-    t: &T,
-    table: Table,
-    key: &[u8],
-) -> Result<Option<V>, TableError> {
-    t.get(table, key)?
-        .map(|v| decode(table, key, &v))
-        .transpose()
-}
-
 /// The product with its stock, if it exists.
 pub fn product<T: ReadTables>(t: &T, sku: &Sku) -> Result<Option<Product>, TableError> {
-    record(t, Table::Products, sku.as_str().as_bytes())
+    get(t, Table::Products, sku.as_str().as_bytes())
 }
 
 /// Products in SKU order.
@@ -131,7 +121,7 @@ fn page<V>(
 
 /// The order, if it exists.
 pub fn order<T: ReadTables>(t: &T, id: OrderId) -> Result<Option<Order>, TableError> {
-    record(t, Table::Orders, &keys::order(id))
+    get(t, Table::Orders, &keys::order(id))
 }
 
 /// A customer's orders, newest first.
@@ -185,12 +175,12 @@ pub fn customer_orders<T: ReadTables>(
 
 /// The account, if it exists.
 pub fn account<T: ReadTables>(t: &T, id: &AccountId) -> Result<Option<Account>, TableError> {
-    record(t, Table::Accounts, id.as_str().as_bytes())
+    get(t, Table::Accounts, id.as_str().as_bytes())
 }
 
 /// The API key, hash included (for checking a secret), if it is held.
 pub fn key<T: ReadTables>(t: &T, id: &KeyId) -> Result<Option<ApiKey>, TableError> {
-    record(t, Table::ApiKeys, id.as_str().as_bytes())
+    get(t, Table::ApiKeys, id.as_str().as_bytes())
 }
 
 /// The API keys held, in id order, without their hashes.
@@ -200,7 +190,7 @@ pub fn keys<T: ReadTables>(
     limit: Option<usize>,
 ) -> Result<Page<KeyInfo>, QueryError> {
     forward_page(t, Table::ApiKeys, cursor, limit, |k, v| {
-        decode::<ApiKey>(Table::ApiKeys, k, v).map(|key| key.info())
+        decode::<ApiKey>(Table::ApiKeys, k, v).map(|key| key.info)
     })
 }
 

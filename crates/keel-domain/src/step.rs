@@ -1,6 +1,6 @@
 //! How a command's handlers report: a refusal (part of the replicated
 //! result) or a storage failure (which aborts the batch), and the typed
-//! read every handler starts from.
+//! read of one record that handlers and queries start from.
 
 use crate::codec::decode;
 use crate::error::{DomainError, TableError};

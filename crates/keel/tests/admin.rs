@@ -64,10 +64,6 @@ impl Admin {
     }
 }
 
-fn gateway_of(client: &keel_client::Client) -> String {
-    client.endpoints()[0].clone()
-}
-
 fn secret_file(dir: &Path, name: &str, secret: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, format!("{secret}\n")).unwrap();
@@ -141,10 +137,11 @@ async fn keel_admin_manages_keys_tokens_and_reads_the_audit_trail() {
     let weights = |token: &str| {
         let client = c.client(vec![gateway.clone()], Some(token.to_owned()));
         let body = serde_json::json!({"node": c.endpoints()[0], "weight": 3});
+        let gateway = gateway.clone();
         async move {
             match client
                 .call_at(
-                    &gateway_of(&client),
+                    &gateway,
                     keel_client::HttpMethod::PUT,
                     "/gateway/weights",
                     Some(&body),

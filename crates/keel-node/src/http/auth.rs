@@ -125,10 +125,20 @@ pub struct Caller {
     /// The account a customer acts for.
     pub account: Option<AccountId>,
     /// The connection's remote address, as this node saw it.
-    pub origin: Option<String>,
+    pub origin: Option<std::net::SocketAddr>,
 }
 
 impl Caller {
+    /// The origin as an envelope carries it (at most
+    /// [`ORIGIN_LEN_MAX`] bytes), for the audit trail.
+    pub fn origin_text(&self) -> Option<String> {
+        self.origin.map(|a| {
+            let mut s = a.to_string();
+            s.truncate(ORIGIN_LEN_MAX);
+            s
+        })
+    }
+
     /// The principal, or 401 for an anonymous caller.
     pub fn principal(&self) -> Result<Principal, Problem> {
         self.principal.clone().ok_or_else(Problem::unauthorized)
@@ -167,22 +177,14 @@ pub struct RemoteAddr(pub std::net::SocketAddr);
 /// its [`Caller`]: 401 without a credential where one is needed (or with a
 /// bad one anywhere), 403 for a role the route does not take.
 pub async fn authorize(State(api): State<Arc<Api>>, mut req: Request, next: Next) -> Response {
-    let route = req
+    let access = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
-    let method = req.method().as_str().to_ascii_lowercase();
-    let access = route
-        .as_deref()
-        .and_then(|path| roles::roles_of(&method, path))
+        .and_then(|path| roles::roles_of(req.method().as_str(), path.as_str()))
         // A route missing from the table (the router's tests forbid it)
         // is the admin's alone.
         .unwrap_or(roles::ADMIN);
-    let origin = req.extensions().get::<RemoteAddr>().map(|a| {
-        let mut s = a.0.to_string();
-        s.truncate(ORIGIN_LEN_MAX);
-        s
-    });
+    let origin = req.extensions().get::<RemoteAddr>().map(|a| a.0);
     let cert = req
         .extensions()
         .get::<ConnectedPeer>()
@@ -203,7 +205,7 @@ async fn authenticate(
     api: &Api,
     headers: &HeaderMap,
     cert: Option<&keel_tls::PeerCert>,
-    origin: Option<String>,
+    origin: Option<std::net::SocketAddr>,
 ) -> Result<Caller, Problem> {
     let anonymous = Caller {
         principal: None,
@@ -265,7 +267,7 @@ async fn live_key(api: &Api, id: &KeyId) -> Result<keel_domain::ApiKey, Problem>
     let (key, clock_ms) = api.node.read_key(id).await.map_err(read_problem)?;
     let key =
         key.ok_or_else(|| Problem::bad_credential("the key does not exist or was revoked"))?;
-    if key.expired_at(clock_ms) {
+    if key.info.expired_at(clock_ms) {
         return Err(Problem::bad_credential("the key has expired"));
     }
     Ok(key)
@@ -274,8 +276,8 @@ async fn live_key(api: &Api, id: &KeyId) -> Result<keel_domain::ApiKey, Problem>
 fn key_caller(anonymous: Caller, id: KeyId, key: &keel_domain::ApiKey) -> Caller {
     Caller {
         principal: Some(Principal::Key(id)),
-        role: Some(key.role),
-        account: key.account.clone(),
+        role: Some(key.info.role),
+        account: key.info.account.clone(),
         ..anonymous
     }
 }

@@ -178,7 +178,7 @@ fn batch_envelope(
     Ok(Envelope {
         request_id,
         principal: principal.clone(),
-        origin: caller.origin.clone(),
+        origin: caller.origin_text(),
         command,
     })
 }

@@ -129,11 +129,13 @@ pub fn admit(access: &[Access], role: Option<Role>) -> Result<(), Problem> {
     )))
 }
 
-/// The roles of `method path`, if the table has the route.
+/// The roles of `method path`, if the table has the route (the method
+/// in any case: the table writes it as the document does, an HTTP request
+/// in capitals).
 pub fn roles_of(method: &str, path: &str) -> Option<&'static [Access]> {
     ROUTE_ROLES
         .iter()
-        .find(|(m, p, _)| *m == method && *p == path)
+        .find(|(m, p, _)| m.eq_ignore_ascii_case(method) && *p == path)
         .map(|(_, _, roles)| *roles)
 }
 

@@ -107,7 +107,7 @@ pub(crate) async fn submit(
     let env = Envelope {
         request_id,
         principal: caller.principal()?,
-        origin: caller.origin.clone(),
+        origin: caller.origin_text(),
         command,
     };
     api.node.submit(env).await.map_err(submit_problem)
@@ -155,7 +155,7 @@ pub(crate) async fn record(
     let env = Envelope {
         request_id: api.generated_key(),
         principal: caller.principal()?,
-        origin: caller.origin.clone(),
+        origin: caller.origin_text(),
         command: Command::Record {
             action: action.to_owned(),
             detail,
