@@ -770,7 +770,9 @@ impl<'a> Nemeses<'a> {
     /// and wipes its data; returns it.
     async fn remove_follower(&mut self) -> Result<u64, ChaosError> {
         let f = self.follower().await?;
-        let path = format!("/v1/cluster/members/{f}");
+        // A deliberate fault: the two voters left survive no further failure,
+        // which the leader refuses without `force`.
+        let path = format!("/v1/cluster/members/{f}?force=true");
         // A membership change waits for a quorum of the old and the new
         // membership, and its reply may be lost or late (a lagging voter,
         // a leader change): ask the current leader again until the node is

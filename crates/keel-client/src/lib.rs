@@ -20,9 +20,11 @@ use serde_json::{json, Value};
 use keel_domain::{Account, Order, Summary};
 
 mod access;
+mod operate;
 mod status;
 
 pub use access::{audit_table, keys_table, CreatedKey, IssuedToken};
+pub use operate::{leader_in, member_addr, LEADER_HOPS_MAX};
 pub use status::status_table;
 
 /// Timeout of one HTTP attempt.

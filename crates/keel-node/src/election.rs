@@ -171,9 +171,13 @@ pub async fn run(
         if *stop.borrow() {
             return;
         }
-        let standing = standing(id, &raft.metrics().borrow());
+        let (standing, term) = {
+            let m = raft.metrics().borrow().clone();
+            (standing(id, &m), m.current_term)
+        };
         let s = signals.take();
         let now = Instant::now();
+        signals.set_leading((standing == Standing::Leader).then_some(term), now);
         let waited = now.saturating_duration_since(clock.since);
         if clock.poll(now, &s, standing) {
             // A node whose wall clock does not agree with a majority's

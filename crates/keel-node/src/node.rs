@@ -19,10 +19,12 @@ use keel_store::{NodeId, StateMachineStore, StateReader, TypeConfig};
 
 use crate::clock::ClockGuard;
 use crate::config::NodeConfig;
+use crate::election::ELECTION_POLL;
 use crate::export::{ExportError, ExportSlot, HeldExport, LogRecords, EXPORTS_MAX};
 use crate::metrics::{Metrics, Role, Route, RouteStatus};
 use crate::proposer::{only_result, Group, ProposeError, Proposer};
 use crate::rpc::{path, CallError, PeerClient};
+use crate::signals::ElectionSignals;
 
 /// Longest a write may take end to end inside the cluster, forwarding and
 /// retries included, before the node gives up and says so.
@@ -161,9 +163,68 @@ pub enum MembershipError {
     /// This node is not the leader.
     #[error("not the leader")]
     NotLeader(Option<(NodeId, String)>),
+    /// The change would leave the cluster unable to survive one more
+    /// failure; nothing changed. The operator may insist (`force`).
+    #[error("{0}")]
+    AtRisk(String),
     /// Raft failed to commit the change.
     #[error("failed: {0}")]
     Failed(String),
+}
+
+/// Longest a leadership transfer may take, from pausing the leader to the
+/// successor leading; past it the transfer gives up and the old leader, if
+/// it still leads, resumes. Long enough for the fallback in which the
+/// other voters' leader leases must run out (openraft's lease is the
+/// election timeout's maximum, 300 ms by default) and a round or two of
+/// elections after.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Longest a transfer waits for the batches in flight to commit and for
+/// the successor to hold the leader's whole log, before giving up with
+/// nothing changed.
+pub const TRANSFER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Timeout of the call asking the successor to stand.
+pub const STAND_CALL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What a leadership transfer did.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Transfer {
+    /// The leader before.
+    pub from: NodeId,
+    /// The leader now.
+    pub to: NodeId,
+    /// The new leader's term.
+    pub term: u64,
+    /// How long the old leader proposed nothing (ms): the writes' gap as
+    /// this node saw it.
+    pub paused_ms: u64,
+}
+
+/// Why a leadership transfer did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// This node is not the leader.
+    #[error("not the leader")]
+    NotLeader(Option<(NodeId, String)>),
+    /// The successor cannot take over (not a voter, unhealthy, the leader
+    /// itself); nothing changed.
+    #[error("{0}")]
+    Refused(String),
+    /// The transfer did not finish in time.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A node asked to stand for leadership by the leader handing over.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StandRequest {
+    /// The leader handing over.
+    pub leader: NodeId,
+    /// The leader's last log index: the successor stands only if it holds
+    /// at least that much, or it could not win.
+    pub last_log_index: u64,
 }
 
 /// Longest `POST /v1/cluster/compact` waits for the snapshot to be built
@@ -204,6 +265,7 @@ pub struct Node {
     peers: PeerClient,
     metrics: Arc<Metrics>,
     clock: Arc<ClockGuard>,
+    election: Arc<ElectionSignals>,
 }
 
 /// What a [`Node`] is made of, handed over once at start-up.
@@ -224,6 +286,8 @@ pub struct NodeParts {
     pub metrics: Arc<Metrics>,
     /// Whether this node's wall clock may lead ([`crate::clock`]).
     pub clock: Arc<ClockGuard>,
+    /// What the election clock knows (when this node took the lead).
+    pub election: Arc<ElectionSignals>,
 }
 
 /// A value read from this replica's state, and the applied index of the
@@ -275,6 +339,27 @@ pub struct ClockStatus {
     pub peers: BTreeMap<String, PeerClock>,
 }
 
+/// The index up to which the leader knows `peer` holds its log (from its
+/// replication metrics; `None` on a follower or before the first reply).
+fn matched_index(m: &RaftMetrics<NodeId, BasicNode>, peer: NodeId) -> Option<u64> {
+    m.replication
+        .as_ref()?
+        .get(&peer)
+        .copied()
+        .flatten()
+        .map(|l| l.index)
+}
+
+/// The voter other than `leader` that holds most of the leader's log: the
+/// successor that can take over soonest.
+fn best_successor(leader: NodeId, m: &RaftMetrics<NodeId, BasicNode>) -> Option<NodeId> {
+    m.membership_config
+        .membership()
+        .voter_ids()
+        .filter(|v| *v != leader)
+        .max_by_key(|v| (matched_index(m, *v), std::cmp::Reverse(*v)))
+}
+
 /// The role name of a server state.
 pub fn role_name(s: ServerState) -> &'static str {
     match s {
@@ -300,6 +385,7 @@ impl Node {
             peers: parts.peers,
             metrics: parts.metrics,
             clock: parts.clock,
+            election: parts.election,
         }
     }
 
@@ -943,8 +1029,9 @@ impl Node {
     }
 
     /// Removes a member, refusing when the remaining voters that answer now
-    /// would not form a quorum (the cluster would stop accepting writes).
-    pub async fn remove(&self, id: NodeId) -> Result<(), MembershipError> {
+    /// would not form a quorum (the cluster would stop accepting writes),
+    /// and, unless `force`, when they could not survive one more failure.
+    pub async fn remove(&self, id: NodeId, force: bool) -> Result<(), MembershipError> {
         self.require_leader()?;
         let m = self.m();
         let membership = m.membership_config.membership().clone();
@@ -983,11 +1070,180 @@ impl Node {
                 remaining.len()
             )));
         }
+        if up.saturating_sub(1) < quorum && !force {
+            return Err(MembershipError::AtRisk(format!(
+                "removing node {id} would leave {} voters, {up} of them healthy, and a quorum \
+                 needs {quorum}: one more failure would stop every write. Add a member first, \
+                 or insist with force",
+                remaining.len()
+            )));
+        }
         self.raft
             .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
             .await
             .map(|_| ())
             .map_err(|e| self.membership_failed(e))
+    }
+
+    /// Hands leadership to `to` (by default the voter holding most of the
+    /// log), for maintenance of this node. openraft 0.9 has no transfer, so
+    /// it is made of what it has:
+    /// 1. The proposer pauses: batches in flight commit, nothing new is
+    ///    appended, and writes wait in its queue instead of failing.
+    /// 2. The leader waits until the successor holds its whole log, so the
+    ///    successor can win a vote against any voter's log.
+    /// 3. The successor is asked to stand ([`path::STAND`]). Voters refuse
+    ///    a candidate while their leader's lease holds, except the leader
+    ///    itself, whose own lease dates from its election: it grants the
+    ///    vote and steps down. With three voters that is a quorum at once;
+    ///    with more, the others grant once the lease they hold runs out
+    ///    (the old leader no longer heartbeats), up to openraft's election
+    ///    timeout later.
+    /// 4. When the successor leads, the pause ends: the queued writes are
+    ///    retried at the new leader with their request ids, so none is
+    ///    applied twice.
+    ///
+    /// Safety is Raft's own: the successor wins only by a vote.
+    pub async fn transfer_leader(&self, to: Option<NodeId>) -> Result<Transfer, TransferError> {
+        match self.leader() {
+            Some((id, _)) if id == self.id => {}
+            other => return Err(TransferError::NotLeader(other)),
+        }
+        let m = self.m();
+        let to = match to {
+            Some(t) => t,
+            None => best_successor(self.id, &m)
+                .ok_or_else(|| TransferError::Refused("no other voter to hand over to".into()))?,
+        };
+        let membership = m.membership_config.membership();
+        if to == self.id {
+            return Err(TransferError::Refused(format!("node {to} already leads")));
+        }
+        if !membership.voter_ids().any(|v| v == to) {
+            return Err(TransferError::Refused(format!(
+                "node {to} is not a voter: only a voter can lead"
+            )));
+        }
+        let addr = membership
+            .get_node(&to)
+            .map(|n| n.addr.clone())
+            .ok_or_else(|| TransferError::Refused(format!("node {to} is not a member")))?;
+        // This node refuses to vote for its successor until its own lease,
+        // counted from its election, runs out: a leader elected moments ago
+        // waits for it first, still taking writes.
+        if let Some(since) = self.election.leading_since() {
+            let lease = Duration::from_millis(self.config.raft.election_max_ms) + ELECTION_POLL;
+            tokio::time::sleep_until((since + lease).into()).await;
+        }
+        let started = Instant::now();
+        let paused = self
+            .proposer
+            .pause(TRANSFER_CATCH_UP_TIMEOUT)
+            .await
+            .ok_or_else(|| {
+                TransferError::Failed("the writes in flight did not commit in time".into())
+            })?;
+        let result = self.hand_over(to, &addr, started).await;
+        drop(paused);
+        result
+    }
+
+    async fn hand_over(
+        &self,
+        to: NodeId,
+        addr: &str,
+        started: Instant,
+    ) -> Result<Transfer, TransferError> {
+        let left = TRANSFER_CATCH_UP_TIMEOUT.saturating_sub(started.elapsed());
+        let caught_up = self
+            .raft
+            .wait(Some(left))
+            .metrics(
+                |m| matched_index(m, to) >= m.last_log_index,
+                "successor holds the whole log",
+            )
+            .await
+            .map_err(|_| {
+                TransferError::Failed(format!(
+                    "node {to} did not catch up with the leader's log within {TRANSFER_CATCH_UP_TIMEOUT:?}"
+                ))
+            })?;
+        let req = StandRequest {
+            leader: self.id,
+            last_log_index: caught_up.last_log_index.unwrap_or(0),
+        };
+        let stood: Result<Result<(), String>, CallError> = self
+            .peers
+            .call(addr, path::STAND, &req, STAND_CALL_TIMEOUT)
+            .await;
+        match stood {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Err(TransferError::Refused(format!("node {to}: {why}"))),
+            Err(e) => {
+                return Err(TransferError::Failed(format!(
+                    "asking node {to} to stand: {e}"
+                )))
+            }
+        }
+        let left = TRANSFER_TIMEOUT.saturating_sub(started.elapsed());
+        let led = self
+            .raft
+            .wait(Some(left))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != self.id),
+                "another node leads",
+            )
+            .await
+            .map_err(|_| {
+                TransferError::Failed(format!(
+                    "node {to} did not take over within {TRANSFER_TIMEOUT:?}; this node still leads"
+                ))
+            })?;
+        let new = led.current_leader.unwrap_or(to);
+        if new != to {
+            return Err(TransferError::Failed(format!(
+                "node {new} won the election instead of node {to}"
+            )));
+        }
+        Ok(Transfer {
+            from: self.id,
+            to,
+            term: led.current_term,
+            paused_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// The successor's side of a transfer: stands for election at once if
+    /// it is a voter, still follows the leader handing over and holds its
+    /// whole log (a candidate with less could not win).
+    pub async fn stand(&self, req: StandRequest) -> Result<(), String> {
+        let m = self.m();
+        if !m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.id)
+        {
+            return Err("not a voter".into());
+        }
+        if m.current_leader != Some(req.leader) {
+            return Err(format!(
+                "follows {:?}, not node {} that asked",
+                m.current_leader, req.leader
+            ));
+        }
+        let have = m.last_log_index.unwrap_or(0);
+        if have < req.last_log_index {
+            return Err(format!(
+                "holds the log up to {have}, the leader up to {}",
+                req.last_log_index
+            ));
+        }
+        tracing::info!(
+            leader = req.leader,
+            "standing for election: the leader hands over"
+        );
+        self.raft.trigger().elect().await.map_err(|e| e.to_string())
     }
 
     /// Builds a snapshot of everything this node has applied and purges its

@@ -166,6 +166,15 @@ pub struct Proposer {
     /// queue holds groups, but its limit is in commands, as before groups.
     queued: Arc<Semaphore>,
     queue_max: usize,
+    /// The pipeline's places: a batch holds one while it is replicated.
+    slots: Arc<Semaphore>,
+    in_flight_max: usize,
+}
+
+/// Held while the proposer is paused ([`Proposer::pause`]): every
+/// pipeline place, so nothing is proposed until it is dropped.
+pub struct Paused {
+    _places: OwnedSemaphorePermit,
 }
 
 impl Proposer {
@@ -182,15 +191,40 @@ impl Proposer {
         let (tx, rx) = mpsc::channel(limits.queue_max);
         let queued = Arc::new(Semaphore::new(limits.queue_max));
         let queue_max = limits.queue_max;
-        let task = tokio::spawn(run(log, limits, metrics, rx, shutdown));
+        let in_flight_max = limits.in_flight_max;
+        let slots = Arc::new(Semaphore::new(in_flight_max));
+        let task = tokio::spawn(run(log, limits, metrics, rx, slots.clone(), shutdown));
         (
             Self {
                 tx,
                 queued,
                 queue_max,
+                slots,
+                in_flight_max,
             },
             task,
         )
+    }
+
+    /// Stops proposing: waits until every batch in flight has its outcome
+    /// (at most `within`), then holds every pipeline place, so commands
+    /// queue (up to `queue_max`) and no new entry is appended until the
+    /// guard is dropped. A leadership transfer pauses the leader so its
+    /// chosen successor can hold its whole log. `None` if the batches in
+    /// flight did not finish in time.
+    pub async fn pause(&self, within: Duration) -> Option<Paused> {
+        let places = u32::try_from(self.in_flight_max).unwrap_or(u32::MAX);
+        let all = self.slots.clone().acquire_many_owned(places);
+        match tokio::time::timeout(within, all).await {
+            Ok(Ok(p)) => Some(Paused { _places: p }),
+            _ => None,
+        }
+    }
+
+    /// Commands queued and not yet proposed.
+    pub fn queued(&self) -> usize {
+        self.queue_max
+            .saturating_sub(self.queued.available_permits())
     }
 
     /// Proposes one command and waits for its result.
@@ -313,9 +347,9 @@ async fn run<L: EntryLog>(
     limits: BatchLimits,
     metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<Pending>,
+    slots: Arc<Semaphore>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.in_flight_max));
     let mut in_flight = JoinSet::new();
     let mut carry: Option<Pending> = None;
     loop {

@@ -56,6 +56,8 @@ pub mod path {
     pub const SELF: &str = "/internal/self";
     /// A node's wall clock (ms since the epoch), for clock offsets.
     pub const CLOCK: &str = "/internal/clock";
+    /// The leader handing over asks its successor to stand for election.
+    pub const STAND: &str = "/internal/stand";
 }
 
 /// Why an internal call failed, before any Raft semantics.

@@ -243,6 +243,10 @@ rpc_handler!(rpc_forward_batch, |rpc, req: crate::proposer::Group| rpc
 rpc_handler!(rpc_read_index, |rpc, _req: ()| rpc.node.read_index().await);
 rpc_handler!(rpc_self, |rpc, _req: ()| rpc.node.self_status());
 rpc_handler!(rpc_clock, |_rpc, _req: ()| keel_protocol::wall_ms());
+rpc_handler!(rpc_stand, |rpc, req: crate::node::StandRequest| rpc
+    .node
+    .stand(req)
+    .await);
 
 /// The internal router.
 pub fn router(state: Arc<RpcState>) -> Router {
@@ -255,6 +259,7 @@ pub fn router(state: Arc<RpcState>) -> Router {
         .route(path::READ_INDEX, post(rpc_read_index))
         .route(path::SELF, post(rpc_self))
         .route(path::CLOCK, post(rpc_clock))
+        .route(path::STAND, post(rpc_stand))
         .layer(axum::extract::DefaultBodyLimit::max(RPC_BODY_BYTES_MAX))
         .with_state(state)
 }

@@ -226,6 +226,7 @@ pub async fn run(
         peers: peers.clone(),
         metrics: metrics.clone(),
         clock: clock.clone(),
+        election: election.clone(),
     }));
     let rpc = Arc::new(RpcState {
         node: node.clone(),

@@ -15,6 +15,9 @@ use keel_store::NodeId;
 #[derive(Debug)]
 pub struct ElectionSignals {
     inner: Mutex<Heard>,
+    /// The term this node leads in and when the election clock first saw
+    /// it lead (within one poll of openraft's own record of it).
+    leading: Mutex<Option<(u64, Instant)>>,
 }
 
 /// The signals since the clock last looked.
@@ -40,7 +43,26 @@ impl ElectionSignals {
                 greater_log: false,
                 outvoted_by_shorter_log: false,
             }),
+            leading: Mutex::new(None),
         })
+    }
+
+    /// Records whether this node leads, and in which term (`None`: it
+    /// does not): the time is kept from the first call that names a term.
+    pub fn set_leading(&self, term: Option<u64>, now: Instant) {
+        let mut l = keel_protocol::sync::lock(&self.leading);
+        *l = match (term, *l) {
+            (Some(t), Some((was, since))) if t == was => Some((was, since)),
+            (Some(t), _) => Some((t, now)),
+            (None, _) => None,
+        };
+    }
+
+    /// When this node was first seen leading in its current term, if it
+    /// leads. openraft's leader lease counts from its election, and until
+    /// the lease runs out it refuses to vote for another candidate.
+    pub fn leading_since(&self) -> Option<Instant> {
+        keel_protocol::sync::lock(&self.leading).map(|(_, since)| since)
     }
 
     fn lock(&self) -> MutexGuard<'_, Heard> {

@@ -37,6 +37,7 @@ mod log_backend;
 mod log_store;
 mod purge_gate;
 pub mod rebuild;
+pub mod recover;
 mod redb_tables;
 pub mod seed;
 pub mod snapshot;

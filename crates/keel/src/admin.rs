@@ -6,6 +6,8 @@ use anyhow::{anyhow, bail, Context};
 use keel_client::{AttemptError, Client};
 use keel_domain::Role;
 
+use crate::operate_cmd::{DrainArgs, LeaderCmd, MembersCmd, RecoverArgs, WeightsCmd};
+
 /// Arguments of `keel admin`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -49,6 +51,23 @@ enum Cmd {
     },
     /// Who the credential stands for.
     Whoami,
+    /// Membership: list, add (as a learner, then optionally promote),
+    /// promote, remove.
+    #[command(subcommand)]
+    Members(MembersCmd),
+    /// Leadership: hand it to another voter for maintenance.
+    #[command(subcommand)]
+    Leader(LeaderCmd),
+    /// A gateway's weights per node.
+    #[command(subcommand)]
+    Weights(WeightsCmd),
+    /// Take a node out of service: gateways stop sending it requests and
+    /// leadership moves away from it.
+    Drain(DrainArgs),
+    /// After losing a quorum for good: make a stopped survivor the only
+    /// member of a new cluster, keeping its data. Offline, on its data
+    /// directory.
+    Recover(RecoverArgs),
 }
 
 #[derive(clap::Subcommand)]
@@ -137,11 +156,16 @@ fn client(args: &Args) -> anyhow::Result<Client> {
 }
 
 /// Runs an admin command.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(mut args: Args) -> anyhow::Result<()> {
+    // Recovery is offline: no runtime, no credential, no endpoint.
+    let cmd = std::mem::replace(&mut args.cmd, Cmd::Whoami);
+    if let Cmd::Recover(r) = cmd {
+        return crate::operate_cmd::recover(r);
+    }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let client = client(&args)?;
-        match args.cmd {
+        match cmd {
             Cmd::Status => match client.status_table_at(&args.endpoint).await {
                 Ok(table) => print!("{table}"),
                 Err(AttemptError::Problem(p)) => bail!("{p}"),
@@ -156,6 +180,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 print!("{}", keel_client::audit_table(&page.items));
             }
             Cmd::Whoami => println!("{}", client.whoami().await?),
+            Cmd::Members(m) => crate::operate_cmd::members(&client, &args.endpoint, m).await?,
+            Cmd::Leader(l) => crate::operate_cmd::leader(&client, &args.endpoint, l).await?,
+            Cmd::Weights(w) => crate::operate_cmd::weights(&client, w).await?,
+            Cmd::Drain(d) => crate::operate_cmd::drain(&client, &args.endpoint, d).await?,
+            Cmd::Recover(r) => crate::operate_cmd::recover(r)?,
         }
         Ok(())
     })

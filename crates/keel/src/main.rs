@@ -23,6 +23,7 @@ mod chaos_cmd;
 mod demo;
 mod gateway_cmd;
 mod node_cmd;
+mod operate_cmd;
 mod rebuild_cmd;
 mod tls_args;
 mod up;

@@ -265,6 +265,8 @@ fn matrix_request(method: &str, path: &str, shop: &Shop, n: usize) -> (String, O
             "id": NO_SUCH_NODE, "addr": "not an address"
         })),
         ("post", "/v1/cluster/members") => Some(json!({"id": NO_SUCH_NODE})),
+        // Refused once admitted: no such voter, so leadership stays put.
+        ("post", "/v1/cluster/leader") => Some(json!({"to": NO_SUCH_NODE})),
         ("post", "/v1/keys") => Some(json!({"name": format!("matrix-{n}"), "role": "support"})),
         ("post", _) => Some(json!({})),
         _ => None,

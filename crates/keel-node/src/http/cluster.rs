@@ -13,10 +13,13 @@ use utoipa::ToSchema;
 
 use crate::http::auth::{Api, Caller};
 use crate::http::errors::Problem;
-use crate::http::extract::{Body, PathParams};
+use crate::http::extract::{Body, PathParams, QueryParams};
 use crate::http::openapi::{AdminProblems, MembershipProblems};
 use crate::http::submit::record_done;
-use crate::node::{ClusterStatus, CompactError, Compaction, MembershipError};
+use crate::node::{
+    ClusterStatus, CompactError, Compaction, MembershipError, Transfer, TransferError,
+};
+use keel_store::NodeId;
 
 type Shared = State<Arc<Api>>;
 
@@ -39,16 +42,26 @@ fn membership_problem(e: MembershipError) -> Problem {
             "Membership change refused",
             m,
         ),
-        MembershipError::NotLeader(l) => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_leader",
-            "Not the leader",
-            "membership changes are made on the leader",
-        )
-        .with("leader_id", json!(l.as_ref().map(|l| l.0)))
-        .with("leader_addr", json!(l.map(|l| l.1))),
+        MembershipError::NotLeader(l) => not_leader(l, "membership changes"),
+        MembershipError::AtRisk(m) => Problem::new(
+            StatusCode::CONFLICT,
+            "membership_at_risk",
+            "Membership change puts the cluster at risk",
+            m,
+        ),
         MembershipError::Failed(m) => Problem::unavailable(m),
     }
+}
+
+fn not_leader(l: Option<(NodeId, String)>, what: &str) -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_leader",
+        "Not the leader",
+        format!("{what} are made on the leader"),
+    )
+    .with("leader_id", json!(l.as_ref().map(|l| l.0)))
+    .with("leader_addr", json!(l.map(|l| l.1)))
 }
 
 /// The body of `POST /v1/cluster/learners`.
@@ -122,11 +135,24 @@ pub async fn promote(
     Ok(Json(json!(api.node.cluster_status().await)).into_response())
 }
 
-/// Remove a member; refused when the rest would have no healthy quorum.
+/// The query of `DELETE /v1/cluster/members/{id}`.
+#[derive(Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RemoveParams {
+    /// Remove even though the voters left could not survive one more
+    /// failure (409 `membership_at_risk` without it).
+    force: Option<bool>,
+}
+
+/// Remove a member; refused when the rest would have no healthy quorum,
+/// and, without `force`, when they could not survive one more failure.
 #[utoipa::path(
     delete, path = "/v1/cluster/members/{id}", tag = "cluster",
-    description = "On the leader only (503 `not_leader` elsewhere).",
-    params(("id" = u64, Path, minimum = 0, maximum = 18_446_744_073_709_551_615_u64)),
+    description = "On the leader only (503 `not_leader` elsewhere). 409 \
+                   `membership_at_risk` when the voters left could not survive \
+                   one more failure, unless `force=true`.",
+    params(("id" = u64, Path, minimum = 0, maximum = 18_446_744_073_709_551_615_u64), RemoveParams),
     responses((status = 200, description = "The cluster", body = ClusterStatus), MembershipProblems),
     security(("bearer" = [])),
 )]
@@ -134,10 +160,70 @@ pub async fn remove(
     State(api): Shared,
     caller: Caller,
     PathParams(id): PathParams<u64>,
+    QueryParams(q): QueryParams<RemoveParams>,
 ) -> Result<Response, Problem> {
-    api.node.remove(id).await.map_err(membership_problem)?;
-    record_done(&api, &caller, "remove_member", format!("node={id}")).await;
+    let force = q.force.unwrap_or(false);
+    api.node
+        .remove(id, force)
+        .await
+        .map_err(membership_problem)?;
+    let detail = format!("node={id}{}", if force { " force" } else { "" });
+    record_done(&api, &caller, "remove_member", detail).await;
     Ok(Json(json!(api.node.cluster_status().await)).into_response())
+}
+
+/// The body of `POST /v1/cluster/leader`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderBody {
+    /// The voter to hand leadership to; by default the one holding most of
+    /// the log.
+    #[serde(default, deserialize_with = "keel_domain::whole::option_u64")]
+    #[schema(minimum = 0, maximum = 18_446_744_073_709_551_615_u64)]
+    to: Option<u64>,
+}
+
+/// Hand leadership to another voter (on the leader), for maintenance:
+/// writes pause for the hand-over and are not refused.
+#[utoipa::path(
+    post, path = "/v1/cluster/leader", tag = "cluster",
+    description = "On the leader only (503 `not_leader` elsewhere). The leader \
+                   stops proposing, waits until the successor holds its whole log \
+                   and asks it to stand; writes arriving meanwhile wait and then \
+                   go to the new leader. 409 `transfer_refused` for a successor \
+                   that cannot lead, 503 `transfer_failed` when the hand-over did \
+                   not finish in time.",
+    request_body = LeaderBody,
+    responses(
+        (status = 200, description = "The transfer", body = Transfer),
+        (status = 409, description = "Problem: transfer_refused", body = crate::http::openapi::Problem, content_type = "application/problem+json"),
+        MembershipProblems,
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn transfer_leader(
+    State(api): Shared,
+    caller: Caller,
+    Body(b): Body<LeaderBody>,
+) -> Result<Response, Problem> {
+    let t = api.node.transfer_leader(b.to).await.map_err(|e| match e {
+        TransferError::NotLeader(l) => not_leader(l, "leadership transfers"),
+        TransferError::Refused(m) => Problem::new(
+            StatusCode::CONFLICT,
+            "transfer_refused",
+            "Leadership transfer refused",
+            m,
+        ),
+        TransferError::Failed(m) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "transfer_failed",
+            "Leadership transfer did not finish",
+            m,
+        ),
+    })?;
+    let detail = format!("from={} to={} paused_ms={}", t.from, t.to, t.paused_ms);
+    record_done(&api, &caller, "transfer_leader", detail).await;
+    Ok(Json(json!(t)).into_response())
 }
 
 /// Snapshot this node's state now and purge its log up to the snapshot.

@@ -37,6 +37,8 @@ pub const PROBLEM_TYPES: &[(&str, u16)] = &[
     ("below_reserved", 409),
     ("idempotency_conflict", 409),
     ("membership_refused", 409),
+    ("membership_at_risk", 409),
+    ("transfer_refused", 409),
     ("nothing_to_compact", 409),
     ("log_purged", 410),
     ("payload_too_large", 413),
@@ -44,6 +46,7 @@ pub const PROBLEM_TYPES: &[(&str, u16)] = &[
     ("internal", 500),
     ("unavailable", 503),
     ("not_leader", 503),
+    ("transfer_failed", 503),
     ("backup_busy", 503),
     ("indeterminate", 504),
 ];

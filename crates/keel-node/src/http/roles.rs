@@ -96,6 +96,7 @@ pub const ROUTE_ROLES: &[(&str, &str, &[Access])] = &[
     ("post", "/v1/cluster/learners", OPERATORS),
     ("post", "/v1/cluster/members", OPERATORS),
     ("delete", "/v1/cluster/members/{id}", OPERATORS),
+    ("post", "/v1/cluster/leader", OPERATORS),
     ("post", "/v1/cluster/compact", OPERATORS),
     ("post", "/v1/keys", ADMIN),
     ("get", "/v1/keys", STAFF_READERS),

@@ -93,6 +93,7 @@ fn routes() -> OpenApiRouter<Arc<Api>> {
         .routes(routes!(cluster::add_learner))
         .routes(routes!(cluster::promote))
         .routes(routes!(cluster::remove))
+        .routes(routes!(cluster::transfer_leader))
         .routes(routes!(cluster::compact))
         .routes(routes!(access::create, access::list))
         .routes(routes!(access::revoke))

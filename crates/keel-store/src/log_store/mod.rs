@@ -19,7 +19,9 @@ use std::time::Instant;
 use keel_domain::codec;
 use keel_domain::test_bugs::{on, TestBug};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{Entry, LogId, RaftLogReader, StorageError, Vote};
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, Membership, RaftLogReader, StorageError, Vote,
+};
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
 };
@@ -346,6 +348,82 @@ impl LogStore {
                 .map_err(|e| inner.err(e))?;
             m.insert(KEY_COMMITTED, codec::encode(&Some(last)).as_slice())
                 .map_err(|e| inner.err(e))?;
+            m.insert(KEY_VOTE, codec::encode(&vote).as_slice())
+                .map_err(|e| inner.err(e))?;
+        }
+        txn.commit().map_err(|e| inner.err(e))
+    }
+}
+
+/// The last log id and the saved vote.
+type LastAndVote = (Option<LogId<NodeId>>, Option<Vote<NodeId>>);
+
+/// A membership entry's log id and membership.
+type MembershipAt = (LogId<NodeId>, Membership<NodeId, BasicNode>);
+
+impl LogStore {
+    /// The last log id (the purge point when every entry is purged) and the
+    /// saved vote, for [`crate::recover`].
+    pub(crate) fn last_and_vote(&self) -> Result<LastAndVote, StoreError> {
+        Ok((self.inner.log_state()?.last_log_id, self.inner.read_vote()?))
+    }
+
+    /// The last membership entry in the log above `after`, if any: the
+    /// membership openraft would take as effective at start-up over the one
+    /// the state holds.
+    pub(crate) fn last_membership_after(
+        &self,
+        after: Option<u64>,
+    ) -> Result<Option<MembershipAt>, StoreError> {
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let entries = self
+            .inner
+            .read_range(start, Bound::Unbounded, None)
+            .map_err(|e| e.error)?;
+        Ok(entries.into_iter().rev().find_map(|e| match e.payload {
+            EntryPayload::Membership(m) => Some((e.log_id, m)),
+            _ => None,
+        }))
+    }
+
+    /// Appends `entry` right after the last log id and saves `vote`, in one
+    /// fsynced commit (`Durability::Immediate`): the recovery of
+    /// [`crate::recover`] either happened whole or not at all. Refused
+    /// unless `entry` follows the last log id and `vote` is not below the
+    /// saved one, the two rules every append and vote of openraft keeps.
+    pub(crate) fn force_append(
+        &self,
+        entry: &Entry<TypeConfig>,
+        vote: Vote<NodeId>,
+    ) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let (last, saved) = self.last_and_vote()?;
+        let next = last.map_or(1, |l| l.index + 1);
+        if entry.log_id.index != next || Some(entry.log_id) <= last {
+            return Err(StoreError::other(
+                &inner.path,
+                format!(
+                    "a forced entry {} does not follow the log's last {last:?}",
+                    entry.log_id
+                ),
+            ));
+        }
+        if saved.is_some_and(|v| vote.partial_cmp(&v).is_none_or(|o| o.is_lt())) {
+            return Err(StoreError::other(
+                &inner.path,
+                format!("a forced vote {vote} is below the saved vote"),
+            ));
+        }
+        let record =
+            encode_record(entry).map_err(|e| StoreError::other(&inner.path, e.to_string()))?;
+        let mut txn = inner.db.begin_write().map_err(|e| inner.err(e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| inner.err(e))?;
+        {
+            let mut t = txn.open_table(LOG).map_err(|e| inner.err(e))?;
+            t.insert(entry.log_id.index, record.as_slice())
+                .map_err(|e| inner.err(e))?;
+            let mut m = txn.open_table(META).map_err(|e| inner.err(e))?;
             m.insert(KEY_VOTE, codec::encode(&vote).as_slice())
                 .map_err(|e| inner.err(e))?;
         }
