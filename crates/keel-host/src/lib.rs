@@ -16,7 +16,14 @@
 //! sample (at scrape time, or on a timer).
 #![deny(missing_docs)]
 
+mod disk;
 mod error;
 pub mod parse;
+mod read;
+mod sampler;
+mod summary;
 
 pub use error::{ParseError, ReadError};
+pub use read::{OPEN_FDS_COUNTED_MAX, PROC_FILE_BYTES_MAX};
+pub use sampler::{HostSample, HostSampler};
+pub use summary::HostSummary;
