@@ -18,12 +18,14 @@
 
 mod disk;
 mod error;
+mod metrics;
 pub mod parse;
 mod read;
 mod sampler;
 mod summary;
 
 pub use error::{ParseError, ReadError};
+pub use metrics::{HostMetrics, REGISTRY_PREFIX};
 pub use read::{OPEN_FDS_COUNTED_MAX, PROC_FILE_BYTES_MAX};
 pub use sampler::{HostSample, HostSampler};
 pub use summary::HostSummary;
