@@ -62,7 +62,8 @@
 //! generator are shared. Probes and discovery run on the process's own
 //! runtime with a pool of their own. Each
 //! client connection is one task running hyper's HTTP/1.1 server; the gateway's own routes
-//! (`/healthz`, `/readyz`, `/metrics`, `/status`, `/gateway/weights`) go to an
+//! (`/healthz`, `/readyz`, `/metrics`, `/status`, `/gateway/weights`,
+//! `/gateway/availability`) go to an
 //! axum router, every other path to the proxy. An attempt checks a kept-alive
 //! connection to its node out of a per-node idle list
 //! (`limits.idle_connections_per_node`, each idle at most
@@ -96,8 +97,23 @@
 //! it is refused, never queued, so it needs no semaphore), and each class's
 //! `requests` and `request_seconds` series looked up once rather than in
 //! their families on every request.
+//!
+//! # Availability as clients saw it
+//!
+//! Every proxied request, once answered, feeds one outcome to a pure
+//! tracker ([`availability`]) under a mutex of its own, stamped with the
+//! wall clock: served, or failed server-side (a status of 500 or more; the
+//! module says why 429 is not). The tracker keeps per-minute counts of the
+//! last hour, totals since start, and outages (first failed request to the
+//! first success after it) with their time to recover. `/metrics` sets the
+//! `availability_ratio`, `failures_per_thousand`, `outages_total`,
+//! `last_recovery_seconds` and `outage_open` series from it at scrape time;
+//! `GET /gateway/availability` (admin, operator or support) answers all of
+//! it as JSON ([`AvailabilityReport`]). The gateway's own routes are not
+//! counted: they measure the gateway, not the cluster behind it.
 #![deny(missing_docs)]
 
+pub mod availability;
 pub mod balance;
 pub mod config;
 pub mod detect;
@@ -111,6 +127,10 @@ mod proxy;
 mod server;
 mod shared;
 
+pub use availability::{
+    Availability, AvailabilityReport, Counts, MinuteReport, OpenOutage, Outage, Window,
+    WindowReport, Windows, MINUTES_KEPT, MINUTE_MS, OUTAGES_KEPT,
+};
 pub use balance::{
     BackendSpec, Balancer, BalancerConfig, Policy, EWMA_DECAY_DEFAULT, RTT_INITIAL_DEFAULT,
     WEIGHT_MAX,

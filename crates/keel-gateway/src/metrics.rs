@@ -1,6 +1,7 @@
 //! Prometheus metrics of the gateway: counters and histograms are updated
-//! where the work happens; per-node gauges are refreshed from the pool at
-//! scrape time, so they are never stale by more than one scrape.
+//! where the work happens; per-node gauges are refreshed from the pool, and
+//! the availability series from the availability tracker, at scrape time,
+//! so they are never stale by more than one scrape.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
@@ -11,6 +12,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use crate::availability::{Availability, Window};
 
 /// Labels: request class and the status the client got.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,6 +55,13 @@ pub struct Reason {
     pub reason: &'static str,
 }
 
+/// Labels: an availability window.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WindowLabel {
+    /// `1m`, `5m`, `1h` or `all` ([`Window::label`]).
+    pub window: &'static str,
+}
+
 /// All metrics of a gateway.
 pub struct Metrics {
     /// Client requests by class and final status.
@@ -83,6 +93,8 @@ pub struct Metrics {
     pub node_outstanding: Family<NodeLabel, Gauge>,
     /// 1 for the node the gateway believes leads.
     pub node_leader: Family<NodeLabel, Gauge>,
+    /// The availability series, refreshed at scrape time.
+    pub availability: AvailabilitySeries,
     registry: Registry,
 }
 
@@ -174,6 +186,7 @@ impl Metrics {
             "1 for the believed leader",
             node_leader.clone(),
         );
+        let availability = AvailabilitySeries::register(&mut r);
         Self {
             requests,
             request_seconds,
@@ -189,6 +202,7 @@ impl Metrics {
             node_phi,
             node_outstanding,
             node_leader,
+            availability,
             registry: r,
         }
     }
@@ -212,6 +226,79 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Availability as clients saw it (`crate::availability`), set from the
+/// tracker at scrape time.
+pub struct AvailabilitySeries {
+    /// `1 - failures / requests` by window.
+    pub ratio: Family<WindowLabel, Gauge<f64, AtomicU64>>,
+    /// Failures per thousand requests by window.
+    pub failures_per_thousand: Family<WindowLabel, Gauge<f64, AtomicU64>>,
+    /// Outages started (`keel_gateway_outages_total`).
+    pub outages: Counter,
+    /// The latest closed outage's time to recover; 0 before the first.
+    pub last_recovery_seconds: Gauge<f64, AtomicU64>,
+    /// 1 while an outage is going on.
+    pub outage_open: Gauge,
+}
+
+impl AvailabilitySeries {
+    fn register(r: &mut Registry) -> Self {
+        let s = Self {
+            ratio: Family::default(),
+            failures_per_thousand: Family::default(),
+            outages: Counter::default(),
+            last_recovery_seconds: Gauge::default(),
+            outage_open: Gauge::default(),
+        };
+        r.register(
+            "availability_ratio",
+            "Share of client requests not failed server-side, by window",
+            s.ratio.clone(),
+        );
+        r.register(
+            "failures_per_thousand",
+            "Client requests failed server-side per thousand, by window",
+            s.failures_per_thousand.clone(),
+        );
+        r.register(
+            "outages",
+            "Outages seen by clients: from a failed request to the next success",
+            s.outages.clone(),
+        );
+        r.register(
+            "last_recovery_seconds",
+            "Time to recover of the latest ended outage",
+            s.last_recovery_seconds.clone(),
+        );
+        r.register(
+            "outage_open",
+            "1 while an outage is going on",
+            s.outage_open.clone(),
+        );
+        s
+    }
+
+    /// Sets every series from `a` as of `now_ms`. The caller holds the
+    /// tracker's lock, so concurrent scrapes bring the outage counter up
+    /// to the tracker's count one after the other, never past it.
+    pub fn refresh(&self, a: &Availability, now_ms: u64) {
+        for w in Window::ALL {
+            let c = a.counts(w, now_ms);
+            let label = WindowLabel { window: w.label() };
+            self.ratio.get_or_create(&label).set(c.availability());
+            self.failures_per_thousand
+                .get_or_create(&label)
+                .set(c.failures_per_thousand());
+        }
+        let behind = a.outages_total().saturating_sub(self.outages.get());
+        self.outages.inc_by(behind);
+        let last_ms = a.last_recovery_ms().unwrap_or(0);
+        self.last_recovery_seconds.set(last_ms as f64 / 1000.0);
+        self.outage_open
+            .set(i64::from(a.open_outage(now_ms).is_some()));
     }
 }
 
@@ -283,5 +370,35 @@ mod tests {
             text.contains("keel_gateway_request_seconds_count{class=\"local_read\"} 5"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn availability_series_follow_the_tracker() {
+        let m = Metrics::new();
+        let mut a = Availability::new();
+        let t0 = 1_000 * crate::availability::MINUTE_MS;
+        for (t, ok) in [
+            (0, true),
+            (10, false),
+            (20, false),
+            (1_510, true),
+            (1_600, false),
+        ] {
+            a.record(t0 + t, ok);
+        }
+        m.availability.refresh(&a, t0 + 2_000);
+        // A second scrape adds nothing to the counter.
+        m.availability.refresh(&a, t0 + 2_000);
+        let text = m.render();
+        for line in [
+            "keel_gateway_availability_ratio{window=\"all\"} 0.4",
+            "keel_gateway_availability_ratio{window=\"1m\"} 0.4",
+            "keel_gateway_failures_per_thousand{window=\"5m\"} 600.0",
+            "keel_gateway_outages_total 2",
+            "keel_gateway_last_recovery_seconds 1.5",
+            "keel_gateway_outage_open 1",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 }

@@ -90,7 +90,9 @@ pub async fn handle(gw: Arc<Shared>, client: &Client, req: Request<Incoming>) ->
     let response = match admit_and_forward(&gw, client, class, req, started).await {
         Ok(r) | Err(r) => r,
     };
-    gw.series[class.slot()].record(response.status().as_u16(), started.elapsed().as_secs_f64());
+    let status = response.status().as_u16();
+    gw.series[class.slot()].record(status, started.elapsed().as_secs_f64());
+    gw.availability.record(status);
     response
 }
 

@@ -25,12 +25,13 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
+use crate::availability::AvailabilityReport;
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
 use crate::pool::{Class, Pool, ProbeFailure, WeightError};
 use crate::problem::Problem;
 use crate::proxy::{self, Client};
-use crate::shared::{GatewayTls, KeyMaker, PendingCap, Shared};
+use crate::shared::{GatewayTls, KeyMaker, LiveAvailability, PendingCap, Shared};
 use crate::{ConfigError, NodeIndex};
 use keel_http_client::ConnPool;
 use keel_http_server::{ConnectionSlots, ServeLimits};
@@ -116,6 +117,7 @@ impl Gateway {
             pool,
             metrics,
             upstream: upstream_pool(&config, tls.as_ref()),
+            availability: Arc::new(LiveAvailability::default()),
         });
         let (stop, stopped) = watch::channel(false);
         let slots = ConnectionSlots::new(config.limits.connections_max);
@@ -165,6 +167,15 @@ impl Gateway {
     /// The `/status` document (for embedding and tests).
     pub fn status(&self) -> serde_json::Value {
         self.shared.pool.status(Instant::now())
+    }
+
+    /// The `/gateway/availability` document as of now (for embedding and
+    /// tests).
+    pub fn availability(&self) -> AvailabilityReport {
+        self.shared
+            .availability
+            .lock()
+            .report(keel_protocol::wall_ms())
     }
 
     /// Runs until `signal` completes, then shuts down.
@@ -242,6 +253,7 @@ fn spawn_worker(
         pending: shared.pending.clone(),
         keys: shared.keys.clone(),
         series: shared.series.clone(),
+        availability: shared.availability.clone(),
     });
     let (bound_tx, bound_rx) = oneshot::channel::<std::io::Result<SocketAddr>>();
     let (done_tx, done_rx) = oneshot::channel();
@@ -330,12 +342,13 @@ struct OwnRoutes {
 
 impl OwnRoutes {
     fn new(shared: Arc<Shared>) -> Self {
-        let routes: [(&'static str, MethodRouter<Arc<Shared>>); 5] = [
+        let routes: [(&'static str, MethodRouter<Arc<Shared>>); 6] = [
             ("/healthz", get(healthz)),
             ("/readyz", get(readyz)),
             ("/metrics", get(metrics)),
             ("/status", get(status)),
             ("/gateway/weights", put(set_weight)),
+            ("/gateway/availability", get(availability)),
         ];
         let paths = routes.iter().map(|(path, _)| *path).collect();
         let router = routes
@@ -363,6 +376,9 @@ async fn readyz(State(gw): State<Arc<Shared>>) -> Response {
 
 async fn metrics(State(gw): State<Arc<Shared>>) -> Response {
     gw.pool.refresh_gauges(Instant::now());
+    gw.metrics
+        .availability
+        .refresh(&gw.availability.lock(), keel_protocol::wall_ms());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         gw.metrics.render(),
@@ -400,12 +416,36 @@ async fn set_weight(State(gw): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     }
 }
 
-/// Whether the caller may change the gateway's own settings (weights):
-/// the gateway's admin token, or a credential the cluster's nodes say
-/// stands for the `admin` or `operator` role (an API key), asked of the
-/// leader (or the first node) through `/v1/whoami` within
-/// [`WHOAMI_TIMEOUT`].
+async fn availability(State(gw): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if !may_observe(&gw, &headers).await {
+        return Problem::unauthorized().into_response();
+    }
+    let report = gw.availability.lock().report(keel_protocol::wall_ms());
+    Json(report).into_response()
+}
+
+/// Roles that may change the gateway's own settings (weights).
+const OPERATE_ROLES: &[&str] = &["admin", "operator"];
+/// Roles that may read what the gateway measured (availability): those
+/// who operate it, and support staff, who answer customers asking whether
+/// the shop was down and change nothing here.
+const OBSERVE_ROLES: &[&str] = &["admin", "operator", "support"];
+
+/// Whether the caller may change the gateway's own settings (weights).
 async fn may_operate(gw: &Shared, headers: &HeaderMap) -> bool {
+    caller_has_role(gw, headers, OPERATE_ROLES).await
+}
+
+/// Whether the caller may read the gateway's measurements (availability).
+async fn may_observe(gw: &Shared, headers: &HeaderMap) -> bool {
+    caller_has_role(gw, headers, OBSERVE_ROLES).await
+}
+
+/// Whether the caller presents the gateway's admin token, or a credential
+/// the cluster's nodes say stands for one of `roles` (an API key), asked of
+/// the leader (or the first node) through `/v1/whoami` within
+/// [`WHOAMI_TIMEOUT`].
+async fn caller_has_role(gw: &Shared, headers: &HeaderMap, roles: &[&str]) -> bool {
     let Some(auth) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -437,7 +477,7 @@ async fn may_operate(gw: &Shared, headers: &HeaderMap) -> bool {
         return false;
     }
     let v: serde_json::Value = serde_json::from_slice(&resp.into_body()).unwrap_or_default();
-    matches!(v["role"].as_str(), Some("admin" | "operator"))
+    v["role"].as_str().is_some_and(|r| roles.contains(&r))
 }
 
 /// Starts a prober for every node, including nodes discovered later.

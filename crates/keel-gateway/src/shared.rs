@@ -3,8 +3,9 @@
 //! builds it) and `proxy` (which reads it) depend on it, not on each other.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::availability::{status_is_failure, Availability};
 use crate::config::GatewayConfig;
 use crate::metrics::{ClassSeries, Metrics};
 use crate::pool::Pool;
@@ -33,6 +34,31 @@ pub struct Shared {
     pub series: Arc<[ClassSeries; 3]>,
     /// TLS toward clients and toward the nodes, when configured.
     pub tls: Option<GatewayTls>,
+    /// Availability as clients saw it, fed by every proxied request.
+    pub availability: Arc<LiveAvailability>,
+}
+
+/// The availability tracker every worker feeds, behind one mutex: outages
+/// are a sequence across all workers, so they cannot be counted apart and
+/// merged. The lock is held for a few additions (and, once a minute, a
+/// push), far less than the pool's per-attempt sections.
+#[derive(Default)]
+pub struct LiveAvailability(Mutex<Availability>);
+
+impl LiveAvailability {
+    /// Records a client request answered with `status` just now, by the
+    /// wall clock.
+    pub fn record(&self, status: u16) {
+        let t_ms = keel_protocol::wall_ms();
+        self.lock().record(t_ms, !status_is_failure(status));
+    }
+
+    /// The tracker. A panic while it was held cannot leave it unusable:
+    /// each of its fields is valid on its own, so a poisoned lock is taken
+    /// over rather than failing every later request.
+    pub fn lock(&self) -> MutexGuard<'_, Availability> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The gateway's TLS: what it serves clients with, and what it dials the
