@@ -7,6 +7,7 @@
 // built once per refused request, so their size costs nothing that matters.
 #![allow(clippy::result_large_err)]
 
+pub mod business;
 pub mod clock;
 pub mod config;
 pub mod election;

@@ -77,6 +77,15 @@ pub struct Metrics {
     pub snapshot_chunks_received: Counter,
     /// Snapshots this node has installed from a leader.
     pub snapshots_installed: Counter,
+    /// Each follower's distance behind the leader's last log index (on the
+    /// leader only; entries).
+    pub replication_lag: Family<Peer, Gauge>,
+    /// Commands queued in the proposer, not yet proposed.
+    pub proposer_queued: Gauge,
+    /// Orders, payments and revenue (see [`crate::business`]).
+    pub business: crate::business::BusinessMetrics,
+    /// Process, host and data-directory figures.
+    pub host: keel_host::HostMetrics,
     registry: Registry,
 }
 
@@ -143,7 +152,11 @@ impl Metrics {
             last_log_index.clone(),
         );
         let commit_index = Gauge::default();
-        registry.register("raft_commit_index", "Committed index", commit_index.clone());
+        registry.register(
+            "raft_commit_index",
+            "Last log index this node knows committed (as its log store last saved it)",
+            commit_index.clone(),
+        );
         let applied_index = Gauge::default();
         registry.register("raft_applied_index", "Applied index", applied_index.clone());
         let leader_id = Gauge::default();
@@ -182,7 +195,27 @@ impl Metrics {
             "Snapshots received from a leader and installed",
             snapshots_installed.clone(),
         );
+        let replication_lag = Family::<Peer, Gauge>::default();
+        registry.register(
+            "raft_replication_lag_entries",
+            "Leader's last log index minus what each follower holds (on the leader)",
+            replication_lag.clone(),
+        );
+        let proposer_queued = Gauge::default();
+        registry.register(
+            "proposer_queued_commands",
+            "Commands queued in the proposer, not yet proposed",
+            proposer_queued.clone(),
+        );
+        let business = crate::business::BusinessMetrics::default();
+        business.register(&mut registry);
+        let host = keel_host::HostMetrics::new();
+        host.register(&mut registry);
         Self {
+            replication_lag,
+            proposer_queued,
+            business,
+            host,
             batch_commands,
             forwards,
             requests,

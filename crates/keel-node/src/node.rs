@@ -21,7 +21,7 @@ use crate::clock::ClockGuard;
 use crate::config::NodeConfig;
 use crate::election::ELECTION_POLL;
 use crate::export::{ExportError, ExportSlot, HeldExport, LogRecords, EXPORTS_MAX};
-use crate::metrics::{Metrics, Role, Route, RouteStatus};
+use crate::metrics::{Metrics, Peer, Role, Route, RouteStatus};
 use crate::proposer::{only_result, Group, ProposeError, Proposer};
 use crate::rpc::{path, CallError, PeerClient};
 use crate::signals::ElectionSignals;
@@ -266,6 +266,9 @@ pub struct Node {
     metrics: Arc<Metrics>,
     clock: Arc<ClockGuard>,
     election: Arc<ElectionSignals>,
+    /// Reads the process's, host's and data directory's figures; behind a
+    /// lock because it keeps the previous CPU reading.
+    host: std::sync::Mutex<keel_host::HostSampler>,
 }
 
 /// What a [`Node`] is made of, handed over once at start-up.
@@ -374,6 +377,7 @@ pub fn role_name(s: ServerState) -> &'static str {
 impl Node {
     /// Assembles the node from its parts.
     pub fn new(parts: NodeParts) -> Self {
+        let host = keel_host::HostSampler::new(Some(parts.config.data_dir.clone()));
         Self {
             id: parts.config.id,
             config: parts.config,
@@ -385,6 +389,7 @@ impl Node {
             peers: parts.peers,
             metrics: parts.metrics,
             clock: parts.clock,
+            host: std::sync::Mutex::new(host),
             election: parts.election,
         }
     }
@@ -1325,8 +1330,31 @@ impl Node {
             .applied_index
             .set(g(m.last_applied.map(|l| l.index)));
         metrics.leader_id.set(g(m.current_leader));
-        // A follower learns the commit index from the leader and applies up to
-        // it at once; its applied index is the best local view of it.
-        metrics.commit_index.set(g(m.last_applied.map(|l| l.index)));
+        // The commit point openraft last saved through the log store: on
+        // the leader the quorum's, on a follower what the leader told it.
+        // (openraft 0.9's metrics do not carry it.)
+        match self.log.committed_index() {
+            Ok(c) => {
+                metrics.commit_index.set(g(c));
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the commit index for metrics"),
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        metrics.replication_lag.clear();
+        if let Some(replication) = &m.replication {
+            for (peer, matched) in replication {
+                let lag = last.saturating_sub(matched.map_or(0, |l| l.index));
+                metrics
+                    .replication_lag
+                    .get_or_create(&Peer { peer: *peer })
+                    .set(g(Some(lag)));
+            }
+        }
+        metrics
+            .proposer_queued
+            .set(g(Some(self.proposer.queued() as u64)));
+        self.metrics
+            .host
+            .update(&keel_protocol::sync::lock(&self.host).sample());
     }
 }

@@ -400,7 +400,9 @@ async fn run<L: EntryLog>(
         };
         metrics.batch_commands.observe(batch.commands as f64);
         let (envs, replies) = batch.into_parts();
+        let names: Vec<&'static str> = envs.iter().map(|e| e.command.name()).collect();
         let log = log.clone();
+        let metrics = metrics.clone();
         in_flight.spawn(async move {
             let entry = Batch {
                 // The only place wall time enters the log. The node proposes
@@ -413,7 +415,12 @@ async fn run<L: EntryLog>(
             let res = log.write(entry).await;
             drop(permit);
             match res {
-                Ok(results) => deliver(replies, results),
+                Ok(results) => {
+                    for (name, applied) in names.iter().zip(&results) {
+                        metrics.business.observe(name, applied);
+                    }
+                    deliver(replies, results)
+                }
                 Err(err) => {
                     for (_, r) in replies {
                         let _ = r.send(Err(err.clone()));
