@@ -27,3 +27,10 @@ pub use detector::{
     BoundConfig, ConfigError, Detector, DetectorConfig, GrowthConfig, Hysteresis, Reading,
     ShiftConfig, State, TimeToLimitConfig,
 };
+pub mod book;
+pub mod logwatch;
+pub mod monitor;
+
+pub use book::{Alert, AlertBook, AlertsResponse, NewAlert, Severity};
+pub use logwatch::{LogNews, LogWatch};
+pub use monitor::{Change, Monitor, Transition, Watch};
