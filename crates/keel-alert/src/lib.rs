@@ -34,3 +34,6 @@ pub mod monitor;
 pub use book::{Alert, AlertBook, AlertsResponse, NewAlert, Severity};
 pub use logwatch::{LogNews, LogWatch};
 pub use monitor::{Change, Monitor, Transition, Watch};
+pub mod webhook;
+
+pub use webhook::{Webhook, WebhookConfig, WebhookError, WebhookStats};
