@@ -16,6 +16,12 @@ use crate::trend::{Growth, TimeToLimit};
 /// enough that a detector costs a few kilobytes per watched series.
 pub const WINDOW_MAX: usize = 240;
 
+/// Most samples a rise or fall detector may average before comparing: 10
+/// minutes at one sample every 10 s. A sparse count (orders a second)
+/// needs a few minutes of samples to tell a drop from noise; beyond 10
+/// minutes an alert is too late to be worth much.
+pub const SMOOTH_MAX: usize = 60;
+
 /// Fewest samples a window may be configured with: a median or a slope
 /// over fewer says little.
 pub const WINDOW_MIN: usize = 8;
@@ -45,7 +51,8 @@ pub struct Reading {
     /// deviations for rise and fall, the slope's t statistic for growth,
     /// limit over time left for time-to-limit, value over bound for bound).
     pub score: f64,
-    /// The sample's value.
+    /// The sample's value (for a rise or fall detector that smooths, the
+    /// mean of its latest samples: what was compared).
     pub value: f64,
     /// What the value is compared with: the robust level for rise and
     /// fall, the fitted value at the window's start for growth and
@@ -76,6 +83,9 @@ impl State {
 pub struct ShiftConfig {
     /// Weight of a new sample in the EWMA of the level, in (0, 1].
     pub alpha: f64,
+    /// Samples averaged into each compared value (1: none, at most
+    /// [`SMOOTH_MAX`]): trades delay for noise on sparse counts.
+    pub smooth: usize,
     /// Samples whose deviations from the level give the MAD scale.
     pub window: usize,
     /// Samples seen before any alert.
@@ -275,6 +285,12 @@ impl ShiftConfig {
             "alpha",
             self.alpha,
             "in (0, 1]",
+        )?;
+        check(
+            (1..=SMOOTH_MAX).contains(&self.smooth),
+            "smooth",
+            self.smooth,
+            "between 1 and SMOOTH_MAX samples",
         )?;
         check_window(self.window)?;
         check_marks(self.fire_score, self.clear_score)?;

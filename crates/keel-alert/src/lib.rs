@@ -21,6 +21,8 @@ mod shift;
 mod trend;
 
 #[cfg(test)]
+mod rates;
+#[cfg(test)]
 mod testkit;
 
 pub use detector::{

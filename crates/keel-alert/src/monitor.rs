@@ -82,6 +82,7 @@ pub struct Transition {
 fn shift(min_delta: f64, min_rel: f64) -> ShiftConfig {
     ShiftConfig {
         alpha: 0.02,
+        smooth: 1,
         window: WINDOW_MAX,
         warmup: 60,
         fire_score: 6.0,
@@ -224,10 +225,14 @@ impl Watch {
 
     /// Orders placed per second falling: at least half the baseline and
     /// 0.05/s (one order in 20 s) lost, after a 30-minute warm-up so the
-    /// baseline is a real one. Critical: lost orders are lost revenue.
+    /// baseline is a real one. Each compared value is the mean of 5
+    /// minutes of samples: at a few orders a second a 10-s count varies by
+    /// a third of itself, and a halving only stands out of a longer mean.
+    /// Critical: lost orders are lost revenue.
     pub fn order_rate_down(series: &str, subject: &str) -> Self {
         let mut c = shift(0.05, 0.5);
         c.warmup = 180;
+        c.smooth = 30;
         let d = DetectorConfig::Fall(c);
         Self::new(
             "order_rate_down",

@@ -31,6 +31,8 @@ pub(crate) struct Shift {
     /// +1 for rise, -1 for fall: the direction that counts as anomalous.
     sign: f64,
     level: Option<f64>,
+    /// The latest raw samples, `smooth` at most, whose mean is compared.
+    recent: VecDeque<f64>,
     deviations: VecDeque<f64>,
     scratch: Vec<f64>,
     seen: u32,
@@ -43,6 +45,7 @@ impl Shift {
             config,
             sign,
             level: None,
+            recent: VecDeque::with_capacity(config.smooth),
             deviations: VecDeque::with_capacity(config.window),
             scratch: Vec::with_capacity(config.window),
             seen: 0,
@@ -56,7 +59,8 @@ impl Shift {
 
     /// Takes a finite value; returns whether the detector fires and the
     /// sample's reading.
-    pub(crate) fn observe(&mut self, value: f64) -> Option<(bool, Reading)> {
+    pub(crate) fn observe(&mut self, raw: f64) -> Option<(bool, Reading)> {
+        let value = self.smoothed(raw);
         let level = *self.level.get_or_insert(value);
         let (median, scale) = self.spread();
         let deviation = value - level;
@@ -73,6 +77,15 @@ impl Shift {
             slope_per_s: None,
         };
         Some((firing, reading))
+    }
+
+    /// The mean of the latest `smooth` samples, `raw` included.
+    fn smoothed(&mut self, raw: f64) -> f64 {
+        if self.recent.len() == self.config.smooth {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(raw);
+        self.recent.iter().sum::<f64>() / self.recent.len() as f64
     }
 
     fn mark(&self, score: f64, delta: f64, baseline: f64) -> Mark {
@@ -144,6 +157,7 @@ mod tests {
     fn config() -> ShiftConfig {
         ShiftConfig {
             alpha: 0.02,
+            smooth: 1,
             window: 240,
             warmup: 60,
             fire_score: 6.0,
