@@ -416,6 +416,28 @@ impl Monitor {
         }
     }
 
+    /// Drops every detector of the series `key` (a peer removed, a route
+    /// gone) and closes its open alerts at `t_ms`, returned as
+    /// transitions; a series that comes back starts over, warm-up and all.
+    pub fn forget(&mut self, t_ms: u64, key: &str) -> Vec<Transition> {
+        let mut open = Vec::new();
+        self.instances.retain(|(_, k), inst| {
+            if k != key {
+                return true;
+            }
+            open.extend(inst.open);
+            false
+        });
+        open.sort_unstable();
+        open.into_iter()
+            .filter_map(|id| self.book.close(id, t_ms))
+            .map(|alert| Transition {
+                change: Change::Closed,
+                alert,
+            })
+            .collect()
+    }
+
     /// The alert book.
     pub fn book(&self) -> &AlertBook {
         &self.book
@@ -560,6 +582,21 @@ mod tests {
             }
         }
         assert_eq!(opened, ["2"]);
+    }
+
+    #[test]
+    fn forgetting_a_series_closes_its_alert_and_frees_its_detector() {
+        let mut m = Monitor::new(presets()).unwrap();
+        let samples = |v| [("offset", v)];
+        assert!(m.observe(0, &samples(900.0)).is_empty());
+        m.observe(1, &samples(900.0));
+        assert_eq!(m.observe(2, &samples(900.0))[0].change, Change::Opened);
+        let closed = m.forget(3, "offset");
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].alert.ended_ms, Some(3));
+        assert!(m.forget(4, "offset").is_empty());
+        // Back, it starts over: three samples again before it fires.
+        assert!(m.observe(5, &samples(900.0)).is_empty());
     }
 
     #[test]
