@@ -96,7 +96,16 @@ impl LogWatch {
         }
     }
 
-    /// Ends the warm-up: from now on an unknown signature is news.
+    /// The process's one watch: the binary installs a clone of it as a
+    /// layer of its subscriber, and the node or gateway reads it. A
+    /// process has one log, so one watch of it.
+    pub fn process() -> &'static LogWatch {
+        static PROCESS: std::sync::OnceLock<LogWatch> = std::sync::OnceLock::new();
+        PROCESS.get_or_init(LogWatch::new)
+    }
+
+    /// Ends the warm-up: from now on a message of a kind not seen before
+    /// is news.
     pub fn end_warmup(&self) {
         self.shared.signatures_lock().learning = false;
     }

@@ -321,6 +321,29 @@ impl Watch {
         )
     }
 
+    /// A member that failed its health probes (a count of consecutive
+    /// failed probes): critical after two probes in a row, cleared by one
+    /// answered probe. A failure detector by heartbeat, not a baseline:
+    /// a member that stops answering is an incident at once.
+    pub fn member_unreachable(series: &str, subject: &str) -> Self {
+        let d = DetectorConfig::Bound(BoundConfig {
+            bound: 1.5,
+            hysteresis: Hysteresis {
+                fire_after: 1,
+                clear_after: 1,
+            },
+        });
+        Self::new(
+            "member_unreachable",
+            Severity::Critical,
+            series,
+            subject,
+            "failed probes in a row",
+            "",
+            d,
+        )
+    }
+
     /// The subject for `key` if this watch looks at it.
     fn subject_of(&self, key: &str) -> Option<String> {
         match self.series.strip_suffix('*') {
@@ -436,6 +459,23 @@ impl Monitor {
                 alert,
             })
             .collect()
+    }
+
+    /// Records an event (an alert that starts and ends at `t_ms`, e.g. a
+    /// log message of a kind never seen before); returns its transitions.
+    pub fn event(&mut self, t_ms: u64, new: NewAlert) -> Vec<Transition> {
+        let Some(opened) = self.book.open(new) else {
+            return Vec::new();
+        };
+        let mut out = vec![Transition {
+            change: Change::Opened,
+            alert: opened.clone(),
+        }];
+        out.extend(self.book.close(opened.id, t_ms).map(|alert| Transition {
+            change: Change::Closed,
+            alert,
+        }));
+        out
     }
 
     /// The alert book.

@@ -24,7 +24,7 @@ mod operate;
 mod status;
 
 pub use access::{audit_table, keys_table, CreatedKey, IssuedToken};
-pub use operate::{leader_in, member_addr, LEADER_HOPS_MAX};
+pub use operate::{alerts_table, leader_in, member_addr, LEADER_HOPS_MAX};
 pub use status::status_table;
 
 /// Timeout of one HTTP attempt.

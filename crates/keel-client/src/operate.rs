@@ -179,6 +179,76 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Every member's alerts (`GET /v1/alerts` of each member that
+    /// `endpoint` lists), as `(node id, alerts or why they could not be
+    /// read)`.
+    pub async fn cluster_alerts(
+        &self,
+        endpoint: &str,
+    ) -> Result<Vec<(u64, Result<Value, ClientError>)>, ClientError> {
+        let c = self.cluster_at(endpoint).await?;
+        let mut out = Vec::new();
+        for m in c["members"].as_array().into_iter().flatten() {
+            let (Some(id), Some(addr)) = (m["id"].as_u64(), m["addr"].as_str()) else {
+                continue;
+            };
+            let alerts = self
+                .call_at(addr, method_get(), "/v1/alerts", None, None)
+                .await
+                .map(|r| r.body)
+                .map_err(attempt);
+            out.push((id, alerts));
+        }
+        Ok(out)
+    }
+}
+
+/// Formats the alerts of [`Client::cluster_alerts`]: open ones first, then
+/// up to `history` that ended, newest first, one row each.
+pub fn alerts_table(nodes: &[(u64, Result<Value, ClientError>)], history: usize) -> String {
+    let mut out = format!(
+        "{:<5} {:<8} {:<9} {:<22} {:<20} {:<20} {}\n",
+        "NODE", "STATE", "SEVERITY", "ALERT", "STARTED (UTC)", "ENDED (UTC)", "SUMMARY"
+    );
+    let time = |v: &Value| {
+        v.as_u64()
+            .map_or("-".to_owned(), keel_protocol::clock::utc_text)
+    };
+    for (id, alerts) in nodes {
+        let alerts = match alerts {
+            Ok(a) => a,
+            Err(e) => {
+                out.push_str(&format!("{id:<5} unreachable: {e}\n"));
+                continue;
+            }
+        };
+        let active = alerts["active"].as_array().into_iter().flatten();
+        let ended = alerts["history"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(history);
+        for (state, a) in active
+            .map(|a| ("OPEN", a))
+            .chain(ended.map(|a| ("ended", a)))
+        {
+            out.push_str(&format!(
+                "{:<5} {:<8} {:<9} {:<22} {:<20} {:<20} {} ({})\n",
+                id,
+                state,
+                a["severity"].as_str().unwrap_or("?"),
+                a["name"].as_str().unwrap_or("?"),
+                time(&a["started_ms"]),
+                time(&a["ended_ms"]),
+                a["summary"].as_str().unwrap_or(""),
+                a["subject"].as_str().unwrap_or(""),
+            ));
+        }
+    }
+    out
+}
+
 fn attempt(e: AttemptError) -> ClientError {
     match e {
         AttemptError::Problem(p) => p,

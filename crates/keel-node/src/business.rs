@@ -29,9 +29,24 @@ pub struct CurrencyLabel {
     pub currency: String,
 }
 
+/// The counters' values, for rates.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BusinessTotals {
+    /// Orders placed.
+    pub placed: u64,
+    /// Orders refused, every reason.
+    pub refused: u64,
+    /// Orders paid.
+    pub paid: u64,
+    /// Payments refused, every reason.
+    pub payments_refused: u64,
+}
+
 /// The business counters.
 #[derive(Default)]
 pub struct BusinessMetrics {
+    refused_all: Counter,
+    payments_refused_all: Counter,
     placed: Counter,
     refused: Family<Reason, Counter>,
     paid: Counter,
@@ -73,6 +88,16 @@ impl BusinessMetrics {
         );
     }
 
+    /// The counters now.
+    pub fn totals(&self) -> BusinessTotals {
+        BusinessTotals {
+            placed: self.placed.get(),
+            refused: self.refused_all.get(),
+            paid: self.paid.get(),
+            payments_refused: self.payments_refused_all.get(),
+        }
+    }
+
     /// Counts one command's result; `command` is its
     /// [`keel_domain::Command::name`].
     pub fn observe(&self, command: &str, applied: &Applied) {
@@ -100,6 +125,7 @@ impl BusinessMetrics {
                     .inc_by(minor);
             }
             ("pay_order", Err(e)) => {
+                self.payments_refused_all.inc();
                 self.payments_refused
                     .get_or_create(&Reason { reason: e.code() })
                     .inc();

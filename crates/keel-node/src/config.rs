@@ -58,6 +58,10 @@ pub struct NodeConfig {
     /// a network they trust (tokens and the cluster secret cross it in
     /// clear).
     pub insecure_plaintext: bool,
+    /// Where alerts are POSTed as they open and close (`http://` or
+    /// `https://`, the latter checked against the cluster's CA); none: the
+    /// alerts are only served at `GET /v1/alerts` and logged.
+    pub alert_webhook: Option<String>,
 }
 
 /// Raft timing. The heartbeat interval is also openraft 0.9's AppendEntries
@@ -173,6 +177,7 @@ impl Default for NodeConfig {
             admin_token_file: None,
             cluster_secret_file: None,
             insecure_plaintext: false,
+            alert_webhook: None,
         }
     }
 }
@@ -319,6 +324,8 @@ pub struct NodeOverrides {
     pub batch_delay_us: Option<u64>,
     /// [`NodeConfig::clock_offset_max_ms`].
     pub clock_offset_max_ms: Option<u64>,
+    /// [`NodeConfig::alert_webhook`].
+    pub alert_webhook: Option<String>,
 }
 
 impl NodeOverrides {
@@ -360,6 +367,9 @@ impl NodeOverrides {
             c.tls = Some(v);
         }
         c.insecure_plaintext |= self.insecure_plaintext;
+        if let Some(v) = self.alert_webhook {
+            c.alert_webhook = Some(v);
+        }
     }
 }
 

@@ -21,6 +21,7 @@ pub mod rpc;
 pub mod rpc_server;
 pub mod server;
 pub mod signals;
+pub mod watch;
 
 pub use config::NodeConfig;
 pub use server::{run, NodeError};

@@ -38,6 +38,13 @@ pub struct Peer {
     pub peer: u64,
 }
 
+/// Labels of the alert gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SeverityLabel {
+    /// info, warning or critical.
+    pub severity: &'static str,
+}
+
 /// All metrics of a node.
 pub struct Metrics {
     /// Commands per proposed Raft entry.
@@ -86,6 +93,10 @@ pub struct Metrics {
     pub business: crate::business::BusinessMetrics,
     /// Process, host and data-directory figures.
     pub host: keel_host::HostMetrics,
+    /// Latencies since the watch's last sample ([`crate::watch`]).
+    pub windows: crate::watch::Windows,
+    /// Alerts open now, by severity.
+    pub alerts_active: Family<SeverityLabel, Gauge>,
     registry: Registry,
 }
 
@@ -211,7 +222,15 @@ impl Metrics {
         business.register(&mut registry);
         let host = keel_host::HostMetrics::new();
         host.register(&mut registry);
+        let alerts_active = Family::<SeverityLabel, Gauge>::default();
+        registry.register(
+            "alerts_active",
+            "Alerts open now, by severity (GET /v1/alerts)",
+            alerts_active.clone(),
+        );
         Self {
+            windows: crate::watch::Windows::default(),
+            alerts_active,
             replication_lag,
             proposer_queued,
             business,

@@ -269,6 +269,8 @@ pub struct Node {
     /// Reads the process's, host's and data directory's figures; behind a
     /// lock because it keeps the previous CPU reading.
     host: std::sync::Mutex<keel_host::HostSampler>,
+    /// Detectors and the alerts they opened ([`crate::watch`]).
+    alerts: crate::watch::SharedMonitor,
 }
 
 /// What a [`Node`] is made of, handed over once at start-up.
@@ -291,6 +293,8 @@ pub struct NodeParts {
     pub clock: Arc<ClockGuard>,
     /// What the election clock knows (when this node took the lead).
     pub election: Arc<ElectionSignals>,
+    /// The alert monitor the watch task feeds.
+    pub alerts: crate::watch::SharedMonitor,
 }
 
 /// A value read from this replica's state, and the applied index of the
@@ -390,6 +394,7 @@ impl Node {
             metrics: parts.metrics,
             clock: parts.clock,
             host: std::sync::Mutex::new(host),
+            alerts: parts.alerts,
             election: parts.election,
         }
     }
@@ -831,6 +836,76 @@ impl Node {
         m.requests
             .get_or_create(&RouteStatus { route, status })
             .inc();
+        keel_protocol::sync::lock(&m.windows.requests).record(seconds, status >= 500);
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// A fresh reading of the process, host and data directory.
+    pub fn host_sample(&self) -> keel_host::HostSample {
+        let sample = keel_protocol::sync::lock(&self.host).sample();
+        self.metrics.host.update(&sample);
+        sample
+    }
+
+    /// Each follower's lag behind this leader's last log index (entries);
+    /// empty on a follower.
+    pub fn replication_lags(&self) -> Vec<(NodeId, u64)> {
+        let m = self.m();
+        let last = m.last_log_index.unwrap_or(0);
+        m.replication
+            .iter()
+            .flatten()
+            .map(|(peer, matched)| (*peer, last.saturating_sub(matched.map_or(0, |l| l.index))))
+            .collect()
+    }
+
+    /// Feeds sampled series to the alert monitor; returns its transitions.
+    pub fn observe_series(
+        &self,
+        t_ms: u64,
+        samples: &[(String, f64)],
+    ) -> Vec<keel_alert::Transition> {
+        keel_protocol::sync::lock(&self.alerts).observe(t_ms, samples)
+    }
+
+    /// Drops series the monitor should no longer judge, closing their
+    /// alerts.
+    pub fn forget_series(&self, t_ms: u64, keys: &[&str]) -> Vec<keel_alert::Transition> {
+        let mut m = keel_protocol::sync::lock(&self.alerts);
+        keys.iter().flat_map(|k| m.forget(t_ms, k)).collect()
+    }
+
+    /// Records an event alert.
+    pub fn record_event(
+        &self,
+        t_ms: u64,
+        new: keel_alert::NewAlert,
+    ) -> Vec<keel_alert::Transition> {
+        keel_protocol::sync::lock(&self.alerts).event(t_ms, new)
+    }
+
+    /// Alerts open now and those that ended (`GET /v1/alerts`).
+    pub fn alerts(&self) -> keel_alert::AlertsResponse {
+        keel_protocol::sync::lock(&self.alerts).book().response()
+    }
+
+    /// Sets `keel_alerts_active{severity}` from the book.
+    pub fn refresh_alert_gauges(&self) {
+        let counts = keel_protocol::sync::lock(&self.alerts)
+            .book()
+            .active_by_severity();
+        for (severity, n) in counts {
+            self.metrics
+                .alerts_active
+                .get_or_create(&crate::metrics::SeverityLabel {
+                    severity: severity.as_str(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     /// Every metric in Prometheus' text format, Raft's gauges refreshed.

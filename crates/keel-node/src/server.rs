@@ -167,9 +167,10 @@ pub async fn run(
     sm.set_apply_observer(Arc::new(move |d: Duration| {
         apply_h.observe(d.as_secs_f64())
     }));
-    let fsync_h = metrics.fsync_seconds.clone();
+    let fsync_m = metrics.clone();
     log.set_fsync_observer(Arc::new(move |d: Duration| {
-        fsync_h.observe(d.as_secs_f64())
+        fsync_m.fsync_seconds.observe(d.as_secs_f64());
+        keel_protocol::sync::lock(&fsync_m.windows.fsync).record(d.as_secs_f64(), false);
     }));
 
     let r = &config.raft;
@@ -227,6 +228,10 @@ pub async fn run(
         metrics: metrics.clone(),
         clock: clock.clone(),
         election: election.clone(),
+        alerts: Arc::new(std::sync::Mutex::new(
+            keel_alert::Monitor::new(crate::watch::watches(config.clock_offset_max_ms))
+                .map_err(|e| NodeError::Config(crate::config::ConfigError(e.to_string())))?,
+        )),
     }));
     let rpc = Arc::new(RpcState {
         node: node.clone(),
@@ -252,7 +257,7 @@ pub async fn run(
     let server = tokio::spawn(keel_http_server::serve(
         listener,
         limits,
-        tls.map(|t| t.server),
+        tls.as_ref().map(|t| t.server.clone()),
         move |peer: keel_http_server::Peer| {
             // Each request learns whom its connection is with: the
             // internal endpoints' member check, the public API's client
@@ -281,6 +286,25 @@ pub async fn run(
         bootstrap_cluster(&raft, members).await?;
     }
     let ticker = tokio::spawn(expiry_ticker(node.clone(), stop_rx.clone()));
+    let notify = match &config.alert_webhook {
+        Some(url) => {
+            let (hook, task) = keel_alert::Webhook::spawn(
+                keel_alert::WebhookConfig::new(url),
+                tls.as_ref().map(|t| t.client.clone()),
+                stop_rx.clone(),
+            )
+            .map_err(|e| {
+                NodeError::Config(crate::config::ConfigError(format!("alert_webhook: {e}")))
+            })?;
+            Some((hook, task))
+        }
+        None => None,
+    };
+    let (notify, notify_task) = match notify {
+        Some((h, t)) => (Some(h), Some(t)),
+        None => (None, None),
+    };
+    let watcher = tokio::spawn(crate::watch::run(node.clone(), notify, stop_rx.clone()));
     let elector = tokio::spawn(crate::election::run(
         config.id,
         raft.clone(),
@@ -323,6 +347,10 @@ pub async fn run(
     let _ = ticker.await;
     let _ = elector.await;
     let _ = clock_prober.await;
+    let _ = watcher.await;
+    if let Some(t) = notify_task {
+        let _ = t.await;
+    }
     let _ = proposer_task.await;
     let stopped = raft.shutdown().await;
     if let Some(why) = fatal {

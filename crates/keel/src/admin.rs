@@ -51,6 +51,12 @@ enum Cmd {
     },
     /// Who the credential stands for.
     Whoami,
+    /// Every member's alerts: those open now, then the latest that ended.
+    Alerts {
+        /// Most ended alerts to print per node.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(0..=500))]
+        history: u16,
+    },
     /// Membership: list, add (as a learner, then optionally promote),
     /// promote, remove.
     #[command(subcommand)]
@@ -180,6 +186,13 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
                 print!("{}", keel_client::audit_table(&page.items));
             }
             Cmd::Whoami => println!("{}", client.whoami().await?),
+            Cmd::Alerts { history } => {
+                let nodes = client.cluster_alerts(&args.endpoint).await?;
+                print!(
+                    "{}",
+                    keel_client::alerts_table(&nodes, usize::from(history))
+                );
+            }
             Cmd::Members(m) => crate::operate_cmd::members(&client, &args.endpoint, m).await?,
             Cmd::Leader(l) => crate::operate_cmd::leader(&client, &args.endpoint, l).await?,
             Cmd::Weights(w) => crate::operate_cmd::weights(&client, w).await?,

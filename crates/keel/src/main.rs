@@ -101,18 +101,26 @@ enum BenchCmd {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    tracing_subscriber::registry()
+        .with(
             tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG").unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new(
                     "warn,keel=info,keel_node=info,keel_gateway=info,keel_chaos=info,keel_backup=warn,keel_backup_repo=warn",
                 )
             }),
         )
-        .with_writer(std::io::stderr)
-        // Colour only on a terminal: a node's or gateway's log file must not
-        // carry escape codes.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colour only on a terminal: a node's or gateway's log file
+                // must not carry escape codes.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        // Counts warnings and errors and notices kinds never seen before,
+        // for the alerts of a node or gateway this process runs.
+        .with(keel_alert::LogWatch::process().clone())
         .init();
     let cli = Cli::parse();
     match cli.command {

@@ -77,6 +77,9 @@ pub struct Args {
     /// voters' with which it may stand for election and lead (default 500).
     #[arg(long, env = "KEEL_CLOCK_OFFSET_MAX_MS")]
     clock_offset_max_ms: Option<u64>,
+    /// Where to POST alerts as they open and close (http:// or https://).
+    #[arg(long, env = "KEEL_ALERT_WEBHOOK")]
+    alert_webhook: Option<String>,
     /// Deliberate bugs to switch on, for the tests that prove the chaos
     /// checkers catch them; refused unless built with the test-bugs feature.
     #[arg(long, hide = true)]
@@ -106,6 +109,7 @@ fn overrides(a: &Args) -> anyhow::Result<NodeOverrides> {
         batch_in_flight_max: a.batch_in_flight_max,
         batch_delay_us: a.batch_delay_us,
         clock_offset_max_ms: a.clock_offset_max_ms,
+        alert_webhook: a.alert_webhook.clone(),
     })
 }
 

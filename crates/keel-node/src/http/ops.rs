@@ -40,6 +40,19 @@ pub async fn summary(
     Ok(answer(&read))
 }
 
+/// The alerts this node's detectors opened: those open now and the latest
+/// that ended, newest first. Each node judges its own series (its API's
+/// latency and errors, its disk, its fsyncs, its clock, its view of the
+/// other members; the shop's rates on the leader).
+#[utoipa::path(
+    get, path = "/v1/alerts", tag = "ops",
+    responses((status = 200, description = "The alerts", body = keel_alert::AlertsResponse), AdminProblems),
+    security(("bearer" = [])),
+)]
+pub async fn alerts(State(api): Shared) -> Result<Response, Problem> {
+    Ok(Json(api.node.alerts()).into_response())
+}
+
 /// This node's wall clock, its peers' offsets, and whether its clock may
 /// lead: so an operator (or the chaos suite's clock nemesis) can see a skew
 /// and why a node does not lead.

@@ -90,6 +90,7 @@ pub const ROUTE_ROLES: &[(&str, &str, &[Access])] = &[
     ("get", "/v1/summary", OPS_READERS),
     ("get", "/v1/digest", OPS_READERS),
     ("get", "/v1/clock", OPS_READERS),
+    ("get", "/v1/alerts", OPS_READERS),
     ("get", "/v1/backup/snapshot", OPERATORS),
     ("get", "/v1/backup/log", OPERATORS),
     ("get", "/v1/cluster", OPS_READERS),

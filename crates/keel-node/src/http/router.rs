@@ -87,6 +87,7 @@ fn routes() -> OpenApiRouter<Arc<Api>> {
         .routes(routes!(ops::summary))
         .routes(routes!(ops::digest))
         .routes(routes!(ops::clock))
+        .routes(routes!(ops::alerts))
         .routes(routes!(backup::snapshot))
         .routes(routes!(backup::log))
         .routes(routes!(cluster::status))
