@@ -55,6 +55,10 @@ pub async fn connect(
         "http"
     };
     println!("Gateway up on {scheme}://{gateway}: shoppers go through it, one attempt per request");
+    println!(
+        "Dashboard: {scheme}://{gateway}/dashboard (sign in with the admin token; the demo runs \
+         on the development one)"
+    );
     let client = cluster.client(vec![gateway.clone()], Some(ADMIN_TOKEN.to_owned()));
     Ok((client, Route::Once(gateway)))
 }

@@ -32,6 +32,7 @@ pub mod checks;
 pub mod cluster;
 mod error;
 pub mod figures;
+pub mod operations;
 pub mod report;
 pub mod script;
 pub mod seed;
@@ -123,11 +124,20 @@ pub async fn run(config: DemoConfig) -> Result<(), DemoError> {
     config.check()?;
     let (mut cluster, first_leader) = cluster::start(&config).await?;
     let shop = Arc::new(open_shop(&mut cluster, &config).await?);
+    let since_ms = keel_protocol::wall_ms();
     let shoppers = Shoppers::start(shop.clone(), config.shoppers, config.flash_buyers);
     let kill = script::play(&mut cluster, first_leader, config.duration(), &shoppers).await?;
     let shopped = shoppers.finish().await?;
     print_shopping_done(&cluster, &shopped).await;
     let mut findings = judge_run(&cluster, &shop, &shopped, kill).await?;
+    let gateway = match &shop.route {
+        Route::Once(g) => Some(g.as_str()),
+        Route::Failover => None,
+    };
+    let observed = operations::observe(&cluster, &shop.client, gateway, since_ms).await;
+    for line in operations::lines(&observed, since_ms) {
+        println!("{line}");
+    }
     findings.extend(backup_and_restore(cluster, &config, &shop, &shopped).await?);
     println!();
     print!("{}", report::findings(&findings));

@@ -147,8 +147,9 @@ pub async fn run(
     notify: Option<keel_alert::Webhook>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // What a node logs while it starts and elects its first leader is
+    // learned, not news: the warm-up ends at the first sample.
     let logs = LogWatch::process();
-    logs.end_warmup();
     let mut misses = Misses::new();
     let mut totals: Option<Totals> = None;
     let mut tick = 0u32;
@@ -162,6 +163,9 @@ pub async fn run(
         let mut out = probe(&node, &mut misses, now_ms).await;
         out.extend(log_news(&node, logs, now_ms));
         tick = tick.wrapping_add(1);
+        if tick == DETECT_EVERY_TICKS {
+            logs.end_warmup();
+        }
         if tick % DETECT_EVERY_TICKS == 0 {
             let leads = node.leads_with_agreed_clock();
             if led && !leads {

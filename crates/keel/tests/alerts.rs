@@ -64,6 +64,20 @@ async fn alerts(c: &LocalCluster, id: u64) -> Option<Value> {
         .map(|r| r.body)
 }
 
+/// The `keel_…` series names in a rules file.
+fn series_in(rules: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for (i, _) in rules.match_indices("keel_") {
+        let name: String = rules[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        out.insert(name);
+    }
+    assert!(out.len() > 5, "no series found in the rules");
+    out
+}
+
 fn names(list: &Value, name: &str, subject: &str) -> usize {
     list.as_array()
         .into_iter()
@@ -128,6 +142,31 @@ async fn a_member_that_stops_answering_is_alerted_and_the_alert_ends_when_it_is_
         assert!(
             metrics.contains(series),
             "{series} missing from:\n{metrics}"
+        );
+    }
+    // Every series the shipped Prometheus rules use is one a node or a
+    // gateway exports.
+    let gateway = c.start_gateway_ready(0).await.unwrap();
+    let gateway_metrics = c
+        .admin_client()
+        .call_at(&gateway, method_get(), "/metrics", None, None)
+        .await
+        .unwrap()
+        .body;
+    let exported = format!("{metrics}{}", gateway_metrics.as_str().unwrap_or_default());
+    let rules = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/prometheus/keel-alerts.yml"
+    ))
+    .unwrap();
+    for name in series_in(&rules) {
+        let base = name
+            .strip_suffix("_total")
+            .or_else(|| name.strip_suffix("_bucket"))
+            .unwrap_or(&name);
+        assert!(
+            exported.contains(&format!("# TYPE {base} ")),
+            "the rules use {name}, which nothing exports"
         );
     }
     c.wait_for("the webhook told of the alert", DETECTED, || async {
