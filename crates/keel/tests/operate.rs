@@ -260,3 +260,53 @@ async fn a_survivor_of_a_lost_quorum_becomes_a_new_cluster_with_every_write_it_a
         "a forced removal",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn draining_the_leader_moves_leadership_and_the_gateway_sends_it_nothing() {
+    let (_d, mut c) = cluster(3);
+    let leader = c.wait_ready(READY).await.unwrap();
+    let gateway = c.start_gateway_ready(0).await.unwrap();
+    let ep = c.addr(leader).unwrap();
+    let out = ok(
+        admin(
+            &c,
+            &ep,
+            &["drain", &leader.to_string(), "--gateway", &gateway],
+        ),
+        "drain",
+    );
+    assert!(out.contains("weight 0"), "{out}");
+    assert!(out.contains("leadership moved"), "{out}");
+    let new = c.wait_new_leader(leader, READY).await.unwrap();
+    assert_ne!(new, leader);
+    let status = ok(
+        admin(&c, &ep, &["weights", "list", "--gateway", &gateway]),
+        "weights list",
+    );
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let drained = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["addr"] == ep.as_str())
+        .unwrap();
+    assert_eq!(drained["weight"], 0, "{status}");
+    // Weights are set back the same way.
+    ok(
+        admin(
+            &c,
+            &ep,
+            &[
+                "weights",
+                "set",
+                "--gateway",
+                &gateway,
+                "--node",
+                &ep,
+                "--weight",
+                "100",
+            ],
+        ),
+        "weights set",
+    );
+}
