@@ -110,6 +110,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "  gateway: {scheme}://{gw}  (status at /status, log {})",
                 cluster.gateway_log_file().display()
             );
+            println!(
+                "  dashboard: {scheme}://{gw}/dashboard  (sign in with the admin token or an operator or support key)"
+            );
             gw
         };
         for id in cluster.ids() {
@@ -121,6 +124,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
         print!("{}", reach_hint(&cluster, &entry, &token));
+        println!(
+            "Operate it with `keel admin --endpoint {}`: status, members, leader transfer, drain, alerts.",
+            cluster.addr(leader)?
+        );
         println!("Ctrl-C stops the cluster; a node or gateway that exits on its own is restarted.");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut supervisor = Supervisor::new();
