@@ -1,10 +1,16 @@
 //! Prometheus metrics of the gateway: counters and histograms are updated
 //! where the work happens; per-node gauges are refreshed from the pool, and
 //! the availability series from the availability tracker, at scrape time,
-//! so they are never stale by more than one scrape.
+//! so they are never stale by more than one scrape. The process and host
+//! series (`keel-host`) are sampled at scrape time too, and written under
+//! the same names a node writes them (`keel_process_cpu_seconds_total`):
+//! the registry's root has the prefix `keel`, the gateway's own series
+//! live in its `gateway` sub-registry (`keel_gateway_requests_total`).
 
 use std::sync::atomic::AtomicU64;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+
+use keel_host::{HostMetrics, HostSampler};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -95,6 +101,9 @@ pub struct Metrics {
     pub node_leader: Family<NodeLabel, Gauge>,
     /// The availability series, refreshed at scrape time.
     pub availability: AvailabilitySeries,
+    host: HostMetrics,
+    /// Reads `/proc`; its previous CPU reading gives the busy ratio.
+    host_sampler: Mutex<HostSampler>,
     registry: Registry,
 }
 
@@ -107,7 +116,10 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
-        let mut r = Registry::with_prefix("keel_gateway");
+        let mut root = Registry::with_prefix(keel_host::REGISTRY_PREFIX);
+        let host = HostMetrics::new();
+        host.register(&mut root);
+        let r = root.sub_registry_with_prefix("gateway");
         let requests = Family::<ClassStatus, Counter>::default();
         r.register(
             "requests",
@@ -186,7 +198,7 @@ impl Metrics {
             "1 for the believed leader",
             node_leader.clone(),
         );
-        let availability = AvailabilitySeries::register(&mut r);
+        let availability = AvailabilitySeries::register(r);
         Self {
             requests,
             request_seconds,
@@ -203,7 +215,10 @@ impl Metrics {
             node_outstanding,
             node_leader,
             availability,
-            registry: r,
+            host,
+            // A gateway has no data directory.
+            host_sampler: Mutex::new(HostSampler::new(None)),
+            registry: root,
         }
     }
 
@@ -218,6 +233,12 @@ impl Metrics {
                 .clone(),
             by_status: (STATUS_MIN..=STATUS_MAX).map(|_| OnceLock::new()).collect(),
         }
+    }
+
+    /// Reads the process and host figures for the next scrape.
+    pub fn sample_host(&self) {
+        let sample = keel_protocol::sync::lock(&self.host_sampler).sample();
+        self.host.update(&sample);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -370,6 +391,23 @@ mod tests {
             text.contains("keel_gateway_request_seconds_count{class=\"local_read\"} 5"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn host_series_sit_beside_the_gateways_own_under_their_names() {
+        let m = Metrics::new();
+        m.leader_changes.inc();
+        m.sample_host();
+        let text = m.render();
+        for name in [
+            "keel_gateway_leader_changes_total 1",
+            "# TYPE keel_gateway_requests counter",
+            "keel_process_cpu_seconds_total ",
+            "keel_process_resident_memory_bytes ",
+        ] {
+            assert!(text.contains(name), "{name} in\n{text}");
+        }
+        assert!(!text.contains("keel_gateway_process_"), "{text}");
     }
 
     #[test]
