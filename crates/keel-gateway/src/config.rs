@@ -53,6 +53,8 @@ pub struct GatewayConfig {
     /// proxy (the gateway is the one long-lived process that already knows
     /// the nodes and the admin token). Absent: no backups.
     pub backup: Option<BackupSection>,
+    /// The operations dashboard (`/dashboard`).
+    pub dashboard: DashboardSection,
     /// TLS (`[tls]`): clients are served with `cert` and `key`, and the
     /// nodes are dialled trusting only the CAs in `ca` (each node must
     /// present a certificate naming the address dialled); each file is read
@@ -98,6 +100,7 @@ impl Default for GatewayConfig {
             rate_limit: RateLimitConfig::default(),
             discovery: DiscoveryConfig::default(),
             backup: None,
+            dashboard: DashboardSection::default(),
             tls: None,
             admin_token_file: None,
             insecure_plaintext: false,
@@ -223,6 +226,10 @@ pub struct GatewayOverrides {
     pub no_idempotency_key: bool,
     /// Clears [`DiscoveryConfig::enabled`] when true.
     pub no_discovery: bool,
+    /// [`DashboardSection::backup_repo`].
+    pub backup_repo: Option<std::path::PathBuf>,
+    /// [`DashboardSection::backup_key_file`].
+    pub backup_key_file: Option<std::path::PathBuf>,
 }
 
 /// An override that cannot be read, named by its flag and value.
@@ -307,6 +314,12 @@ impl GatewayOverrides {
         }
         c.retry.add_idempotency_key &= !self.no_idempotency_key;
         c.discovery.enabled &= !self.no_discovery;
+        if let Some(v) = self.backup_repo {
+            c.dashboard.backup_repo = Some(v);
+        }
+        if let Some(v) = self.backup_key_file {
+            c.dashboard.backup_key_file = Some(v);
+        }
         Ok(())
     }
 }
@@ -773,6 +786,20 @@ impl RateLimitConfig {
             burst: self.burst.max(1),
         })
     }
+}
+
+/// The `[dashboard]` section.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardSection {
+    /// A local backup repository (a directory `keel backup` writes to)
+    /// whose last full and incremental backups and recovery point the
+    /// dashboard shows. Absent: the panel says none is configured.
+    pub backup_repo: Option<std::path::PathBuf>,
+    /// The repository's key file (raw or 64 hex digits); without it the
+    /// key comes from `KEEL_BACKUP_KEY`. The key authenticates the
+    /// manifests the panel lists.
+    pub backup_key_file: Option<std::path::PathBuf>,
 }
 
 /// Membership discovery.

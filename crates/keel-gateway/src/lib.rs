@@ -116,6 +116,7 @@
 pub mod availability;
 pub mod balance;
 pub mod config;
+pub mod dashboard;
 pub mod detect;
 mod error;
 mod metrics;

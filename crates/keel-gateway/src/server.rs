@@ -27,6 +27,8 @@ use tower::ServiceExt;
 
 use crate::availability::AvailabilityReport;
 use crate::config::GatewayConfig;
+use crate::dashboard::backups::{BackupRepo, BackupRepoError};
+use crate::dashboard::{self, assets, DashboardState};
 use crate::metrics::Metrics;
 use crate::pool::{Class, Pool, ProbeFailure, WeightError};
 use crate::problem::Problem;
@@ -68,6 +70,9 @@ pub enum GatewayError {
     /// The TLS files could not be read.
     #[error("TLS: {0}")]
     Tls(#[from] keel_tls::TlsError),
+    /// The dashboard's backup repository cannot be opened.
+    #[error(transparent)]
+    BackupRepo(#[from] BackupRepoError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -101,6 +106,13 @@ impl Gateway {
         // backoff jitter and the key prefix.
         let seed: u64 = rand::rngs::SmallRng::from_os_rng().random();
         let pool = Pool::new(config.clone(), metrics.clone(), seed)?;
+        let repo = match &config.dashboard.backup_repo {
+            Some(dir) => Some(BackupRepo::open(
+                dir.clone(),
+                config.dashboard.backup_key_file.as_deref(),
+            )?),
+            None => None,
+        };
         let tls = match &config.tls {
             Some(t) => Some(GatewayTls {
                 server: Arc::new(keel_tls::ServerTls::load(t.clone())?),
@@ -118,6 +130,7 @@ impl Gateway {
             metrics,
             upstream: upstream_pool(&config, tls.as_ref()),
             availability: Arc::new(LiveAvailability::default()),
+            dashboard: Arc::new(DashboardState::new(repo)),
         });
         let (stop, stopped) = watch::channel(false);
         let slots = ConnectionSlots::new(config.limits.connections_max);
@@ -141,6 +154,7 @@ impl Gateway {
         }
         let mut tasks = JoinSet::new();
         tasks.spawn(probe_supervisor(shared.clone(), stopped.clone()));
+        tasks.spawn(dashboard::sample(shared.clone(), stopped.clone()));
         if config.discovery.enabled && config.admin_token.is_some() {
             tasks.spawn(discover(shared.clone(), stopped));
         }
@@ -254,6 +268,7 @@ fn spawn_worker(
         keys: shared.keys.clone(),
         series: shared.series.clone(),
         availability: shared.availability.clone(),
+        dashboard: shared.dashboard.clone(),
     });
     let (bound_tx, bound_rx) = oneshot::channel::<std::io::Result<SocketAddr>>();
     let (done_tx, done_rx) = oneshot::channel();
@@ -342,13 +357,19 @@ struct OwnRoutes {
 
 impl OwnRoutes {
     fn new(shared: Arc<Shared>) -> Self {
-        let routes: [(&'static str, MethodRouter<Arc<Shared>>); 6] = [
+        let routes: [(&'static str, MethodRouter<Arc<Shared>>); 12] = [
             ("/healthz", get(healthz)),
             ("/readyz", get(readyz)),
             ("/metrics", get(metrics)),
             ("/status", get(status)),
             ("/gateway/weights", put(set_weight)),
             ("/gateway/availability", get(availability)),
+            ("/gateway/dashboard", get(dashboard_data)),
+            ("/dashboard", get(assets::page)),
+            ("/dashboard/app.js", get(assets::app_js)),
+            ("/dashboard/app.css", get(assets::app_css)),
+            ("/dashboard/uplot.js", get(assets::uplot_js)),
+            ("/dashboard/uplot.css", get(assets::uplot_css)),
         ];
         let paths = routes.iter().map(|(path, _)| *path).collect();
         let router = routes
@@ -376,6 +397,7 @@ async fn readyz(State(gw): State<Arc<Shared>>) -> Response {
 
 async fn metrics(State(gw): State<Arc<Shared>>) -> Response {
     gw.pool.refresh_gauges(Instant::now());
+    gw.metrics.sample_host();
     gw.metrics
         .availability
         .refresh(&gw.availability.lock(), keel_protocol::wall_ms());
@@ -424,9 +446,27 @@ async fn availability(State(gw): State<Arc<Shared>>, headers: HeaderMap) -> Resp
     Json(report).into_response()
 }
 
+async fn dashboard_data(State(gw): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if !may_observe(&gw, &headers).await {
+        return Problem::unauthorized().into_response();
+    }
+    // may_observe found a readable Authorization header.
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let report = dashboard::report(&gw, auth).await;
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(report),
+    )
+        .into_response()
+}
+
 /// Roles that may change the gateway's own settings (weights).
 const OPERATE_ROLES: &[&str] = &["admin", "operator"];
-/// Roles that may read what the gateway measured (availability): those
+/// Roles that may read what the gateway measured (availability, the
+/// dashboard's data): those
 /// who operate it, and support staff, who answer customers asking whether
 /// the shop was down and change nothing here.
 const OBSERVE_ROLES: &[&str] = &["admin", "operator", "support"];
@@ -544,7 +584,7 @@ async fn probe(
 
 /// A bodiless GET of `path` for the node at `addr`, with `auth` as its
 /// `Authorization`.
-fn node_request(
+pub(crate) fn node_request(
     addr: &str,
     path: &str,
     auth: Option<&str>,

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::availability::{status_is_failure, Availability};
 use crate::config::GatewayConfig;
+use crate::dashboard::DashboardState;
 use crate::metrics::{ClassSeries, Metrics};
 use crate::pool::Pool;
 use keel_http_client::ConnPool;
@@ -36,6 +37,9 @@ pub struct Shared {
     pub tls: Option<GatewayTls>,
     /// Availability as clients saw it, fed by every proxied request.
     pub availability: Arc<LiveAvailability>,
+    /// The dashboard's ring of points and backup panel, filled by its
+    /// sampler task.
+    pub dashboard: Arc<DashboardState>,
 }
 
 /// The availability tracker every worker feeds, behind one mutex: outages

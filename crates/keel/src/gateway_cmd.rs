@@ -69,6 +69,14 @@ pub struct Args {
     /// Use only the given nodes; do not learn others from the cluster.
     #[arg(long)]
     no_discovery: bool,
+    /// A local backup repository (a directory `keel backup` writes to):
+    /// the dashboard shows its last full and incremental backups and the
+    /// recovery point.
+    #[arg(long, env = "KEEL_GATEWAY_BACKUP_REPO")]
+    backup_repo: Option<PathBuf>,
+    /// That repository's key file (or set KEEL_BACKUP_KEY).
+    #[arg(long, env = "KEEL_GATEWAY_BACKUP_KEY_FILE")]
+    backup_key_file: Option<PathBuf>,
 }
 
 /// Builds the configuration from file, environment and flags.
@@ -93,6 +101,8 @@ pub fn config(a: Args) -> anyhow::Result<GatewayConfig> {
         request_timeout_ms: a.request_timeout_ms,
         no_idempotency_key: a.no_idempotency_key,
         no_discovery: a.no_discovery,
+        backup_repo: a.backup_repo,
+        backup_key_file: a.backup_key_file,
     };
     Ok(GatewayConfig::load(a.config.as_deref(), overrides)?)
 }
