@@ -456,11 +456,7 @@ async fn dashboard_data(State(gw): State<Arc<Shared>>, headers: HeaderMap) -> Re
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let report = dashboard::report(&gw, auth).await;
-    (
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(report),
-    )
-        .into_response()
+    ([(header::CACHE_CONTROL, "no-store")], Json(report)).into_response()
 }
 
 /// Roles that may change the gateway's own settings (weights).

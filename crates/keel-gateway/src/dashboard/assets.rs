@@ -88,7 +88,14 @@ mod tests {
             word.len() < rest.len() && word.starts_with('=')
         });
         assert!(!handler, "an inline event handler");
-        for id in ["leader", "members", "alerts", "availability", "backups", "status"] {
+        for id in [
+            "leader",
+            "members",
+            "alerts",
+            "availability",
+            "backups",
+            "status",
+        ] {
             assert!(HTML.contains(&format!("id=\"{id}\"")), "#{id} missing");
         }
     }

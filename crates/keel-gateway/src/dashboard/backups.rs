@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use keel_backup_repo::{plan_restore, Key, Kind, Layout, Manifest, Repository, RestorePoint, Target};
+use keel_backup_repo::{
+    plan_restore, Key, Kind, Layout, Manifest, Repository, RestorePoint, Target,
+};
 use serde::Serialize;
 
 /// Environment variable holding the repository's key as 64 hex digits

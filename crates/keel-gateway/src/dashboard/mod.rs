@@ -138,9 +138,16 @@ async fn scrape_nodes(gw: &Arc<Shared>) -> BTreeMap<String, BusinessTotals> {
     for (_, addr) in gw.pool.addrs() {
         let gw = gw.clone();
         calls.spawn(async move {
-            let text = get_text(&gw, &addr, "/metrics", None, METRICS_TIMEOUT, METRICS_BYTES_MAX)
-                .await
-                .ok()?;
+            let text = get_text(
+                &gw,
+                &addr,
+                "/metrics",
+                None,
+                METRICS_TIMEOUT,
+                METRICS_BYTES_MAX,
+            )
+            .await
+            .ok()?;
             Some((addr, BusinessTotals::from_metrics(&text)))
         });
     }
@@ -558,11 +565,10 @@ async fn ask_members(
         }
     }
     out.active
-        .sort_by(|a, b| (b.started_ms, b.node_id, b.id).cmp(&(a.started_ms, a.node_id, a.id)));
+        .sort_by_key(|a| std::cmp::Reverse((a.started_ms, a.node_id, a.id)));
     out.active.truncate(ALERTS_MAX);
-    out.history.sort_by(|a, b| {
-        (b.ended_ms, b.node_id, b.id).cmp(&(a.ended_ms, a.node_id, a.id))
-    });
+    out.history
+        .sort_by_key(|a| std::cmp::Reverse((a.ended_ms, a.node_id, a.id)));
     out.history.truncate(ALERTS_MAX);
     set_clocks(view, &clocks);
     out
@@ -586,10 +592,10 @@ fn set_clocks(view: &mut ClusterView, clocks: &BTreeMap<usize, ClockReply>) {
         m.may_lead = clocks.get(&i).map(|c| c.may_lead);
         m.clock_offset_ms = match reference {
             Some((r, _)) if r == i => Some(0),
-            Some((_, c)) => m
-                .id
-                .and_then(|id| c.peers.get(&id.to_string()))
-                .map(|p| p.offset_ms),
+            Some((_, c)) => {
+                m.id.and_then(|id| c.peers.get(&id.to_string()))
+                    .map(|p| p.offset_ms)
+            }
             None => None,
         };
     }

@@ -192,7 +192,12 @@ impl BusinessTotals {
             revenue_minor: self
                 .revenue_minor
                 .iter()
-                .map(|(c, v)| (c.clone(), d(*v, prev.revenue_minor.get(c).copied().unwrap_or(0))))
+                .map(|(c, v)| {
+                    (
+                        c.clone(),
+                        d(*v, prev.revenue_minor.get(c).copied().unwrap_or(0)),
+                    )
+                })
                 .collect(),
         }
     }
@@ -260,10 +265,7 @@ pub fn quantile(before: &[(f64, u64)], now: &[(f64, u64)], q: f64) -> Option<f64
     let delta: Vec<(f64, u64)> = now
         .iter()
         .map(|(le, c)| {
-            let was = before
-                .iter()
-                .find(|(b, _)| b == le)
-                .map_or(0, |(_, c)| *c);
+            let was = before.iter().find(|(b, _)| b == le).map_or(0, |(_, c)| *c);
             (*le, c.saturating_sub(was))
         })
         .collect();
@@ -402,9 +404,7 @@ impl Ring {
     pub fn push(&mut self, mut snap: Snapshot) {
         if let Some(last) = self.last.take() {
             for (addr, t) in &last.nodes {
-                snap.nodes
-                    .entry(addr.clone())
-                    .or_insert_with(|| t.clone());
+                snap.nodes.entry(addr.clone()).or_insert_with(|| t.clone());
             }
             if let Some(p) = point(&last, &snap) {
                 if self.points.len() == RING_POINTS {
@@ -497,7 +497,12 @@ keel_revenue_minor_total{currency=\"USD\"} 7
         };
         let now = Snapshot {
             t_ms: 5_000,
-            nodes: [("a".into(), t(110)), ("b".into(), t(3)), ("c".into(), t(900))].into(),
+            nodes: [
+                ("a".into(), t(110)),
+                ("b".into(), t(3)),
+                ("c".into(), t(900)),
+            ]
+            .into(),
             ..Snapshot::default()
         };
         assert_eq!(business_since(&before, &now).orders_placed, 13);
@@ -562,9 +567,15 @@ keel_revenue_minor_total{currency=\"USD\"} 7
         }
         let points = ring.points();
         assert_eq!(points.len(), RING_POINTS);
-        assert_eq!(points.last().unwrap().t_ms, (RING_POINTS as u64 + 9) * 5_000);
+        assert_eq!(
+            points.last().unwrap().t_ms,
+            (RING_POINTS as u64 + 9) * 5_000
+        );
         assert!(points.windows(2).all(|w| w[0].t_ms < w[1].t_ms));
         assert!((points[0].orders_placed_per_s - 0.2).abs() < 1e-9);
-        assert_eq!(ring.business_totals().orders_placed, RING_POINTS as u64 + 9 + 7);
+        assert_eq!(
+            ring.business_totals().orders_placed,
+            RING_POINTS as u64 + 9 + 7
+        );
     }
 }
