@@ -29,6 +29,8 @@ const NEW_LEADER: Duration = Duration::from_secs(20);
 const PAGE_VIRTUAL_MS: u64 = 6_000;
 /// Longest one browser run may take in real time.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(60);
+/// The backup repository's key (test only).
+const BACKUP_KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 /// Orders placed before the first look, so the charts and business
 /// figures have something to show.
 const ORDERS: u64 = 30;
@@ -146,6 +148,37 @@ async fn dashboard_json(http: &reqwest::Client, gw: &str) -> Value {
     r.json().await.unwrap()
 }
 
+/// `keel backup create --kind <kind>` of the cluster into the directory
+/// `repo`; the backup's last index.
+fn backup(cluster: &LocalCluster, repo: &Path, work: &Path, kind: &str) -> u64 {
+    let nodes: Vec<String> = cluster
+        .ids()
+        .into_iter()
+        .map(|id| cluster.addr(id).unwrap())
+        .collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["backup", "create", "--kind", kind, "--json", "--layout", "mirror"])
+        .arg("--nodes")
+        .arg(nodes.join(","))
+        .arg("--target")
+        .arg(format!("dir:{}", repo.display()))
+        .arg("--work-dir")
+        .arg(work)
+        .env("KEEL_BACKUP_KEY", BACKUP_KEY_HEX)
+        .env("KEEL_ADMIN_TOKEN", TOKEN)
+        .env_remove("KEEL_BACKUP_KEY_FILE")
+        .env_remove("KEEL_BACKUP_TARGETS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "keel backup create --kind {kind}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    made[0]["last_index"].as_u64().unwrap()
+}
+
 async fn shop(c: &Client, n: u64) {
     shop_tagged(c, "dash", n).await;
 }
@@ -174,18 +207,33 @@ async fn the_dashboard_follows_a_leader_kill_in_a_real_browser() {
     let spec = ClusterSpec::new(env!("CARGO_BIN_EXE_keel"), dir.path(), 3);
     let mut cluster = LocalCluster::start(spec).unwrap();
     cluster.wait_ready(READY).await.unwrap();
-    cluster.start_gateway(0, &[]).unwrap();
-    let gw = cluster.wait_gateway_ready(READY).await.unwrap();
     let started = Instant::now();
+    // A full and an incremental backup, for the backup panel.
+    let admin = cluster.admin_client();
+    keel_harness::seed_test_shop(&admin, 1, 1_000_000, 100_000_000)
+        .await
+        .unwrap();
+    let (repo, work) = (dir.path().join("backups"), dir.path().join("work"));
+    shop(&admin, ORDERS).await;
+    let full_index = backup(&cluster, &repo, &work, "full");
+    shop_tagged(&admin, "after-full", 5).await;
+    let incremental_index = backup(&cluster, &repo, &work, "incremental");
+    let key_file = dir.path().join("backup.key");
+    std::fs::write(&key_file, BACKUP_KEY_HEX).unwrap();
+
+    let gateway_args = [
+        "--backup-repo".to_owned(),
+        repo.display().to_string(),
+        "--backup-key-file".to_owned(),
+        key_file.display().to_string(),
+    ];
+    cluster.start_gateway(0, &gateway_args).unwrap();
+    let gw = cluster.wait_gateway_ready(READY).await.unwrap();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
     let admin = Client::new(vec![gw.clone()], Some(TOKEN.into()));
-    keel_harness::seed_test_shop(&admin, 1, 1_000_000, 100_000_000)
-        .await
-        .unwrap();
-    shop(&admin, ORDERS).await;
 
     // The page and its assets are public and locked down; the data is not.
     for (path, kind) in [
@@ -213,9 +261,25 @@ async fn the_dashboard_follows_a_leader_kill_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
-    let d = dashboard_json(&http, &gw).await;
+    // The sampler lists the repository as it starts.
+    let d = cluster
+        .wait_for("the backup panel", READY, || {
+            let (http, gw) = (http.clone(), gw.clone());
+            async move {
+                let d = dashboard_json(&http, &gw).await;
+                (!d["backups"].is_null()).then_some(d)
+            }
+        })
+        .await
+        .unwrap();
     assert_eq!(d["cluster"]["members"].as_array().unwrap().len(), 3, "{d}");
-    assert!(d["backups"].is_null(), "{d}");
+    let b = &d["backups"];
+    assert_eq!(b["count"], 2, "{d}");
+    assert_eq!(b["last_full"]["kind"], "full", "{b}");
+    assert_eq!(b["last_full"]["last_index"], full_index, "{b}");
+    assert_eq!(b["last_incremental"]["kind"], "incremental", "{b}");
+    assert_eq!(b["recovery_point"]["index"], incremental_index, "{b}");
+    assert!(b["error"].is_null(), "{b}");
 
     // Act 1: the page over a healthy cluster.
     let leader = cluster.leader().await.unwrap();
@@ -229,6 +293,10 @@ async fn the_dashboard_follows_a_leader_kill_in_a_real_browser() {
     assert_eq!(rows.len(), 3, "{rows:?}");
     assert!(rows.iter().all(|(_, h)| h == "up"), "{rows:?}");
     assert!(text_of(&run.stdout, "status").starts_with("updated"));
+    assert!(
+        run.stdout.contains(&format!("index {incremental_index}")),
+        "the recovery point is on the page"
+    );
 
     if let Ok(shot) = std::env::var("KEEL_DASHBOARD_SCREENSHOT") {
         // Half a minute of traffic so the charts have points.
