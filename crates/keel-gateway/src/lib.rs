@@ -63,7 +63,8 @@
 //! runtime with a pool of their own. Each
 //! client connection is one task running hyper's HTTP/1.1 server; the gateway's own routes
 //! (`/healthz`, `/readyz`, `/metrics`, `/status`, `/gateway/weights`,
-//! `/gateway/availability`) go to an
+//! `/gateway/availability`, `/gateway/dashboard`, and the [`dashboard`]'s
+//! page and assets under `/dashboard`) go to an
 //! axum router, every other path to the proxy. An attempt checks a kept-alive
 //! connection to its node out of a per-node idle list
 //! (`limits.idle_connections_per_node`, each idle at most
@@ -111,6 +112,16 @@
 //! `GET /gateway/availability` (admin, operator or support) answers all of
 //! it as JSON ([`AvailabilityReport`]). The gateway's own routes are not
 //! counted: they measure the gateway, not the cluster behind it.
+//!
+//! # The dashboard
+//!
+//! `/dashboard` is a page embedded in the binary that polls
+//! `GET /gateway/dashboard` (same roles as the availability report): the
+//! cluster, alerts and clock offsets asked of the nodes with the caller's
+//! credential, a ring of 5 s points of the gateway's rates and the nodes'
+//! business series that a sampler task fills (stopped with the others on
+//! shutdown), availability, and an optional backup repository's recovery
+//! point. See [`dashboard`] and docs/OPERATIONS.md.
 #![deny(missing_docs)]
 
 pub mod availability;
