@@ -239,6 +239,14 @@
     charts.errors.setData([xs].concat(errs));
   }
 
+  // The charts follow their boxes' width when the window changes size.
+  function resizeCharts() {
+    for (const [id, c] of [["chart-requests", charts.requests], ["chart-latency", charts.latency],
+      ["chart-errors", charts.errors], ["chart-orders", charts.orders]]) {
+      if (c) c.setSize({ width: Math.max(300, $(id).clientWidth || 500), height: CHART_HEIGHT });
+    }
+  }
+
   // ---- polling -----------------------------------------------------------
 
   function render(d) {
@@ -296,6 +304,7 @@
         poll();
       }
     });
+    window.addEventListener("resize", resizeCharts);
     takeToken();
     poll();
   }

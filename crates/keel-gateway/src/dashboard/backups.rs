@@ -54,14 +54,18 @@ impl BackupRepo {
         }
     }
 
-    /// The panel as the repository is now, stamped `now_ms`.
-    pub async fn view(&self, now_ms: u64) -> BackupsView {
-        match self.repo.list().await {
-            Ok(list) => BackupsView::of(&self.dir, &list, now_ms),
-            Err(e) => BackupsView {
-                error: Some(e.to_string()),
-                ..BackupsView::empty(&self.dir, now_ms)
-            },
+    /// The panel as the repository is now, stamped `now_ms`; a listing
+    /// that takes longer than `timeout` (a hung mount) is abandoned and
+    /// the panel says so.
+    pub async fn view_within(&self, timeout: std::time::Duration, now_ms: u64) -> BackupsView {
+        let error = match tokio::time::timeout(timeout, self.repo.list()).await {
+            Ok(Ok(list)) => return BackupsView::of(&self.dir, &list, now_ms),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no listing within {timeout:?}"),
+        };
+        BackupsView {
+            error: Some(error),
+            ..BackupsView::empty(&self.dir, now_ms)
         }
     }
 }

@@ -108,7 +108,6 @@ pub async fn sample(gw: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
 
 async fn sample_once(gw: &Arc<Shared>) {
     let nodes = scrape_nodes(gw).await;
-    gw.pool.refresh_gauges(Instant::now());
     let snap = Snapshot {
         t_ms: keel_protocol::wall_ms(),
         gateway: GatewayTotals::from_metrics(&gw.metrics.render()),
@@ -116,17 +115,9 @@ async fn sample_once(gw: &Arc<Shared>) {
     };
     gw.dashboard.ring().push(snap);
     if let Some(repo) = &gw.dashboard.repo {
-        let now_ms = keel_protocol::wall_ms();
-        let view = match tokio::time::timeout(BACKUP_LIST_TIMEOUT, repo.view(now_ms)).await {
-            Ok(v) => v,
-            Err(_) => {
-                let mut last = keel_protocol::sync::lock(&gw.dashboard.backups)
-                    .clone()
-                    .unwrap_or_else(|| BackupsView::of(std::path::Path::new(""), &[], now_ms));
-                last.error = Some(format!("no listing within {BACKUP_LIST_TIMEOUT:?}"));
-                last
-            }
-        };
+        let view = repo
+            .view_within(BACKUP_LIST_TIMEOUT, keel_protocol::wall_ms())
+            .await;
         *keel_protocol::sync::lock(&gw.dashboard.backups) = Some(view);
     }
 }
