@@ -157,7 +157,9 @@ fn backup(cluster: &LocalCluster, repo: &Path, work: &Path, kind: &str) -> u64 {
         .map(|id| cluster.addr(id).unwrap())
         .collect();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args(["backup", "create", "--kind", kind, "--json", "--layout", "mirror"])
+        .args([
+            "backup", "create", "--kind", kind, "--json", "--layout", "mirror",
+        ])
         .arg("--nodes")
         .arg(nodes.join(","))
         .arg("--target")
@@ -353,7 +355,7 @@ async fn the_dashboard_follows_a_leader_kill_in_a_real_browser() {
         "{rows:?}"
     );
     eprintln!(
-        "dashboard test: {:.1} s after the gateway was ready",
+        "dashboard test: {:.1} s after the cluster was ready",
         started.elapsed().as_secs_f64()
     );
 }
