@@ -93,6 +93,11 @@
     }
   }
 
+  // Who raised an alert: a node, or the gateway itself (no node id).
+  function raisedBy(x) {
+    return x.node_id == null ? "gateway" : "node " + x.node_id;
+  }
+
   function renderAlerts(a, now) {
     const list = $("alerts");
     list.replaceChildren();
@@ -104,7 +109,7 @@
       const li = el("li");
       li.dataset.open = "true";
       li.append(badge(x.severity, x.severity), " ",
-        el("strong", x.name), " node " + x.node_id + " · " + x.summary +
+        el("strong", x.name), " " + raisedBy(x) + " · " + x.summary +
         " · since " + ago(x.started_ms, now));
       list.append(li);
     }
@@ -112,7 +117,7 @@
       const li = el("li", null, "ended");
       li.dataset.open = "false";
       li.append(badge(x.severity, "info"), " ", el("strong", x.name),
-        " node " + x.node_id + " · " + x.summary + " · ended " + ago(x.ended_ms, now));
+        " " + raisedBy(x) + " · " + x.summary + " · ended " + ago(x.ended_ms, now));
       list.append(li);
     }
   }

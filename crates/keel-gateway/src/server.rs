@@ -73,6 +73,9 @@ pub enum GatewayError {
     /// The dashboard's backup repository cannot be opened.
     #[error(transparent)]
     BackupRepo(#[from] BackupRepoError),
+    /// The gateway's alert watches do not check.
+    #[error("alert watches: {0}")]
+    Alerts(#[from] keel_alert::ConfigError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -130,7 +133,7 @@ impl Gateway {
             metrics,
             upstream: upstream_pool(&config, tls.as_ref()),
             availability: Arc::new(LiveAvailability::default()),
-            dashboard: Arc::new(DashboardState::new(repo)),
+            dashboard: Arc::new(DashboardState::new(repo)?),
         });
         let (stop, stopped) = watch::channel(false);
         let slots = ConnectionSlots::new(config.limits.connections_max);
@@ -357,13 +360,14 @@ struct OwnRoutes {
 
 impl OwnRoutes {
     fn new(shared: Arc<Shared>) -> Self {
-        let routes: [(&'static str, MethodRouter<Arc<Shared>>); 12] = [
+        let routes: [(&'static str, MethodRouter<Arc<Shared>>); 13] = [
             ("/healthz", get(healthz)),
             ("/readyz", get(readyz)),
             ("/metrics", get(metrics)),
             ("/status", get(status)),
             ("/gateway/weights", put(set_weight)),
             ("/gateway/availability", get(availability)),
+            ("/gateway/alerts", get(gateway_alerts)),
             ("/gateway/dashboard", get(dashboard_data)),
             ("/dashboard", get(assets::page)),
             ("/dashboard/app.js", get(assets::app_js)),
@@ -444,6 +448,15 @@ async fn availability(State(gw): State<Arc<Shared>>, headers: HeaderMap) -> Resp
     }
     let report = gw.availability.lock().report(keel_protocol::wall_ms());
     Json(report).into_response()
+}
+
+/// The gateway's own alerts: what its clients see (p99 latency, 5xx
+/// share) and the cluster's order rate, judged by `keel-alert`.
+async fn gateway_alerts(State(gw): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if !may_observe(&gw, &headers).await {
+        return Problem::unauthorized().into_response();
+    }
+    Json(gw.dashboard.alerts()).into_response()
 }
 
 async fn dashboard_data(State(gw): State<Arc<Shared>>, headers: HeaderMap) -> Response {

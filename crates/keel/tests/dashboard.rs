@@ -263,6 +263,20 @@ async fn the_dashboard_follows_a_leader_kill_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
+    // The gateway's own alerts: for observers only, a book with no alert
+    // yet (its detectors are still learning their baselines).
+    let url = format!("http://{gw}/gateway/alerts");
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
+    let own: Value = http
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(own["active"], serde_json::json!([]), "{own}");
     // The sampler lists the repository as it starts.
     let d = cluster
         .wait_for("the backup panel", READY, || {

@@ -67,20 +67,61 @@ pub const ALERTS_MAX: usize = 50;
 pub const PROBLEMS_MAX: usize = 32;
 
 /// What the sampler keeps between requests, shared by every worker.
-#[derive(Default)]
 pub struct DashboardState {
     ring: Mutex<Ring>,
     backups: Mutex<Option<BackupsView>>,
     repo: Option<BackupRepo>,
+    /// The gateway's own detectors and the alerts they opened.
+    monitor: Mutex<keel_alert::Monitor>,
+    /// Samples taken, to feed the detectors every [`DETECT_EVERY_SAMPLES`].
+    samples: std::sync::atomic::AtomicU64,
+}
+
+/// Samples between two feeds of the detectors: 10 s, what their presets
+/// are tuned for ([`keel_alert::monitor::SAMPLE_INTERVAL_MS`]).
+pub const DETECT_EVERY_SAMPLES: u64 = 2;
+
+/// What the gateway judges: what its clients see (p99 latency and the
+/// share of 5xx answers) and the whole cluster's order rate (the sum of
+/// every node's count, so a leader change is not a fall).
+pub fn gateway_watches() -> Vec<keel_alert::Watch> {
+    use keel_alert::Watch;
+    vec![
+        Watch::p99_latency("client_p99_s", "gateway"),
+        Watch::error_rate("client_error_ratio", "gateway"),
+        Watch::order_rate_down("cluster_orders_per_s", "orders"),
+    ]
+}
+
+/// The detectors' samples from one chart point.
+pub fn detector_samples(p: &Point) -> Vec<(&'static str, f64)> {
+    let mut out = Vec::new();
+    if let Some(p99) = p.latency_ms_p99 {
+        out.push(("client_p99_s", p99 / 1e3));
+    }
+    if p.requests_per_s > 0.0 {
+        out.push(("client_error_ratio", p.errors_per_s / p.requests_per_s));
+    }
+    out.push(("cluster_orders_per_s", p.orders_placed_per_s));
+    out
 }
 
 impl DashboardState {
-    /// A state that lists `repo` for the backup panel, if given.
-    pub fn new(repo: Option<BackupRepo>) -> Self {
-        Self {
+    /// A state that lists `repo` for the backup panel, if given, and runs
+    /// [`gateway_watches`].
+    pub fn new(repo: Option<BackupRepo>) -> Result<Self, keel_alert::ConfigError> {
+        Ok(Self {
+            ring: Mutex::default(),
+            backups: Mutex::default(),
             repo,
-            ..Self::default()
-        }
+            monitor: Mutex::new(keel_alert::Monitor::new(gateway_watches())?),
+            samples: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// The gateway's own alerts (`GET /gateway/alerts`).
+    pub fn alerts(&self) -> keel_alert::AlertsResponse {
+        keel_protocol::sync::lock(&self.monitor).book().response()
     }
 
     fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
@@ -113,7 +154,25 @@ async fn sample_once(gw: &Arc<Shared>) {
         gateway: GatewayTotals::from_metrics(&gw.metrics.render()),
         nodes,
     };
-    gw.dashboard.ring().push(snap);
+    let point = {
+        let mut ring = gw.dashboard.ring();
+        ring.push(snap);
+        ring.last_point()
+    };
+    let n = gw
+        .dashboard
+        .samples
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(p) = point.filter(|_| n % DETECT_EVERY_SAMPLES == 0) {
+        let out =
+            keel_protocol::sync::lock(&gw.dashboard.monitor).observe(p.t_ms, &detector_samples(&p));
+        for t in out {
+            tracing::info!(
+                alert = %t.alert.name, change = ?t.change, summary = %t.alert.summary,
+                "gateway alert"
+            );
+        }
+    }
     if let Some(repo) = &gw.dashboard.repo {
         let view = repo
             .view_within(BACKUP_LIST_TIMEOUT, keel_protocol::wall_ms())
@@ -403,7 +462,8 @@ pub async fn report(gw: &Arc<Shared>, auth: &str) -> DashboardReport {
             m.leader = gateway_leader_addr.as_deref() == Some(m.addr.as_str());
         }
     }
-    let alerts = ask_members(gw, auth, &mut view, &mut problems).await;
+    let mut alerts = ask_members(gw, auth, &mut view, &mut problems).await;
+    add_gateway_alerts(&mut alerts, gw.dashboard.alerts());
 
     let (series, business) = {
         let ring = gw.dashboard.ring();
@@ -555,14 +615,40 @@ async fn ask_members(
             Err(e) => problems.push(format!("{addr} /v1/clock: {e}")),
         }
     }
-    out.active
-        .sort_by_key(|a| std::cmp::Reverse((a.started_ms, a.node_id, a.id)));
-    out.active.truncate(ALERTS_MAX);
-    out.history
-        .sort_by_key(|a| std::cmp::Reverse((a.ended_ms, a.node_id, a.id)));
-    out.history.truncate(ALERTS_MAX);
+    newest_first(&mut out);
     set_clocks(view, &clocks);
     out
+}
+
+/// Puts the gateway's own alerts (no `node_id`) among the nodes', newest
+/// first, within [`ALERTS_MAX`].
+fn add_gateway_alerts(view: &mut AlertsView, own: keel_alert::AlertsResponse) {
+    let convert = |a: keel_alert::Alert| NodeAlert {
+        node_id: None,
+        id: a.id,
+        name: a.name,
+        severity: a.severity.as_str().to_owned(),
+        subject: a.subject,
+        summary: a.summary,
+        started_ms: a.started_ms,
+        ended_ms: a.ended_ms,
+        value: a.value,
+        baseline: a.baseline,
+    };
+    view.active.extend(own.active.into_iter().map(convert));
+    view.history.extend(own.history.into_iter().map(convert));
+    newest_first(view);
+}
+
+/// Orders open alerts by start and ended ones by end, newest first, and
+/// keeps [`ALERTS_MAX`] of each.
+fn newest_first(view: &mut AlertsView) {
+    view.active
+        .sort_by_key(|a| std::cmp::Reverse((a.started_ms, a.node_id, a.id)));
+    view.active.truncate(ALERTS_MAX);
+    view.history
+        .sort_by_key(|a| std::cmp::Reverse((a.ended_ms, a.node_id, a.id)));
+    view.history.truncate(ALERTS_MAX);
 }
 
 /// Each member's offset from the leader's clock, as the leader last read
@@ -596,6 +682,45 @@ fn set_clocks(view: &mut ClusterView, clocks: &BTreeMap<usize, ClockReply>) {
 mod tests {
     #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
     use super::*;
+
+    #[test]
+    fn the_gateway_judges_its_clients_latency_errors_and_the_clusters_orders() {
+        let mut m = keel_alert::Monitor::new(gateway_watches()).unwrap();
+        let point = |t_ms: u64, p99_ms: f64| Point {
+            t_ms,
+            requests_per_s: 100.0,
+            errors_per_s: 1.0,
+            latency_ms_p99: Some(p99_ms),
+            orders_placed_per_s: 40.0,
+            ..Point::default()
+        };
+        let samples = detector_samples(&point(0, 20.0));
+        assert!(samples.contains(&("client_p99_s", 0.02)), "{samples:?}");
+        assert!(
+            samples.contains(&("client_error_ratio", 0.01)),
+            "{samples:?}"
+        );
+        assert!(
+            samples.contains(&("cluster_orders_per_s", 40.0)),
+            "{samples:?}"
+        );
+        // Steady for an hour of 10 s samples, then p99 ten times higher.
+        let mut opened = Vec::new();
+        for i in 0..400u64 {
+            let p99 = if i < 360 {
+                20.0 + (i % 3) as f64
+            } else {
+                200.0
+            };
+            opened.extend(m.observe(i * 10_000, &detector_samples(&point(i * 10_000, p99))));
+        }
+        assert_eq!(opened.len(), 1, "{opened:?}");
+        assert_eq!(opened[0].alert.name, "p99_latency_up");
+        let mut view = AlertsView::default();
+        add_gateway_alerts(&mut view, m.book().response());
+        assert_eq!(view.active.len(), 1);
+        assert_eq!(view.active[0].node_id, None);
+    }
 
     fn cluster_reply() -> ClusterReply {
         serde_json::from_value(serde_json::json!({

@@ -416,6 +416,11 @@ impl Ring {
         self.last = Some(snap);
     }
 
+    /// The newest point, if there is one.
+    pub fn last_point(&self) -> Option<Point> {
+        self.points.back().cloned()
+    }
+
     /// The points, oldest first.
     pub fn points(&self) -> Vec<Point> {
         self.points.iter().cloned().collect()
