@@ -37,6 +37,7 @@
 #![deny(missing_docs)]
 
 pub mod book;
+pub mod config;
 pub mod detector;
 pub mod logwatch;
 pub mod monitor;

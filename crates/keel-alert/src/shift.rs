@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 
-use crate::detector::{clamp_score, Latch, Mark, Reading, ShiftConfig};
+use crate::config::{clamp_score, Latch, Mark, Reading, ShiftConfig};
 
 /// Normal-distribution consistency factor: a MAD times this estimates a
 /// standard deviation, so scores read as "sigmas" to an operator.

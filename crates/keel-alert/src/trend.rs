@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use crate::detector::{clamp_score, GrowthConfig, Latch, Mark, Reading, TimeToLimitConfig};
+use crate::config::{clamp_score, GrowthConfig, Latch, Mark, Reading, TimeToLimitConfig};
 
 /// A least-squares line through a window of samples.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -125,9 +125,11 @@
 #![deny(missing_docs)]
 
 pub mod availability;
+pub mod backup_view;
 pub mod balance;
 pub mod config;
 pub mod dashboard;
+pub mod dashboard_state;
 pub mod detect;
 mod error;
 mod metrics;
@@ -136,6 +138,7 @@ mod pool;
 mod problem;
 pub mod protect;
 mod proxy;
+pub mod series;
 mod server;
 mod shared;
 

@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put, MethodRouter};
 use axum::{Json, Router};
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use rand::{Rng, SeedableRng};
@@ -26,14 +25,15 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use crate::availability::AvailabilityReport;
+use crate::backup_view::{BackupRepo, BackupRepoError};
 use crate::config::GatewayConfig;
-use crate::dashboard::backups::{BackupRepo, BackupRepoError};
-use crate::dashboard::{self, assets, DashboardState};
+use crate::dashboard::{self, assets};
+use crate::dashboard_state::DashboardState;
 use crate::metrics::Metrics;
 use crate::pool::{Class, Pool, ProbeFailure, WeightError};
 use crate::problem::Problem;
 use crate::proxy::{self, Client};
-use crate::shared::{GatewayTls, KeyMaker, LiveAvailability, PendingCap, Shared};
+use crate::shared::{node_request, GatewayTls, KeyMaker, LiveAvailability, PendingCap, Shared};
 use crate::{ConfigError, NodeIndex};
 use keel_http_client::ConnPool;
 use keel_http_server::{ConnectionSlots, ServeLimits};
@@ -589,20 +589,6 @@ async fn probe(
         Ok(Err(e)) => Err(ProbeFailure::Other(e.to_string())),
         Err(_) => Err(ProbeFailure::Other(format!("no answer within {timeout:?}"))),
     }
-}
-
-/// A bodiless GET of `path` for the node at `addr`, with `auth` as its
-/// `Authorization`.
-pub(crate) fn node_request(
-    addr: &str,
-    path: &str,
-    auth: Option<&str>,
-) -> Result<Request<Full<Bytes>>, axum::http::Error> {
-    let mut b = Request::get(path).header(header::HOST, addr);
-    if let Some(a) = auth {
-        b = b.header(header::AUTHORIZATION, a);
-    }
-    b.body(Full::new(Bytes::new()))
 }
 
 /// Follows the cluster's membership through `/v1/cluster`.

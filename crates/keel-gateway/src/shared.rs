@@ -7,9 +7,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::availability::{status_is_failure, Availability};
 use crate::config::GatewayConfig;
-use crate::dashboard::DashboardState;
+use crate::dashboard_state::DashboardState;
 use crate::metrics::{ClassSeries, Metrics};
 use crate::pool::Pool;
+use axum::http::{header, Request};
+use bytes::Bytes;
+use http_body_util::Full;
 use keel_http_client::ConnPool;
 
 /// State every request handler shares. Each worker thread has its own copy
@@ -135,6 +138,20 @@ impl Drop for PendingSlot<'_> {
     fn drop(&mut self) {
         self.0.taken.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// A bodiless GET of `path` for the node at `addr`, with `auth` as its
+/// `Authorization`.
+pub(crate) fn node_request(
+    addr: &str,
+    path: &str,
+    auth: Option<&str>,
+) -> Result<Request<Full<Bytes>>, axum::http::Error> {
+    let mut b = Request::get(path).header(header::HOST, addr);
+    if let Some(a) = auth {
+        b = b.header(header::AUTHORIZATION, a);
+    }
+    b.body(Full::new(Bytes::new()))
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod rpc_server;
 pub mod server;
 pub mod signals;
 pub mod watch;
+pub mod windows;
 
 pub use config::NodeConfig;
 pub use server::{run, NodeError};

@@ -94,7 +94,7 @@ pub struct Metrics {
     /// Process, host and data-directory figures.
     pub host: keel_host::HostMetrics,
     /// Latencies since the watch's last sample ([`crate::watch`]).
-    pub windows: crate::watch::Windows,
+    pub windows: crate::windows::Windows,
     /// Alerts open now, by severity.
     pub alerts_active: Family<SeverityLabel, Gauge>,
     registry: Registry,
@@ -229,7 +229,7 @@ impl Metrics {
             alerts_active.clone(),
         );
         Self {
-            windows: crate::watch::Windows::default(),
+            windows: crate::windows::Windows::default(),
             alerts_active,
             replication_lag,
             proposer_queued,

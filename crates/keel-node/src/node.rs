@@ -270,7 +270,7 @@ pub struct Node {
     /// lock because it keeps the previous CPU reading.
     host: std::sync::Mutex<keel_host::HostSampler>,
     /// Detectors and the alerts they opened ([`crate::watch`]).
-    alerts: crate::watch::SharedMonitor,
+    alerts: std::sync::Arc<std::sync::Mutex<keel_alert::Monitor>>,
 }
 
 /// What a [`Node`] is made of, handed over once at start-up.
@@ -294,7 +294,7 @@ pub struct NodeParts {
     /// What the election clock knows (when this node took the lead).
     pub election: Arc<ElectionSignals>,
     /// The alert monitor the watch task feeds.
-    pub alerts: crate::watch::SharedMonitor,
+    pub alerts: std::sync::Arc<std::sync::Mutex<keel_alert::Monitor>>,
 }
 
 /// A value read from this replica's state, and the applied index of the

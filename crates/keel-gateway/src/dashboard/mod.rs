@@ -8,17 +8,15 @@
 //!   caller's own `Authorization`, so the page sees no more than its
 //!   credential may;
 //! - the gateway's own figures and the cluster's business series as a ring
-//!   of points ([`series`]), which a sampler task fills every
+//!   of points ([`crate::series`]), which a sampler task fills every
 //!   [`SAMPLE_INTERVAL`] from the gateway's `/metrics` text and each node's;
-//! - the availability report, and the backup panel ([`backups`]) when the
+//! - the availability report, and the backup panel ([`crate::backup_view`]) when the
 //!   gateway is given a backup repository.
 
 pub mod assets;
-pub mod backups;
-pub mod series;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
@@ -28,10 +26,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::availability::AvailabilityReport;
-use crate::server::node_request;
-use crate::shared::Shared;
-use backups::{BackupRepo, BackupsView};
-use series::{BusinessTotals, GatewayTotals, Point, Ring, Snapshot};
+use crate::backup_view::BackupsView;
+use crate::dashboard_state::{detector_samples, DETECT_EVERY_SAMPLES};
+use crate::series::{BusinessTotals, GatewayTotals, Point, Snapshot};
+use crate::shared::{node_request, Shared};
 
 /// How often the sampler reads the counters: fine enough to see a
 /// failover of a few seconds on the charts, coarse enough that scraping
@@ -65,69 +63,6 @@ pub const ALERTS_MAX: usize = 50;
 /// Problems listed (a node that did not answer, and why): one per call at
 /// most, so a handful; the cap bounds the reply regardless.
 pub const PROBLEMS_MAX: usize = 32;
-
-/// What the sampler keeps between requests, shared by every worker.
-pub struct DashboardState {
-    ring: Mutex<Ring>,
-    backups: Mutex<Option<BackupsView>>,
-    repo: Option<BackupRepo>,
-    /// The gateway's own detectors and the alerts they opened.
-    monitor: Mutex<keel_alert::Monitor>,
-    /// Samples taken, to feed the detectors every [`DETECT_EVERY_SAMPLES`].
-    samples: std::sync::atomic::AtomicU64,
-}
-
-/// Samples between two feeds of the detectors: 10 s, what their presets
-/// are tuned for ([`keel_alert::monitor::SAMPLE_INTERVAL_MS`]).
-pub const DETECT_EVERY_SAMPLES: u64 = 2;
-
-/// What the gateway judges: what its clients see (p99 latency and the
-/// share of 5xx answers) and the whole cluster's order rate (the sum of
-/// every node's count, so a leader change is not a fall).
-pub fn gateway_watches() -> Vec<keel_alert::Watch> {
-    use keel_alert::Watch;
-    vec![
-        Watch::p99_latency("client_p99_s", "gateway"),
-        Watch::error_rate("client_error_ratio", "gateway"),
-        Watch::order_rate_down("cluster_orders_per_s", "orders"),
-    ]
-}
-
-/// The detectors' samples from one chart point.
-pub fn detector_samples(p: &Point) -> Vec<(&'static str, f64)> {
-    let mut out = Vec::new();
-    if let Some(p99) = p.latency_ms_p99 {
-        out.push(("client_p99_s", p99 / 1e3));
-    }
-    if p.requests_per_s > 0.0 {
-        out.push(("client_error_ratio", p.errors_per_s / p.requests_per_s));
-    }
-    out.push(("cluster_orders_per_s", p.orders_placed_per_s));
-    out
-}
-
-impl DashboardState {
-    /// A state that lists `repo` for the backup panel, if given, and runs
-    /// [`gateway_watches`].
-    pub fn new(repo: Option<BackupRepo>) -> Result<Self, keel_alert::ConfigError> {
-        Ok(Self {
-            ring: Mutex::default(),
-            backups: Mutex::default(),
-            repo,
-            monitor: Mutex::new(keel_alert::Monitor::new(gateway_watches())?),
-            samples: std::sync::atomic::AtomicU64::new(0),
-        })
-    }
-
-    /// The gateway's own alerts (`GET /gateway/alerts`).
-    pub fn alerts(&self) -> keel_alert::AlertsResponse {
-        keel_protocol::sync::lock(&self.monitor).book().response()
-    }
-
-    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
-        keel_protocol::sync::lock(&self.ring)
-    }
-}
 
 /// Every [`SAMPLE_INTERVAL`] until shutdown: reads the gateway's counters
 /// and every known node's `/metrics` into the ring, and lists the backup
@@ -685,7 +620,7 @@ mod tests {
 
     #[test]
     fn the_gateway_judges_its_clients_latency_errors_and_the_clusters_orders() {
-        let mut m = keel_alert::Monitor::new(gateway_watches()).unwrap();
+        let mut m = keel_alert::Monitor::new(crate::dashboard_state::gateway_watches()).unwrap();
         let point = |t_ms: u64, p99_ms: f64| Point {
             t_ms,
             requests_per_s: 100.0,

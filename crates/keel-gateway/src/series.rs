@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::Serialize;
 
 /// Points the ring keeps: ten minutes at one point per
-/// [`super::SAMPLE_INTERVAL`] (5 s), enough to see a failover and its
+/// [`crate::dashboard::SAMPLE_INTERVAL`] (5 s), enough to see a failover and its
 /// recovery on one chart while the whole ring stays a few tens of KiB in
 /// every `/gateway/dashboard` reply.
 pub const RING_POINTS: usize = 120;
