@@ -30,15 +30,14 @@ pub async fn observe(
     since_ms: u64,
 ) -> Observed {
     let mut alerts = Vec::new();
-    for id in cluster.running() {
-        let (Ok(ep), Ok(c)) = (cluster.addr(id), cluster.node_client(id)) else {
-            continue;
-        };
-        let Ok(r) = c.call_at(&ep, method_get(), "/v1/alerts", None, None).await else {
-            continue;
-        };
+    let asked = match cluster.running().first().map(|id| cluster.addr(*id)) {
+        Some(Ok(ep)) => cluster.admin_client().cluster_alerts(&ep).await.ok(),
+        _ => None,
+    };
+    for (id, answer) in asked.into_iter().flatten() {
+        let Ok(body) = answer else { continue };
         for list in ["active", "history"] {
-            for a in r.body[list].as_array().into_iter().flatten() {
+            for a in body[list].as_array().into_iter().flatten() {
                 if a["started_ms"].as_u64().is_some_and(|t| t >= since_ms) {
                     alerts.push((id, a.clone()));
                 }

@@ -357,6 +357,17 @@ fn matched_index(m: &RaftMetrics<NodeId, BasicNode>, peer: NodeId) -> Option<u64
         .map(|l| l.index)
 }
 
+/// Each follower's lag behind the leader's last log index (entries), from
+/// its replication metrics; empty on a follower.
+fn replication_lags(m: &RaftMetrics<NodeId, BasicNode>) -> Vec<(NodeId, u64)> {
+    let last = m.last_log_index.unwrap_or(0);
+    m.replication
+        .iter()
+        .flatten()
+        .map(|(peer, matched)| (*peer, last.saturating_sub(matched.map_or(0, |l| l.index))))
+        .collect()
+}
+
 /// The voter other than `leader` that holds most of the leader's log: the
 /// successor that can take over soonest.
 fn best_successor(leader: NodeId, m: &RaftMetrics<NodeId, BasicNode>) -> Option<NodeId> {
@@ -854,13 +865,7 @@ impl Node {
     /// Each follower's lag behind this leader's last log index (entries);
     /// empty on a follower.
     pub fn replication_lags(&self) -> Vec<(NodeId, u64)> {
-        let m = self.m();
-        let last = m.last_log_index.unwrap_or(0);
-        m.replication
-            .iter()
-            .flatten()
-            .map(|(peer, matched)| (*peer, last.saturating_sub(matched.map_or(0, |l| l.index))))
-            .collect()
+        replication_lags(&self.m())
     }
 
     /// Feeds sampled series to the alert monitor; returns its transitions.
@@ -1414,16 +1419,12 @@ impl Node {
             }
             Err(e) => tracing::warn!(error = %e, "reading the commit index for metrics"),
         }
-        let last = m.last_log_index.unwrap_or(0);
         metrics.replication_lag.clear();
-        if let Some(replication) = &m.replication {
-            for (peer, matched) in replication {
-                let lag = last.saturating_sub(matched.map_or(0, |l| l.index));
-                metrics
-                    .replication_lag
-                    .get_or_create(&Peer { peer: *peer })
-                    .set(g(Some(lag)));
-            }
+        for (peer, lag) in replication_lags(&m) {
+            metrics
+                .replication_lag
+                .get_or_create(&Peer { peer })
+                .set(g(Some(lag)));
         }
         metrics
             .proposer_queued
